@@ -1,0 +1,69 @@
+"""Fixed linear scalarisation: ``L = Σ_i λ_i L_i`` with λ chosen by the user."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import LossWeighting
+
+
+class FixedWeights(LossWeighting):
+    """``L = Σ_{i ∈ present} λ_i L_i``.
+
+    ``weights`` maps task names to λ_i (missing tasks get ``default``, 1.0 unless given).
+    Tasks without labels in a batch contribute nothing (they are absent from ``losses``);
+    the remaining weights are *not* renormalised, so each task's gradient scale does not
+    depend on which other tasks happen to share the batch.
+    """
+
+    name = "fixed"
+
+    def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
+        self.weights = dict(weights or {})
+        self.default = float(default)
+        for task, w in self.weights.items():
+            if not isinstance(w, (int, float)) or w != w or w < 0:
+                raise ValueError(
+                    f"balancing.weights.{task}: {w!r} is not a non-negative number; "
+                    "fix: give each task a weight ≥ 0"
+                )
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        unknown = sorted(set(self.weights) - set(tasks))
+        if unknown:
+            raise ValueError(
+                f"balancing.weights: unknown task(s) {unknown}; fix: use task names from {list(tasks)}"
+            )
+
+    def weight(self, task: str) -> float:
+        return self.weights.get(task, self.default)
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to combine: the batch has no labels for any task")
+        return torch.stack([self.weight(t) * loss for t, loss in losses.items()]).sum()
+
+
+class Sum(FixedWeights):
+    """``L = Σ_i L_i`` (all λ_i = 1)."""
+
+    name = "sum"
+
+    def __init__(self) -> None:
+        super().__init__({}, default=1.0)
+
+
+class Mean(FixedWeights):
+    """``L = (1/K) Σ_i L_i`` over the K tasks present in the batch."""
+
+    name = "mean"
+
+    def __init__(self) -> None:
+        super().__init__({}, default=1.0)
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        return super().combine(losses) / len(losses)

@@ -1,0 +1,240 @@
+"""``polytask train | eval | predict | compare``.
+
+Configuration problems print one line ``error: <field or file>: <problem>; fix: <hint>``
+and exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from .config.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multi-task learning: train, evaluate, predict, and compare against single-task models.")
+
+_STATE = {"debug": False}
+
+
+def _fail(err: BaseException) -> None:
+    if _STATE["debug"]:
+        traceback.print_exc()
+    msg = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+    if not isinstance(err, ConfigError) and "; fix:" not in msg:
+        msg += "; fix: see the message (run with --debug for a traceback)"
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from .engine.checkpoint import CheckpointError
+    from .engine.trainer import TrainingError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as err:
+        _fail(err)
+    except (ValueError, ImportError) as err:
+        if _STATE["debug"]:
+            raise
+        _fail(err)
+
+
+def _read(config: Path, overrides: Optional[List[str]]) -> tuple[Any, Any]:
+    from .config.load import read_config
+
+    return read_config(config, overrides or [])
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _STATE["debug"] = debug
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("task", "metric", "value"):
+        table.add_column(col)
+    for t, ms in metrics.items():
+        for m, v in ms.items():
+            table.add_row(t, m, f"{v:.4f}")
+    Console(stderr=False).print(table)
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="YAML config."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoints/last."),
+    as_json: bool = typer.Option(False, "--json", help="Print test metrics as JSON."),
+) -> None:
+    """Train the multi-task model; writes a run directory."""
+    from .runs import train
+
+    def go() -> Any:
+        cfg, raw = _read(config, set_)
+        run = out or Path("runs") / cfg.name
+        return train(cfg, raw, config.resolve().parent, run, resume=resume)
+
+    result = _guard(go)
+    if as_json:
+        typer.echo(json.dumps(result.test))
+    else:
+        _print_metrics(result.test, f"test metrics ({result.run_dir})")
+
+
+def _parse_tests(items: Optional[List[str]]) -> dict[str, Path]:
+    out = {}
+    for item in items or []:
+        task, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--test {item}", "not of the form TASK=PATH", "write e.g. --test aspects=test.jsonl")
+        out[task] = Path(path)
+    return out
+
+
+def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> dict[str, dict[str, float]]:
+    """Metrics of a trained run on its own test split, or on other files per task."""
+    from .config.build import Experiment
+    from .config.schema import SourceConfig
+    from .config.sources import load_source
+    from .runs import load
+
+    run = load(run_dir)
+    cfg = run.cfg
+    if not tests:
+        exp = Experiment(cfg, run.base_dir, vocab=json.loads((run.run_dir / "vocab.json").read_text()),
+                         labels={t: list(k.kind.labels) for t, k in run.tasks.items() if hasattr(k.kind, "labels")})
+        return run.evaluate(exp.train_sources(split="test"))
+    results: dict[str, dict[str, float]] = {}
+    for task, path in tests.items():
+        if task not in run.tasks:
+            raise ConfigError(f"--test {task}", "undefined task", f"use one of {sorted(run.tasks)}")
+        name, src = next(((n, s) for n, s in cfg.data.sources.items() if task in s.tasks), (None, None))
+        if src is None:
+            raise ConfigError(f"--test {task}", "no source of the run labels this task", "check the task name")
+        source = SourceConfig(format=fmt or src.format, train=str(path.resolve()), tasks={task: src.tasks[task]},
+                              options=src.options if (fmt or src.format) == src.format else {})
+        data_cfg = cfg.data.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})
+        examples = load_source(f"--test {task}", source, data_cfg, Path.cwd(), cfg.seed).train
+        for i, ex in enumerate(examples):
+            raw = ex.targets.get(task)
+            if raw is not None:
+                try:
+                    run.tasks[task].kind.encode_target(raw)
+                except ValueError as err:
+                    raise ConfigError(str(path), f"example {ex.id or i}: {err}", "the run's label set is fixed") from None
+        metrics = run.evaluate({"test": examples})
+        results[task] = metrics.get(task, {})
+    return results
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
+    test: Optional[List[str]] = typer.Option(None, "--test", help="TASK=PATH: evaluate TASK on another file."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Reader of the --test files (jsonl, csv, conll)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
+) -> None:
+    """Evaluate a trained run (its test split, or --test files)."""
+    metrics = _guard(lambda: evaluate_run(run_dir, _parse_tests(test), fmt))
+    if as_json:
+        typer.echo(json.dumps(metrics))
+    else:
+        _print_metrics(metrics, f"metrics ({run_dir})")
+
+
+def read_inputs(path: Path, text_field: str) -> list[Any]:
+    """Text (one input per line), JSONL (``tokens`` list or ``text_field``) or CSV (``text_field`` column)."""
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(str(path), "input file not found", "check the path")
+    if path.suffix == ".jsonl":
+        items = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{i}", f"not JSON ({err.msg})", "one JSON object per line") from None
+            if "tokens" in obj:
+                items.append(list(obj["tokens"]))
+            elif text_field in obj:
+                items.append(str(obj[text_field]))
+            else:
+                raise ConfigError(f"{path}:{i}", f"no 'tokens' or {text_field!r} field", "add one or use --text-field")
+        return items
+    if path.suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            if text_field not in (reader.fieldnames or []):
+                raise ConfigError(str(path), f"no column {text_field!r}", "use --text-field to name the text column")
+            return [row[text_field] for row in reader]
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@app.command("predict")
+def predict_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="Text (a line each), .jsonl or .csv file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (default stdout)."),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL field / CSV column with the text."),
+) -> None:
+    """Predict every task for each input (one forward pass); writes JSONL."""
+    from .runs import load
+
+    def go() -> list[dict]:
+        run = load(run_dir)
+        inputs = read_inputs(input_path, text_field)
+        return [{"input": x if isinstance(x, str) else " ".join(x), **p} for x, p in zip(inputs, run.predict(inputs))]
+
+    rows = _guard(go)
+    lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    if output:
+        output.write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+
+
+@app.command("compare")
+def compare_cmd(
+    config: Path = typer.Argument(..., help="YAML config."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds (seed, seed+1, ...): mean ± std and a paired 95% CI."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>-compare)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    as_json: bool = typer.Option(False, "--json", help="Print {stl, mtl, delta_m[, ci95]} as JSON."),
+) -> None:
+    """Train MTL and one STL model per task on the same data; print the table and Δm."""
+    from .runs import compare
+
+    def go() -> Any:
+        cfg, raw = _read(config, set_)
+        directory = out or Path("runs") / f"{cfg.name}-compare"
+        return compare(cfg, raw, config.resolve().parent, directory, seeds=seeds), directory
+
+    summary, directory = _guard(go)
+    if as_json:
+        keys = ("stl", "mtl", "delta_m", "ci95")
+        typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
+    else:
+        typer.echo((directory / "compare.md").read_text(encoding="utf-8"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,298 @@
+"""Turn a validated :class:`~polytask.config.schema.Config` into working objects."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .. import balancing
+from ..data.base import Example
+from ..data.collate import Collator
+from ..data.vocab import Vocab
+from ..engine.optim import ParamGroupRule
+from ..engine.trainer import TrainerConfig
+from ..sharing.base import MultiTaskModel
+from ..tasks import Task, make_kind
+from .errors import ConfigError
+from .schema import Config
+from .sources import Splits, load_source
+
+INFERABLE = ("classification", "tagging")
+
+
+def _resolve(registry: Mapping[str, Any], name: str, where: str) -> Any:
+    if ":" in name:
+        from .._imports import import_object
+
+        try:
+            return import_object(name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ConfigError(where, f"cannot import {name!r} ({err})", "give 'package.module:Class' of an importable class") from None
+    if name not in registry:
+        raise ConfigError(where, f"unknown name {name!r}", f"use one of {sorted(registry)} or 'package.module:Class'")
+    return registry[name]
+
+
+def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as err:
+        raise ConfigError(where, f"bad option ({err})", f"see the options of {getattr(cls, '__name__', cls)}") from None
+    except ValueError:  # no signature available
+        pass
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(where, str(err), "correct the option") from None
+
+
+def infer_labels(kind: str, values: Sequence[Any]) -> list[str]:
+    """Label set from the data: sorted class names, or tags with ``O`` first."""
+    if kind == "classification":
+        return sorted({str(v) for v in values if v is not None})
+    tags = {str(t) for seq in values if seq is not None for t in seq}
+    return ["O"] + sorted(tags - {"O"})
+
+
+class Experiment:
+    """Tasks, data splits, vocabularies and factories for models, methods and samplers."""
+
+    def __init__(self, cfg: Config, base_dir: str | Path = ".", *, vocab: Mapping[str, Any] | None = None,
+                 labels: Mapping[str, list[str]] | None = None, load_data: bool = True) -> None:
+        self.cfg = cfg
+        self.base_dir = Path(base_dir)
+        self.seed = cfg.seed
+        split_seed = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.seed
+        self.sources: dict[str, Splits] = {}
+        if load_data:
+            for name, src in cfg.data.sources.items():
+                for task in src.tasks:
+                    if task not in cfg.tasks:
+                        raise ConfigError(f"data.sources.{name}.tasks.{task}", "undefined task",
+                                          f"define it under tasks: or use one of {sorted(cfg.tasks)}")
+                self.sources[name] = load_source(name, src, cfg.data, self.base_dir, split_seed)
+        self.tasks = self._build_tasks(labels or {})
+        if load_data:
+            self._check_labels()
+        self._check_names()
+        self.input_kind = self.encoder_class().input_kind
+        self.vocab, self.char_vocab, self.tokenizer = self._build_inputs(vocab)
+
+    # ------------------------------------------------------------------ tasks
+    def _build_tasks(self, known: Mapping[str, list[str]]) -> dict[str, Task]:
+        tasks: dict[str, Task] = {}
+        for name, tc in self.cfg.tasks.items():
+            opts = tc.options()
+            where = f"tasks.{name}"
+            if tc.kind in INFERABLE and "labels" not in opts:
+                if name in known:
+                    opts["labels"] = known[name]
+                else:
+                    values = [ex.targets.get(name) for s in self.sources.values() for ex in s.train]
+                    opts["labels"] = infer_labels(tc.kind, values)
+                    if len(opts["labels"]) < (1 if tc.kind == "classification" else 2):
+                        raise ConfigError(f"{where}.labels", "no labels found in the training data",
+                                          "map the task to a labelled field in data.sources.*.tasks")
+            try:
+                kind = make_kind(tc.kind, **opts)
+            except TypeError as err:
+                raise ConfigError(where, f"bad option ({err})", "remove or correct it") from None
+            except ValueError as err:
+                raise ConfigError(where, str(err), "correct the task definition") from None
+            try:
+                tasks[name] = Task(name, kind, primary_metric=tc.primary_metric)
+            except ValueError as err:
+                raise ConfigError(f"{where}.primary_metric", str(err), f"use one of {kind.metric_names()}") from None
+        return tasks
+
+    def _check_labels(self) -> None:
+        for sname, splits in self.sources.items():
+            for split_name in ("train", "val", "test"):
+                for i, ex in enumerate(getattr(splits, split_name)):
+                    for t, raw in ex.targets.items():
+                        if raw is None or t not in self.tasks:
+                            continue
+                        try:
+                            self.tasks[t].kind.encode_target(raw)
+                        except ValueError as err:
+                            ident = ex.id if ex.id is not None else f"#{i}"
+                            raise ConfigError(f"tasks.{t}.labels",
+                                              f"source {sname!r} ({split_name}, example {ident}) does not match: {err}",
+                                              "add the label to tasks.{t}.labels, or omit labels to infer them") from None
+
+    def _check_names(self) -> None:
+        m = self.cfg.model
+        for section, names in (("model.taps", m.taps), ("model.task_layers", m.task_layers), ("model.heads", m.heads),
+                               ("trainer.baselines", self.cfg.trainer.baselines)):
+            for t in names:
+                if t not in self.tasks:
+                    raise ConfigError(f"{section}.{t}", "undefined task", f"use one of {sorted(self.tasks)}")
+        labelled = {t for s in self.cfg.data.sources.values() for t in s.tasks}
+        missing = [t for t in self.tasks if t not in labelled]
+        if missing and self.sources:
+            raise ConfigError(f"tasks.{missing[0]}", "no data source labels this task",
+                              "map it in data.sources.<name>.tasks")
+
+    # ------------------------------------------------------------------ inputs
+    def encoder_class(self) -> Any:
+        from ..nn import ENCODERS
+
+        return _resolve(ENCODERS, self.cfg.model.encoder.type, "model.encoder.type")
+
+    def _build_inputs(self, saved: Mapping[str, Any] | None) -> tuple[Vocab | None, Vocab | None, Any]:
+        vc = self.cfg.data.vocab
+        vocab = char_vocab = tokenizer = None
+        if self.input_kind == "tokens":
+            if saved and saved.get("tokens"):
+                vocab = Vocab.from_json(saved["tokens"])
+                char_vocab = Vocab.from_json(saved["chars"]) if saved.get("chars") else None
+            else:
+                token_lists = [ex.inputs["tokens"] for s in self.sources.values() for ex in s.train]
+                vocab = Vocab.build(token_lists, min_freq=vc.min_freq, max_size=vc.max_size, lowercase=vc.lowercase)
+                if vc.chars:
+                    char_vocab = Vocab.build_chars(token_lists)
+        elif self.input_kind == "subwords":
+            from ..nn.transformer import SubwordTokenizer
+
+            enc = self.cfg.model.encoder.options()
+            tokenizer = SubwordTokenizer(self._encoder_path(enc), max_length=enc.get("max_length", 256))
+        return vocab, char_vocab, tokenizer
+
+    def _encoder_path(self, enc: Mapping[str, Any]) -> str:
+        from ..nn.transformer import minilm_path
+
+        path = enc.get("path", "minilm")
+        return minilm_path() if path == "minilm" else str(path)
+
+    def vocab_json(self) -> dict[str, Any]:
+        return {"tokens": self.vocab.to_json() if self.vocab else None,
+                "chars": self.char_vocab.to_json() if self.char_vocab else None}
+
+    def labels_json(self) -> dict[str, list[str]]:
+        return {t: list(task.kind.labels) for t, task in self.tasks.items() if hasattr(task.kind, "labels")}
+
+    def collator(self, task_names: Sequence[str] | None = None) -> Collator:
+        names = list(task_names) if task_names is not None else list(self.tasks)
+        return Collator({t: self.tasks[t].kind for t in names}, input_kind=self.input_kind, vocab=self.vocab,
+                        char_vocab=self.char_vocab, tokenizer=self.tokenizer, max_length=self.cfg.data.max_length)
+
+    # ------------------------------------------------------------------ model
+    def build_encoder(self) -> Any:
+        cls = self.encoder_class()
+        opts = self.cfg.model.encoder.options()
+        if self.input_kind == "tokens":
+            opts.setdefault("vocab_size", len(self.vocab))
+            if self.char_vocab is not None:
+                opts.setdefault("char_vocab_size", len(self.char_vocab))
+        elif self.input_kind == "features":
+            first = next(ex for s in self.sources.values() for ex in s.train) if self.sources else None
+            if first is not None:
+                opts.setdefault("input_dim", len(first.inputs["features"]))
+        elif self.input_kind == "subwords":
+            opts["path"] = self._encoder_path(opts)
+        return _construct(cls, opts, "model.encoder")
+
+    def build_model(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:
+        """The configured architecture for ``task_names`` (all tasks by default).
+
+        A single-task baseline is the same architecture restricted to one task: the same
+        encoder, the same tap depth and task layers, the same head.
+        """
+        import torch
+
+        from ..nn.heads import ClassifierHead, TaggerHead
+        from ..sharing import ARCHITECTURES, TASK_LAYERS
+
+        names = list(task_names) if task_names is not None else list(self.tasks)
+        torch.manual_seed(self.seed if seed is None else seed)
+        m = self.cfg.model
+        encoder = self.build_encoder()
+        layers: dict[str, Any] = {}
+        dims: dict[str, int] = {}
+        for t in names:
+            depth = m.taps.get(t, encoder.num_layers)
+            if not 1 <= depth <= encoder.num_layers:
+                raise ConfigError(f"model.taps.{t}", f"depth {depth} is outside 1..{encoder.num_layers}",
+                                  f"the encoder has {encoder.num_layers} layer(s)")
+            dims[t] = encoder.layer_dims[depth - 1]
+            if t in m.task_layers:
+                lc = m.task_layers[t]
+                cls = _resolve(TASK_LAYERS, lc.type, f"model.task_layers.{t}.type")
+                opts = lc.options()
+                opts.setdefault("in_dim", dims[t])
+                layers[t] = _construct(cls, opts, f"model.task_layers.{t}")
+                dims[t] = getattr(layers[t], "out_dim", dims[t])
+        heads = {}
+        for t in names:
+            kind = self.tasks[t].kind
+            hc = m.heads.get(t)
+            dropout = hc.dropout if hc and hc.dropout else m.head_dropout
+            hidden = hc.hidden if hc else None
+            where = f"model.heads.{t}"
+            if kind.is_token_level:
+                crf = hc.crf if hc and hc.crf is not None else bool(getattr(kind, "crf", False))
+                if crf != bool(getattr(kind, "crf", False)):
+                    raise ConfigError(f"{where}.crf", "disagrees with the task's crf option",
+                                      f"set crf under tasks.{t} only")
+                heads[t] = _construct(TaggerHead, dict(in_dim=dims[t], num_tags=kind.output_size, crf=crf,
+                                                       hidden=hidden, dropout=dropout), where)
+            else:
+                pooling = (hc.pooling if hc and hc.pooling else m.pooling) if encoder.is_sequence else None
+                heads[t] = _construct(ClassifierHead, dict(in_dim=dims[t], out_dim=kind.output_size,
+                                                           pooling=pooling, hidden=hidden, dropout=dropout), where)
+        arch = _resolve(ARCHITECTURES, m.sharing, "model.sharing")
+        taps = {t: d for t, d in m.taps.items() if t in names}
+        if m.sharing == "hard":
+            if taps or layers:
+                raise ConfigError("model.sharing", "hard sharing reads the top layer and has no task layers",
+                                  "use sharing: hierarchical for taps or task_layers")
+            model = arch(encoder, heads)
+        else:
+            model = _construct(arch, dict(encoder=encoder, heads=heads, taps=taps, task_layers=layers), "model")
+        model.check_ownership()
+        return model
+
+    # ------------------------------------------------------------------ training
+    def build_method(self, task_names: Sequence[str] | None = None) -> balancing.Balancer:
+        bc = self.cfg.balancing
+        opts = bc.options()
+        names = list(task_names) if task_names is not None else list(self.tasks)
+        if "weights" in opts and isinstance(opts["weights"], Mapping):
+            unknown = [t for t in opts["weights"] if t not in self.tasks]
+            if unknown:
+                raise ConfigError(f"balancing.weights.{unknown[0]}", "undefined task", f"use one of {sorted(self.tasks)}")
+            opts["weights"] = {t: w for t, w in opts["weights"].items() if t in names}
+        try:
+            method = balancing.make(bc.method, **opts)
+            method.bind(names)
+        except ValueError as err:
+            raise ConfigError("balancing", str(err), f"methods: {balancing.available()}") from None
+        return method
+
+    def build_sampler(self, sources: Mapping[str, Sequence[Example]]) -> Any:
+        from ..data.samplers import SAMPLERS
+
+        sc = self.cfg.sampler
+        cls = _resolve(SAMPLERS, sc.type, "sampler.type")
+        return _construct(cls, dict(sizes={s: len(v) for s, v in sources.items()}, **sc.options()), "sampler")
+
+    def trainer_config(self, **overrides: Any) -> TrainerConfig:
+        t = self.cfg.trainer.model_dump()
+        t["param_groups"] = [ParamGroupRule(**g) for g in t["param_groups"]]
+        t["seed"] = self.seed
+        t.update(overrides)
+        return TrainerConfig(**t)
+
+    def train_sources(self, task_names: Sequence[str] | None = None, split: str = "train") -> dict[str, list[Example]]:
+        """Per-source examples of a split, restricted to sources that label one of ``task_names``."""
+        names = set(task_names) if task_names is not None else set(self.tasks)
+        out = {}
+        for s, splits in self.sources.items():
+            if names & set(self.cfg.data.sources[s].tasks):
+                examples = getattr(splits, split)
+                if task_names is not None:
+                    examples = [Example(inputs=e.inputs, targets={t: v for t, v in e.targets.items() if t in names},
+                                        id=e.id) for e in examples]
+                out[s] = examples
+        return out

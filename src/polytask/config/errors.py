@@ -1,0 +1,54 @@
+"""One-line configuration errors: ``error: <field or file>: <problem>; fix: <hint>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class ConfigError(ValueError):
+    """A problem in the configuration or its files, reported as one line (exit code 2)."""
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        self.where, self.problem, self.fix = where, problem, fix
+        super().__init__(f"{where}: {problem}; fix: {fix}")
+
+
+def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
+    """The first pydantic error as a :class:`ConfigError` with a fix hint."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "config"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        known = _known_fields_of(schema, loc)
+        hint = "remove it or correct its spelling" + (f" (known keys here: {', '.join(known)})" if known else "")
+        return ConfigError(where, "unknown key", hint)
+    if kind == "missing":
+        return ConfigError(where, "required key is missing", "add it")
+    value = first.get("input")
+    return ConfigError(where, f"{first['msg']} (got {value!r})", "give a value of the expected type and range")
+
+
+def _known_fields_of(schema: type, loc: tuple) -> list[str]:
+    cls: Any = schema
+    for part in loc[:-1]:
+        fields = getattr(cls, "model_fields", None)
+        if fields is None:
+            continue  # a dict key (e.g. a task or source name): stay on the value type
+        field = fields.get(str(part))
+        if field is None:
+            return []
+        cls = _model_in(field.annotation)
+    return sorted(getattr(cls, "model_fields", {}) or {})
+
+
+def _model_in(ann: Any) -> Any:
+    if isinstance(ann, type) and hasattr(ann, "model_fields"):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

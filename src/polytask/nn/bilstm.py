@@ -1,0 +1,157 @@
+"""Stacked bidirectional LSTM encoder with optional character features.
+
+Word representations follow Lample et al. (2016), "Neural Architectures for Named Entity
+Recognition": a word embedding concatenated with the final states of a character-level
+BiLSTM run over the word's characters. Each layer is its own single-layer bidirectional
+``nn.LSTM`` so that every depth's output is available (Søgaard & Goldberg, 2016, supervise
+low-level tasks at lower layers).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.mlp import check_dropout, check_positive
+
+
+def _right_padded_lengths(mask: Tensor) -> Tensor:
+    """Lengths (B,) of a right-padded (B, T) mask; ``ValueError`` if a row has holes."""
+    lengths = mask.sum(dim=1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if not torch.equal(mask, positions.unsqueeze(0) < lengths.unsqueeze(1)):
+        raise ValueError(
+            "BiLSTM expects right-padded sequences (real tokens first, then padding_idx)"
+        )
+    return lengths
+
+
+def run_packed(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``lstm`` (batch_first) over the first ``lengths[b]`` steps of each row of ``x``.
+
+    Returns ``(outputs (B, T, H*dirs), h_n (layers*dirs, B, H))``. Rows of length 0 are
+    run over one (padding) step and their outputs are zeroed; callers mask them anyway.
+    """
+    packed = pack_padded_sequence(
+        x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+    )
+    out, (h_n, _) = lstm(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, h_n
+
+
+class CharBiLSTM(nn.Module):
+    """Character BiLSTM word features (Lample et al., 2016).
+
+    For a word with characters ``c_1..c_n``, returns ``[→h_n ; ←h_1]``: the last forward
+    and last backward states, (2 * hidden,). Character id 0 is padding; a word without
+    characters (a padding token) gets the zero vector.
+    """
+
+    def __init__(self, char_vocab_size: int, char_dim: int = 30, hidden: int = 25) -> None:
+        super().__init__()
+        check_positive(char_vocab_size, "char_vocab_size")
+        check_positive(char_dim, "char_dim")
+        check_positive(hidden, "char_hidden")
+        self.output_dim = 2 * hidden
+        self.embedding = nn.Embedding(char_vocab_size, char_dim, padding_idx=0)
+        self.lstm = nn.LSTM(char_dim, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, chars: Tensor) -> Tensor:
+        """``chars`` (B, T, C) long -> (B, T, 2 * hidden)."""
+        if chars.dim() != 3:
+            raise ValueError(f"inputs['chars'] must be (B, T, C); got {tuple(chars.shape)}")
+        batch, steps, width = chars.shape
+        flat = chars.reshape(batch * steps, width)
+        char_mask = flat != 0
+        out = flat.new_zeros((batch * steps, self.output_dim), dtype=self.embedding.weight.dtype)
+        words = char_mask.any(dim=1).nonzero(as_tuple=True)[0]
+        if words.numel() == 0:
+            return out.reshape(batch, steps, self.output_dim)
+        selected = flat[words]
+        lengths = _right_padded_lengths(char_mask[words])
+        _, h_n = run_packed(self.lstm, self.embedding(selected), lengths)
+        out = out.index_copy(0, words, torch.cat([h_n[0], h_n[1]], dim=-1))
+        return out.reshape(batch, steps, self.output_dim)
+
+
+class BiLSTM(Encoder):
+    """Stack of bidirectional LSTM layers over word (and optionally character) embeddings.
+
+    ``x_t = [E w_t ; char(w_t)]``; layer ``d`` computes ``h^d_t = [→LSTM_d ; ←LSTM_d]``
+    over ``dropout(h^{d-1})`` with ``h^0 = x``, using packed sequences so that padding
+    never enters the recurrence: outputs at real positions are identical whatever the
+    batch's padding, and padding positions are zero. Reads ``inputs["tokens"]`` (B, T) long
+    (``padding_idx`` = padding, right-padded) and, when ``char_vocab_size`` is set,
+    ``inputs["chars"]`` (B, T, C) long (0 = padding). Each layer's output is
+    (B, T, 2 * hidden).
+    """
+
+    input_kind = "tokens"
+    is_sequence = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 100,
+        hidden: int = 128,
+        layers: int = 2,
+        dropout: float = 0.0,
+        char_vocab_size: int | None = None,
+        char_dim: int = 30,
+        char_hidden: int = 25,
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        check_positive(vocab_size, "vocab_size")
+        check_positive(embed_dim, "embed_dim")
+        check_positive(hidden, "hidden")
+        check_positive(layers, "layers")
+        check_dropout(dropout)
+        if not 0 <= padding_idx < vocab_size:
+            raise ValueError(f"padding_idx={padding_idx} must be in [0, vocab_size={vocab_size})")
+        self.padding_idx = padding_idx
+        self.layer_dims = [2 * hidden] * layers
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        self.chars: CharBiLSTM | None = None
+        input_dim = embed_dim
+        if char_vocab_size is not None:
+            self.chars = CharBiLSTM(char_vocab_size, char_dim, char_hidden)
+            input_dim += self.chars.output_dim
+        self.dropout = nn.Dropout(dropout)
+        widths = [input_dim] + self.layer_dims[:-1]
+        self.lstms = nn.ModuleList(
+            nn.LSTM(w, hidden, batch_first=True, bidirectional=True) for w in widths
+        )
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        if "tokens" not in inputs:
+            raise KeyError(f"BiLSTM reads inputs['tokens'] (B, T); got keys {sorted(inputs)}")
+        tokens = inputs["tokens"]
+        mask = tokens != self.padding_idx
+        lengths = _right_padded_lengths(mask)
+        h = self.embedding(tokens)
+        if self.chars is not None:
+            if "chars" not in inputs:
+                raise KeyError(
+                    "BiLSTM was built with char_vocab_size, so it reads inputs['chars'] "
+                    "(B, T, C); build it with char_vocab_size=None to use words only"
+                )
+            chars = inputs["chars"]
+            if chars.shape[:2] != tokens.shape:
+                raise ValueError(
+                    f"inputs['chars'] {tuple(chars.shape)} must start with the tokens' shape "
+                    f"{tuple(tokens.shape)}"
+                )
+            h = torch.cat([h, self.chars(chars)], dim=-1)
+        keep = mask.unsqueeze(-1)
+        layers: list[Tensor] = []
+        for lstm in self.lstms:
+            out, _ = run_packed(lstm, self.dropout(h), lengths)
+            h = torch.where(keep, out, 0.0)
+            layers.append(h)
+        return EncoderOutput(layers=layers, mask=mask)

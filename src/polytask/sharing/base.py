@@ -1,0 +1,85 @@
+"""What every sharing architecture declares: parameter ownership and shared features.
+
+A multi-task model is a set of mappings f_i = g_i ∘ h_i ∘ h_0 that share parts. Each
+architecture states, without anything being inferred elsewhere:
+
+* :meth:`MultiTaskModel.shared_parameters` — parameters that more than one task passes
+  through (h_0);
+* :meth:`MultiTaskModel.task_parameters` — parameters only task i passes through
+  (h_i and g_i);
+* :attr:`MultiTaskOutput.features` — per task, the shared-feature tensor its own
+  branch reads (the output of h_0 it taps). Gradient-balancing methods compute per-task
+  gradients there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+from torch import Tensor, nn
+
+
+@dataclass
+class MultiTaskOutput:
+    """``outputs[task]``: what the task's kind takes as output (logits or TagScores);
+    ``features[task]``: the shared tensor that task's branch reads; ``mask``: token mask of
+    sequence features (None otherwise)."""
+
+    outputs: dict[str, Any]
+    features: dict[str, Tensor] = field(default_factory=dict)
+    mask: Tensor | None = None
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: subclasses implement ``forward`` and the two ownership methods."""
+
+    task_names: list[str]
+
+    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"shared": [...], "task:<name>": [...]}``; every parameter is in exactly one."""
+        groups = {"shared": self.shared_parameters()}
+        for t in self.task_names:
+            groups[f"task:{t}"] = self.task_parameters(t)
+        return groups
+
+    def check_ownership(self) -> None:
+        """Raise if a parameter is unowned or owned twice (catches wrapping mistakes)."""
+        seen: dict[int, str] = {}
+        for group, params in self.parameter_groups().items():
+            for p in params:
+                if id(p) in seen:
+                    raise ValueError(f"parameter owned by both {seen[id(p)]!r} and {group!r}")
+                seen[id(p)] = group
+        names = {id(p): n for n, p in self.named_parameters()}
+        missing = [names[i] for i in names if i not in seen]
+        if missing:
+            raise ValueError(f"parameters not declared shared or task-specific: {missing[:5]}")
+
+    def _check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
+        if tasks is None:
+            return list(self.task_names)
+        unknown = [t for t in tasks if t not in self.task_names]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; this model has {self.task_names}")
+        return list(tasks)
+
+
+def _params(modules: Iterator[nn.Module] | Sequence[nn.Module]) -> list[nn.Parameter]:
+    out: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out

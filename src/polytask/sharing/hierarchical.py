@@ -1,0 +1,86 @@
+"""Hard and hierarchical parameter sharing.
+
+Hierarchical sharing (Søgaard & Goldberg 2016; Hashimoto et al. 2017; Sanh et al. 2019):
+``f_i(x) = g_i(h_i(h_0^{(d_i)}(x)))`` where ``h_0^{(d)}`` is the shared encoder up to depth
+``d``, each task taps its own depth ``d_i`` (e.g. tagging from layer 1, sentiment from
+layer 2), ``h_i`` are optional task-specific layers and ``g_i`` the task's head.
+
+Hard sharing (Caruana 1997) is the special case where every task taps the top layer and
+has no task-specific layers: ``f_i(x) = g_i(h(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from ..nn.base import Encoder
+from .base import MultiTaskModel, MultiTaskOutput, _params
+
+
+class Hierarchical(MultiTaskModel):
+    """Shared encoder stack, per-task tap depth, optional task layers, task heads.
+
+    Args:
+        encoder: the shared stack ``h_0`` (an :class:`~polytask.nn.base.Encoder`).
+        heads: task name -> head module ``g_i(features, mask)``.
+        taps: task name -> depth (1-based) of the encoder layer the task reads; default:
+            the top layer.
+        task_layers: task name -> module ``h_i(features, mask) -> features`` applied before
+            the head (see :mod:`polytask.sharing.task_layers`).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        heads: Mapping[str, nn.Module],
+        taps: Mapping[str, int] | None = None,
+        task_layers: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(dict(heads))
+        self.task_names = list(heads)
+        depth = encoder.num_layers
+        self.taps = {t: depth for t in self.task_names}
+        for t, d in (taps or {}).items():
+            if t not in self.heads:
+                raise ValueError(f"model.taps: unknown task {t!r}; fix: use one of {self.task_names}")
+            if not isinstance(d, int) or not 1 <= d <= depth:
+                raise ValueError(
+                    f"model.taps.{t}: depth {d!r} is outside 1..{depth}; fix: the encoder has {depth} layer(s)"
+                )
+            self.taps[t] = d
+        layers = dict(task_layers or {})
+        for t in layers:
+            if t not in self.heads:
+                raise ValueError(f"model.task_layers: unknown task {t!r}; fix: use one of {self.task_names}")
+        self.task_layers = nn.ModuleDict(layers)
+
+    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+        tasks = self._check_tasks(tasks)
+        enc = self.encoder(inputs)
+        outputs, features = {}, {}
+        for t in tasks:
+            h = enc.layers[self.taps[t] - 1]
+            features[t] = h
+            if t in self.task_layers:
+                h = self.task_layers[t](h, enc.mask)
+            outputs[t] = self.heads[t](h, enc.mask)
+        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return _params([self.encoder])
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        self._check_tasks([task])
+        mods = [self.heads[task]] + ([self.task_layers[task]] if task in self.task_layers else [])
+        return _params(mods)
+
+
+class HardSharing(Hierarchical):
+    """Hard parameter sharing: ``f_i(x) = g_i(h(x))`` — every head reads the encoder's top layer."""
+
+    def __init__(self, encoder: Encoder, heads: Mapping[str, nn.Module]) -> None:
+        super().__init__(encoder, heads)

@@ -1,0 +1,42 @@
+"""Task-specific layers ``h_i`` placed between the shared stack and a task's head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class DenseLayer(nn.Module):
+    """``h_i(x) = act(W x + b)`` applied to vectors or to every token of a sequence."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.dropout(torch.relu(self.linear(x)))
+
+
+class SequenceLayer(nn.Module):
+    """A task-private bidirectional LSTM layer over the shared token features."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = 2 * hidden
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if x.dim() != 3 or mask is None:
+            raise ValueError("SequenceLayer needs sequence features (B, T, D) and a token mask")
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return self.dropout(out) * mask.unsqueeze(-1).to(out.dtype)
+
+
+TASK_LAYERS = {"dense": DenseLayer, "bilstm": SequenceLayer}

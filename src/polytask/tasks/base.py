@@ -1,0 +1,118 @@
+"""The task abstraction: a name, a kind (loss, decoding, metrics) and a primary metric.
+
+A :class:`TaskKind` is stateless apart from its label space; it never owns parameters.
+Targets reach a kind already encoded by the data layer as a pair ``(target, mask)``:
+
+==============  =====================  ==================  =======================
+kind            output (logits)        target              mask (True = labelled)
+==============  =====================  ==================  =======================
+classification  (B, C) float           (B,) long           (B,)
+multilabel      (B, L) float           (B, L) float 0/1    (B, L)
+regression      (B, D) float           (B, D) float        (B, D)
+tagging         (B, T, C) float or     (B, T) long         (B, T) (False on padding
+                :class:`TagScores`                          and unlabelled tokens)
+==============  =====================  ==================  =======================
+
+Missing labels are data, not errors: every loss is averaged over the labelled
+entries only, and a batch without any labelled entry for a task must not call
+:meth:`TaskKind.loss` for it (see :meth:`Task.has_labels`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+class TaskKind(ABC):
+    """Loss, decoding and metrics of one kind of task."""
+
+    #: name used in configs ("classification", "multilabel", "regression", "tagging")
+    kind: str = ""
+    #: metric used by default as the task's primary metric
+    default_primary: str = ""
+
+    @property
+    @abstractmethod
+    def output_size(self) -> int:
+        """Number of scores the head must produce per example (per token for tagging)."""
+
+    @property
+    def is_token_level(self) -> bool:
+        return False
+
+    @abstractmethod
+    def encode_target(self, raw: Any) -> tuple[Any, Any]:
+        """Raw label from a data file (or ``None`` when missing) -> ``(value, mask)``.
+
+        Unknown labels raise ``ValueError`` naming the label and the known label set.
+        """
+
+    @abstractmethod
+    def loss(self, output: Any, target: Tensor, mask: Tensor) -> Tensor:
+        """Scalar loss averaged over labelled entries (``mask``); requires ``mask.any()``."""
+
+    @abstractmethod
+    def decode(self, output: Any, mask: Tensor | None = None) -> list[Any]:
+        """One prediction per example, as plain Python objects (see :meth:`metrics`)."""
+
+    @abstractmethod
+    def metrics(self, predictions: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
+        """Metrics over a whole evaluation set; ``targets`` are raw labels, ``None`` = missing."""
+
+    @abstractmethod
+    def format_prediction(self, prediction: Any) -> dict[str, Any]:
+        """JSON-ready form of one prediction (used by ``polytask predict``)."""
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in {"mae", "rmse", "mse", "loss"}
+
+    def metric_names(self) -> list[str]:
+        return []
+
+
+@dataclass
+class Task:
+    """A named task: ``Task("sentiment", Classification(["neg", "pos"]))``."""
+
+    name: str
+    kind: TaskKind
+    primary_metric: str | None = None
+    higher_is_better: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not str(self.name).replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"task name {self.name!r}: use letters, digits, '_' or '-'")
+        if self.primary_metric is None:
+            self.primary_metric = self.kind.default_primary
+        names = self.kind.metric_names()
+        if names and self.primary_metric not in names:
+            raise ValueError(
+                f"task {self.name!r}: primary_metric {self.primary_metric!r} is not one of {names}"
+            )
+        if self.higher_is_better is None:
+            self.higher_is_better = self.kind.higher_is_better(self.primary_metric)
+
+    @staticmethod
+    def has_labels(mask: Tensor) -> bool:
+        return bool(torch.as_tensor(mask).any())
+
+
+@dataclass
+class TagScores:
+    """Output of a CRF tagging head: per-token emission scores and the CRF's transition scores.
+
+    ``emissions``: (B, T, C); ``transitions[i, j]``: score of tag i followed by tag j (C, C);
+    ``start`` / ``end``: (C,) scores of the first / last tag. A plain softmax tagger returns
+    the bare (B, T, C) emission tensor instead.
+    """
+
+    emissions: Tensor
+    transitions: Tensor
+    start: Tensor
+    end: Tensor
