@@ -23,7 +23,7 @@ def test_split_is_deterministic_by_seed():
 
 def test_split_rounding_and_val_fraction():
     parts = split(list(range(7)), (0.5, 0.25, 0.25), seed=1)
-    assert [len(p) for p in parts] == [4, 2, 1]  # boundaries round(3.5)=4, round(5.25)=5
+    assert [len(p) for p in parts] == [4, 1, 2]  # boundaries floor(3.5+.5)=4, floor(5.25+.5)=5, 7
     train, val = split(ITEMS, val_fraction=0.25, seed=0)
     assert (len(train), len(val)) == (75, 25) and not set(train) & set(val)
 

@@ -8,6 +8,7 @@ and return each part **in the original order** of ``examples``, so that the same
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence, TypeVar
 
@@ -31,9 +32,9 @@ def split(
 ) -> tuple[list[T], ...]:
     """Split ``examples`` into ``len(fractions)`` parts.
 
-    Part k receives the shuffled indices between ``round(n * c_{k-1})`` and
-    ``round(n * c_k)``, where ``c_k`` is the cumulative sum of ``fractions`` (which must
-    be non-negative and sum to 1). ``val_fraction=v`` is short for
+    Part k receives the shuffled indices between ``b_{k-1}`` and ``b_k``, where
+    ``b_k = floor(n * c_k + 0.5)`` (rounding half up) and ``c_k`` is the cumulative sum of
+    ``fractions`` (which must be non-negative and sum to 1); the last part ends at ``n``. ``val_fraction=v`` is short for
     ``fractions=(1 - v, v)`` and returns ``(train, val)``.
     """
     if val_fraction is not None:
@@ -51,7 +52,7 @@ def split(
     acc, start = 0.0, 0
     for k, f in enumerate(fractions):
         acc += f
-        end = n if k == len(fractions) - 1 else min(n, round(n * acc))
+        end = n if k == len(fractions) - 1 else min(n, math.floor(n * acc + 0.5))
         parts.append([examples[i] for i in sorted(order[start:end])])
         start = end
     return tuple(parts)
@@ -71,7 +72,7 @@ def subsample(
     if fraction is not None:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"subsample: fraction must be in [0, 1], got {fraction}")
-        n = round(fraction * len(examples))
+        n = math.floor(fraction * len(examples) + 0.5)
     assert n is not None
     if n < 0:
         raise ValueError(f"subsample: n must be >= 0, got {n}")
