@@ -162,3 +162,27 @@ def test_accepts_task_objects():
 
     c = Collator([T()], vocab=Vocab(["a"]))
     assert c([Example({"tokens": ["a"]}, {"sent": "pos"})]).targets["sent"][0].tolist() == [1]
+
+
+def test_with_the_real_task_kinds():
+    from polytask.tasks import Classification, Multilabel, Regression, Tagging
+
+    tasks = {
+        "ner": Tagging(["O", "B-PER", "I-PER"]),
+        "sent": Classification(["neg", "pos"]),
+        "tox": Multilabel(["a", "b"]),
+        "y": Regression(),
+    }
+    c = Collator(tasks, vocab=Vocab(["Ann", "Lee"]))
+    b = c(
+        [
+            Example({"tokens": ["Ann", "Lee", "x"]}, {"ner": ["B-PER", "I-PER", "O"], "tox": [1, None]}),
+            Example({"tokens": ["x"]}, {"sent": "pos", "y": "2.5"}),
+        ]
+    )
+    assert b.targets["ner"][0].tolist() == [[1, 2, 0], [0, 0, 0]]
+    assert b.targets["ner"][1].tolist() == [[True] * 3, [False] * 3]
+    assert b.targets["sent"][0].tolist() == [0, 1] and b.targets["sent"][1].tolist() == [False, True]
+    assert b.targets["tox"][0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert b.targets["tox"][1].tolist() == [[True, False], [False, False]]
+    assert b.targets["y"][0].tolist() == [[0.0], [2.5]] and b.targets["y"][1].tolist() == [[False], [True]]

@@ -25,9 +25,10 @@ _STATE = {"debug": False}
 def _fail(err: BaseException) -> None:
     if _STATE["debug"]:
         traceback.print_exc()
-    msg = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+    msg = " ".join(str(err).split())  # one line, whatever the message
     if not isinstance(err, ConfigError) and "; fix:" not in msg:
-        msg += "; fix: see the message (run with --debug for a traceback)"
+        # a message in the "<where>: <problem>; fix: <hint>" form is shown as it is
+        msg = f"{type(err).__name__}: {msg}; fix: see the message (run with --debug for a traceback)"
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 

@@ -99,7 +99,8 @@ class Experiment:
             except TypeError as err:
                 raise ConfigError(where, f"bad option ({err})", "remove or correct it") from None
             except ValueError as err:
-                raise ConfigError(where, str(err), "correct the task definition") from None
+                field = f"{where}.labels" if "labels" in tc.options() and "label" in str(err) else where
+                raise ConfigError(field, str(err), "correct the task definition") from None
             try:
                 tasks[name] = Task(name, kind, primary_metric=tc.primary_metric)
             except ValueError as err:
@@ -119,7 +120,7 @@ class Experiment:
                             ident = ex.id if ex.id is not None else f"#{i}"
                             raise ConfigError(f"tasks.{t}.labels",
                                               f"source {sname!r} ({split_name}, example {ident}) does not match: {err}",
-                                              "add the label to tasks.{t}.labels, or omit labels to infer them") from None
+                                              f"add the label to tasks.{t}.labels, or omit labels to infer them") from None
 
     def _check_names(self) -> None:
         m = self.cfg.model
@@ -128,6 +129,16 @@ class Experiment:
             for t in names:
                 if t not in self.tasks:
                     raise ConfigError(f"{section}.{t}", "undefined task", f"use one of {sorted(self.tasks)}")
+        crit = self.cfg.trainer.criterion
+        if crit not in ("mean", "delta_m"):
+            task, _, metric = crit.partition(".")
+            if task not in self.tasks:
+                raise ConfigError("trainer.criterion", f"{crit!r} names no task",
+                                  f"use mean, delta_m, or one of {sorted(self.tasks)} (optionally TASK.METRIC)")
+            known = self.tasks[task].kind.metric_names()
+            if metric and known and metric not in known:
+                raise ConfigError("trainer.criterion", f"task {task!r} has no metric {metric!r}",
+                                  f"use {task} or one of {[f'{task}.{m}' for m in known]}")
         labelled = {t for s in self.cfg.data.sources.values() for t in s.tasks}
         missing = [t for t in self.tasks if t not in labelled]
         if missing and self.sources:
@@ -267,7 +278,7 @@ class Experiment:
             method = balancing.make(bc.method, **opts)
             method.bind(names)
         except ValueError as err:
-            raise ConfigError("balancing", str(err), f"methods: {balancing.available()}") from None
+            raise ConfigError.from_message(str(err), "balancing", f"use one of {balancing.available()}") from None
         return method
 
     def build_sampler(self, sources: Mapping[str, Sequence[Example]]) -> Any:

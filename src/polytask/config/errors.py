@@ -14,6 +14,20 @@ class ConfigError(ValueError):
         self.where, self.problem, self.fix = where, problem, fix
         super().__init__(f"{where}: {problem}; fix: {fix}")
 
+    @classmethod
+    def from_message(cls, message: str, where: str, fix: str) -> "ConfigError":
+        """Reuse a ``"<where>: <problem>; fix: <hint>"`` message from a lower layer.
+
+        The message's own location (when it starts with ``where``) and hint win over the
+        defaults, so the line never repeats the location or carries two hints.
+        """
+        text = " ".join(message.split())
+        text, sep, hint = text.partition("; fix: ")
+        head, colon, rest = text.partition(": ")
+        if colon and head.startswith(where) and " " not in head:
+            where, text = head, rest
+        return cls(where, text, hint if sep else fix)
+
 
 def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
     """The first pydantic error as a :class:`ConfigError` with a fix hint."""
@@ -28,7 +42,8 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
     if kind == "missing":
         return ConfigError(where, "required key is missing", "add it")
     value = first.get("input")
-    return ConfigError(where, f"{first['msg']} (got {value!r})", "give a value of the expected type and range")
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return ConfigError(where, f"{msg} (got {value!r})", "give a value of the expected type and range")
 
 
 def _known_fields_of(schema: type, loc: tuple) -> list[str]:

@@ -45,6 +45,11 @@ def _file_reader(name: str) -> Callable[..., list[Example]]:
 
 def _read_file(src: SourceConfig, path: Path, char_level: bool, where: str) -> list[Example]:
     reader = _file_reader(src.format)
+    if src.format == "conll":
+        for task, column in src.tasks.items():
+            if isinstance(column, bool) or not isinstance(column, int):
+                raise ConfigError(f"{where}.tasks.{task}", f"a conll source names columns by index, got {column!r}",
+                                  f"give the tag column's index, e.g. {{{task}: -1}} for the last column")
     kwargs = dict(src.options)
     if src.format in ("jsonl", "csv"):
         kwargs.setdefault("char_level", char_level)
