@@ -218,7 +218,6 @@ def test_iob1_to_iob2_rules():
     assert iob1_to_iob2(["I-PER", "I-PER", "O", "I-LOC", "I-ORG", "B-ORG", "I-ORG"]) == [
         "B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-ORG", "I-ORG",
     ]
-    assert iob1_to_iob2(["NNP", "I-X"]) == ["NNP", "B-X"]
 
 
 def test_conll_iob1_snippet(tmp_path):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Mapping
 
 from pydantic import ValidationError
 
@@ -48,14 +49,17 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
 
 def _known_fields_of(schema: type, loc: tuple) -> list[str]:
     cls: Any = schema
+    key_next = False
     for part in loc[:-1]:
+        if key_next or isinstance(part, int):
+            key_next = False  # a dict key (a task or source name) or a list index: stay on the value type
+            continue
         fields = getattr(cls, "model_fields", None)
-        if fields is None:
-            continue  # a dict key (e.g. a task or source name): stay on the value type
-        field = fields.get(str(part))
+        field = fields.get(str(part)) if fields else None
         if field is None:
             return []
         cls = _model_in(field.annotation)
+        key_next = typing.get_origin(field.annotation) in (dict, Mapping)
     return sorted(getattr(cls, "model_fields", {}) or {})
 
 

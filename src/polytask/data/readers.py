@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from polytask.data.base import Example
+from polytask.tasks.schemes import iob1_to_iob2
 
 __all__ = [
     "READERS",
@@ -329,23 +330,6 @@ def read_csv(
 # -------------------------------------------------------------------------- CoNLL
 
 _BIO_TAG = re.compile(r"^(O|[BI]-.+)$")
-
-
-def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
-    """IOB1 -> IOB2: an ``I-X`` that opens a chunk (first, after ``O`` or after another
-    type) becomes ``B-X``; every other tag is kept. Tags that are not ``O``/``B-X``/``I-X``
-    are left as they are and count as ``O``."""
-    out: list[str] = []
-    prev_type: str | None = None
-    for tag in tags:
-        if tag.startswith(("B-", "I-")) and len(tag) > 2:
-            typ = tag[2:]
-            out.append(f"B-{typ}" if tag[0] == "I" and typ != prev_type else tag)
-            prev_type = typ
-        else:
-            out.append(tag)
-            prev_type = None
-    return out
 
 
 def _conll_sentences(

@@ -47,7 +47,7 @@ class Hierarchical(MultiTaskModel):
         for t, d in (taps or {}).items():
             if t not in self.heads:
                 raise ValueError(f"model.taps: unknown task {t!r}; fix: use one of {self.task_names}")
-            if not isinstance(d, int) or not 1 <= d <= depth:
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
                 raise ValueError(
                     f"model.taps.{t}: depth {d!r} is outside 1..{depth}; fix: the encoder has {depth} layer(s)"
                 )
@@ -57,6 +57,7 @@ class Hierarchical(MultiTaskModel):
             if t not in self.heads:
                 raise ValueError(f"model.task_layers: unknown task {t!r}; fix: use one of {self.task_names}")
         self.task_layers = nn.ModuleDict(layers)
+        self.check_ownership()
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..nn.bilstm import run_packed
 
 
 class DenseLayer(nn.Module):
@@ -32,10 +33,7 @@ class SequenceLayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if x.dim() != 3 or mask is None:
             raise ValueError("SequenceLayer needs sequence features (B, T, D) and a token mask")
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        out, _ = run_packed(self.lstm, x, mask.sum(1))
         return self.dropout(out) * mask.unsqueeze(-1).to(out.dtype)
 
 
