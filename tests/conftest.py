@@ -100,7 +100,8 @@ def make_model(zh: ZhData) -> Callable[..., torch.nn.Module]:
         heads = heads_for([zh.tasks[t] for t in names], dim=16)
         if hard:
             return HardSharing(encoder, heads)
-        return Hierarchical(encoder, heads, taps={"ner": 1, "sentiment": 2} if taps is None else taps)
+        taps = {"ner": 1, "sentiment": 2} if taps is None else taps
+        return Hierarchical(encoder, heads, taps={t: d for t, d in taps.items() if t in names or tasks is None})
 
     return build
 

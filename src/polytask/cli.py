@@ -124,8 +124,11 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
         name, src = next(((n, s) for n, s in cfg.data.sources.items() if task in s.tasks), (None, None))
         if src is None:
             raise ConfigError(f"--test {task}", "no source of the run labels this task", "check the task name")
-        source = SourceConfig(format=fmt or src.format, train=str(path.resolve()), tasks={task: src.tasks[task]},
-                              options=src.options if (fmt or src.format) == src.format else {})
+        same = (fmt or src.format) == src.format
+        # another format reads the task's labels from its default place: CoNLL's last column, a field named TASK
+        field = src.tasks[task] if same else (-1 if fmt == "conll" else task)
+        source = SourceConfig(format=fmt or src.format, train=str(path.resolve()), tasks={task: field},
+                              options=src.options if same else {})
         data_cfg = cfg.data.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})
         examples = load_source(f"--test {task}", source, data_cfg, Path.cwd(), cfg.seed).train
         for i, ex in enumerate(examples):
@@ -144,7 +147,9 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
     test: Optional[List[str]] = typer.Option(None, "--test", help="TASK=PATH: evaluate TASK on another file."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Reader of the --test files (jsonl, csv, conll)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Reader of the --test files (jsonl, csv, conll); "
+                                       "another format than the run's reads labels from CoNLL's last column or "
+                                       "the field named TASK."),
     as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
 ) -> None:
     """Evaluate a trained run (its test split, or --test files)."""

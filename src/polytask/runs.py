@@ -193,7 +193,9 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         mtl_model = load(mtl.run_dir).model
         names = list(exp.tasks)
         source_tasks = {s: [t for t in src.tasks] for s, src in scfg.data.sources.items()}
-        trainer = Trainer(exp.build_model(), exp.tasks, exp.build_method(), exp.trainer_config())
+        # the MTL run's own sampler: the plan, hence each task's step budget, depends on it
+        trainer = Trainer(exp.build_model(), exp.tasks, exp.build_method(), exp.trainer_config(),
+                          sampler=exp.build_sampler(exp.train_sources()))
         planned = _planned_task_steps(trainer, exp.train_sources(), exp.collator(), source_tasks)
         stl_metrics: dict[str, dict[str, float]] = {}
         stl_models, stl_seconds, stl_params, stl_steps = [], 0.0, 0, {}
@@ -216,7 +218,7 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
             stl_models.append((model, [t]))
             stl_seconds += report.seconds
             stl_params += _count(model)
-            stl_steps[t] = report.steps
+            stl_steps[t] = report.task_steps.get(t, 0)
         test_inputs = [ex for s in exp.sources.values() for ex in s.test]
         bs = scfg.trainer.eval_batch_size
         mtl_infer = _time_inference([(mtl_model, names)], exp, test_inputs, bs)
@@ -249,9 +251,14 @@ def summarise(name: str, per_seed: list[dict[str, Any]], prim: Mapping[str, str]
 
     stl, stl_std = agg("stl")
     mtl, mtl_std = agg("mtl")
-    cost_keys = per_seed[0]["cost"]
-    cost = {k: (sum(s["cost"][k] for s in per_seed) / len(per_seed) if not isinstance(v, dict) else v)
-            for k, v in cost_keys.items()}
+    def mean_of(values: list[Any]) -> Any:  # equal values (a parameter count) keep their type
+        if all(v == values[0] for v in values):
+            return values[0]
+        if isinstance(values[0], dict):
+            return {t: mean_of([v[t] for v in values]) for t in values[0]}
+        return sum(values) / len(values)
+
+    cost = {k: mean_of([s["cost"][k] for s in per_seed]) for k in per_seed[0]["cost"]}
     summary: dict[str, Any] = {
         "name": name, "seeds": [s["seed"] for s in per_seed], "stl": stl, "mtl": mtl,
         "delta_m": delta_m({t: mtl[t][prim[t]] for t in prim}, {t: stl[t][prim[t]] for t in prim}, hib),

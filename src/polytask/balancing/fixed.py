@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -23,13 +24,12 @@ class FixedWeights(LossWeighting):
 
     def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
         self.weights = dict(weights or {})
+        for where, w in [("balancing.default", default)] + [(f"balancing.weights.{t}", w)
+                                                             for t, w in self.weights.items()]:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"{where}: {w!r} is not a finite non-negative number; "
+                                 "fix: give each task a weight ≥ 0")
         self.default = float(default)
-        for task, w in self.weights.items():
-            if not isinstance(w, (int, float)) or w != w or w < 0:
-                raise ValueError(
-                    f"balancing.weights.{task}: {w!r} is not a non-negative number; "
-                    "fix: give each task a weight ≥ 0"
-                )
 
     def bind(self, tasks: Sequence[str]) -> None:
         super().bind(tasks)

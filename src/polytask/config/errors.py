@@ -31,8 +31,10 @@ class ConfigError(ValueError):
 
 
 def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
-    """The first pydantic error as a :class:`ConfigError` with a fix hint."""
-    first = err.errors()[0]
+    """The first pydantic error (an unknown key first) as a :class:`ConfigError` with a fix hint."""
+    errors = err.errors()
+    # a misspelt key shows up as "unknown key" and as "required key is missing": name the typo
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "config"
     kind = first["type"]

@@ -100,6 +100,7 @@ def save_checkpoint(
     """Write a checkpoint directory atomically (see module docstring)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    recover(directory)  # after a kill between the renames, ".name.old" is the only copy: keep it
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"format": "polytask-checkpoint/1", "state": dict(state or {})}
     if optimizer is not None:

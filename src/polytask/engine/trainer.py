@@ -20,7 +20,7 @@ import torch
 
 from .. import balancing
 from ..data.base import Batch, Example
-from ..evaluation.evaluate import evaluate, primary_scores
+from ..evaluation.evaluate import evaluate, labelled_tasks, primary_scores
 from ..sharing.base import MultiTaskModel
 from ..tasks.base import Task
 from . import checkpoint as ckpt
@@ -104,10 +104,13 @@ def validate_criterion(criterion: str, tasks: Mapping[str, Task], baselines: Map
             raise ValueError(f"trainer.baselines: no single-task score for {missing}; fix: give "
                              "trainer.baselines {task: score} or run `polytask compare` first")
         return
-    task = criterion.partition(".")[0]
+    task, _, metric = criterion.partition(".")
     if task not in tasks:
         raise ValueError(f"trainer.criterion: {criterion!r} names no task; fix: use mean, delta_m, "
                          f"or one of {list(tasks)} (optionally TASK.METRIC)")
+    names = tasks[task].kind.metric_names()
+    if metric and names and metric not in names:
+        raise ValueError(f"trainer.criterion: task {task!r} has no metric {metric!r}; fix: use one of {names}")
 
 
 @dataclass
@@ -176,12 +179,13 @@ class Trainer:
             collate: Callable, run_dir: str | Path | None = None, resume: bool = False) -> FitReport:
         """Train; evaluate on ``val`` after each epoch; keep the best weights in the model.
 
-        With ``run_dir`` it writes ``checkpoints/last`` (every ``checkpoint_every`` steps and
-        at each epoch end), ``best`` (weights of the best epoch), ``metrics.csv`` and
-        ``train_log.csv``. ``resume=True`` continues from ``checkpoints/last`` to the same
-        final weights as an uninterrupted run.
+        With ``run_dir`` it writes ``checkpoints/last`` (every ``checkpoint_every`` steps, put
+        off to the end of an accumulated update, and at each epoch end), ``best`` (weights of
+        the best epoch), ``metrics.csv`` and ``train_log.csv``. ``resume=True`` continues from
+        ``checkpoints/last`` to the same final weights as an uninterrupted run.
         """
         cfg = self.config
+        self._check_val(val)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -221,6 +225,7 @@ class Trainer:
             ckpt.save_checkpoint(run / "checkpoints" / "last", model=self.model, optimizer=optimizer,
                                  state=state)
 
+        checkpoint_due = False
         while not state["done"] and state["epoch"] < cfg.epochs and state["step"] < total:
             epoch = state["epoch"]
             optimizer.zero_grad(set_to_none=True)
@@ -236,7 +241,8 @@ class Trainer:
                 for t, v in losses.items():
                     if not torch.isfinite(v):
                         raise TrainingError(
-                            f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {state['step']}; "
+                            f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {state['step'] + 1} "
+                            "(numbered as in train_log.csv); "
                             "fix: lower trainer.lr, enable trainer.clip_norm, or check this task's labels")
                 scale: Any = 1.0 / cfg.accumulate
                 if scaler is not None:
@@ -246,7 +252,8 @@ class Trainer:
                     state["task_steps"][t] += 1
                 state["step"] += 1
                 state["step_in_epoch"] += 1
-                if state["step"] % cfg.accumulate == 0 or state["step"] == total:
+                updated = state["step"] % cfg.accumulate == 0 or state["step"] == total
+                if updated:
                     self._update(optimizer, scaler)
                     schedule.step()
                     self.method.after_step({t: v.detach() for t, v in losses.items()})
@@ -254,7 +261,11 @@ class Trainer:
                     logger.log_step(state["step"], epoch, {t: v.item() for t, v in losses.items()},
                                     optimizer.param_groups[0]["lr"])
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                    checkpoint_due = True
+                # never between the micro-batches of one update: their gradients are not saved
+                if checkpoint_due and updated:
                     save_last()
+                    checkpoint_due = False
             # end of epoch (or of the step budget)
             self.method.on_epoch_end()
             metrics = evaluate(self.model, self.tasks, val, collate, batch_size=cfg.eval_batch_size,
@@ -275,11 +286,23 @@ class Trainer:
             state["epoch"] += 1
             state["step_in_epoch"] = 0
             save_last()
+            checkpoint_due = False
         self._load_best(run)
         logger.close()
         return FitReport(best_epoch=state["best_epoch"], best_score=state["best_score"],
                          best_metrics=state["best_metrics"], history=state["history"], steps=state["step"],
                          task_steps=dict(state["task_steps"]), seconds=time.perf_counter() - started)
+
+    def _check_val(self, val: Mapping[str, Sequence[Example]]) -> None:
+        """The criterion is computed on ``val`` after every epoch: fail now, not after an epoch."""
+        labelled = {t for examples in val.values() for t in labelled_tasks(examples, self.tasks)}
+        if not labelled:
+            raise ValueError("fit: the validation data label no task, so no epoch can be scored; fix: give "
+                             "validation examples (data.val_fraction > 0 or a val file)")
+        task = self.config.criterion.partition(".")[0]
+        if task in self.tasks and task not in labelled:
+            raise ValueError(f"trainer.criterion: {self.config.criterion!r} needs validation labels for task "
+                             f"{task!r} but the validation data has none; fix: add them or use criterion mean")
 
     def _update(self, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         cfg = self.config
