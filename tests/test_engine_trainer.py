@@ -28,6 +28,11 @@ def _sgd(**overrides) -> dict:
     return dict(optimizer="sgd", momentum=0.0, weight_decay=0.0, clip_norm=None) | overrides
 
 
+def _rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _delta(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in before}
 
@@ -126,7 +131,7 @@ def test_early_stopping_and_best_epoch(zh, make_model, monkeypatch, tmp_path, wi
 
         best = load_file(str(tmp_path / "best" / "tensors.safetensors"))
         assert_same_tensors({k[len("model."):]: v for k, v in best.items() if k.startswith("model.")}, seen[3])
-        rows = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
+        rows = _rows(tmp_path / "metrics.csv")
         assert [float(r["value"]) for r in rows if r["task"] == "*"] == [0.1, 0.5, 0.3, 0.6, 0.2, 0.55]
 
 
@@ -165,7 +170,7 @@ def test_bf16_autocast_on_cpu_trains_with_finite_losses(zh, make_model, tmp_path
         zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path)
     hook.remove()
     assert dtypes == {torch.bfloat16}  # the forward pass really ran in bf16
-    rows = list(csv.DictReader(open(tmp_path / "train_log.csv", encoding="utf-8")))
+    rows = _rows(tmp_path / "train_log.csv")
     losses = [float(r[c]) for r in rows for c in ("loss_sentiment", "loss_ner") if r[c]]
     assert len(rows) == report.steps == 4 and len(losses) == 4 and all(math.isfinite(v) for v in losses)
     after = weights(model)
@@ -191,8 +196,9 @@ def test_lr_factor_known_values(schedule, warmup, total, expected) -> None:
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, accumulate) -> None:
-    """warm-up 2 then linear decay over 6 updates; a 2x group follows the same factors."""
+def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, tmp_path, accumulate) -> None:
+    """warm-up 2 then linear decay over 6 updates; a 2x group follows the same factors;
+    train_log.csv shows the rate each step's update used."""
     used: list[list[float]] = []
     real_update = Trainer._update
 
@@ -202,11 +208,14 @@ def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, a
 
     monkeypatch.setattr(Trainer, "_update", update)
     trainer = _trainer(zh, make_model(), lr=0.01, scheduler="linear", warmup_steps=2, max_steps=6 * accumulate,
-                       epochs=10, accumulate=accumulate, param_groups=[ParamGroupRule("heads.*", lr=0.02)])
-    trainer.fit(zh.sources(n=32), zh.val_of(), zh.collate)
+                       epochs=10, accumulate=accumulate, param_groups=[ParamGroupRule("heads.*", lr=0.02)],
+                       log_every=1)
+    trainer.fit(zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path)
     factors = [0.5, 1, 1, 0.75, 0.5, 0.25]
     assert [u[0] for u in used] == pytest.approx([0.01 * f for f in factors], rel=1e-9)
     assert [u[1] for u in used] == pytest.approx([0.02 * f for f in factors], rel=1e-9)
+    logged = [float(r["lr"]) for r in _rows(tmp_path / "train_log.csv")]
+    assert logged == pytest.approx([0.01 * f for f in factors for _ in range(accumulate)], rel=1e-9)
 
 
 # ------------------------------------------------------------------ logs

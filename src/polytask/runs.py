@@ -225,7 +225,8 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         stl_infer = _time_inference(stl_models, exp, test_inputs, bs)
         hib = {t: bool(exp.tasks[t].higher_is_better) for t in names}
         prim = {t: str(exp.tasks[t].primary_metric) for t in names}
-        dm = delta_m({t: mtl.test[t][prim[t]] for t in names}, {t: stl_metrics[t][prim[t]] for t in names}, hib)
+        dm, _ = _delta_m_or_error({t: mtl.test[t][prim[t]] for t in names},
+                                  {t: stl_metrics[t][prim[t]] for t in names}, hib)
         per_seed.append({"seed": seed, "mtl": mtl.test, "stl": stl_metrics, "delta_m": dm, "cost": {
             "mtl_parameters": mtl.parameters, "stl_parameters": stl_params,
             "mtl_train_seconds": mtl.seconds, "stl_train_seconds": stl_seconds,
@@ -234,7 +235,21 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
     summary = summarise(cfg.name, per_seed, prim, hib, exp)
     write_json(out / "compare.json", summary)
     (out / "compare.md").write_text(comparison_markdown(summary), encoding="utf-8")
+    if summary["delta_m"] is None:
+        raise ConfigError("delta_m", summary["delta_m_error"],
+                          f"per-task results are in {out / 'compare.md'}; give each task a primary metric that is "
+                          "positive for its single-task model (tasks.<task>.primary_metric) or train longer")
     return summary
+
+
+def _delta_m_or_error(mtl: Mapping[str, float], stl: Mapping[str, float],
+                      hib: Mapping[str, bool]) -> tuple[float | None, str | None]:
+    """Δm, or ``None`` and the reason when it is undefined (a single-task metric ≤ 0)."""
+    try:
+        return delta_m(mtl, stl, hib), None
+    except ValueError as err:
+        message = str(err)
+        return None, message[len("delta_m: "):] if message.startswith("delta_m: ") else message
 
 
 def summarise(name: str, per_seed: list[dict[str, Any]], prim: Mapping[str, str], hib: Mapping[str, bool],
@@ -259,13 +274,16 @@ def summarise(name: str, per_seed: list[dict[str, Any]], prim: Mapping[str, str]
         return sum(values) / len(values)
 
     cost = {k: mean_of([s["cost"][k] for s in per_seed]) for k in per_seed[0]["cost"]}
+    dm, error = _delta_m_or_error({t: mtl[t][prim[t]] for t in prim}, {t: stl[t][prim[t]] for t in prim}, hib)
     summary: dict[str, Any] = {
-        "name": name, "seeds": [s["seed"] for s in per_seed], "stl": stl, "mtl": mtl,
-        "delta_m": delta_m({t: mtl[t][prim[t]] for t in prim}, {t: stl[t][prim[t]] for t in prim}, hib),
+        "name": name, "seeds": [s["seed"] for s in per_seed], "stl": stl, "mtl": mtl, "delta_m": dm,
         "delta_m_per_seed": [s["delta_m"] for s in per_seed], "primary": dict(prim),
         "higher_is_better": {t: {m: exp.tasks[t].kind.higher_is_better(m) for m in stl[t]} for t in stl},
         "cost": cost, "per_seed": per_seed}
-    if len(per_seed) > 1:
+    if error is not None or any(s["delta_m"] is None for s in per_seed):
+        summary["delta_m"] = None
+        summary["delta_m_error"] = error or "Δm is undefined for at least one seed (a single-task metric ≤ 0)"
+    elif len(per_seed) > 1:
         summary["std"] = {"stl": stl_std, "mtl": mtl_std}
         mean, lo, hi = paired_delta_m_ci([{t: s["mtl"][t][prim[t]] for t in prim} for s in per_seed],
                                          [{t: s["stl"][t][prim[t]] for t in prim} for s in per_seed], hib)

@@ -253,13 +253,13 @@ class Trainer:
                 state["step"] += 1
                 state["step_in_epoch"] += 1
                 updated = state["step"] % cfg.accumulate == 0 or state["step"] == total
+                lr = optimizer.param_groups[0]["lr"]  # the rate of this step's update (logged below)
                 if updated:
                     self._update(optimizer, scaler)
                     schedule.step()
                     self.method.after_step({t: v.detach() for t, v in losses.items()})
                 if state["step"] % cfg.log_every == 0:
-                    logger.log_step(state["step"], epoch, {t: v.item() for t, v in losses.items()},
-                                    optimizer.param_groups[0]["lr"])
+                    logger.log_step(state["step"], epoch, {t: v.item() for t, v in losses.items()}, lr)
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                     checkpoint_due = True
                 # never between the micro-batches of one update: their gradients are not saved

@@ -29,7 +29,10 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
                          f"{summary['higher_is_better'][task].get(metric, True) and 'higher' or 'lower'} |")
     lines += ["", "`*` primary metric (used for Δm).", ""]
     dm = summary["delta_m"]
-    line = f"**Δm = {dm:+.2f} %** (positive: multi-task better)"
+    if dm is None:
+        line = f"**Δm undefined**: {summary.get('delta_m_error', '')}"
+    else:
+        line = f"**Δm = {dm:+.2f} %** (positive: multi-task better)"
     if "ci95" in summary:
         lo, hi = summary["ci95"]
         line += f"; paired 95% CI over seeds [{lo:+.2f}, {hi:+.2f}]"
