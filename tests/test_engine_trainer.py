@@ -218,6 +218,33 @@ def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, t
     assert logged == pytest.approx([0.01 * f for f in factors for _ in range(accumulate)], rel=1e-9)
 
 
+def test_accumulation_never_crosses_an_epoch_boundary(zh, make_model, monkeypatch) -> None:
+    """An epoch with an odd number of steps ends with a short accumulated update: every
+    planned update happens, and the schedule's horizon counts exactly those updates."""
+    updates: list[int] = []
+    real_update = Trainer._update
+
+    def update(self, optimizer, scaler):
+        updates.append(1)
+        real_update(self, optimizer, scaler)
+
+    monkeypatch.setattr(Trainer, "_update", update)
+    trainer = _trainer(zh, make_model(), epochs=2, accumulate=2, batch_size=16, scheduler="linear")
+    sources = zh.sources("reviews", n=48)
+    steps = trainer.make_loader(sources, zh.collate).steps_per_epoch
+    assert steps % 2 == 1, "the slice must give an odd number of steps per epoch"
+    horizons = []
+    real_init = trainer_module.Schedule.__init__
+
+    def init(self, optimizer, total, warmup, schedule):
+        horizons.append(total)
+        real_init(self, optimizer, total, warmup, schedule)
+
+    monkeypatch.setattr(trainer_module.Schedule, "__init__", init)
+    trainer.fit(sources, zh.val_of(), zh.collate)
+    assert len(updates) == 2 * math.ceil(steps / 2) == horizons[0]
+
+
 # ------------------------------------------------------------------ logs
 def test_csv_logs_have_the_expected_columns_and_rows(zh, make_model, tmp_path) -> None:
     report = _trainer(zh, make_model(), epochs=2, log_every=2).fit(

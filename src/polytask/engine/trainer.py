@@ -193,8 +193,13 @@ class Trainer:
         self.model.to(self.device)
         loader = self.make_loader(train, collate)
         steps_per_epoch = loader.steps_per_epoch
-        total = cfg.max_steps or cfg.epochs * steps_per_epoch
-        total_updates = math.ceil(total / cfg.accumulate)
+        total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+
+        def epoch_length(epoch: int) -> int:
+            return max(0, min(steps_per_epoch, total - epoch * steps_per_epoch))
+
+        # gradients accumulate over `accumulate` steps and never across an epoch boundary
+        total_updates = sum(math.ceil(epoch_length(e) / cfg.accumulate) for e in range(cfg.epochs))
         groups = build_param_groups(self.model, cfg.param_groups, cfg.lr, cfg.weight_decay,
                                     extra=self.method.parameters())
         optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
@@ -228,31 +233,32 @@ class Trainer:
         checkpoint_due = False
         while not state["done"] and state["epoch"] < cfg.epochs and state["step"] < total:
             epoch = state["epoch"]
+            length = epoch_length(epoch)
             optimizer.zero_grad(set_to_none=True)
             for batch in loader.iterate(epoch, start_step=state["step_in_epoch"]):
                 if state["step"] >= total:
                     break
+                i = state["step_in_epoch"]
+                group_start = i - i % cfg.accumulate
+                group_size = min(cfg.accumulate, length - group_start)
+                updated = i + 1 == group_start + group_size
                 batch = batch.to(self.device)
                 losses = self.compute_losses(batch)
-                if not losses:
-                    state["step"] += 1
-                    state["step_in_epoch"] += 1
-                    continue
                 for t, v in losses.items():
                     if not torch.isfinite(v):
                         raise TrainingError(
                             f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {state['step'] + 1} "
                             "(numbered as in train_log.csv); "
                             "fix: lower trainer.lr, enable trainer.clip_norm, or check this task's labels")
-                scale: Any = 1.0 / cfg.accumulate
-                if scaler is not None:
-                    scale = scaler.scale(torch.tensor(scale, device=self.device))
-                balancing.backward(losses, method=self.method, scale=scale)
+                if losses:
+                    scale: Any = 1.0 / group_size
+                    if scaler is not None:
+                        scale = scaler.scale(torch.tensor(scale, device=self.device))
+                    balancing.backward(losses, method=self.method, scale=scale)
                 for t in losses:
                     state["task_steps"][t] += 1
                 state["step"] += 1
                 state["step_in_epoch"] += 1
-                updated = state["step"] % cfg.accumulate == 0 or state["step"] == total
                 lr = optimizer.param_groups[0]["lr"]  # the rate of this step's update (logged below)
                 if updated:
                     self._update(optimizer, scaler)
