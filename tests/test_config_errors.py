@@ -116,7 +116,7 @@ TRAINER_KEYS = ("accumulate, baselines, batch_size, checkpoint_every, clip_norm,
                                      "test_fraction, train, val, val_fraction)"),
     ("model.heads", {"sentiment": {"pool": "max"}},
      "model.heads.sentiment.pool: unknown key; fix: remove it or correct its spelling (known keys here: crf, "
-     "dropout, hidden, pooling)"),
+     "dropout, hidden, options, pooling, type)"),
     ("trainer.param_groups", [{"match": "encoder", "lr": 0.1}, {"mtch": "heads"}],
      "trainer.param_groups.1.mtch: unknown key; fix: remove it or correct its spelling (known keys here: freeze, "
      "lr, match, weight_decay)"),

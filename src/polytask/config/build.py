@@ -212,7 +212,6 @@ class Experiment:
         """
         import torch
 
-        from ..nn.heads import ClassifierHead, TaggerHead
         from ..sharing import ARCHITECTURES, TASK_LAYERS
 
         names = list(task_names) if task_names is not None else list(self.tasks)
@@ -234,24 +233,7 @@ class Experiment:
                 opts.setdefault("in_dim", dims[t])
                 layers[t] = _construct(cls, opts, f"model.task_layers.{t}")
                 dims[t] = getattr(layers[t], "out_dim", dims[t])
-        heads = {}
-        for t in names:
-            kind = self.tasks[t].kind
-            hc = m.heads.get(t)
-            dropout = hc.dropout if hc and hc.dropout else m.head_dropout
-            hidden = hc.hidden if hc else None
-            where = f"model.heads.{t}"
-            if kind.is_token_level:
-                crf = hc.crf if hc and hc.crf is not None else bool(getattr(kind, "crf", False))
-                if crf != bool(getattr(kind, "crf", False)):
-                    raise ConfigError(f"{where}.crf", "disagrees with the task's crf option",
-                                      f"set crf under tasks.{t} only")
-                heads[t] = _construct(TaggerHead, dict(in_dim=dims[t], num_tags=kind.output_size, crf=crf,
-                                                       hidden=hidden, dropout=dropout), where)
-            else:
-                pooling = (hc.pooling if hc and hc.pooling else m.pooling) if encoder.is_sequence else None
-                heads[t] = _construct(ClassifierHead, dict(in_dim=dims[t], out_dim=kind.output_size,
-                                                           pooling=pooling, hidden=hidden, dropout=dropout), where)
+        heads = {t: self._build_head(t, dims[t], encoder.is_sequence) for t in names}
         arch = _resolve(ARCHITECTURES, m.sharing, "model.sharing")
         taps = {t: d for t, d in m.taps.items() if t in names}
         if m.sharing == "hard":
@@ -263,6 +245,32 @@ class Experiment:
             model = _construct(arch, dict(encoder=encoder, heads=heads, taps=taps, task_layers=layers), "model")
         model.check_ownership()
         return model
+
+    def _build_head(self, task: str, dim: int, sequence: bool) -> Any:
+        """The built-in head for the task's kind, or ``model.heads.TASK.type`` (an import path),
+        constructed with ``in_dim``, ``out_dim`` (the kind's output size) and its ``options``."""
+        from ..nn.heads import head_for
+
+        m = self.cfg.model
+        hc = m.heads.get(task)
+        kind = self.tasks[task].kind
+        where = f"model.heads.{task}"
+        if hc is not None and hc.type is not None:
+            if ":" not in hc.type:
+                raise ConfigError(f"{where}.type", f"{hc.type!r} is not an import path",
+                                  "write package.module:Class, or leave type out for the built-in head")
+            cls = _resolve({}, hc.type, f"{where}.type")
+            return _construct(cls, dict(in_dim=dim, out_dim=kind.output_size, **hc.options), where)
+        if hc is not None and hc.options:
+            raise ConfigError(f"{where}.options", "options are for a custom head", "give type: package.module:Class")
+        if hc is not None and hc.crf is not None and hc.crf != bool(getattr(kind, "crf", False)):
+            raise ConfigError(f"{where}.crf", "disagrees with the task's crf option", f"set crf under tasks.{task} only")
+        try:
+            return head_for(self.tasks[task], dim, pooling=(hc.pooling if hc and hc.pooling else m.pooling),
+                            dropout=hc.dropout if hc and hc.dropout else m.head_dropout,
+                            hidden=hc.hidden if hc else None, sequence=sequence)
+        except ValueError as err:
+            raise ConfigError(where, str(err), "use a sequence encoder for tagging tasks") from None
 
     # ------------------------------------------------------------------ training
     def build_method(self, task_names: Sequence[str] | None = None) -> balancing.Balancer:

@@ -76,6 +76,8 @@ class TaskLayerConfig(Open):
 
 
 class HeadConfig(Strict):
+    type: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     pooling: Literal["mean", "max", "attention"] | None = None
     hidden: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

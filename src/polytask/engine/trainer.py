@@ -9,10 +9,9 @@ data, keeps the best checkpoint under the chosen criterion and stops early when 
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,6 +24,7 @@ from ..sharing.base import MultiTaskModel
 from ..tasks.base import Task
 from . import checkpoint as ckpt
 from .logs import RunLogger
+from .progress import Progress
 from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
 
 
@@ -219,6 +219,7 @@ class Trainer:
                 state = self._restore(last, optimizer, schedule)
                 logger.truncate(state["step"], state["epoch"])
         started = time.perf_counter() - state["seconds"]
+        progress = Progress(cfg.progress, total, state["step"])
         self.model.train()
 
         def save_last() -> None:
@@ -264,7 +265,9 @@ class Trainer:
                     self._update(optimizer, scaler)
                     schedule.step()
                     self.method.after_step({t: v.detach() for t, v in losses.items()})
+                progress.step(state["step"])
                 if state["step"] % cfg.log_every == 0:
+                    progress.step(state["step"], {t: v.item() for t, v in losses.items()})
                     logger.log_step(state["step"], epoch, {t: v.item() for t, v in losses.items()}, lr)
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                     checkpoint_due = True
@@ -279,7 +282,9 @@ class Trainer:
             score = criterion_score(cfg.criterion, metrics, self.tasks, cfg.baselines)
             state["history"].append({"epoch": epoch, "step": state["step"], "score": score, "metrics": metrics})
             logger.log_epoch(epoch, state["step"], metrics, score)
-            if state["best_score"] is None or score > state["best_score"]:
+            improved = state["best_score"] is None or score > state["best_score"]
+            progress.epoch(epoch, state["step"], score, primary_scores(metrics, self.tasks), improved)
+            if improved:
                 state.update(best_score=score, best_epoch=epoch, bad_epochs=0, best_metrics=metrics)
                 if run is not None:
                     ckpt.save_checkpoint(run / "best", model=self.model, state={"epoch": epoch, "score": score})
@@ -293,6 +298,7 @@ class Trainer:
             state["step_in_epoch"] = 0
             save_last()
             checkpoint_due = False
+        progress.close()
         self._load_best(run)
         logger.close()
         return FitReport(best_epoch=state["best_epoch"], best_score=state["best_score"],

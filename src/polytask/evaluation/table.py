@@ -41,5 +41,6 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
     lines.append(f"| parameters | {cost['mtl_parameters']:,} | {cost['stl_parameters']:,} |")
     lines.append(f"| training time (s) | {cost['mtl_train_seconds']:.1f} | {cost['stl_train_seconds']:.1f} |")
     lines.append(f"| inference time (s, same inputs) | {cost['mtl_infer_seconds']:.3f} | {cost['stl_infer_seconds']:.3f} |")
-    lines.append(f"| optimisation steps with the task's loss | {cost['mtl_task_steps']} | {cost['stl_task_steps']} |")
+    steps = {side: ", ".join(f"{t} {n}" for t, n in cost[f"{side}_task_steps"].items()) for side in ("mtl", "stl")}
+    lines.append(f"| optimisation steps with the task's loss | {steps['mtl']} | {steps['stl']} |")
     return "\n".join(lines) + "\n"

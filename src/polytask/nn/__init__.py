@@ -9,7 +9,7 @@ from polytask.nn.base import Encoder, EncoderOutput
 from polytask.nn.bilstm import BiLSTM, CharBiLSTM
 from polytask.nn.cnn import CNN
 from polytask.nn.crf import CRF, bio_allowed, is_bio
-from polytask.nn.heads import ClassifierHead, TaggerHead, heads_for
+from polytask.nn.heads import ClassifierHead, TaggerHead, head_for, heads_for
 from polytask.nn.mlp import MLP
 from polytask.nn.pooling import AttentionPooling, pool
 from polytask.nn.transformer import SubwordTokenizer, Transformer, minilm_path
@@ -38,6 +38,7 @@ __all__ = [
     "TaggerHead",
     "Transformer",
     "bio_allowed",
+    "head_for",
     "heads_for",
     "is_bio",
     "minilm_path",

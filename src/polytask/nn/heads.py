@@ -146,29 +146,33 @@ def heads_for(
     heads = nn.ModuleDict()
     for task in tasks:
         width = dim[task.name] if isinstance(dim, Mapping) else dim
-        kind = task.kind
-        if kind.is_token_level:
-            if not sequence:
-                raise ValueError(
-                    f"task {task.name!r} tags tokens but sequence=False; taggers need "
-                    "per-token features from a sequence encoder"
-                )
-            labels = [str(label) for label in getattr(kind, "labels", [])]
-            head: nn.Module = TaggerHead(
-                width, kind.output_size, crf=bool(getattr(kind, "crf", False)),
-                hidden=hidden, dropout=dropout,
-            )
-            if (
-                head.crf is not None
-                and bio_constraints
-                and len(labels) == kind.output_size
-                and is_bio(labels)
-            ):
-                head.constrain_bio(labels)
-        else:
-            head = ClassifierHead(
-                width, kind.output_size, pooling=pooling if sequence else None,
-                hidden=hidden, dropout=dropout,
-            )
-        heads[task.name] = head
+        heads[task.name] = head_for(task, width, pooling=pooling, dropout=dropout, sequence=sequence,
+                                    hidden=hidden, bio_constraints=bio_constraints)
     return heads
+
+
+def head_for(
+    task: Any,
+    dim: int,
+    pooling: str | None = "attention",
+    dropout: float = 0.0,
+    sequence: bool = True,
+    hidden: int | None = None,
+    bio_constraints: bool = True,
+) -> nn.Module:
+    """The head :func:`heads_for` builds for one task reading ``dim``-wide features."""
+    kind = task.kind
+    if kind.is_token_level:
+        if not sequence:
+            raise ValueError(
+                f"task {task.name!r} tags tokens but sequence=False; taggers need "
+                "per-token features from a sequence encoder"
+            )
+        labels = [str(label) for label in getattr(kind, "labels", [])]
+        head = TaggerHead(dim, kind.output_size, crf=bool(getattr(kind, "crf", False)),
+                          hidden=hidden, dropout=dropout)
+        if head.crf is not None and bio_constraints and len(labels) == kind.output_size and is_bio(labels):
+            head.constrain_bio(labels)
+        return head
+    return ClassifierHead(dim, kind.output_size, pooling=pooling if sequence else None,
+                          hidden=hidden, dropout=dropout)
