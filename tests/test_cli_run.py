@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -23,45 +20,20 @@ from typer.testing import CliRunner
 from polytask.cli import app
 from polytask.config import read_config
 from polytask.config.build import Experiment
-from polytask.data.base import Example
-from polytask.data.readers import data_root
 from polytask.engine.trainer import Trainer
 from polytask.runs import load
 
-TRAIN_XML = "semeval14-laptops/Laptop_Train_v2.xml"
-TEST_XML = "semeval14-laptops/Laptops_Test_Gold.xml"
+from shared_data import TEST_XML, TRAIN_XML
+from shared_data import laptop_rows as _laptop_rows
 
-
-def _require(rel: str) -> Path:
-    path = data_root() / rel
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing in CI")
-        pytest.skip(f"{path} not available (set POLYTASK_DATA to the shared data folder)")
-    return path
 
 
 def laptop_rows(rel: str, n: int) -> list[dict]:
-    """The first ``n`` sentences as ``{"tokens", "tags"[, "sentiment"]}`` (whitespace tokens)."""
+    """Laptop rows without the raw text; a sentence without polarity has no sentiment key."""
     rows = []
-    for s in ET.parse(_require(rel)).getroot().iter("sentence"):
-        text = s.findtext("text")
-        terms = [(int(a.get("from")), int(a.get("to")), a.get("polarity")) for a in s.iter("aspectTerm")]
-        tokens, tags = [], []
-        for m in re.finditer(r"\S+", text):
-            tag = "O"
-            for start, end, _ in terms:
-                if m.start() < end and m.end() > start:
-                    tag = "B-ASP" if m.start() <= start else "I-ASP"
-            tokens.append(m.group())
-            tags.append(tag)
-        row = {"tokens": tokens, "tags": tags}
-        polar = [p for *_, p in terms if p in ("positive", "negative")]
-        if polar:
-            row["sentiment"] = polar[0]
+    for row in _laptop_rows(rel, n):
+        row = {k: v for k, v in row.items() if k != "text" and v is not None}
         rows.append(row)
-        if len(rows) == n:
-            break
     return rows
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -21,14 +20,11 @@ from polytask.data import (
     resolve_data_path,
 )
 
+from shared_data import require_data
+
 
 def _require(path: Path) -> Path:
-    """Skip when a shared data file is absent, except in CI where it must be present."""
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing in CI")
-        pytest.skip(f"{path} not available")
-    return path
+    return require_data(str(path.relative_to(data_root())))
 
 
 def _write(path: Path, text: str) -> Path:

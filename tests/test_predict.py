@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
-import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
@@ -15,35 +12,14 @@ from typer.testing import CliRunner
 import polytask
 import polytask.runs
 from polytask.cli import app
-from polytask.data.readers import data_root
 
-LAPTOPS = "semeval14-laptops/Laptop_Train_v2.xml"
+from shared_data import TRAIN_XML, laptop_rows
+
 TAGS = ["O", "B-ASP", "I-ASP"]
 
 
 def _rows(n: int) -> list[dict]:
-    path = data_root() / LAPTOPS
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing in CI")
-        pytest.skip(f"{path} not available (set POLYTASK_DATA to the shared data folder)")
-    rows = []
-    for s in ET.parse(path).getroot().iter("sentence"):
-        text = s.findtext("text")
-        terms = [(int(a.get("from")), int(a.get("to")), a.get("polarity")) for a in s.iter("aspectTerm")]
-        tokens, tags = [], []
-        for m in re.finditer(r"\S+", text):
-            tag = "O"
-            for start, end, _ in terms:
-                if m.start() < end and m.end() > start:
-                    tag = "B-ASP" if m.start() <= start else "I-ASP"
-            tokens.append(m.group())
-            tags.append(tag)
-        polar = [p for *_, p in terms if p in ("positive", "negative")]
-        rows.append({"text": text, "tokens": tokens, "tags": tags, "sentiment": polar[0] if polar else None})
-        if len(rows) == n:
-            return rows
-    return rows
+    return laptop_rows(TRAIN_XML, n)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from .engine import checkpoint as ckpt
 from .engine.logs import write_json
 from .engine.trainer import Trainer
 from .evaluation.delta_m import delta_m
-from .evaluation.evaluate import evaluate, labelled_tasks, predict
+from .evaluation.evaluate import evaluate, predict
 from .evaluation.stats import mean_std, paired_delta_m_ci
 from .evaluation.table import comparison_markdown
 
