@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backward import backward
-from .base import Balancer, GradientAggregator, LossWeighting
+from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 from .fixed import FixedWeights, Mean, Sum
 
 _METHODS: dict[str, type[Balancer]] = {"fixed": FixedWeights, "sum": Sum, "mean": Mean}
@@ -38,5 +38,5 @@ def make(name: str, **options: Any) -> Balancer:
         raise ValueError(f"balancing: bad option for method {name!r}: {err}") from None
 
 
-__all__ = ["Balancer", "LossWeighting", "GradientAggregator", "FixedWeights", "Sum", "Mean",
+__all__ = ["Balancer", "LossWeighting", "GradientAggregator", "GramianWeighting", "FixedWeights", "Sum", "Mean",
            "backward", "make", "available", "register"]

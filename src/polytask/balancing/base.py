@@ -30,6 +30,8 @@ class Balancer(ABC):
     name: str = ""
     #: what the engine must compute per step: "losses", "gramian" or "jacobian"
     needs: str = "losses"
+    #: levels at which per-task gradients may be taken ("features", "params")
+    levels: tuple[str, ...] = ("features", "params")
 
     def bind(self, tasks: Sequence[str]) -> None:
         """Called once with the task names before training; validates options."""
@@ -46,6 +48,7 @@ class Balancer(ABC):
         """Hook at the end of each training epoch."""
 
     def state_dict(self) -> dict[str, Any]:
+        """JSON-able values and tensors that checkpoints must keep."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -54,20 +57,57 @@ class Balancer(ABC):
 
 
 class LossWeighting(Balancer):
-    """A method that combines the losses into one scalar to differentiate."""
+    """A method that combines the losses into one scalar to differentiate.
+
+    Shared parameters receive ``∇ combine(losses)``; a task-specific parameter of task i
+    receives ``λ_i ∇L_i``.
+    """
 
     needs = "losses"
 
     @abstractmethod
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
-        """One scalar from the losses of the tasks present in this batch."""
+        """One scalar from the losses of the tasks present in this batch (with graph)."""
 
 
 class GradientAggregator(Balancer):
-    """A method that maps a (K, P) matrix of per-task gradients to a (P,) update."""
+    """A method that maps a (K, P) matrix of per-task gradients to a (P,) update.
+
+    Rows follow the order of ``losses`` (task name -> detached loss value), which the
+    engine passes so that stateful methods can key their state by task; a third party
+    may call ``aggregate(J)`` without it (rows are then tasks ``"0"``, ``"1"``, ...).
+    Task-specific parameters receive their own task's gradient ``∇L_i``.
+    """
 
     needs = "jacobian"
 
     @abstractmethod
-    def aggregate(self, jacobian: Tensor) -> Tensor:
+    def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         """(K, P) per-task gradients -> (P,) update."""
+
+
+class GramianWeighting(GradientAggregator):
+    """An aggregator whose update is ``wᵀ J`` with K weights computed from the Gramian
+    ``G = J Jᵀ`` (K × K) alone, so the engine never has to keep ``J`` itself."""
+
+    needs = "gramian"
+
+    @abstractmethod
+    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
+        """(K, K) Gramian -> (K,) weights of the rows of J."""
+
+    def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
+        if jacobian.dim() != 2:
+            raise ValueError(f"{self.name}: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
+        gramian = jacobian @ jacobian.T
+        return self.weights(gramian, losses).to(jacobian.dtype) @ jacobian
+
+
+def task_names(k: int, losses: Mapping[str, Tensor] | None) -> list[str]:
+    """Row names: the keys of ``losses`` (checked against K), else ``"0" .. "K-1"``."""
+    if losses is None:
+        return [str(i) for i in range(k)]
+    names = list(losses)
+    if len(names) != k:
+        raise ValueError(f"{k} gradient rows but {len(names)} losses {names}")
+    return names
