@@ -238,6 +238,31 @@ def compare_cmd(
         typer.echo((directory / "compare.md").read_text(encoding="utf-8"))
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Argument(..., help="YAML config."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="KEY=V1,V2,... e.g. balancing.weights.ner=0.1,1"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to train beside, e.g. uw,famo."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>-sweep)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Search fixed task weights on validation data; report the best beside adaptive methods."""
+    from .sweep import parse_grid, sweep
+
+    def go() -> Any:
+        cfg, raw = _read(config, set_)
+        names = [m.strip() for m in (methods or "").split(",") if m.strip()]
+        directory = out or Path("runs") / f"{cfg.name}-sweep"
+        return sweep(raw, config.resolve().parent, directory, parse_grid(grid or []), names), directory
+
+    summary, directory = _guard(go)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        typer.echo((directory / "sweep.md").read_text(encoding="utf-8"))
+
+
 def main() -> None:
     app()
 

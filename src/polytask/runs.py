@@ -50,6 +50,7 @@ class TrainResult:
     seconds: float
     task_steps: dict[str, int]
     parameters: int
+    score: float = float("nan")
 
 
 def train(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, *, resume: bool = False,
@@ -74,10 +75,12 @@ def train(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, *, res
     report = trainer.fit(exp.train_sources(), exp.train_sources(split="val"), collate, run_dir=out, resume=resume)
     test = evaluate(model, exp.tasks, exp.train_sources(split="test"), collate,
                     batch_size=cfg.trainer.eval_batch_size, device=trainer.device)
-    result = {"val": report.best_metrics, "test": test, "best_epoch": report.best_epoch, "steps": report.steps,
+    result = {"val": report.best_metrics, "test": test, "best_epoch": report.best_epoch, "score": report.best_score,
+              "steps": report.steps,
               "task_steps": report.task_steps, "seconds": report.seconds, "parameters": _count(model)}
     write_json(out / "results.json", result)
-    return TrainResult(out, report.best_metrics, test, report.seconds, report.task_steps, _count(model))
+    return TrainResult(out, report.best_metrics, test, report.seconds, report.task_steps, _count(model),
+                       report.best_score)
 
 
 # ---------------------------------------------------------------------- load / predict
