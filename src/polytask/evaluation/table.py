@@ -38,9 +38,9 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
         line += f"; paired 95% CI over seeds [{lo:+.2f}, {hi:+.2f}]"
     lines += [line, "", "| | MTL | STL (all tasks) |", "|---|---|---|"]
     cost = summary["cost"]
-    lines.append(f"| parameters | {cost['mtl_parameters']:,} | {cost['stl_parameters']:,} |")
+    lines.append(f"| parameters | {cost['mtl_parameters']:,.0f} | {cost['stl_parameters']:,.0f} |")
     lines.append(f"| training time (s) | {cost['mtl_train_seconds']:.1f} | {cost['stl_train_seconds']:.1f} |")
     lines.append(f"| inference time (s, same inputs) | {cost['mtl_infer_seconds']:.3f} | {cost['stl_infer_seconds']:.3f} |")
-    steps = {side: ", ".join(f"{t} {n}" for t, n in cost[f"{side}_task_steps"].items()) for side in ("mtl", "stl")}
+    steps = {side: ", ".join(f"{t} {n:.0f}" for t, n in cost[f"{side}_task_steps"].items()) for side in ("mtl", "stl")}
     lines.append(f"| optimisation steps with the task's loss | {steps['mtl']} | {steps['stl']} |")
     return "\n".join(lines) + "\n"
