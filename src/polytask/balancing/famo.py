@@ -1,0 +1,201 @@
+"""FAMO: fast adaptive multitask optimisation with one backward pass per step (Liu et al., NeurIPS 2023)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import LossWeighting
+
+MODES = ("next_step", "same_batch")
+
+
+def _number(where: str, value: Any, *, low: float, strict: bool, fix: str) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > low if strict else value >= low))
+    if not ok:
+        raise ValueError(f"{where}: {value!r} must be a finite number {'>' if strict else '≥'} {low:g}; fix: {fix}")
+    return float(value)
+
+
+class TaskAdam:
+    """Adam (Kingma & Ba, ICLR 2015) on one scalar per task, with L2 weight decay added to the
+    gradient as ``torch.optim.Adam(weight_decay=...)`` does.
+
+    Moments and step counts are kept per task name, so a task missing from a step keeps its
+    state untouched; everything is a Python float (float64), hence JSON-able. Used for
+    FAMO's logits and GradNorm's weights, which the methods update themselves.
+    """
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.m: dict[str, float] = {}
+        self.v: dict[str, float] = {}
+        self.t: dict[str, int] = {}
+
+    def step(self, values: Mapping[str, float], grads: Mapping[str, float]) -> dict[str, float]:
+        """New values of the tasks in ``grads`` (``values`` must hold them)."""
+        b1, b2 = self.betas
+        out = {}
+        for task, g in grads.items():
+            x = values[task]
+            g = g + self.weight_decay * x
+            t = self.t.get(task, 0) + 1
+            m = b1 * self.m.get(task, 0.0) + (1 - b1) * g
+            v = b2 * self.v.get(task, 0.0) + (1 - b2) * g * g
+            self.m[task], self.v[task], self.t[task] = m, v, t
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            out[task] = x - self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m": dict(self.m), "v": dict(self.v), "t": dict(self.t)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.m = {k: float(x) for k, x in state.get("m", {}).items()}
+        self.v = {k: float(x) for k, x in state.get("v", {}).items()}
+        self.t = {k: int(x) for k, x in state.get("t", {}).items()}
+
+
+def _floats(losses: Mapping[str, Tensor]) -> dict[str, float]:
+    return {t: float(v.detach()) for t, v in losses.items()}
+
+
+class FAMO(LossWeighting):
+    r"""Fast Adaptive Multitask Optimization (Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive
+    Multitask Optimization", NeurIPS 2023, Algorithm 1).
+
+    Task logits :math:`w` (initialised to 0) give :math:`z = \operatorname{softmax}(w)`
+    over the tasks present. With :math:`D_i = L_i - m_i + ε` (``min_losses`` :math:`m_i`,
+    default 0), :meth:`combine` returns
+
+    .. math::
+
+        L = \sum_i \frac{z_i}{c} \log D_i, \qquad c = \sum_i \frac{z_i}{D_i}
+        \;(\text{no gradient}), \qquad
+        \text{so}\quad ∇L = \sum_i \frac{z_i}{c\,D_i} ∇L_i
+
+    — a convex combination of the task gradients, one backward pass per step (the value of
+    ``L`` itself is not a loss to monitor). After a step, with the improvement of the log
+    losses :math:`δ_i = \log D_i^{\text{before}} - \log D_i^{\text{after}}`, the logits take
+    one Adam step (``lr``, L2 ``weight_decay`` γ) on
+
+    .. math::
+
+        ∇_w = J_{\text{softmax}}(w)^\top δ = z ⊙ (δ - ⟨z, δ⟩),
+
+    which raises the weight of the tasks whose loss fell least. The logits and their Adam
+    state are owned by the method and updated here, not by the model's optimiser, so
+    :meth:`parameters` is empty; :meth:`state_dict` saves them (keyed by task).
+
+    Which losses are "before" and "after" (``mode``):
+
+    * ``"next_step"`` (default; what the Trainer gives): :meth:`after_step` receives the
+      losses computed in the forward pass of the step just taken, i.e. the losses at the
+      parameters *before* that step, on that step's batch. The method keeps them and, at
+      the next :meth:`after_step`, uses them as "before" and the new step's losses as
+      "after": δ measures the change over one update, across two consecutive batches,
+      without an extra forward pass. The first call only stores its losses.
+    * ``"same_batch"`` (the official code's loop): :meth:`combine` keeps its losses as
+      "before"; the caller re-evaluates the losses on the same batch after
+      ``optimizer.step()`` (one extra forward without gradient) and passes them to
+      :meth:`after_step` as "after".
+
+    Only tasks present in both "before" and "after" are updated (softmax over them). The
+    official code also clips the gradient norm of the shared parameters at 1; here that is
+    the Trainer's ``clip_norm``. The losses must exceed ``min_losses``. Defaults: ``lr``
+    0.025 (the paper's), γ = 1e-3 (the official class defaults to 1e-5, its experiments set
+    γ per data set; tune it like a learning rate).
+    """
+
+    name = "famo"
+
+    def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3, eps: float = 1e-8,
+                 min_losses: Mapping[str, float] | None = None, mode: str = "next_step") -> None:
+        self.lr = _number("balancing.lr", lr, low=0.0, strict=True, fix="the logits' learning rate, e.g. 0.025")
+        self.weight_decay = _number("balancing.weight_decay", weight_decay, low=0.0, strict=False,
+                                    fix="the logits' decay γ ≥ 0, e.g. 0.001")
+        self.eps = _number("balancing.eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
+        self.min_losses = {}
+        for t, m in (min_losses or {}).items():
+            self.min_losses[t] = _number(f"balancing.min_losses.{t}", m, low=-math.inf, strict=True,
+                                         fix="give each task's lower bound of its loss, e.g. 0")
+        if mode not in MODES:
+            raise ValueError(f"balancing.mode: {mode!r}; fix: use one of {list(MODES)} "
+                             "(next_step: the Trainer's after_step losses; same_batch: losses re-evaluated "
+                             "on the same batch after the step)")
+        self.mode = mode
+        self.logits: dict[str, float] = {}
+        self.adam = TaskAdam(self.lr, weight_decay=self.weight_decay)
+        self.before: dict[str, float] = {}
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        unknown = sorted(set(self.min_losses) - set(tasks))
+        if unknown:
+            raise ValueError(f"balancing.min_losses: unknown task(s) {unknown}; "
+                             f"fix: use task names from {list(tasks)}")
+
+    def _z(self, tasks: list[str]) -> Tensor:
+        w = torch.tensor([self.logits.get(t, 0.0) for t in tasks], dtype=torch.float64)
+        return torch.softmax(w, dim=0)
+
+    def weights(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The effective weights z_i / (c D_i) of ∇L_i (float64, summing to 1)."""
+        z = self._z(list(losses))
+        d = torch.tensor([v - self.min_losses.get(t, 0.0) + self.eps for t, v in _floats(losses).items()],
+                         dtype=torch.float64)
+        return (z / d) / (z / d).sum()
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to combine: the batch has no labels for any task")
+        tasks = list(losses)
+        z = self._z(tasks)
+        d = torch.stack([v - self.min_losses.get(t, 0.0) + self.eps for t, v in losses.items()])
+        if bool((d.detach() <= 0).any()):
+            bad = [t for t, v in _floats(losses).items() if v - self.min_losses.get(t, 0.0) + self.eps <= 0]
+            raise ValueError(f"famo: losses of {bad} are not above their min_losses; fix: set "
+                             "balancing.min_losses below the lowest value each loss can take")
+        c = (z / d.detach().double()).sum()
+        if self.mode == "same_batch":
+            self.before = _floats(losses)
+        return ((z / c).to(d.dtype) * torch.log(d)).sum()
+
+    def _update(self, before: Mapping[str, float], after: Mapping[str, float]) -> None:
+        tasks = [t for t in after if t in before]
+        if not tasks:
+            return
+        z = self._z(tasks)
+        delta = torch.tensor([math.log(before[t] - self.min_losses.get(t, 0.0) + self.eps)
+                              - math.log(after[t] - self.min_losses.get(t, 0.0) + self.eps) for t in tasks],
+                             dtype=torch.float64)
+        grad = z * (delta - (z * delta).sum())
+        values = {t: self.logits.get(t, 0.0) for t in tasks}
+        self.logits.update(self.adam.step(values, {t: float(g) for t, g in zip(tasks, grad)}))
+
+    def after_step(self, losses: Mapping[str, Tensor]) -> None:
+        after = _floats(losses)
+        for t, v in after.items():
+            if not v - self.min_losses.get(t, 0.0) + self.eps > 0:
+                raise ValueError(f"famo: loss of {t!r} ({v}) is not above its min_loss; fix: set "
+                                 "balancing.min_losses below the lowest value each loss can take")
+        self._update(self.before, after)
+        # next_step: this step's losses are the "before" of the next update; same_batch:
+        # combine() sets "before" again for the next step
+        self.before = after if self.mode == "next_step" else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"logits": dict(self.logits), "adam": self.adam.state_dict(), "before": dict(self.before)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = sorted(set(state) - {"logits", "adam", "before"})
+        if unknown:
+            raise ValueError(f"famo: unknown state keys {unknown}")
+        self.logits = {t: float(v) for t, v in state.get("logits", {}).items()}
+        self.adam.load_state_dict(state.get("adam", {}))
+        self.before = {t: float(v) for t, v in state.get("before", {}).items()}

@@ -1,0 +1,91 @@
+"""IMTL: the hybrid of IMTL-L loss scales and IMTL-G gradient weights (Liu et al., ICLR 2021)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import GramianWeighting, task_names
+from .imtl_g import imtl_g_weights
+from .uw import LearnedTaskScalars, _finite
+
+
+class IMTL(GramianWeighting):
+    r"""Impartial Multi-Task Learning, the hybrid IMTL = IMTL-L + IMTL-G (Liu, Li, Kuang, Xue,
+    Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task Learning", ICLR 2021, Alg. 1).
+
+    Every task learns a loss scale :math:`s_i` (IMTL-L); the gradients of the scaled losses,
+    :math:`\tilde g_i = e^{s_i} g_i` with :math:`g_i = ∇L_i` at the shared level, are
+    combined with the IMTL-G weights α (equal projections of the update onto every unit
+    :math:`\tilde g_i / \|\tilde g_i\|`, :math:`\sum_i α_i = 1`). From the Gramian
+    :math:`G = J J^\top` of the plain gradients alone:
+
+    .. math::
+
+        \tilde G = D G D,\; D = \operatorname{diag}(e^{s}), \qquad
+        α = \text{IMTL-G}(\tilde G), \qquad
+        d = \sum_i α_i \tilde g_i = \sum_i (α_i e^{s_i})\, g_i ,
+
+    so :meth:`weights` returns :math:`α ⊙ e^{s}`. The scales follow IMTL-L's objective
+    :math:`\sum_i e^{s_i} L_i - s_i`: when ``losses`` are given, :meth:`weights` *adds*
+    :math:`∂/∂s_i = e^{s_i} L_i - 1` to ``s_i.grad`` (as a backward pass would), and the
+    optimiser that holds :meth:`parameters` (the Trainer's) steps them; ``zero_grad`` clears
+    them with the model's gradients. :meth:`state_dict` saves the s_i, keyed by task.
+    The engine's ``scale`` (gradient accumulation, AMP loss scale) does not reach s.grad:
+    each call adds the unscaled gradient (with accumulation over n micro-batches, n times
+    it — harmless under Adam, n times the step under SGD).
+    Called without ``losses``, the rows are the bound tasks in order (when K matches), else
+    ``"0" … "K-1"``.
+
+    Deviation: in the paper task-specific parameters receive the gradient of the scaled loss
+    :math:`e^{s_i} ∇L_i`; under the engine they receive :math:`∇L_i`, as for every gradient
+    aggregator.
+    """
+
+    name = "imtl"
+    needs = "gramian"
+
+    def __init__(self, init_scale: float = 0.0) -> None:
+        init = _finite("balancing.init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
+        self.scales = LearnedTaskScalars(self.name, init)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        self.scales.bind(tasks)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.scales.parameters()
+
+    def loss_scales(self) -> dict[str, float]:
+        """Current e^{s_i} per task."""
+        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
+
+    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
+        if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
+            raise ValueError(f"imtl: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
+        k = gramian.shape[0]
+        bound = getattr(self, "tasks", None)
+        # without losses, rows of a bound method are its tasks in order when K matches
+        names = list(bound) if losses is None and bound and len(bound) == k else task_names(k, losses)
+        params = [self.scales.get(t) for t in names]
+        e = torch.stack([p.detach() for p in params]).double().exp().to(gramian.device)
+        scaled = e.unsqueeze(1) * gramian.detach().double() * e.unsqueeze(0)
+        # IMTL-G's rank cut-off follows the input's precision: hand it the input dtype
+        alpha = imtl_g_weights(scaled.to(gramian.dtype)).double()
+        if losses is not None:
+            for p, ei, v in zip(params, e.tolist(), losses.values()):
+                g = torch.tensor(ei * float(v.detach()) - 1.0, dtype=p.dtype, device=p.device)
+                p.grad = g if p.grad is None else p.grad + g
+        return (alpha * e).to(gramian.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scales.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = sorted(set(state) - {"scale"})
+        if unknown:
+            raise ValueError(f"{self.name}: unknown state keys {unknown}")
+        self.scales.load_state_dict(state.get("scale", {}))

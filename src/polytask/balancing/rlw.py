@@ -1,0 +1,74 @@
+"""RLW: random loss weights drawn afresh at every step (Lin et al., TMLR 2022)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .base import LossWeighting
+
+
+class RandomLossWeighting(LossWeighting):
+    r"""Random Loss Weighting (Lin, Ye, Xu, Shi & Zhang, "Reasonable Effectiveness of Random
+    Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022), with the normal
+    distribution and softmax normalisation the paper uses by default:
+
+    .. math::
+
+        ε \sim \mathcal N(0, I_K), \qquad λ = \operatorname{softmax}(ε), \qquad
+        L = \sum_i λ_i L_i,
+
+    drawn anew at every call of :meth:`combine` for the K tasks present; the weights are
+    positive and sum to 1.
+
+    Reproducibility: with ``seed`` (or a ``generator``) the draws come from a generator the
+    method owns, whose state :meth:`state_dict` saves; with neither they come from torch's
+    global generator, which ``torch.manual_seed`` (the Trainer seeds it) fixes and the
+    Trainer's checkpoints restore.
+    """
+
+    name = "rlw"
+
+    def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
+        if seed is not None and generator is not None:
+            raise ValueError("balancing.seed: give either a seed or a generator, not both; fix: drop one")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"balancing.seed: {seed!r} must be a non-negative integer; fix: use e.g. seed: 0")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"balancing.generator: {type(generator).__name__} is not a torch.Generator")
+        if seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        self.generator = generator
+        self.last_weights: Tensor | None = None
+
+    def draw(self, k: int) -> Tensor:
+        """K weights (float64): softmax of K standard normal draws."""
+        eps = torch.randn(k, generator=self.generator, dtype=torch.float64,
+                          device=self.generator.device if self.generator is not None else "cpu")
+        return torch.softmax(eps, dim=0)
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to combine: the batch has no labels for any task")
+        lam = self.draw(len(losses))
+        self.last_weights = lam
+        return torch.stack([lam[i].to(v.device, v.dtype) * v for i, v in enumerate(losses.values())]).sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.generator is None:
+            return {}
+        return {"generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = sorted(set(state) - {"generator"})
+        if unknown:
+            raise ValueError(f"rlw: unknown state keys {unknown}")
+        if "generator" not in state:
+            return
+        saved = state["generator"]
+        saved = saved if torch.is_tensor(saved) else torch.tensor(saved, dtype=torch.uint8)
+        if self.generator is None:
+            self.generator = torch.Generator()
+        self.generator.set_state(saved.to(torch.uint8).cpu())

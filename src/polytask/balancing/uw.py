@@ -1,0 +1,144 @@
+"""Uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): one learned noise scale per task."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import LossWeighting
+
+KINDS = ("regression", "classification")
+
+
+def _finite(where: str, value: Any, fix: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r} is not a finite number; fix: {fix}")
+    return float(value)
+
+
+class LearnedTaskScalars:
+    """One learnable scalar per task (``nn.Parameter`` of shape ()), keyed by task name.
+
+    Shared by the methods that learn a per-task scale (uncertainty weighting's log σ²,
+    IMTL-L's and IMTL's s). :meth:`bind` creates one parameter per task; before any
+    ``bind`` a task is created on first use (so a third party can call the method
+    directly), after it an unknown task is an error. ``parameters()`` before ``bind``
+    is an error: an optimiser built from it would silently miss the scalars.
+    """
+
+    def __init__(self, owner: str, init: float) -> None:
+        self.owner = owner
+        self.init = init
+        self.values: dict[str, torch.nn.Parameter] = {}
+        self.bound = False
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        self.values = {t: self.values[t] if t in self.values else torch.nn.Parameter(torch.tensor(self.init))
+                       for t in tasks}
+        self.bound = True
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        if not self.bound:
+            raise ValueError(f"{self.owner}: parameters() before bind(); fix: call method.bind(task names) "
+                             "first (the Trainer does), then build the optimiser with method.parameters()")
+        return list(self.values.values())
+
+    def get(self, task: str) -> torch.nn.Parameter:
+        if task not in self.values:
+            if self.bound:
+                raise ValueError(f"{self.owner}: task {task!r} was not bound (bound: {list(self.values)}); "
+                                 "fix: bind every task name the losses use")
+            self.values[task] = torch.nn.Parameter(torch.tensor(self.init))
+        return self.values[task]
+
+    def state_dict(self) -> dict[str, float]:
+        return {t: float(p.detach()) for t, p in self.values.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for t, v in state.items():
+            value = float(v.item() if torch.is_tensor(v) else v)
+            if t in self.values:
+                with torch.no_grad():  # in place: an optimiser holding the parameter keeps it
+                    self.values[t].fill_(value)
+            elif self.bound:
+                raise ValueError(f"{self.owner}: the saved state has task {t!r}, not among the bound tasks "
+                                 f"{list(self.values)}; fix: resume with the task set the run was saved with")
+            else:
+                self.values[t] = torch.nn.Parameter(torch.tensor(value))
+
+
+class UncertaintyWeighting(LossWeighting):
+    r"""Homoscedastic-uncertainty weighting (Kendall, Gal & Cipolla, "Multi-Task Learning Using
+    Uncertainty to Weigh Losses for Scene Geometry and Semantics", CVPR 2018).
+
+    Each task i learns :math:`s_i = \log σ_i^2` (initialised to ``init_log_var``) jointly
+    with the model, as the negative log-likelihood of the task under an observation noise
+    σ_i:
+
+    .. math::
+
+        L = \sum_i c_i\, e^{-s_i} L_i + \tfrac12 s_i, \qquad
+        c_i = \begin{cases} \tfrac12 & \text{regression (Gaussian likelihood, eq. 5)} \\
+                            1 & \text{classification (scaled softmax, eq. 10)} \end{cases}
+
+    For a regression task whose ``L_i`` is a mean squared error, ``∂L/∂s_i = 0`` at
+    :math:`σ_i^2 = L_i` (the maximum-likelihood noise variance); for classification at
+    :math:`σ_i^2 = 2 L_i`. The model receives ``c_i / σ_i^2 · ∇L_i``. (LibMTL applies the
+    regression form to every task, with s initialised to −0.5.)
+
+    Options: ``kind`` — ``"regression"`` or ``"classification"`` for every task, or a
+    mapping task -> kind (unlisted tasks are regression); ``init_log_var`` — initial s_i.
+    The s_i are exposed by :meth:`parameters` (the Trainer optimises them with the model,
+    without weight decay) and saved by :meth:`state_dict`.
+    """
+
+    name = "uw"
+
+    def __init__(self, kind: str | Mapping[str, str] = "regression", init_log_var: float = 0.0) -> None:
+        kinds = {"*": kind} if isinstance(kind, str) else dict(kind)
+        for t, k in kinds.items():
+            if k not in KINDS:
+                where = "balancing.kind" if t == "*" else f"balancing.kind.{t}"
+                raise ValueError(f"{where}: {k!r} is not a task kind; fix: use one of {list(KINDS)}")
+        self.kinds = kinds
+        init = _finite("balancing.init_log_var", init_log_var, "give the initial log σ² as a number, e.g. 0")
+        self.log_vars = LearnedTaskScalars(self.name, init)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        unknown = sorted(set(self.kinds) - {"*"} - set(tasks))
+        if unknown:
+            raise ValueError(f"balancing.kind: unknown task(s) {unknown}; fix: use task names from {list(tasks)}")
+        self.log_vars.bind(tasks)
+
+    def kind(self, task: str) -> str:
+        return self.kinds.get(task, self.kinds.get("*", "regression"))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.log_vars.parameters()
+
+    def variances(self) -> dict[str, float]:
+        """Current σ_i² = e^{s_i} per task."""
+        return {t: math.exp(v) for t, v in self.log_vars.state_dict().items()}
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        if not losses:
+            raise ValueError("no task losses to combine: the batch has no labels for any task")
+        terms = []
+        for t, loss in losses.items():
+            s = self.log_vars.get(t).to(loss.dtype)
+            c = 0.5 if self.kind(t) == "regression" else 1.0
+            terms.append(c * torch.exp(-s) * loss + 0.5 * s)
+        return torch.stack(terms).sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"log_var": self.log_vars.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = sorted(set(state) - {"log_var"})
+        if unknown:
+            raise ValueError(f"uw: unknown state keys {unknown}")
+        self.log_vars.load_state_dict(state.get("log_var", {}))
