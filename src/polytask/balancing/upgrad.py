@@ -1,0 +1,113 @@
+"""UPGrad: average of the task gradients, each projected onto the dual cone of all of them."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ._qp import ExactGramianWeighting, dual_cone_weights, input_eps, prepare_gramian
+from .base import task_names
+
+Preference = Sequence[float] | Mapping[str, float] | None
+
+
+def check_preference(pref_vector: Preference) -> Preference:
+    """Validate a ``pref_vector`` option: None, a list of K weights or task name -> weight."""
+    if pref_vector is None:
+        return None
+    items = list(pref_vector.items()) if isinstance(pref_vector, Mapping) else list(enumerate(pref_vector))
+    if not items:
+        raise ValueError("balancing.pref_vector: empty; fix: omit it (uniform 1/K) or give one weight per task")
+    for key, p in items:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+            raise ValueError(f"balancing.pref_vector[{key!r}]: {p!r} is not a finite number ≥ 0; "
+                             "fix: give every task a weight ≥ 0")
+    if not any(p > 0 for _, p in items):
+        raise ValueError("balancing.pref_vector: all weights are 0, so the update would be 0; "
+                         "fix: give at least one task a positive weight")
+    return dict(pref_vector) if isinstance(pref_vector, Mapping) else [float(p) for p in pref_vector]
+
+
+def check_preference_tasks(pref_vector: Preference, tasks: Sequence[str]) -> None:
+    """At bind(): a mapping must name known tasks."""
+    if isinstance(pref_vector, Mapping):
+        unknown = sorted(set(pref_vector) - set(tasks))
+        if unknown:
+            raise ValueError(f"balancing.pref_vector: unknown task(s) {unknown}; fix: use task names from "
+                             f"{list(tasks)}")
+
+
+def preference_weights(pref_vector: Preference, k: int, losses: Mapping[str, Tensor] | None) -> Tensor:
+    """(K,) float64 preference weights for the rows present in this call (default 1/K)."""
+    names = task_names(k, losses)
+    if pref_vector is None:
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+    if isinstance(pref_vector, Mapping):
+        if losses is None:
+            raise ValueError("balancing.pref_vector is keyed by task name but no losses were given to name "
+                             "the rows; fix: pass the losses mapping, or give pref_vector as a list")
+        missing = [t for t in names if t not in pref_vector]
+        if missing:
+            raise ValueError(f"balancing.pref_vector: no weight for task(s) {missing}; fix: give every task "
+                             "a weight")
+        return torch.tensor([float(pref_vector[t]) for t in names], dtype=torch.float64)
+    if len(pref_vector) != k:
+        raise ValueError(f"balancing.pref_vector: {len(pref_vector)} weights for {k} gradient rows; fix: give "
+                         "one weight per row, or a mapping task name -> weight when batches hold varying tasks")
+    return torch.tensor(pref_vector, dtype=torch.float64)
+
+
+class UPGrad(ExactGramianWeighting):
+    r"""Unconflicting projection of gradients (Quinton & Rey, "Jacobian Descent for
+    Multi-Objective Optimization", arXiv:2406.16232, 2024).
+
+    Each task gradient is projected onto the dual cone of all of them, the set of updates
+    that conflict with no task, and the projections are combined with the preference
+    weights ``p`` (default ``p_k = 1/K``, the paper's average):
+
+    .. math::
+
+        d = \sum_k p_k\, \pi_J(g_k), \qquad
+        \pi_J(x) = \arg\min_{y:\ J y \ge 0} |y - x|^2 .
+
+    By the paper's Proposition 1, ``π_J(J^\top u) = J^\top v`` with ``v`` solving
+    ``min_v vᵀGv s.t. v ≥ u``, so the weights are ``w = Σ_k v_k`` with ``v_k ≥ p_k e_k``:
+    computed from the Gramian ``G = J Jᵀ`` alone. Properties: ``⟨g_k, d⟩ ≥ 0`` for every task
+    (non-conflicting); ``d`` equals ``Σ_k p_k g_k`` when no two rows conflict; linear under
+    positive scaling of J; invariant to the order of the rows (with ``p`` permuted alike).
+
+    ``pref_vector``: a list of K weights ≥ 0, or a mapping task name -> weight (needed when
+    batches hold varying sets of tasks). Weights are used as given (no renormalisation), as
+    in torchjd's implementation.
+
+    Exact solve (:mod:`._qp`, KKT conditions to rounding) in float64 on the Gramian scaled
+    by its largest diagonal, without torchjd's ``reg_eps`` ridge (which trades exact
+    non-conflict for solver stability: with it, ``⟨g_k, d⟩`` may be slightly negative) or its
+    absolute ``norm_eps`` threshold (under which torchjd returns the plain mean, conflicts
+    included, for Jacobians of Frobenius norm below 1e-2).
+    """
+
+    name = "upgrad"
+
+    def __init__(self, pref_vector: Preference = None) -> None:
+        self.pref_vector = check_preference(pref_vector)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        check_preference_tasks(self.pref_vector, tasks)
+
+    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
+        k = gramian.shape[0]
+        p = preference_weights(self.pref_vector, k, losses)
+        g, scale = prepare_gramian(gramian)
+        if k == 0 or scale == 0.0:
+            w = p
+        elif scale != scale:  # non-finite Gramian: no meaningful update
+            w = torch.full((k,), float("nan"), dtype=torch.float64)
+        else:
+            rows = torch.nonzero(p > 0).squeeze(1)  # tasks with p_k = 0 project nothing
+            w = dual_cone_weights(g, torch.diag(p)[rows], input_eps(gramian.dtype)).sum(dim=0)
+        return w.to(device=gramian.device, dtype=gramian.dtype)
