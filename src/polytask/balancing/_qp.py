@@ -30,7 +30,11 @@ two terms separate). At the optimum ``∇f = s (G w − |d|² 1)``, so the stopp
 
 All work is done in float64 on the CPU (the systems are tiny, and an active set needs
 data-dependent control flow anyway), on the Gramian divided by its largest diagonal entry,
-so the weights do not depend on the scale of J.
+so the weights do not depend on the scale of J. The dual-cone programme is solved in
+Jacobi-scaled variables (unit diagonal), so rows whose norms differ by orders of magnitude
+are held to the same relative accuracy. A Gramian that rounding left slightly indefinite
+(one formed in float32, say) has its negative eigenvalues clipped to 0, and the stopping
+rule is then measured in the input's unit roundoff rather than float64's.
 """
 
 from __future__ import annotations
@@ -323,6 +327,8 @@ def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
     the stopping rule bounds ``⟨g_k, d⟩ / |g_k|`` and rows of very different norms are
     treated alike.
     """
+    if bool((u @ g >= 0).all()):  # Jᵀu_b conflicts with no row: it is its own projection
+        return u.clone()
     norms = g.diagonal().sqrt()
     norms = torch.where(norms > 0, norms, 1.0)
     h = _positive_semidefinite(g / (norms.unsqueeze(1) * norms.unsqueeze(0)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -48,7 +49,7 @@ class DualProj(ExactGramianWeighting):
         g, scale = prepare_gramian(gramian)
         if k == 0 or scale == 0.0:
             w = p
-        elif scale != scale:  # non-finite Gramian: no meaningful update
+        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
             w = torch.full((k,), float("nan"), dtype=torch.float64)
         else:
             w = dual_cone_weights(g, p.unsqueeze(0), input_eps(gramian.dtype))[0]

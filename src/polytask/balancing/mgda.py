@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -46,7 +47,7 @@ class MGDA(ExactGramianWeighting):
         g, scale = prepare_gramian(gramian)
         if k == 0:
             w = torch.zeros(0, dtype=torch.float64)
-        elif scale != scale:  # non-finite Gramian: no meaningful update
+        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
             w = torch.full((k,), float("nan"), dtype=torch.float64)
         elif scale == 0.0:
             w = torch.full((k,), 1.0 / k, dtype=torch.float64)

@@ -105,7 +105,7 @@ class UPGrad(ExactGramianWeighting):
         g, scale = prepare_gramian(gramian)
         if k == 0 or scale == 0.0:
             w = p
-        elif scale != scale:  # non-finite Gramian: no meaningful update
+        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
             w = torch.full((k,), float("nan"), dtype=torch.float64)
         else:
             rows = torch.nonzero(p > 0).squeeze(1)  # tasks with p_k = 0 project nothing
