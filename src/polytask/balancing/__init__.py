@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .aligned_mtl import AlignedMTL
-from .backward import backward
+from .backward import backward, resolve_level
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 from .cagrad import CAGrad
 from .con_fig import ConFIG
@@ -75,7 +75,7 @@ def make(name: str, **options: Any) -> Balancer:
 
 
 __all__ = ["Balancer", "LossWeighting", "GradientAggregator", "GramianWeighting", "backward", "make", "available",
-           "register", "AlignedMTL", "CAGrad", "ConFIG", "DBMTL", "DualProj", "DynamicWeightAverage", "ExcessMTL",
+           "register", "resolve_level", "AlignedMTL", "CAGrad", "ConFIG", "DBMTL", "DualProj", "DynamicWeightAverage", "ExcessMTL",
            "FAMO", "FairGrad", "FixedWeights", "GeometricLossStrategy", "GradDrop", "GradNorm", "GradVac", "IMTL",
            "IMTLG", "IMTLL", "MGDA", "Mean", "NashMTL", "PCGrad", "RandomLossWeighting", "Sum", "UPGrad",
            "UncertaintyWeighting"]

@@ -1,4 +1,29 @@
-"""``backward``: the balanced replacement of ``loss.backward()`` for any training loop."""
+"""``backward``: the balanced replacement of ``loss.backward()`` for any training loop.
+
+.. code-block:: python
+
+    losses = {"a": loss_a, "b": loss_b}
+    polytask.balancing.backward(losses, method=polytask.balancing.make("upgrad"),
+                                features=trunk_out, shared=trunk.parameters())
+    optimizer.step()
+
+What each parameter receives (``.grad`` accumulates, as with ``loss.backward()``):
+
+* loss weighting (``combine``): every parameter gets ``scale · ∇ combine(losses)`` — shared
+  ones ``Σ_i λ_i ∇L_i``, task-specific ones ``λ_i ∇L_i``;
+* gradient aggregator, level ``"params"``: with ``J`` the (K, P) per-task gradients of the
+  shared parameters, shared parameters get ``scale · d`` with ``d = wᵀJ`` (Gramian methods,
+  ``w = method.weights(J Jᵀ)``) or ``d = method.aggregate(J)``; every other parameter the
+  losses reach gets ``scale · ∇ Σ_i L_i`` — for a parameter of task i alone, its own ∇L_i;
+* gradient aggregator, level ``"features"``: the same rule applied at the shared feature
+  tensor z (every loss passes through it): with ``J_z`` the (K, numel z) per-task
+  gradients of z, the gradient arriving at z is replaced by ``scale · d_z`` and
+  back-propagated, so everything below z gets ``scale · (∂z/∂θ)ᵀ d_z``; everything above z
+  (heads, task layers) gets ``scale · ∇ Σ_i L_i``. With MGDA this is MGDA-UB (Sener & Koltun
+  2018): the weights come from the Gramian of the feature gradients. Cost: one pass
+  through the heads whose result is split by task (K passes through the heads where
+  they share operations), then one ordinary backward pass.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +32,10 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .base import Balancer, LossWeighting
+from . import engine
+from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
+
+LEVELS = ("features", "params")
 
 
 def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
@@ -16,28 +44,170 @@ def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Te
     return {str(i): loss for i, loss in enumerate(losses)}
 
 
+def resolve_level(method: Balancer, level: str | None, *, has_features: bool | None,
+                  has_shared: bool | None = None) -> str | None:
+    """The level at which ``method`` takes per-task gradients, or raise a ``ValueError``
+    naming ``balancing.level`` (or ``balancing.method``) and the fix.
+
+    ``level=None`` chooses ``"features"`` where a shared feature tensor is available and the
+    method allows it, else ``"params"``. ``has_features`` / ``has_shared``: whether the model
+    gives a shared feature tensor / has shared parameters (``None``: not known yet — only
+    what is known is checked). Returns ``None`` for a loss weighting (no per-task gradients)
+    and where the choice must wait for the model's output.
+    """
+    if level is not None and level not in LEVELS:
+        raise ValueError(f"balancing.level: unknown level {level!r}; fix: use features, params, "
+                         "or leave it out to choose automatically")
+    if isinstance(method, LossWeighting) or method.needs == "losses":
+        return None
+    name = method.name or type(method).__name__
+    allowed = tuple(getattr(method, "levels", LEVELS))
+    if has_shared is False:
+        raise ValueError(f"balancing.method: {name!r} balances per-task gradients of the shared part, but the "
+                         "model has no shared parameters (e.g. pure soft sharing); fix: use a loss-weighting "
+                         "method (fixed, uw, dwa, ...) or a model with shared parameters")
+    if level is None:
+        if "features" in allowed and has_features is not False:
+            return "features" if has_features else None
+        level = "params"
+    if level not in allowed:
+        hint = "features" if "features" in allowed else "params"
+        raise ValueError(f"balancing.level: method {name!r} works at level {' or '.join(allowed)} only, "
+                         f"not {level!r}; fix: set balancing.level: {hint}"
+                         + (" with a model that gives shared features (hard or hierarchical sharing)"
+                            if hint == "features" and has_features is False else ""))
+    if level == "features" and has_features is False:
+        raise ValueError("balancing.level: 'features' needs the shared feature tensor, but the model gives none; "
+                         "fix: use balancing.level: params, or a model that declares shared features "
+                         "(hard or hierarchical sharing; a Custom module returns shared_features)")
+    return level
+
+
 def backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor],
     *,
     method: Balancer,
-    features: Tensor | Sequence[Tensor] | None = None,
+    features: Tensor | None = None,
     shared: Iterable[torch.nn.Parameter] | None = None,
-    level: str = "features",
-    scale: float = 1.0,
+    level: str | None = None,
+    scale: float | Tensor = 1.0,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Fill ``.grad`` of every parameter the losses reach with the balanced update.
 
-    For a :class:`LossWeighting` method this is ``(scale · method.combine(losses)).backward()``:
-    shared parameters receive ``Σ_i λ_i ∇L_i`` and task-specific ones ``λ_i ∇L_i``.
-    ``scale`` divides the update for gradient accumulation. Returns the combined loss
-    (detached). Gradients accumulate into existing ``.grad`` like ``loss.backward()``.
+    Args:
+        losses: task name -> scalar loss (or a list: tasks ``"0"``, ``"1"``, ...).
+        method: the balancing method.
+        features: the shared feature tensor z — one tensor every loss passes through, and
+            through which alone the parameters below it reach the losses.
+        shared: the shared parameters (needed at level ``"params"``; when given and empty,
+            a gradient method is an error).
+        level: ``"features"``, ``"params"``, or ``None``: features where ``features`` is
+            given and the method allows it, else params (ignored by loss weightings).
+        scale: multiplies the update (``1/accumulate`` for gradient accumulation, or an
+            AMP loss scale).
+        chunk_size: level ``"params"``: at most this many rows per batched
+            vector-Jacobian product (bounds memory; ``None``: all K at once).
+
+    Returns:
+        The combined loss, detached: ``method.combine(losses)`` for a loss weighting,
+        ``Σ_i L_i`` for a gradient method.
+
+    Raises:
+        ValueError: unknown level; level ``"features"`` without ``features``; a gradient
+            method without shared parameters; a level the method does not support.
     """
     named = _as_mapping(losses)
+    if not named:
+        raise ValueError("no task losses to balance: the batch has no labels for any task")
+    shared_list = None if shared is None else list(shared)
+    resolved = resolve_level(method, level, has_features=features is not None,
+                             has_shared=None if shared_list is None else bool(shared_list))
     if isinstance(method, LossWeighting):
         total = method.combine(named)
         (total * scale).backward()
         return total.detach()
-    raise NotImplementedError(
-        f"balancing method {method.name!r} needs {method.needs!r}; gradient-level methods "
-        "are not available in this version"
-    )
+    if not isinstance(method, GradientAggregator):
+        raise TypeError(f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator")
+    values = list(named.values())
+    for t, v in named.items():
+        if v.dim() != 0:
+            raise ValueError(f"the loss of task {t!r} must be a scalar, got shape {tuple(v.shape)}")
+    detached = {t: v.detach() for t, v in named.items()}
+    stacked = torch.stack(values)
+    if resolved == "features":
+        assert features is not None
+        _feature_backward(stacked, values, detached, method, features, scale, chunk_size)
+    else:
+        if shared_list is None:
+            raise ValueError("backward: level 'params' needs `shared`, the shared parameters; fix: pass "
+                             "shared=model.shared_parameters() (or features=... for the feature level)")
+        _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size)
+    return stacked.detach().sum()
+
+
+def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mapping[str, Tensor]) -> list[Tensor]:
+    """The update from per-task gradient blocks (K, P_b) of one Jacobian [J_1 … J_B]: for a
+    Gramian method ``wᵀJ_b`` with ``w = weights(Σ_b J_b J_bᵀ)`` (J is never concatenated),
+    else the split of ``aggregate([J_1 … J_B])``."""
+    k = blocks[0].shape[0]
+    if isinstance(method, GramianWeighting):
+        gramian = blocks[0] @ blocks[0].T
+        for b in blocks[1:]:
+            gramian = gramian + b @ b.T
+        w = method.weights(gramian, losses)
+        if tuple(w.shape) != (k,):
+            raise ValueError(f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)")
+        return [w.to(b.dtype) @ b for b in blocks]
+    jac = blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=1)
+    d = method.aggregate(jac, losses)
+    if tuple(d.shape) != (jac.shape[1],):
+        raise ValueError(f"{method.name}: aggregate() returned shape {tuple(d.shape)}, expected ({jac.shape[1]},)")
+    d = d.to(jac.dtype)
+    return list(d.split([b.shape[1] for b in blocks]))
+
+
+def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
+                      z: Tensor, scale: float | Tensor, chunk_size: int | None) -> None:
+    if not stacked.requires_grad:
+        return
+    handle = None
+    if z.requires_grad:
+        jz = engine.feature_jacobian(values, z)
+        if isinstance(method, GramianWeighting):
+            (dz,) = _combine(method, [jz.reshape(len(values), -1)], losses)
+        else:  # a Jacobian aggregator sees (K, *feature shape): batch-aware rules (GradDrop) need it
+            dz = method.aggregate(jz.reshape(len(values), *z.shape), losses)
+            if tuple(dz.shape) != tuple(z.shape):
+                raise ValueError(f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
+                                 f"level, expected the feature shape {tuple(z.shape)}")
+        replacement = (dz * scale).reshape(z.shape).to(z.dtype)
+        handle = z.register_hook(lambda _grad: replacement)
+    try:
+        (stacked.sum() * scale).backward()
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
+                    shared: list[torch.nn.Parameter], scale: float | Tensor, chunk_size: int | None) -> None:
+    if not stacked.requires_grad:
+        return
+    reached = engine.reached_leaves([stacked])
+    shared_ids = {id(p) for p in shared}
+    params = [p for p in reached if id(p) in shared_ids]
+    others = [p for p in reached if id(p) not in shared_ids]
+    jac = engine.jacobian(values, params, chunk_size) if params else []
+    if others:  # task-specific parameters: ∇ Σ_i L_i, one backward pass restricted to them
+        torch.autograd.backward(stacked.sum() * scale, inputs=others)
+    if not params:
+        return
+    k = len(values)
+    update = _combine(method, [j.reshape(k, -1) for j in jac], losses)
+    for p, d in zip(params, update):
+        g = (d * scale).reshape(p.shape).to(p.dtype)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)

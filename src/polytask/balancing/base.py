@@ -76,7 +76,10 @@ class GradientAggregator(Balancer):
     Rows follow the order of ``losses`` (task name -> detached loss value), which the
     engine passes so that stateful methods can key their state by task; a third party
     may call ``aggregate(J)`` without it (rows are then tasks ``"0"``, ``"1"``, ...).
-    Task-specific parameters receive their own task's gradient ``∇L_i``.
+    Task-specific parameters receive their own task's gradient ``∇L_i``. At the feature
+    level the engine passes the per-task feature gradients unflattened, (K, B, *F), and
+    expects the feature shape (B, *F) back, so that rules defined over the batch (GradDrop's
+    sign purity of batch-summed gradients) can see it.
     """
 
     needs = "jacobian"

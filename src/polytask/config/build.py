@@ -287,7 +287,24 @@ class Experiment:
             method.bind(names)
         except ValueError as err:
             raise ConfigError.from_message(str(err), "balancing", f"use one of {balancing.available()}") from None
+        self.check_level(method)
         return method
+
+    def check_level(self, method: balancing.Balancer) -> None:
+        """``balancing.level`` against the method's levels and the architecture's shared
+        features (a gradient method at level features on a model without them is an error)."""
+        from ..balancing.backward import resolve_level
+        from ..sharing import ARCHITECTURES
+
+        try:
+            arch = _resolve(ARCHITECTURES, self.cfg.model.sharing, "model.sharing")
+        except ConfigError:
+            arch = None  # reported by build_model
+        try:
+            resolve_level(method, self.cfg.balancing.level,
+                          has_features=getattr(arch, "provides_shared_features", None))
+        except ValueError as err:
+            raise ConfigError.from_message(str(err), "balancing.level", "use features or params") from None
 
     def build_sampler(self, sources: Mapping[str, Sequence[Example]]) -> Any:
         from ..data.samplers import SAMPLERS
@@ -300,6 +317,7 @@ class Experiment:
         t = self.cfg.trainer.model_dump()
         t["param_groups"] = [ParamGroupRule(**g) for g in t["param_groups"]]
         t["seed"] = self.seed
+        t["level"] = self.cfg.balancing.level
         t.update(overrides)
         return TrainerConfig(**t)
 

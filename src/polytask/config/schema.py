@@ -96,6 +96,10 @@ class ModelConfig(Strict):
 
 class BalancingConfig(Open):
     method: str = "fixed"
+    #: where gradient methods take per-task gradients: the shared feature tensor or the
+    #: shared parameters; None chooses features where the model gives them and the method
+    #: allows it (checked against method and architecture when the experiment is built)
+    level: Literal["features", "params"] | None = None
 
 
 class SamplerConfig(Open):

@@ -1,8 +1,9 @@
 """The training loop: one loop for every architecture and balancing method.
 
 Per step: a batch from the task sampler -> one forward pass for the tasks labelled in it
--> each task's masked loss -> ``balancing.backward`` -> optimiser step. The loop never
-asks which method or architecture it runs. After each epoch it evaluates on validation
+-> each task's masked loss -> ``balancing.backward`` (given the model's shared feature
+tensor and shared parameters; the method decides what it needs) -> optimiser step. The
+loop never asks which method or architecture it runs. After each epoch it evaluates on validation
 data, keeps the best checkpoint under the chosen criterion and stops early when asked.
 """
 
@@ -18,9 +19,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .. import balancing
+from ..balancing.backward import resolve_level
 from ..data.base import Batch, Example
 from ..evaluation.evaluate import evaluate, labelled_tasks, primary_scores
-from ..sharing.base import MultiTaskModel
+from ..sharing.base import MultiTaskModel, MultiTaskOutput
 from ..tasks.base import Task
 from . import checkpoint as ckpt
 from .logs import RunLogger
@@ -59,6 +61,10 @@ class TrainerConfig:
     param_groups: list[ParamGroupRule] = field(default_factory=list)
     progress: bool = False
     log_every: int = 20
+    #: where gradient methods take per-task gradients: "features" (the model's shared
+    #: feature tensor), "params" (the shared parameters), or None: features where the model
+    #: gives them and the method allows it, else params (see ``balancing.backward``)
+    level: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,6 +153,9 @@ class Trainer:
         validate_criterion(self.config.criterion, self.tasks, self.config.baselines)
         if self.config.accumulate < 1:
             raise ValueError("trainer.accumulate: must be ≥ 1")
+        resolve_level(self.method, self.config.level,
+                      has_features=getattr(model, "provides_shared_features", None),
+                      has_shared=bool(model.shared_parameters()))
         if self.config.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"trainer.precision: {self.config.precision!r}; fix: use fp32, bf16 or fp16")
         self.device = resolve_device(self.config.device)
@@ -167,12 +176,17 @@ class Trainer:
                                self.sampler or "proportional", seed=self.config.seed,
                                total_epochs=self.config.epochs)
 
-    def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], MultiTaskOutput]:
+        """One forward pass for the tasks labelled in ``batch``: (their losses, the model output)."""
         present = [t for t in batch.tasks if t in self.tasks]
         with self._autocast():
             out = self.model(batch.inputs, tasks=present)
             losses = {t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present}
-        return {t: v.float() for t, v in losses.items()}
+        return {t: v.float() for t, v in losses.items()}, out
+
+    def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The losses of the tasks labelled in ``batch`` (see :meth:`forward_losses`)."""
+        return self.forward_losses(batch)[0]
 
     # ---------------------------------------------------------------------- fit
     def fit(self, train: Mapping[str, Sequence[Example]], val: Mapping[str, Sequence[Example]],
@@ -191,6 +205,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         run = Path(run_dir) if run_dir else None
         self.model.to(self.device)
+        shared = self.model.shared_parameters()
         loader = self.make_loader(train, collate)
         steps_per_epoch = loader.steps_per_epoch
         total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
@@ -244,7 +259,7 @@ class Trainer:
                 group_size = min(cfg.accumulate, length - group_start)
                 updated = i + 1 == group_start + group_size
                 batch = batch.to(self.device)
-                losses = self.compute_losses(batch)
+                losses, out = self.forward_losses(batch)
                 for t, v in losses.items():
                     if not torch.isfinite(v):
                         raise TrainingError(
@@ -255,7 +270,9 @@ class Trainer:
                     scale: Any = 1.0 / group_size
                     if scaler is not None:
                         scale = scaler.scale(torch.tensor(scale, device=self.device))
-                    balancing.backward(losses, method=self.method, scale=scale)
+                    balancing.backward(losses, method=self.method, features=out.shared_features, shared=shared,
+                                       level=cfg.level, scale=scale)
+                del out
                 for t in losses:
                     state["task_steps"][t] += 1
                 state["step"] += 1

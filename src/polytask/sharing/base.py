@@ -8,8 +8,12 @@ architecture states, without anything being inferred elsewhere:
 * :meth:`MultiTaskModel.task_parameters` — parameters only task i passes through
   (h_i and g_i);
 * :attr:`MultiTaskOutput.features` — per task, the shared-feature tensor its own
-  branch reads (the output of h_0 it taps). Gradient-balancing methods compute per-task
-  gradients there.
+  branch reads (the output of h_0 it taps);
+* :attr:`MultiTaskOutput.shared_features` — the one tensor z every task's loss in the call
+  passes through, and through which alone the shared parameters below it reach the
+  losses. Feature-level gradient balancing takes per-task gradients there
+  (:func:`polytask.balancing.backward`); :attr:`MultiTaskModel.provides_shared_features`
+  declares whether an architecture gives it.
 """
 
 from __future__ import annotations
@@ -24,17 +28,23 @@ from torch import Tensor, nn
 class MultiTaskOutput:
     """``outputs[task]``: what the task's kind takes as output (logits or TagScores);
     ``features[task]``: the shared tensor that task's branch reads; ``mask``: token mask of
-    sequence features (None otherwise)."""
+    sequence features (None otherwise); ``shared_features``: the one tensor every task's loss
+    in the call passes through and that separates the losses from the shared parameters
+    below it (None where the architecture has no such tensor)."""
 
     outputs: dict[str, Any]
     features: dict[str, Tensor] = field(default_factory=dict)
     mask: Tensor | None = None
+    shared_features: Tensor | None = None
 
 
 class MultiTaskModel(nn.Module):
     """Base class: subclasses implement ``forward`` and the two ownership methods."""
 
     task_names: list[str]
+    #: whether ``forward`` gives :attr:`MultiTaskOutput.shared_features` (None: only the
+    #: output tells, e.g. a :class:`~polytask.sharing.Custom` module)
+    provides_shared_features: bool | None = False
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:  # pragma: no cover
         raise NotImplementedError

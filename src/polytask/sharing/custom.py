@@ -12,11 +12,15 @@ from .base import MultiTaskModel, MultiTaskOutput
 class Custom(MultiTaskModel):
     """A user module plus a declaration of parameter ownership.
 
-    ``module(inputs, tasks)`` must return a :class:`MultiTaskOutput` or a pair
-    ``(outputs, features)`` of dicts keyed by task. ``shared`` lists parameter-name
+    ``module(inputs, tasks)`` must return a :class:`MultiTaskOutput`, a pair
+    ``(outputs, features)`` of dicts keyed by task, or a triple ``(outputs, features,
+    shared_features)`` whose last item is the one tensor every task's loss passes through
+    (or None; it enables feature-level gradient balancing). ``shared`` lists parameter-name
     prefixes of the shared part; ``task_params[task]`` lists those of each task. Every
     parameter must be declared exactly once (checked at construction).
     """
+
+    provides_shared_features = None  # whatever the module returns
 
     def __init__(
         self,
@@ -44,6 +48,9 @@ class Custom(MultiTaskModel):
         out: Any = self.module(inputs, tasks)
         if isinstance(out, MultiTaskOutput):
             return out
+        if len(out) == 3:
+            outputs, features, shared = out
+            return MultiTaskOutput(outputs=dict(outputs), features=dict(features), shared_features=shared)
         outputs, features = out
         return MultiTaskOutput(outputs=dict(outputs), features=dict(features))
 

@@ -15,12 +15,20 @@ from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ..balancing.engine import separates
 from ..nn.base import Encoder
 from .base import MultiTaskModel, MultiTaskOutput, _params
 
 
 class Hierarchical(MultiTaskModel):
     """Shared encoder stack, per-task tap depth, optional task layers, task heads.
+
+    ``shared_features`` of the output is the encoder layer at the lowest depth tapped by the
+    tasks in the call: every task's loss passes through it (deeper layers are computed from
+    it). Where the encoder's deeper layers bypass it (e.g. word-level layers gathered from a
+    transformer's sub-word states), there is no such tensor for mixed depths and
+    ``shared_features`` is None; this is checked once per set of tapped depths on the
+    autograd graph.
 
     Args:
         encoder: the shared stack ``h_0`` (an :class:`~polytask.nn.base.Encoder`).
@@ -30,6 +38,8 @@ class Hierarchical(MultiTaskModel):
         task_layers: task name -> module ``h_i(features, mask) -> features`` applied before
             the head (see :mod:`polytask.sharing.task_layers`).
     """
+
+    provides_shared_features = True
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class Hierarchical(MultiTaskModel):
             if t not in self.heads:
                 raise ValueError(f"model.task_layers: unknown task {t!r}; fix: use one of {self.task_names}")
         self.task_layers = nn.ModuleDict(layers)
+        self._separating: dict[tuple[int, ...], bool] = {}
         self.check_ownership()
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
@@ -69,7 +80,23 @@ class Hierarchical(MultiTaskModel):
             if t in self.task_layers:
                 h = self.task_layers[t](h, enc.mask)
             outputs[t] = self.heads[t](h, enc.mask)
-        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask)
+        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask,
+                               shared_features=self._shared_features(enc.layers, tasks))
+
+    def _shared_features(self, layers: Sequence[Tensor], tasks: Sequence[str]) -> Tensor | None:
+        depths = tuple(sorted({self.taps[t] for t in tasks}))
+        if not depths:
+            return None
+        z = layers[depths[0] - 1]
+        if len(depths) > 1:
+            ok = self._separating.get(depths)
+            if ok is None:
+                ok = separates(z, [layers[d - 1] for d in depths[1:]])
+                if z.grad_fn is not None:  # only a graph answers; cache its answer
+                    self._separating[depths] = ok
+            if not ok:
+                return None
+        return z
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return _params([self.encoder])

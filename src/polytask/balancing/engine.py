@@ -1,0 +1,226 @@
+"""The Jacobian/Gramian engine: per-task gradients of K losses w.r.t. given tensors.
+
+Torch only, no knowledge of models or data. These primitives serve
+:func:`polytask.balancing.backward`:
+
+* :func:`feature_jacobian` — the K rows ``∇_z L_i`` of a shared feature tensor z from one
+  backward pass through the heads, split by hooks on the operations that read z
+  (:func:`split_jacobian`), else K passes through the heads only;
+* :func:`jacobian` — the K rows ``∇_x L_i`` for every input tensor x, by ONE batched
+  vector-Jacobian product (``torch.autograd.grad(..., is_grads_batched=True)``: the K
+  one-hot cotangents travel through the graph together), optionally in chunks of rows to
+  bound memory; where the graph cannot be batched it falls back to K retained backward
+  passes and says so once in the log (logger ``polytask.balancing``).
+* :func:`reached_leaves` — the leaf tensors (parameters) the losses reach, read off the
+  autograd graph, so the engine can give every parameter it was not told about its plain
+  gradient ``∇ Σ_i L_i`` with a backward pass restricted to those leaves.
+* :func:`separates` — whether a tensor z is a cut between some roots and the leaves below
+  z (every path from such a leaf to a root passes through z); the precondition of the
+  feature-level update, checked by architectures that pick z.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.graph import get_gradient_edge
+
+log = logging.getLogger("polytask.balancing")
+
+_warned: set[str] = set()
+
+
+def _log_once(key: str, message: str, level: int = logging.WARNING) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.log(level, message)
+
+
+def batched_grad(outputs: Tensor, inputs: Sequence[Tensor], cotangents: Tensor) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad`` of ``outputs`` (K,) w.r.t. ``inputs`` with C cotangent rows
+    (C, K) at once; returns tensors of shape (C, *input.shape). Keeps the graph."""
+    return torch.autograd.grad(outputs, list(inputs), grad_outputs=cotangents, retain_graph=True,
+                               allow_unused=True, materialize_grads=True, is_grads_batched=True)
+
+
+def looped_grad(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
+    """K retained backward passes (the fallback): tensors of shape (K, *input.shape)."""
+    rows: list[list[Tensor]] = [[] for _ in inputs]
+    for loss in losses:
+        if loss.requires_grad:
+            grads = torch.autograd.grad(loss, list(inputs), retain_graph=True, allow_unused=True,
+                                        materialize_grads=True)
+        else:
+            grads = tuple(torch.zeros_like(x) for x in inputs)
+        for r, g in zip(rows, grads):
+            r.append(g)
+    return [torch.stack(r) for r in rows]
+
+
+def jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int | None = None) -> list[Tensor]:
+    """Per-task gradients: for each input x a tensor (K, *x.shape) whose row i is ∇_x L_i.
+
+    One batched vector-Jacobian product over all K rows (or ``ceil(K / chunk_size)``
+    products of ``chunk_size`` rows each). Inputs a loss does not reach get zero rows. The
+    graph is kept (the caller finishes with its own backward pass).
+    """
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size: {chunk_size!r} must be an integer ≥ 1 (rows per batched product); fix: "
+                         "give a positive integer or None")
+    if not inputs:
+        return []
+    k = len(losses)
+    stacked = torch.stack(list(losses))
+    if not stacked.requires_grad:
+        return [torch.zeros((k, *x.shape), dtype=x.dtype, device=x.device) for x in inputs]
+    step = k if chunk_size is None else min(chunk_size, k)
+    eye = torch.eye(k, dtype=stacked.dtype, device=stacked.device)
+    try:
+        parts = [batched_grad(stacked, inputs, eye[i:i + step]) for i in range(0, k, step)]
+        if len(parts) == 1:
+            return list(parts[0])
+        return [torch.cat([p[j] for p in parts]) for j in range(len(inputs))]
+    except (RuntimeError, NotImplementedError) as err:
+        _log_once("batched", "polytask.balancing: the batched vector-Jacobian product failed on this "
+                   f"model ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                   "falling back to one backward pass per task, which is slower")
+    return looped_grad(list(losses), inputs)
+
+
+
+def split_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor | None:
+    """The K rows ∇_z L_i (K, *z.shape) from ONE backward pass of Σ_i L_i down to z, or None
+    where that is impossible.
+
+    Every autograd node that reads z directly (a *consumer* of z) sends z its part of the
+    gradient; when each consumer is reached by one loss only (each head reads z through
+    its own operations), row i is the sum of what loss i's consumers send, captured by
+    hooks on those nodes. A walk over the graph above z (the heads) finds the consumers;
+    where one is shared by several losses (e.g. two tasks tapping a deeper layer computed
+    from z) or a loss is z itself, this returns None and the caller takes K passes.
+    Raises ``ValueError`` when no loss reaches z. Keeps the graph.
+    """
+    if not z.requires_grad:
+        return None
+    edge = get_gradient_edge(z)
+    node_z, nr = edge.node, edge.output_nr
+    owners: dict[Any, tuple[int, list[int]]] = {}
+    for i, loss in enumerate(losses):
+        root = loss.grad_fn
+        if root is None:
+            continue
+        if root is node_z:
+            return None
+        seen: set = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            nexts = node.next_functions
+            idxs = [j for j, (nxt, k) in enumerate(nexts) if nxt is node_z and k == nr]
+            if idxs:
+                if owners.get(node, (i,))[0] != i:
+                    return None
+                owners[node] = (i, idxs)
+            stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
+    if not owners:
+        raise ValueError("backward: no loss depends on the feature tensor given as `features`; fix: pass the "
+                         "tensor the task heads read (the model output's shared_features)")
+    rows = torch.empty((len(losses), *z.shape), dtype=z.dtype, device=z.device)
+    written = [False] * len(losses)
+
+    def capture(i: int, idxs: list[int]) -> Callable:
+        def hook(grad_inputs: tuple, _grad_outputs: tuple) -> None:
+            for j in idxs:
+                g = grad_inputs[j]
+                if g is not None:
+                    if written[i]:
+                        rows[i].add_(g.detach().reshape(z.shape))
+                    else:
+                        rows[i].copy_(g.detach().reshape(z.shape))
+                        written[i] = True
+        return hook
+
+    handles = [node.register_hook(capture(i, idxs)) for node, (i, idxs) in owners.items()]
+    try:
+        total = torch.stack([loss for loss in losses]).sum()
+        torch.autograd.grad(total, z, retain_graph=True, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, done in enumerate(written):
+        if not done:
+            rows[i].zero_()
+    return rows
+
+
+def feature_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor:
+    """Per-task gradients of the shared features, (K, *z.shape): one backward pass through
+    the heads (:func:`split_jacobian`) where each head reads z through its own operations,
+    else K passes through the heads only. (A batched product here would push all K rows
+    through every head: K² head passes. Keeps the graph.)"""
+    rows = split_jacobian(losses, z)
+    if rows is not None:
+        return rows
+    _log_once("split", "polytask.balancing: the losses share operations above the feature tensor, so "
+              "its per-task gradients take one pass through the heads per task", logging.DEBUG)
+    return looped_grad(list(losses), [z])[0]
+
+
+def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
+    """Leaf tensors with ``requires_grad`` that the roots' autograd graph reaches, in the
+    order found (each once)."""
+    out: list[Tensor] = []
+    seen_leaf: set[int] = set()
+    seen: set = set()
+    stack = [r.grad_fn for r in roots if r.grad_fn is not None]
+    for r in roots:
+        if r.grad_fn is None and r.requires_grad and id(r) not in seen_leaf:
+            seen_leaf.add(id(r))
+            out.append(r)
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if var is not None:
+            if id(var) not in seen_leaf:
+                seen_leaf.add(id(var))
+                out.append(var)
+            continue
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return out
+
+
+def _leaf_ids(starts: Iterable, stop: object | None) -> set[int]:
+    ids: set[int] = set()
+    seen: set = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node is stop:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if var is not None:
+            ids.add(id(var))
+            continue
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return ids
+
+
+def separates(z: Tensor, roots: Iterable[Tensor]) -> bool:
+    """Whether every path from a leaf below ``z`` (one that z depends on) to a root passes
+    through z — the condition under which replacing z's gradient redirects the whole update
+    of those leaves. A walk over the autograd graph (cost: its number of nodes)."""
+    if z.grad_fn is None:
+        return True
+    below = _leaf_ids([z.grad_fn], None)
+    around = _leaf_ids([r.grad_fn for r in roots], z.grad_fn)
+    return not (below & around)
