@@ -84,3 +84,27 @@ def test_draws_are_reproducible() -> None:
     b = GradDrop().aggregate(jac)
     torch.manual_seed(3)
     assert torch.equal(b, GradDrop().aggregate(jac))
+
+
+def test_through_backward_the_trunk_gets_the_batch_summed_rule() -> None:
+    """At the feature level the engine hands GradDrop (K, B, F), so sign purity comes from
+    batch sums (Chen et al. 2020), and the trunk receives exactly that update."""
+    from polytask.balancing import backward
+
+    torch.manual_seed(0)
+    trunk, heads = torch.nn.Linear(5, 6).double(), [torch.nn.Linear(6, 1).double() for _ in range(3)]
+    x = torch.randn(8, 5, dtype=torch.float64)
+
+    def losses_and_z():
+        z = trunk(x)
+        return {f"t{i}": (h(z) - i).pow(2).mean() for i, h in enumerate(heads)}, z
+
+    losses, z = losses_and_z()
+    per_task = torch.stack([torch.autograd.grad(v, z, retain_graph=True)[0] for v in losses.values()])  # (K, B, F)
+    expected_dz = GradDrop(seed=3).aggregate(per_task, {t: v.detach() for t, v in losses.items()})
+    expected = torch.autograd.grad(z, trunk.weight, grad_outputs=expected_dz)[0]
+    losses, z = losses_and_z()
+    backward(losses, method=GradDrop(seed=3), features=z)
+    torch.testing.assert_close(trunk.weight.grad, expected, rtol=1e-12, atol=1e-12)
+    flat = GradDrop(seed=3).aggregate(per_task.reshape(3, -1))
+    assert not torch.allclose(flat.reshape(8, 6), expected_dz), "the per-example rule must differ here"

@@ -189,3 +189,18 @@ def test_a_run_directory_holds_no_pickle(zh, make_model, tmp_path) -> None:
         assert not _looks_pickled(p.read_bytes()), p
         if p.suffix == ".json":
             json.loads(p.read_text())
+
+
+def test_balancer_tensors_go_to_safetensors_not_json() -> None:
+    """A method's state with tensors (DB-MTL's gradient averages) is split out of state.json."""
+    from polytask.engine.checkpoint import join_tensors, split_tensors
+
+    state = {"ema": {"a": torch.arange(4.0), "b": torch.ones(2, 2)}, "step": 3, "hist": [torch.zeros(1), 1.5]}
+    structure, tensors = split_tensors(state, "balancer")
+    assert set(tensors) == {"balancer.ema.a", "balancer.ema.b", "balancer.hist.0"}
+    import json
+
+    json.dumps(structure)  # JSON-able
+    back = join_tensors(json.loads(json.dumps(structure)), tensors)
+    assert back["step"] == 3 and back["hist"][1] == 1.5
+    assert torch.equal(back["ema"]["a"], state["ema"]["a"]) and torch.equal(back["hist"][0], state["hist"][0])

@@ -195,3 +195,33 @@ def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_
     assert json.loads(resumed.stdout) == json.loads(done.stdout)  # test metrics
     for log in ("train_log.csv", "metrics.csv"):
         assert (run / log).read_text() == (ref / log).read_text(), log
+
+
+@pytest.mark.parametrize("method, options", [("famo", {}), ("db_mtl", {}), ("gradvac", {"seed": 1}),
+                                             ("rlw", {"seed": 1}), ("dwa", {})])
+def test_stateful_methods_resume_to_the_same_weights(zh, make_model, tmp_path, monkeypatch, method, options) -> None:
+    """A method's own state (FAMO's logits, DB-MTL's gradient averages, GradVac's targets,
+    RLW's generator, DWA's loss history) is checkpointed: resuming reproduces the run."""
+    from polytask import balancing
+
+    def fit(model, run_dir, resume=False):
+        cfg = TrainerConfig(epochs=2, batch_size=16, threads=1, lr=3e-3, log_every=1, checkpoint_every=3)
+        trainer = Trainer(model, zh.tasks, method=balancing.make(method, **options), config=cfg)
+        return trainer.fit(zh.sources(n=64), zh.val_of(), zh.collate, run_dir=run_dir, resume=resume)
+
+    ref_model = make_model(dropout=0.2)
+    fit(ref_model, tmp_path / "ref")
+    original = RunLogger.log_step
+
+    def crash(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        if step == 11:
+            raise _Killed(step)
+
+    monkeypatch.setattr(RunLogger, "log_step", crash)
+    with pytest.raises(_Killed):
+        fit(make_model(dropout=0.2), tmp_path / "run")
+    monkeypatch.setattr(RunLogger, "log_step", original)
+    resumed = make_model(seed=99, dropout=0.2)
+    fit(resumed, tmp_path / "run", resume=True)
+    assert_same_tensors(weights(resumed), weights(ref_model))

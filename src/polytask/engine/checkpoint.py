@@ -89,6 +89,35 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return out
 
 
+def split_tensors(obj: Any, prefix: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Replace every tensor inside nested dicts/lists by ``{"tensor": key}``; return the
+    JSON-able structure and ``{key: tensor}`` for the safetensors file."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if torch.is_tensor(node):
+            tensors[path] = node.detach().cpu().contiguous()
+            return {"tensor": path}
+        if isinstance(node, Mapping):
+            return {str(k): walk(v, f"{path}.{k}") for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(node)]
+        return node
+
+    return walk(obj, prefix), tensors
+
+
+def join_tensors(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`split_tensors`."""
+    if isinstance(obj, Mapping):
+        if set(obj) == {"tensor"} and isinstance(obj["tensor"], str) and obj["tensor"] in tensors:
+            return tensors[obj["tensor"]]
+        return {k: join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_tensors(v, tensors) for v in obj]
+    return obj
+
+
 def save_checkpoint(
     directory: Path,
     *,

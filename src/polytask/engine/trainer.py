@@ -242,9 +242,9 @@ class Trainer:
                 return
             state["seconds"] = time.perf_counter() - started
             state["schedule"] = schedule.state_dict()
-            state["balancer"] = self.method.state_dict()
+            state["balancer"], balancer_tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
             ckpt.save_checkpoint(run / "checkpoints" / "last", model=self.model, optimizer=optimizer,
-                                 state=state)
+                                 state=state, extra_tensors=balancer_tensors)
 
         checkpoint_due = False
         while not state["done"] and state["epoch"] < cfg.epochs and state["step"] < total:
@@ -353,7 +353,7 @@ class Trainer:
         ckpt.restore_optimizer(optimizer, tensors, meta)
         state = meta["state"]
         schedule.load_state_dict(state["schedule"])
-        self.method.load_state_dict(state.get("balancer", {}))
+        self.method.load_state_dict(ckpt.join_tensors(state.get("balancer", {}), tensors))
         ckpt.restore_rng(tensors)
         return state
 
