@@ -198,16 +198,24 @@ def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_
 
 
 @pytest.mark.parametrize("method, options", [("famo", {}), ("db_mtl", {}), ("gradvac", {"seed": 1}),
-                                             ("rlw", {"seed": 1}), ("dwa", {})])
+                                             ("rlw", {"seed": 1})])
 def test_stateful_methods_resume_to_the_same_weights(zh, make_model, tmp_path, monkeypatch, method, options) -> None:
     """A method's own state (FAMO's logits, DB-MTL's gradient averages, GradVac's targets,
-    RLW's generator, DWA's loss history) is checkpointed: resuming reproduces the run."""
+    RLW's generator) is checkpointed: resuming reproduces the run. (DWA needs two epochs of
+    history before its weights move; its state round-trip is tested with the method.)"""
     from polytask import balancing
+
+    from polytask.data.base import Example
+
+    # one source labelling both tasks (the reviews with all-outside tags), so every batch
+    # has K = 2 and the methods' state matters
+    mixed = {"mixed": [Example(inputs=ex.inputs, targets={**ex.targets, "ner": ["O"] * len(ex.inputs["tokens"])},
+                               id=ex.id) for ex in zh.sources("reviews", n=128)["reviews"]]}
 
     def fit(model, run_dir, resume=False):
         cfg = TrainerConfig(epochs=2, batch_size=16, threads=1, lr=3e-3, log_every=1, checkpoint_every=3)
         trainer = Trainer(model, zh.tasks, method=balancing.make(method, **options), config=cfg)
-        return trainer.fit(zh.sources(n=64), zh.val_of(), zh.collate, run_dir=run_dir, resume=resume)
+        return trainer.fit(mixed, zh.val_of(), zh.collate, run_dir=run_dir, resume=resume)
 
     ref_model = make_model(dropout=0.2)
     fit(ref_model, tmp_path / "ref")
@@ -222,6 +230,7 @@ def test_stateful_methods_resume_to_the_same_weights(zh, make_model, tmp_path, m
     with pytest.raises(_Killed):
         fit(make_model(dropout=0.2), tmp_path / "run")
     monkeypatch.setattr(RunLogger, "log_step", original)
-    resumed = make_model(seed=99, dropout=0.2)
-    fit(resumed, tmp_path / "run", resume=True)
-    assert_same_tensors(weights(resumed), weights(ref_model))
+    fit(make_model(seed=99, dropout=0.2), tmp_path / "run", resume=True)
+    # the final weights (not the best epoch's, which may predate the crash), optimiser and RNG
+    assert_same_tensors(_tensors(tmp_path / "run" / "checkpoints" / "last"),
+                        _tensors(tmp_path / "ref" / "checkpoints" / "last"))
