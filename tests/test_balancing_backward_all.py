@@ -85,3 +85,28 @@ def test_backward_equals_the_hand_combination(name: str, level: str, k: int) -> 
     for p, e in zip(shared + head_params, expected):
         got = torch.zeros_like(p) if p.grad is None else p.grad
         torch.testing.assert_close(got, e, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("name, level", [("fixed", None), ("mgda", "features"), ("mgda", "params"),
+                                         ("graddrop", "features")])
+def test_a_penalty_adds_its_plain_gradient(name: str, level: str | None) -> None:
+    """The model's penalty (soft-sharing tie, representation similarity) is not balanced:
+    every parameter gets the balanced update of the losses plus the penalty's gradient."""
+    trunk, heads, forward = _model(3)
+    shared = list(trunk.parameters())
+    params = shared + [p for h in heads for p in h.parameters()]
+
+    def penalty_of(z):  # reaches the trunk directly and through z, and two heads
+        return 0.3 * trunk[0].weight.pow(2).sum() + 0.2 * (heads[0](z) * heads[1](z)).mean()
+
+    z, losses = forward()
+    balancing.backward(losses, method=_make(name), features=z, shared=shared, level=level)
+    without = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    z, _ = forward()
+    plain = torch.autograd.grad(penalty_of(z), params, allow_unused=True)
+    z, losses = forward()
+    balancing.backward(losses, method=_make(name), features=z, shared=shared, level=level, penalty=penalty_of(z))
+    for p, w, g in zip(params, without, plain):
+        torch.testing.assert_close(p.grad, w + (0 if g is None else g), rtol=1e-7, atol=1e-10)

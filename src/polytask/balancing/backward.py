@@ -92,6 +92,7 @@ def backward(
     level: str | None = None,
     scale: float | Tensor = 1.0,
     chunk_size: int | None = None,
+    penalty: Tensor | None = None,
 ) -> Tensor:
     """Fill ``.grad`` of every parameter the losses reach with the balanced update.
 
@@ -108,6 +109,9 @@ def backward(
             AMP loss scale).
         chunk_size: level ``"params"``: at most this many rows per batched
             vector-Jacobian product (bounds memory; ``None``: all K at once).
+        penalty: an optional scalar regulariser that is not a task loss (soft sharing's
+            tie between towers, a representation-similarity term). It is not balanced:
+            every parameter it reaches gets its plain gradient, added to the update.
 
     Returns:
         The combined loss, detached: ``method.combine(losses)`` for a loss weighting,
@@ -123,9 +127,11 @@ def backward(
     shared_list = None if shared is None else list(shared)
     resolved = resolve_level(method, level, has_features=features is not None,
                              has_shared=None if shared_list is None else bool(shared_list))
+    if penalty is not None and penalty.dim() != 0:
+        raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
     if isinstance(method, LossWeighting):
         total = method.combine(named)
-        (total * scale).backward()
+        ((total if penalty is None else total + penalty) * scale).backward()
         return total.detach()
     if not isinstance(method, GradientAggregator):
         raise TypeError(f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator")
@@ -137,12 +143,12 @@ def backward(
     stacked = torch.stack(values)
     if resolved == "features":
         assert features is not None
-        _feature_backward(stacked, values, detached, method, features, scale, chunk_size)
+        _feature_backward(stacked, values, detached, method, features, scale, chunk_size, penalty)
     else:
         if shared_list is None:
             raise ValueError("backward: level 'params' needs `shared`, the shared parameters; fix: pass "
                              "shared=model.shared_parameters() (or features=... for the feature level)")
-        _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size)
+        _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
     return stacked.detach().sum()
 
 
@@ -168,7 +174,7 @@ def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mappi
 
 
 def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
-                      z: Tensor, scale: float | Tensor, chunk_size: int | None) -> None:
+                      z: Tensor, scale: float | Tensor, chunk_size: int | None, penalty: Tensor | None) -> None:
     if not stacked.requires_grad:
         return
     handle = None
@@ -181,30 +187,41 @@ def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str
             if tuple(dz.shape) != tuple(z.shape):
                 raise ValueError(f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
                                  f"level, expected the feature shape {tuple(z.shape)}")
+        if penalty is not None and penalty.requires_grad:  # the penalty's path through z, unbalanced
+            (pz,) = torch.autograd.grad(penalty, z, retain_graph=True, allow_unused=True)
+            if pz is not None:
+                dz = dz.reshape(z.shape) + pz
         replacement = (dz * scale).reshape(z.shape).to(z.dtype)
         handle = z.register_hook(lambda _grad: replacement)
     try:
-        (stacked.sum() * scale).backward()
+        ((stacked.sum() if penalty is None else stacked.sum() + penalty) * scale).backward()
     finally:
         if handle is not None:
             handle.remove()
 
 
 def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
-                    shared: list[torch.nn.Parameter], scale: float | Tensor, chunk_size: int | None) -> None:
+                    shared: list[torch.nn.Parameter], scale: float | Tensor, chunk_size: int | None,
+                    penalty: Tensor | None) -> None:
     if not stacked.requires_grad:
         return
-    reached = engine.reached_leaves([stacked])
+    reached = engine.reached_leaves([stacked] if penalty is None else [stacked, penalty])
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]
     jac = engine.jacobian(values, params, chunk_size) if params else []
-    if others:  # task-specific parameters: ∇ Σ_i L_i, one backward pass restricted to them
-        torch.autograd.backward(stacked.sum() * scale, inputs=others)
+    extra = None
+    if penalty is not None and params and penalty.requires_grad:  # unbalanced: its plain gradient
+        extra = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
+    if others:  # task-specific parameters: ∇ Σ_i L_i (+ penalty), one backward pass restricted to them
+        total = stacked.sum() if penalty is None else stacked.sum() + penalty
+        torch.autograd.backward(total * scale, inputs=others)
     if not params:
         return
     k = len(values)
     update = _combine(method, [j.reshape(k, -1) for j in jac], losses)
+    if extra is not None:
+        update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):
         g = (d * scale).reshape(p.shape).to(p.dtype)
         if p.grad is None:

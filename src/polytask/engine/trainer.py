@@ -271,7 +271,7 @@ class Trainer:
                     if scaler is not None:
                         scale = scaler.scale(torch.tensor(scale, device=self.device))
                     balancing.backward(losses, method=self.method, features=out.shared_features, shared=shared,
-                                       level=cfg.level, scale=scale)
+                                       level=cfg.level, scale=scale, penalty=self.model.penalty(out))
                 del out
                 for t in losses:
                     state["task_steps"][t] += 1

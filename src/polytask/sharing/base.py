@@ -55,6 +55,11 @@ class MultiTaskModel(nn.Module):
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def penalty(self, output: MultiTaskOutput) -> Tensor | None:
+        """An optional regulariser added to every step's update, not balanced (soft sharing's
+        tie between towers, a representation-similarity term); ``None`` by default."""
+        return None
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"shared": [...], "task:<name>": [...]}``; every parameter is in exactly one."""
         groups = {"shared": self.shared_parameters()}
