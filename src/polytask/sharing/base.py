@@ -30,12 +30,16 @@ class MultiTaskOutput:
     ``features[task]``: the shared tensor that task's branch reads; ``mask``: token mask of
     sequence features (None otherwise); ``shared_features``: the one tensor every task's loss
     in the call passes through and that separates the losses from the shared parameters
-    below it (None where the architecture has no such tensor)."""
+    below it (None where the architecture has no such tensor); ``task_features[task]``: the
+    task-specific representation its head reads (a tower's output, a gated mixture of
+    experts, attention-selected features), which representation-similarity penalties pull
+    together (empty where every head reads the same shared tensor)."""
 
     outputs: dict[str, Any]
     features: dict[str, Tensor] = field(default_factory=dict)
     mask: Tensor | None = None
     shared_features: Tensor | None = None
+    task_features: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultiTaskModel(nn.Module):
