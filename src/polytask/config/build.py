@@ -233,8 +233,27 @@ class Experiment:
                 opts.setdefault("in_dim", dims[t])
                 layers[t] = _construct(cls, opts, f"model.task_layers.{t}")
                 dims[t] = getattr(layers[t], "out_dim", dims[t])
-        heads = {t: self._build_head(t, dims[t], encoder.is_sequence) for t in names}
         arch = _resolve(ARCHITECTURES, m.sharing, "model.sharing")
+        if hasattr(arch, "from_parts"):  # towers, experts, attention: built from fresh encoders and heads
+            if m.taps or m.task_layers:
+                raise ConfigError("model.sharing", f"{m.sharing!r} takes no taps or task_layers",
+                                  "use model.sharing_options, or sharing: hierarchical")
+            try:
+                model = arch.from_parts(
+                    encoder=self.build_encoder, tasks=names,
+                    heads=lambda widths: {t: self._build_head(t, widths[t], encoder.is_sequence) for t in names},
+                    **m.sharing_options)
+            except TypeError as err:
+                raise ConfigError("model.sharing_options", f"bad option ({err})",
+                                  f"see the options of {getattr(arch, '__name__', arch)}") from None
+            except ValueError as err:
+                raise ConfigError.from_message(str(err), "model.sharing_options", "correct the option") from None
+            model.check_ownership()
+            return model
+        if m.sharing_options:
+            raise ConfigError("model.sharing_options", f"{m.sharing!r} takes no options",
+                              "remove them (hierarchical sharing is set with taps and task_layers)")
+        heads = {t: self._build_head(t, dims[t], encoder.is_sequence) for t in names}
         taps = {t: d for t, d in m.taps.items() if t in names}
         if m.sharing == "hard":
             if taps or layers:

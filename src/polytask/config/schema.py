@@ -87,6 +87,7 @@ class HeadConfig(Strict):
 class ModelConfig(Strict):
     encoder: EncoderConfig
     sharing: str = "hard"
+    sharing_options: dict[str, Any] = Field(default_factory=dict)
     taps: dict[str, int] = Field(default_factory=dict)
     task_layers: dict[str, TaskLayerConfig] = Field(default_factory=dict)
     heads: dict[str, HeadConfig] = Field(default_factory=dict)
