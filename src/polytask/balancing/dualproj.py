@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from typing import Mapping, Sequence
 
-import torch
 from torch import Tensor
 
-from ._qp import ExactGramianWeighting, dual_cone_weights, input_eps, prepare_gramian
-from .upgrad import Preference, check_preference, check_preference_tasks, preference_weights
+from .upgrad import DualConeWeighting
 
 
-class DualProj(ExactGramianWeighting):
+class DualProj(DualConeWeighting):
     r"""Projection of the averaged gradient onto the dual cone of the task gradients.
 
     .. math::
@@ -36,21 +32,6 @@ class DualProj(ExactGramianWeighting):
 
     name = "dualproj"
 
-    def __init__(self, pref_vector: Preference = None) -> None:
-        self.pref_vector = check_preference(pref_vector)
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        super().bind(tasks)
-        check_preference_tasks(self.pref_vector, tasks)
-
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = gramian.shape[0]
-        p = preference_weights(self.pref_vector, k, losses)
-        g, scale = prepare_gramian(gramian)
-        if k == 0 or scale == 0.0:
-            w = p
-        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
-            w = torch.full((k,), float("nan"), dtype=torch.float64)
-        else:
-            w = dual_cone_weights(g, p.unsqueeze(0), input_eps(gramian.dtype))[0]
-        return w.to(device=gramian.device, dtype=gramian.dtype)
+    def targets(self, p: Tensor) -> Tensor:
+        """The one preferred combination pᵀJ."""
+        return p.unsqueeze(0)

@@ -60,7 +60,36 @@ def preference_weights(pref_vector: Preference, k: int, losses: Mapping[str, Ten
     return torch.tensor(pref_vector, dtype=torch.float64)
 
 
-class UPGrad(ExactGramianWeighting):
+class DualConeWeighting(ExactGramianWeighting):
+    """Shared machinery of UPGrad and DualProj: a preference vector ``p`` and projections
+    onto the dual cone of the rows, solved exactly on the Gramian. Subclasses say which
+    combinations of rows are projected (:meth:`targets`) and how the projections combine."""
+
+    def __init__(self, pref_vector: Preference = None) -> None:
+        self.pref_vector = check_preference(pref_vector)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)
+        check_preference_tasks(self.pref_vector, tasks)
+
+    def targets(self, p: Tensor) -> Tensor:
+        """(R, K) weights of the R row combinations to project."""
+        raise NotImplementedError
+
+    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
+        k = gramian.shape[0]
+        p = preference_weights(self.pref_vector, k, losses)
+        g, scale = prepare_gramian(gramian)
+        if k == 0 or scale == 0.0:
+            w = p
+        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
+            w = torch.full((k,), float("nan"), dtype=torch.float64)
+        else:
+            w = dual_cone_weights(g, self.targets(p), input_eps(gramian.dtype)).sum(dim=0)
+        return w.to(device=gramian.device, dtype=gramian.dtype)
+
+
+class UPGrad(DualConeWeighting):
     r"""Unconflicting projection of gradients (Quinton & Rey, "Jacobian Descent for
     Multi-Objective Optimization", arXiv:2406.16232, 2024).
 
@@ -92,22 +121,6 @@ class UPGrad(ExactGramianWeighting):
 
     name = "upgrad"
 
-    def __init__(self, pref_vector: Preference = None) -> None:
-        self.pref_vector = check_preference(pref_vector)
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        super().bind(tasks)
-        check_preference_tasks(self.pref_vector, tasks)
-
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = gramian.shape[0]
-        p = preference_weights(self.pref_vector, k, losses)
-        g, scale = prepare_gramian(gramian)
-        if k == 0 or scale == 0.0:
-            w = p
-        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
-            w = torch.full((k,), float("nan"), dtype=torch.float64)
-        else:
-            rows = torch.nonzero(p > 0).squeeze(1)  # tasks with p_k = 0 project nothing
-            w = dual_cone_weights(g, torch.diag(p)[rows], input_eps(gramian.dtype)).sum(dim=0)
-        return w.to(device=gramian.device, dtype=gramian.dtype)
+    def targets(self, p: Tensor) -> Tensor:
+        """Each row p_k e_k on its own (tasks with p_k = 0 project nothing); the projections add up."""
+        return torch.diag(p)[torch.nonzero(p > 0).squeeze(1)]

@@ -1,0 +1,171 @@
+"""Attention sharing: MTAN (Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with
+Attention", CVPR).
+
+One shared backbone computes features ``f^{(d)}`` at every depth ``d``; each task owns soft
+attention modules that select, elementwise, the features it needs at several depths:
+
+    a_t^{(d_1)} = σ(g_t^{(d_1)}(f^{(d_1)}))
+    a_t^{(d_k)} = σ(g_t^{(d_k)}([f^{(d_k)}; P_t^{(d_k)}(â_t^{(d_{k-1})})]))      k > 1
+    â_t^{(d)}   = a_t^{(d)} ⊙ f^{(d)}
+
+where ``d_1 < d_2 < ... < d_K`` are the attended depths (default: every layer; the top layer
+is always one), ``g`` is a linear map (or, with ``hidden``, Linear-ReLU-Linear) to the width
+of depth ``d``, and ``P_t^{(d_k)}(u) = ReLU(W u + b)`` projects the previous attended
+features to the width of depth ``d_k`` (the paper's per-task shared-block ``f``; 1×1 here,
+as the features are vectors or per-token vectors). Task ``t``'s head reads ``â_t^{(d_K)}``.
+
+For sequence encoders (B, T, D_d) the masks are per token and padding positions are set to
+zero in every ``â``.
+
+``shared_features`` is ``None``: the attention modules read intermediate layers, so no single
+tensor separates every loss from the backbone; gradient methods run at the parameter level.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.base import Encoder
+from .base import MultiTaskModel, MultiTaskOutput, _params
+
+_OPT = "model.sharing_options"
+
+
+class AttentionBlock(nn.Module):
+    """One task's attention module at one depth: ``a = σ(g([f; P(â_prev)]))``."""
+
+    def __init__(self, dim: int, prev_dim: int | None, hidden: int | None) -> None:
+        super().__init__()
+        self.project = None if prev_dim is None else nn.Linear(prev_dim, dim)
+        in_dim = dim if prev_dim is None else 2 * dim
+        if hidden is None:
+            self.gate = nn.Sequential(nn.Linear(in_dim, dim))
+        else:
+            self.gate = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def mask(self, f: Tensor, prev: Tensor | None) -> Tensor:
+        """The attention mask ``a`` ∈ (0, 1), same shape as ``f``."""
+        if self.project is not None:
+            if prev is None:
+                raise ValueError("AttentionBlock at a deeper depth needs the previous attended features")
+            f = torch.cat([f, torch.relu(self.project(prev))], dim=-1)
+        return torch.sigmoid(self.gate(f))
+
+
+class MTAN(MultiTaskModel):
+    """Shared backbone + per-task attention modules at several depths (MTAN, Liu et al. 2019).
+
+    ``a_t^{(d)} = σ(g_t^{(d)}([f^{(d)}; P_t^{(d)}(â_t^{(d-)})]))``, ``â_t^{(d)} = a_t^{(d)} ⊙ f^{(d)}``
+    (see the module docstring); task ``t``'s head reads the attended features at the top
+    attended depth.
+
+    Ownership: the encoder is shared; each task owns its attention modules (all depths) and
+    its head. ``features[t]`` is the backbone's top layer (the shared tensor the task's last
+    attention selects from); ``task_features[t]`` is ``â_t`` at the top depth;
+    ``shared_features`` is ``None`` (the attention modules read intermediate layers, so no
+    single tensor separates the losses from the backbone).
+
+    Args:
+        encoder: the shared backbone.
+        heads: task name -> head reading ``encoder.layer_dims[-1]``-wide features.
+        depths: 1-based depths that get attention modules (sorted, unique, must include the
+            top layer); default every layer.
+        hidden: hidden width of each attention MLP ``g``; ``None``: one linear map.
+    """
+
+    provides_shared_features = False
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        heads: Mapping[str, nn.Module],
+        depths: Sequence[int] | None = None,
+        hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(dict(heads))
+        self.task_names = list(heads)
+        self.depths = _check_depths(depths, encoder.num_layers)
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0):
+            raise ValueError(f"{_OPT}.hidden: {hidden!r} is not a positive integer; fix: e.g. hidden: 32, or null")
+        dims = encoder.layer_dims
+        self.attention = nn.ModuleDict()
+        for t in self.task_names:
+            blocks = nn.ModuleList()
+            prev = None
+            for d in self.depths:
+                blocks.append(AttentionBlock(dims[d - 1], prev, hidden))
+                prev = dims[d - 1]
+            self.attention[t] = blocks
+        self.check_ownership()
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        encoder: Callable[[], Encoder],
+        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
+        tasks: Sequence[str],
+        depths: Sequence[int] | None = None,
+        hidden: int | None = None,
+    ) -> "MTAN":
+        enc = encoder()
+        _check_depths(depths, enc.num_layers)
+        return cls(enc, heads({t: enc.layer_dims[-1] for t in tasks}), depths=depths, hidden=hidden)
+
+    def attend(self, task: str, layers: Sequence[Tensor], mask: Tensor | None) -> list[Tensor]:
+        """Task's attended features ``â_t^{(d)}`` at each attended depth, in order."""
+        keep = None if mask is None else mask.unsqueeze(-1).to(layers[0].dtype)
+        out: list[Tensor] = []
+        prev = None
+        for block, d in zip(self.attention[task], self.depths):
+            f = layers[d - 1]
+            a = block.mask(f, prev)
+            h = a * f
+            if keep is not None:
+                h = h * keep
+            out.append(h)
+            prev = h
+        return out
+
+    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+        tasks = self._check_tasks(tasks)
+        enc = self.encoder(inputs)
+        outputs, features, task_features = {}, {}, {}
+        for t in tasks:
+            h = self.attend(t, enc.layers, enc.mask)[-1]
+            features[t] = enc.layers[-1]
+            task_features[t] = h
+            outputs[t] = self.heads[t](h, enc.mask)
+        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask,
+                               shared_features=None, task_features=task_features)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return _params([self.encoder])
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        self._check_tasks([task])
+        return _params([self.attention[task], self.heads[task]])
+
+
+def _check_depths(depths: Sequence[int] | None, num_layers: int) -> list[int]:
+    if depths is None:
+        return list(range(1, num_layers + 1))
+    if isinstance(depths, (str, int)) or not depths:
+        raise ValueError(f"{_OPT}.depths: {depths!r} is not a non-empty list of depths; "
+                         f"fix: e.g. depths: {list(range(1, num_layers + 1))}")
+    for d in depths:
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= num_layers:
+            raise ValueError(f"{_OPT}.depths: depth {d!r} is outside 1..{num_layers}; "
+                             f"fix: the encoder has {num_layers} layer(s)")
+    out = sorted(set(depths))
+    if len(out) != len(depths):
+        raise ValueError(f"{_OPT}.depths: {list(depths)} repeats a depth; fix: list each depth once")
+    if out[-1] != num_layers:
+        raise ValueError(f"{_OPT}.depths: {list(depths)} omits the top layer {num_layers}; "
+                         f"fix: add {num_layers} (heads read the top attended features)")
+    return out
