@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
 from .base import GramianWeighting, task_names
 from .imtl_g import imtl_g_weights
-from .uw import LearnedTaskScalars, _finite
+from .imtl_l import LearnedLogScales
 
 
-class IMTL(GramianWeighting):
+class IMTL(LearnedLogScales, GramianWeighting):
     r"""Impartial Multi-Task Learning, the hybrid IMTL = IMTL-L + IMTL-G (Liu, Li, Kuang, Xue,
     Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task Learning", ICLR 2021, Alg. 1).
 
@@ -48,21 +47,6 @@ class IMTL(GramianWeighting):
     name = "imtl"
     needs = "gramian"
 
-    def __init__(self, init_scale: float = 0.0) -> None:
-        init = _finite("balancing.init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
-        self.scales = LearnedTaskScalars(self.name, init)
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        super().bind(tasks)
-        self.scales.bind(tasks)
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return self.scales.parameters()
-
-    def loss_scales(self) -> dict[str, float]:
-        """Current e^{s_i} per task."""
-        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
-
     def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
             raise ValueError(f"imtl: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
@@ -80,12 +64,3 @@ class IMTL(GramianWeighting):
                 g = torch.tensor(ei * float(v.detach()) - 1.0, dtype=p.dtype, device=p.device)
                 p.grad = g if p.grad is None else p.grad + g
         return (alpha * e).to(gramian.dtype)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scales.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"scale"})
-        if unknown:
-            raise ValueError(f"{self.name}: unknown state keys {unknown}")
-        self.scales.load_state_dict(state.get("scale", {}))

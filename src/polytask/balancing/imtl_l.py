@@ -12,7 +12,38 @@ from .base import LossWeighting
 from .uw import LearnedTaskScalars, _finite
 
 
-class IMTLL(LossWeighting):
+class LearnedLogScales:
+    """The learned log-scales s_i of IMTL-L, shared with the IMTL hybrid: created at
+    ``bind``, optimised with the model (``parameters()``), saved in ``state_dict``."""
+
+    name: str
+
+    def __init__(self, init_scale: float = 0.0) -> None:
+        init = _finite("balancing.init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
+        self.scales = LearnedTaskScalars(self.name, init)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)  # type: ignore[misc]
+        self.scales.bind(tasks)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.scales.parameters()
+
+    def loss_scales(self) -> dict[str, float]:
+        """Current e^{s_i} per task."""
+        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scales.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = sorted(set(state) - {"scale"})
+        if unknown:
+            raise ValueError(f"{self.name}: unknown state keys {unknown}")
+        self.scales.load_state_dict(state.get("scale", {}))
+
+
+class IMTLL(LearnedLogScales, LossWeighting):
     r"""Loss balancing of Impartial Multi-Task Learning (Liu, Li, Kuang, Xue, Chen, Yang, Liao &
     Zhang, "Towards Impartial Multi-task Learning", ICLR 2021, §3.2).
 
@@ -32,21 +63,6 @@ class IMTLL(LossWeighting):
 
     name = "imtl_l"
 
-    def __init__(self, init_scale: float = 0.0) -> None:
-        init = _finite("balancing.init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
-        self.scales = LearnedTaskScalars(self.name, init)
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        super().bind(tasks)
-        self.scales.bind(tasks)
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return self.scales.parameters()
-
-    def loss_scales(self) -> dict[str, float]:
-        """Current e^{s_i} per task."""
-        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
-
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
@@ -55,12 +71,3 @@ class IMTLL(LossWeighting):
             s = self.scales.get(t).to(loss.dtype)
             terms.append(torch.exp(s) * loss - s)
         return torch.stack(terms).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scales.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"scale"})
-        if unknown:
-            raise ValueError(f"{self.name}: unknown state keys {unknown}")
-        self.scales.load_state_dict(state.get("scale", {}))
