@@ -5,7 +5,7 @@ Misra, Shrivastava, Gupta & Hebert (2016), "Cross-stitch Networks for Multi-task
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +88,19 @@ def run_layerwise(encoder: Encoder, inputs: Mapping[str, Tensor]) -> tuple[list[
         h = _layer(encoder, d, h, mask, ctx)
         layers.append(h)
     return layers, mask
+
+
+def _mix(alpha: Tensor, hs: Sequence[Tensor]) -> list[Tensor]:
+    """``x̃_i = Σ_j α_ij x_j``, summed in task order with one product per term, so that every
+    tower's mixture is computed the same way (a matrix product may round rows differently,
+    which would break the exact reproduction of separate / shared networks)."""
+    out = []
+    for i in range(len(hs)):
+        acc = alpha[i, 0] * hs[0]
+        for j in range(1, len(hs)):
+            acc = acc + alpha[i, j] * hs[j]
+        out.append(acc)
+    return out
 
 
 def stitch_init(k: int, init: str) -> Tensor:
@@ -212,7 +225,7 @@ class CrossStitch(MultiTaskModel):
         heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
         tasks: Sequence[str],
         **options: object,
-    ) -> "CrossStitch":
+    ) -> CrossStitch:
         """One fresh ``encoder()`` per task; options ``after``, ``init``, ``freeze_stitch``, ``tie_init``."""
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
@@ -238,10 +251,7 @@ class CrossStitch(MultiTaskModel):
         for d in range(self.towers[names[0]].num_layers):
             hs = [_layer(self.towers[t], d, h, s[1], s[2]) for t, h, s in zip(names, hs, starts)]
             if d + 1 in self.after:
-                a = self.alpha(d + 1).to(hs[0].dtype)
-                stacked = torch.stack(hs)  # (K, B, ..., D)
-                mixed = torch.einsum("ij,j...->i...", a, stacked)
-                hs = list(mixed.unbind(0))
+                hs = _mix(self.alpha(d + 1).to(hs[0].dtype), hs)
             for i, h in enumerate(hs):
                 layers[i].append(h)
         return layers, mask

@@ -8,7 +8,7 @@ Hinton 2019, "Similarity of Neural Network Representations Revisited").
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,7 @@ class RepresentationSimilarity(MultiTaskModel):
     def __init__(self, model: MultiTaskModel, weight: float = 0.01, measure: str = "l2") -> None:
         super().__init__()
         if not isinstance(model, MultiTaskModel):
-            raise ValueError(f"RepresentationSimilarity wraps a MultiTaskModel; got {type(model).__name__}")
+            raise TypeError(f"RepresentationSimilarity wraps a MultiTaskModel; got {type(model).__name__}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
             raise ValueError(f"model.similarity.weight: {weight!r} is invalid; fix: use a finite number >= 0, e.g. 0.01")
         if measure not in MEASURES:

@@ -7,7 +7,7 @@ Norm Regularised Deep Multi-Task Learning" (trace norm of the stacked weights).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ class SoftSharing(MultiTaskModel):
         heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
         tasks: Sequence[str],
         **options: object,
-    ) -> "SoftSharing":
+    ) -> SoftSharing:
         """One fresh ``encoder()`` per task; options ``weight`` (λ) and ``norm``."""
         unknown = sorted(set(options) - {"weight", "norm"})
         if unknown:
