@@ -205,6 +205,22 @@ class Experiment:
         return _construct(cls, opts, "model.encoder")
 
     def build_model(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:
+        """The configured architecture for ``task_names`` (all tasks by default), wrapped in a
+        representation-similarity penalty when ``model.similarity`` is set.
+
+        A single-task baseline is the same architecture restricted to one task: the same
+        encoder, the same tap depth and task layers, the same head (a similarity penalty
+        needs two tasks and is left out).
+        """
+        model = self._build_architecture(task_names, seed)
+        sim = self.cfg.model.similarity
+        if sim is not None and len(model.task_names) > 1:
+            from ..sharing.similarity import RepresentationSimilarity
+
+            model = RepresentationSimilarity(model, weight=sim.weight, measure=sim.measure)
+        return model
+
+    def _build_architecture(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:
         """The configured architecture for ``task_names`` (all tasks by default).
 
         A single-task baseline is the same architecture restricted to one task: the same

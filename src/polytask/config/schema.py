@@ -84,10 +84,16 @@ class HeadConfig(Strict):
     crf: bool | None = None
 
 
+class SimilarityConfig(Strict):
+    weight: float = Field(default=0.01, ge=0)
+    measure: Literal["l2", "cka"] = "l2"
+
+
 class ModelConfig(Strict):
     encoder: EncoderConfig
     sharing: str = "hard"
     sharing_options: dict[str, Any] = Field(default_factory=dict)
+    similarity: SimilarityConfig | None = None
     taps: dict[str, int] = Field(default_factory=dict)
     task_layers: dict[str, TaskLayerConfig] = Field(default_factory=dict)
     heads: dict[str, HeadConfig] = Field(default_factory=dict)

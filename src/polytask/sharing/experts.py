@@ -39,12 +39,13 @@ its experts at level L, its gates at levels L-1 and L, and its head.
 
 ``task_features[t]`` is the task's gated mixture (what its head reads); ``shared_features`` is
 None: no single tensor separates the losses from the shared experts, so gradient methods run
-at the parameter level.
+at the parameter level. ``features`` is empty: no one shared tensor is what a task's branch
+reads (it reads several experts' outputs through its gate).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +80,7 @@ class Gate(nn.Module):
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n))
 
     def forward(self, z: Tensor) -> Tensor:
-        return torch.softmax(self.net(z), dim=-1)
+        return torch.softmax(self.net(z.to(self.net[0].weight.dtype)), dim=-1)
 
 
 class ExpertBlock(nn.Module):
@@ -125,7 +126,7 @@ class _GateInput(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         if self.encoder is not None:
             return self.encoder(inputs).last
-        return inputs["x"].float()
+        return inputs["x"]
 
 
 def _gate_choice(gate_input: str | None, probe: Encoder) -> str:
@@ -190,7 +191,7 @@ class MMoE(MultiTaskModel):
         experts: int = 4,
         gate_hidden: int | None = None,
         gate_input: str | None = None,
-    ) -> "MMoE":
+    ) -> MMoE:
         _check_count(experts, "experts")
         _check_width(gate_hidden, "gate_hidden")
         built = [encoder() for _ in range(experts)]
@@ -209,7 +210,7 @@ class MMoE(MultiTaskModel):
             y = mix(outs, self.gates[t](z), mask)
             task_features[t] = y
             outputs[t] = self.heads[t](y, mask)
-        return MultiTaskOutput(outputs=outputs, features=dict(task_features), mask=mask,
+        return MultiTaskOutput(outputs=outputs, features={}, mask=mask,
                                shared_features=None, task_features=task_features)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -318,7 +319,7 @@ class PLE(MultiTaskModel):
         expert_hidden: int | None = None,
         gate_hidden: int | None = None,
         gate_input: str | None = None,
-    ) -> "PLE":
+    ) -> PLE:
         _check_count(shared_experts, "shared_experts", 0)
         _check_count(task_experts, "task_experts", 0)
         _check_count(levels, "levels")
@@ -353,17 +354,16 @@ class PLE(MultiTaskModel):
                 def run(e: nn.Module, u: Tensor | None) -> Tensor:
                     return e(u)
             shared_out = [run(e, s) for e in level.shared]
-            task_out = {t: [run(e, y.get(t, z)) for e in level.task[t]] for t in needed}
-            new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y.get(t, z) if l > 1 else z), mask)
+            task_out = {t: [run(e, y[t] if l > 1 else None) for e in level.task[t]] for t in needed}
+            new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y[t] if l > 1 else z), mask)
                      for t in needed}
             if level.shared_gate is not None:
+                # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order, then shared
                 everything = [o for t in self.task_names for o in task_out[t]] + shared_out
-                # order in the shared gate: shared experts first, then each task's, in task order
-                everything = shared_out + [o for t in self.task_names for o in task_out[t]]
                 s = mix(everything, level.shared_gate(s), mask)
             y = new_y
         outputs = {t: self.heads[t](y[t], mask) for t in tasks}
-        return MultiTaskOutput(outputs=outputs, features={t: y[t] for t in tasks}, mask=mask,
+        return MultiTaskOutput(outputs=outputs, features={}, mask=mask,
                                shared_features=None, task_features={t: y[t] for t in tasks})
 
     def _task_modules(self, task: str) -> list[nn.Module]:
@@ -409,7 +409,7 @@ class CGC(PLE):
         task_experts: int = 1,
         gate_hidden: int | None = None,
         gate_input: str | None = None,
-    ) -> "CGC":
+    ) -> CGC:
         _check_count(shared_experts, "shared_experts", 0)
         _check_count(task_experts, "task_experts", 0)
         _check_width(gate_hidden, "gate_hidden")

@@ -23,7 +23,7 @@ tensor separates every loss from the backbone; gradient methods run at the param
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -112,7 +112,7 @@ class MTAN(MultiTaskModel):
         tasks: Sequence[str],
         depths: Sequence[int] | None = None,
         hidden: int | None = None,
-    ) -> "MTAN":
+    ) -> MTAN:
         enc = encoder()
         _check_depths(depths, enc.num_layers)
         return cls(enc, heads({t: enc.layer_dims[-1] for t in tasks}), depths=depths, hidden=hidden)
