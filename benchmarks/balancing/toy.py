@@ -125,6 +125,8 @@ def run_pareto(names: list[str], specs: dict[str, str], args: argparse.Namespace
             end = traj[-1]
             finite = bool(torch.isfinite(traj).all())
             run: dict[str, Any] = {"start": list(start), "end": [float(v) for v in end], "finite": finite}
+            # how far θ still moved over the last 10 % of the steps (stuck vs still travelling)
+            run["moved_last_10pct"] = float((traj[-1] - traj[int(0.9 * (len(traj) - 1))]).norm()) if finite else None
             if finite:
                 run["dist_pareto_set"] = distance_to_polyline(end, front)
                 run["dist_drawn_front"] = distance_to_polyline(end, drawn)
@@ -215,7 +217,7 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
         ax.set_ylabel("")
     fig.suptitle(f"two-objective toy (L1 scaled by {args.l1_scale:g}), Adam lr 1e-3, {summary['steps']} steps; "
                  "inset: loss space", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(RESULTS / "toy_all.png", dpi=90)
     plt.close(fig)
 
@@ -321,7 +323,7 @@ def plot_gradnorm(curves: dict[str, list[list[float]]], t: int, args: argparse.N
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / f"toy_gradnorm_T{t}.png", dpi=110)
+    fig.savefig(RESULTS / f"toy_gradnorm_problem_T{t}.png", dpi=110)
     plt.close(fig)
 
 
