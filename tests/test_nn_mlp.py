@@ -6,12 +6,7 @@ import pytest
 import torch
 
 from polytask.nn import MLP, EncoderOutput
-
-
-def _set(linear: torch.nn.Linear, weight: list, bias: list) -> None:
-    with torch.no_grad():
-        linear.weight.copy_(torch.tensor(weight, dtype=torch.float))
-        linear.bias.copy_(torch.tensor(bias, dtype=torch.float))
+from routing import set_linear as _set
 
 
 def test_contract_attributes_and_shapes() -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from polytask.sharing import Custom, HardSharing, Hierarchical, MultiTaskOutput
 from polytask.sharing.task_layers import DenseLayer, SequenceLayer
+from routing import reached as _reached, param_names as _names
 
 
 def _batch(zh, source: str, n: int = 8):
@@ -25,18 +26,6 @@ def _task_loss(model, zh, task: str) -> torch.Tensor:
     out = model(batch.inputs)  # all tasks, as the trainer does for a mixed batch
     assert set(out.outputs) == set(model.task_names)
     return zh.tasks[task].kind.loss(out.outputs[task], *batch.targets[task])
-
-
-def _reached(model: nn.Module, loss: torch.Tensor) -> dict[str, bool]:
-    """Parameter name -> whether ``loss`` sends it a non-zero gradient."""
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return {n: g is not None and bool(g.abs().sum() > 0) for n, g in zip(names, grads)}
-
-
-def _names(model: nn.Module, params) -> set[str]:
-    ids = {id(p) for p in params}
-    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def _assert_partition(model) -> None:

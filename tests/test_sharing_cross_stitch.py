@@ -11,6 +11,7 @@ from torch import nn
 from polytask.nn import CNN, MLP, BiLSTM, ClassifierHead
 from polytask.nn.base import Encoder, EncoderOutput
 from polytask.sharing.cross_stitch import CrossStitch, run_layerwise
+from routing import set_linear as _set
 
 
 def _heads(dims):
@@ -19,12 +20,6 @@ def _heads(dims):
 
 def _seq_heads(dims):
     return {t: ClassifierHead(d, 2, pooling="mean") for t, d in dims.items()}
-
-
-def _set(linear: nn.Linear, weight, bias) -> None:
-    with torch.no_grad():
-        linear.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        linear.bias.copy_(torch.tensor(bias, dtype=torch.float32))
 
 
 def _reached(model: nn.Module, loss: torch.Tensor) -> set[str]:

@@ -10,32 +10,9 @@ from torch import nn
 
 from polytask.nn import CNN, MLP, ClassifierHead, Encoder, EncoderOutput, TaggerHead
 from polytask.sharing.mtan import MTAN
+from routing import IdentityHead as _Identity, reached as _reached, param_names as _names, set_linear as _set
 
 BIG = 30.0  # sigmoid(±30) is 1 / 0 to float32 precision (within 1e-13)
-
-
-class _Identity(nn.Module):
-    """A parameter-free head: the task's output is the features it reads."""
-
-    def forward(self, h, mask=None):
-        return h
-
-
-def _reached(model: nn.Module, loss: torch.Tensor) -> dict[str, bool]:
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return {n: g is not None and bool(g.abs().sum() > 0) for n, g in zip(names, grads)}
-
-
-def _names(model: nn.Module, params) -> set[str]:
-    ids = {id(p) for p in params}
-    return {n for n, p in model.named_parameters() if id(p) in ids}
-
-
-def _set(linear: nn.Linear, weight, bias) -> None:
-    with torch.no_grad():
-        linear.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        linear.bias.copy_(torch.tensor(bias, dtype=torch.float32))
 
 
 def _hand_model() -> MTAN:

@@ -10,22 +10,11 @@ from torch import nn
 
 from polytask.nn import CNN, MLP, ClassifierHead
 from polytask.sharing.soft import SoftSharing
+from routing import set_linear as _set, reached as _reached
 
 
 def _heads(dims):
     return {t: ClassifierHead(d, 2) for t, d in dims.items()}
-
-
-def _set(linear: nn.Linear, weight, bias) -> None:
-    with torch.no_grad():
-        linear.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        linear.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-
-
-def _reached(model: nn.Module, loss: torch.Tensor) -> dict[str, bool]:
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-    return {n: g is not None and bool(g.abs().sum() > 0) for n, g in zip(names, grads)}
 
 
 def _hand_towers(k: int = 3, norm: str = "l2", weight: float = 0.5) -> SoftSharing:

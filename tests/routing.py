@@ -1,0 +1,32 @@
+"""Helpers shared by the architecture tests: which parameters a loss reaches, names of a
+parameter list, hand-set linear layers, and a parameter-free head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class IdentityHead(nn.Module):
+    """A parameter-free head: the task's output is the features it reads."""
+
+    def forward(self, h, mask=None):
+        return h
+
+
+def reached(model: nn.Module, loss: torch.Tensor) -> dict[str, bool]:
+    """Parameter name -> whether ``loss`` sends it a non-zero gradient."""
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return {n: g is not None and bool(g.abs().sum() > 0) for n, g in zip(names, grads)}
+
+
+def param_names(model: nn.Module, params) -> set[str]:
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def set_linear(linear: nn.Linear, weight, bias) -> None:
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor(weight, dtype=linear.weight.dtype))
+        linear.bias.copy_(torch.tensor(bias, dtype=linear.bias.dtype))
