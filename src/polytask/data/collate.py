@@ -5,7 +5,12 @@ Inputs, by ``input_kind`` (see :mod:`polytask.nn.base`):
 - ``"tokens"``: ``tokens`` (B, T) long from ``vocab`` (0 = padding, 1 = unknown), with
   T the longest sequence of the batch (at least 1, so an empty input is one padding
   position); with ``char_vocab`` also ``chars`` (B, T, C) long (0 = padding).
-- ``"features"``: ``x`` (B, F) float.
+- ``"features"``: ``x`` (B, F) float from each example's ``inputs["features"]``, a list
+  or a 1-D array / tensor (arrays are stacked without a Python round trip).
+- ``"tabular"``: ``x`` (B, F + C) float: ``inputs["features"]`` (F numbers; may be absent)
+  followed by ``inputs["categorical"]`` (C category indices, 0 = unknown), as
+  :class:`polytask.nn.TabularMLP` reads them; strings are mapped to indices beforehand by
+  :class:`polytask.data.TabularPreprocessor`.
 - ``"subwords"``: whatever ``tokenizer.encode(list_of_word_lists)`` returns.
 
 Targets: every task of ``tasks`` appears in :attr:`Batch.targets` as ``(value, mask)``,
@@ -18,6 +23,7 @@ calling the kind.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Mapping, Protocol, Sequence
 
 import torch
@@ -28,7 +34,7 @@ from polytask.data.vocab import PAD_ID, Vocab
 
 __all__ = ["Collator", "INPUT_KINDS"]
 
-INPUT_KINDS = ("tokens", "features", "subwords")
+INPUT_KINDS = ("tokens", "features", "subwords", "tabular")
 
 
 class _KindLike(Protocol):
@@ -46,6 +52,16 @@ def _as_kind(task: str, obj: Any) -> Any:
     if hasattr(inner, "encode_target"):
         return inner
     raise ValueError(f"Collator: task {task!r} is {obj!r}; give a TaskKind (or a Task)")
+
+
+def _float_rows(rows: list[Any], what: str) -> Tensor:
+    """(B, F) float32 from per-example lists or 1-D arrays / tensors of one length."""
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise ValueError(f"Collator: {what} of different lengths {sorted(widths)} in one batch")
+    if all(hasattr(r, "shape") for r in rows):
+        return torch.stack([torch.as_tensor(r) for r in rows]).to(torch.float32)
+    return torch.tensor([list(r) for r in rows], dtype=torch.float32)
 
 
 def _to_tensor(values: list[Any], task: str) -> Tensor:
@@ -162,11 +178,24 @@ class Collator:
                     f"Collator: example {ex.id!r} has no inputs['features']; "
                     "input_kind='features' needs numeric features"
                 )
-            rows.append(list(f))
-        widths = {len(r) for r in rows}
-        if len(widths) > 1:
-            raise ValueError(f"Collator: feature vectors of different lengths {sorted(widths)} in one batch")
-        return {"x": torch.tensor(rows, dtype=torch.float32)}
+            rows.append(f)
+        return {"x": _float_rows(rows, "feature vectors")}
+
+    def _tabular_inputs(self, examples: Sequence[Example]) -> dict[str, Tensor]:
+        rows = []
+        for ex in examples:
+            values = list(ex.inputs.get("features", ()))
+            codes = list(ex.inputs.get("categorical", ()))
+            if not values and not codes:
+                raise ValueError(f"Collator: example {ex.id!r} has neither inputs['features'] nor "
+                                 "inputs['categorical']; input_kind='tabular' needs at least one")
+            for c in codes:
+                if isinstance(c, bool) or not isinstance(c, Integral):
+                    raise ValueError(f"Collator: example {ex.id!r}: categorical value {c!r} is not a category "
+                                     "index; map categories to indices first (polytask.data.TabularPreprocessor, "
+                                     "0 = unknown)")
+            rows.append(values + codes)
+        return {"x": _float_rows(rows, "tabular rows")}
 
     # ----------------------------------------------------------------- targets
 
@@ -227,6 +256,8 @@ class Collator:
         T = 0
         if self.input_kind == "features":
             inputs = self._feature_inputs(examples)
+        elif self.input_kind == "tabular":
+            inputs = self._tabular_inputs(examples)
         else:
             words = self._words(examples)
             lengths = [len(w) for w in words]

@@ -12,6 +12,7 @@ from polytask.nn.crf import CRF, bio_allowed, is_bio
 from polytask.nn.heads import ClassifierHead, TaggerHead, head_for, heads_for
 from polytask.nn.mlp import MLP
 from polytask.nn.pooling import AttentionPooling, pool
+from polytask.nn.tabular import TabularEmbedding, TabularMLP
 from polytask.nn.transformer import SubwordTokenizer, Transformer, minilm_path
 
 ENCODERS: dict[str, type[Encoder]] = {
@@ -19,6 +20,7 @@ ENCODERS: dict[str, type[Encoder]] = {
     "cnn": CNN,
     "bilstm": BiLSTM,
     "transformer": Transformer,
+    "tabular": TabularMLP,
 }
 HEADS = {"classifier": ClassifierHead, "tagger": TaggerHead}
 
@@ -35,6 +37,8 @@ __all__ = [
     "EncoderOutput",
     "MLP",
     "SubwordTokenizer",
+    "TabularEmbedding",
+    "TabularMLP",
     "TaggerHead",
     "Transformer",
     "bio_allowed",

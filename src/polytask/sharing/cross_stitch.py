@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..nn.base import Encoder
 from ..nn.bilstm import BiLSTM, _right_padded_lengths, run_packed
 from ..nn.cnn import CNN
+from ..nn.lenet import LeNet
 from ..nn.mlp import MLP
 from .base import MultiTaskModel, MultiTaskOutput, _params
 
@@ -31,11 +32,13 @@ def _option_error(name: str, value: object, fix: str) -> ValueError:
 # own forward passes exactly (tests check that running all layers reproduces
 # ``encoder(inputs).layers`` bit for bit).
 def _supports_layerwise(encoder: Encoder) -> bool:
-    return isinstance(encoder, (MLP, CNN, BiLSTM))
+    return isinstance(encoder, (MLP, CNN, BiLSTM, LeNet))
 
 
 def _start(encoder: Encoder, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, object]:
     """``(h_0, mask, context)``: the input of layer 1, the token mask and what the layers need."""
+    if isinstance(encoder, LeNet):  # steps through its own stem / layer methods
+        return encoder.stem(inputs), None, None
     if isinstance(encoder, MLP):
         if "x" not in inputs:
             raise KeyError(f"MLP reads inputs['x'] (B, F); got keys {sorted(inputs)}")
@@ -68,6 +71,8 @@ def _layer(encoder: Encoder, d: int, h: Tensor, mask: Tensor | None, context: ob
     """Output of layer ``d`` (0-based) of ``encoder`` given that layer's input ``h``."""
     if isinstance(encoder, MLP):
         return encoder.activations[d](encoder.linears[d](encoder.dropout(h)))
+    if isinstance(encoder, LeNet):
+        return encoder.layer(d, h)
     assert mask is not None
     keep = mask.unsqueeze(-1)
     if isinstance(encoder, CNN):
@@ -143,8 +148,10 @@ class CrossStitch(MultiTaskModel):
     from the stitch units, so ``shared_features`` is None; ``features[t]`` and
     ``task_features[t]`` are tower t's (stitched) top layer.
 
-    Towers must run one layer at a time: :class:`~polytask.nn.MLP`, :class:`~polytask.nn.CNN`
-    and :class:`~polytask.nn.BiLSTM` encoders are supported. Every task's tower is run on
+    Towers must run one layer at a time: :class:`~polytask.nn.MLP`, :class:`~polytask.nn.CNN`,
+    :class:`~polytask.nn.BiLSTM` and :class:`~polytask.nn.LeNet` encoders are supported (on a
+    LeNet's feature maps α mixes whole maps: one scalar per task pair, every channel and
+    position). Every task's tower is run on
     every call (the stitch units mix them), heads only for the tasks asked for.
 
     Args:
@@ -177,8 +184,8 @@ class CrossStitch(MultiTaskModel):
             enc = towers[t]
             if not _supports_layerwise(enc):
                 raise ValueError(
-                    f"model.sharing: cross_stitch runs towers layer by layer and supports MLP, CNN and "
-                    f"BiLSTM encoders; got {type(enc).__name__}; fix: use one of those encoders")
+                    f"model.sharing: cross_stitch runs towers layer by layer and supports MLP, CNN, "
+                    f"BiLSTM and LeNet encoders; got {type(enc).__name__}; fix: use one of those encoders")
             if type(enc) is not type(first) or list(enc.layer_dims) != list(first.layer_dims):
                 raise ValueError(
                     f"CrossStitch: tower {t!r} ({type(enc).__name__} {enc.layer_dims}) differs from "

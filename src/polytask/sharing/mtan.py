@@ -17,6 +17,15 @@ as the features are vectors or per-token vectors). Task ``t``'s head reads ``â_
 For sequence encoders (B, T, D_d) the masks are per token and padding positions are set to
 zero in every ``â``.
 
+For the feature maps (B, C_d, H_d, W_d) of image encoders (those that declare
+``layer_shapes``, e.g. :class:`~polytask.nn.LeNet`) the masks are per channel and position,
+as in the paper: ``g`` is a 1×1 convolution (Conv-ReLU-Conv with ``hidden``), the
+concatenation is along channels, and ``P(u) = ReLU(conv_{1×1}(pool(u)))`` first max-pools the
+previous map to the current resolution (adaptive max pooling; the paper pools between
+blocks). Where a vector depth follows a map (LeNet's fc layer after its second conv
+block), ``P(u) = ReLU(W vec(u) + b)`` reads the flattened map, as the backbone's own fc layer
+does. A map depth after a vector depth is rejected.
+
 ``shared_features`` is ``None``: the attention modules read intermediate layers, so no single
 tensor separates every loss from the backbone; gradient methods run at the parameter level.
 """
@@ -27,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..nn.base import Encoder
 from .base import MultiTaskModel, MultiTaskOutput, _params
@@ -34,24 +44,53 @@ from .base import MultiTaskModel, MultiTaskOutput, _params
 _OPT = "model.sharing_options"
 
 
-class AttentionBlock(nn.Module):
-    """One task's attention module at one depth: ``a = σ(g([f; P(â_prev)]))``."""
+def _is_map(shape: Sequence[int] | None) -> bool:
+    return shape is not None and len(shape) == 3
 
-    def __init__(self, dim: int, prev_dim: int | None, hidden: int | None) -> None:
+
+class AttentionBlock(nn.Module):
+    """One task's attention module at one depth: ``a = σ(g([f; P(â_prev)]))``.
+
+    ``shape`` / ``prev_shape``: per-example shapes of ``f`` and of the previous attended
+    features, ``(C, H, W)`` for feature maps; ``None`` (default) for vectors or per-token
+    vectors of width ``dim`` / ``prev_dim`` (linear ``g`` and ``P`` on the last dimension).
+    """
+
+    def __init__(self, dim: int, prev_dim: int | None, hidden: int | None,
+                 shape: Sequence[int] | None = None, prev_shape: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.project = None if prev_dim is None else nn.Linear(prev_dim, dim)
+        self.spatial = _is_map(shape)
+        self.flatten_prev = prev_dim is not None and _is_map(prev_shape) and not self.spatial
+        if self.spatial and prev_dim is not None and not _is_map(prev_shape):
+            raise ValueError(f"{_OPT}.depths: a feature-map depth {tuple(shape)} follows a vector depth; "
+                             "fix: attend only to depths from the last vector layer on, or to maps only")
+        self.out_size = None if not self.spatial else (int(shape[1]), int(shape[2]))  # type: ignore[index]
+        layer: Callable[[int, int], nn.Module] = (lambda i, o: nn.Conv2d(i, o, 1)) if self.spatial else nn.Linear
+        if prev_dim is None:
+            self.project = None
+        elif self.flatten_prev:
+            n = 1
+            for s in prev_shape:  # type: ignore[union-attr]
+                n *= int(s)
+            self.project = nn.Linear(n, dim)
+        else:
+            self.project = layer(prev_dim, dim)
         in_dim = dim if prev_dim is None else 2 * dim
         if hidden is None:
-            self.gate = nn.Sequential(nn.Linear(in_dim, dim))
+            self.gate = nn.Sequential(layer(in_dim, dim))
         else:
-            self.gate = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+            self.gate = nn.Sequential(layer(in_dim, hidden), nn.ReLU(), layer(hidden, dim))
 
     def mask(self, f: Tensor, prev: Tensor | None) -> Tensor:
         """The attention mask ``a`` ∈ (0, 1), same shape as ``f``."""
         if self.project is not None:
             if prev is None:
                 raise ValueError("AttentionBlock at a deeper depth needs the previous attended features")
-            f = torch.cat([f, torch.relu(self.project(prev))], dim=-1)
+            if self.flatten_prev:
+                prev = prev.flatten(1)
+            elif self.spatial and tuple(prev.shape[-2:]) != self.out_size:
+                prev = F.adaptive_max_pool2d(prev, self.out_size)
+            f = torch.cat([f, torch.relu(self.project(prev))], dim=1 if self.spatial else -1)
         return torch.sigmoid(self.gate(f))
 
 
@@ -93,13 +132,14 @@ class MTAN(MultiTaskModel):
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0):
             raise ValueError(f"{_OPT}.hidden: {hidden!r} is not a positive integer; fix: e.g. hidden: 32, or null")
         dims = encoder.layer_dims
+        shapes = encoder.layer_shapes or [None] * len(dims)
         self.attention = nn.ModuleDict()
         for t in self.task_names:
             blocks = nn.ModuleList()
-            prev = None
+            prev = prev_shape = None
             for d in self.depths:
-                blocks.append(AttentionBlock(dims[d - 1], prev, hidden))
-                prev = dims[d - 1]
+                blocks.append(AttentionBlock(dims[d - 1], prev, hidden, shapes[d - 1], prev_shape))
+                prev, prev_shape = dims[d - 1], shapes[d - 1]
             self.attention[t] = blocks
         self.check_ownership()
 
