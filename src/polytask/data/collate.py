@@ -11,6 +11,9 @@ Inputs, by ``input_kind`` (see :mod:`polytask.nn.base`):
   followed by ``inputs["categorical"]`` (C category indices, 0 = unknown), as
   :class:`polytask.nn.TabularMLP` reads them; strings are mapped to indices beforehand by
   :class:`polytask.data.TabularPreprocessor`.
+- ``"image"``: ``image`` (B, C, H, W) float32 from each example's ``inputs["image"]``, a
+  tensor (or array) of shape (C, H, W) or (H, W) (one channel); ``uint8`` pixels are
+  scaled to [0, 1] (divided by 255), other dtypes are only cast.
 - ``"subwords"``: whatever ``tokenizer.encode(list_of_word_lists)`` returns.
 
 Targets: every task of ``tasks`` appears in :attr:`Batch.targets` as ``(value, mask)``,
@@ -34,7 +37,7 @@ from polytask.data.vocab import PAD_ID, Vocab
 
 __all__ = ["Collator", "INPUT_KINDS"]
 
-INPUT_KINDS = ("tokens", "features", "subwords", "tabular")
+INPUT_KINDS = ("tokens", "features", "subwords", "tabular", "image")
 
 
 class _KindLike(Protocol):
@@ -197,6 +200,25 @@ class Collator:
             rows.append(values + codes)
         return {"x": _float_rows(rows, "tabular rows")}
 
+    def _image_inputs(self, examples: Sequence[Example]) -> dict[str, Tensor]:
+        images = []
+        for ex in examples:
+            img = ex.inputs.get("image")
+            if img is None:
+                raise ValueError(f"Collator: example {ex.id!r} has no inputs['image']; "
+                                 "input_kind='image' needs a (C, H, W) or (H, W) image")
+            img = torch.as_tensor(img)
+            if img.dim() == 2:
+                img = img.unsqueeze(0)
+            if img.dim() != 3:
+                raise ValueError(f"Collator: example {ex.id!r}: image of shape {tuple(img.shape)}; "
+                                 "give (C, H, W) or (H, W)")
+            images.append(img.to(torch.float32) / 255.0 if img.dtype == torch.uint8 else img.to(torch.float32))
+        shapes = {tuple(i.shape) for i in images}
+        if len(shapes) > 1:
+            raise ValueError(f"Collator: images of different shapes {sorted(shapes)} in one batch")
+        return {"image": torch.stack(images)}
+
     # ----------------------------------------------------------------- targets
 
     def _token_target(
@@ -258,6 +280,8 @@ class Collator:
             inputs = self._feature_inputs(examples)
         elif self.input_kind == "tabular":
             inputs = self._tabular_inputs(examples)
+        elif self.input_kind == "image":
+            inputs = self._image_inputs(examples)
         else:
             words = self._words(examples)
             lengths = [len(w) for w in words]

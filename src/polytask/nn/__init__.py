@@ -10,6 +10,7 @@ from polytask.nn.bilstm import BiLSTM, CharBiLSTM
 from polytask.nn.cnn import CNN
 from polytask.nn.crf import CRF, bio_allowed, is_bio
 from polytask.nn.heads import ClassifierHead, TaggerHead, head_for, heads_for
+from polytask.nn.lenet import LeNet
 from polytask.nn.mlp import MLP
 from polytask.nn.pooling import AttentionPooling, pool
 from polytask.nn.tabular import TabularEmbedding, TabularMLP
@@ -21,6 +22,7 @@ ENCODERS: dict[str, type[Encoder]] = {
     "bilstm": BiLSTM,
     "transformer": Transformer,
     "tabular": TabularMLP,
+    "lenet": LeNet,
 }
 HEADS = {"classifier": ClassifierHead, "tagger": TaggerHead}
 
@@ -35,6 +37,7 @@ __all__ = [
     "ClassifierHead",
     "Encoder",
     "EncoderOutput",
+    "LeNet",
     "MLP",
     "SubwordTokenizer",
     "TabularEmbedding",
