@@ -239,6 +239,7 @@ def test_feature_rows_split_from_one_pass_equal_k_passes(k: int, monkeypatch) ->
     method = Median()
     expected = by_hand(model, method, "features", 0.5)
     monkeypatch.setattr(engine, "split_jacobian", lambda *a: None)
+    monkeypatch.setattr(engine, "one_pass_feature_backward", lambda *a, **kw: False)
     params = params_of(model)
     before = preset_grads(params)
     run_backward(model, method, "features")

@@ -222,8 +222,10 @@ def make_method(name: str, **options: Any) -> Any:
     return methods.build(POLYTASK_SPECS, name, **options)[0]
 
 
-def configurations(k: int, libs: list[str], methods: list[str] | None) -> list[tuple[str, str, str, Callable]]:
-    """(library, method, level, factory(base, batches) -> Runner) for every configuration."""
+def configurations(k: int, libs: list[str], methods: list[str] | None,
+                   only_levels: list[str] | None = None) -> list[tuple[str, str, str, Callable]]:
+    """(library, method, level, factory(base, batches) -> Runner) for every configuration
+    (only those at ``only_levels`` where given)."""
     out: list[tuple[str, str, str, Callable]] = []
     if "polytask" in libs:
         for name in sorted(POLYTASK_SPECS):
@@ -254,7 +256,7 @@ def configurations(k: int, libs: list[str], methods: list[str] | None) -> list[t
             for rep in (False, True):
                 out.append(("LibMTL", name, "features" if rep else "params",
                             lambda base, batches, name=name, rep=rep: libmtl_runner(name, rep, k, base, batches)))
-    return out
+    return out if not only_levels else [c for c in out if c[2] in only_levels]
 
 
 def _raiser(message: str) -> Callable:
@@ -359,7 +361,7 @@ def memory_phase(args: argparse.Namespace) -> None:
         base = build_model(k)
         batches = make_batches(k)
         out[f"plain|sum|-|{k}"] = peak_step_mib(sum_runner(k, base, batches))
-        for lib, name, level, factory in configurations(k, args.libs, args.methods):
+        for lib, name, level, factory in configurations(k, args.libs, args.methods, args.levels):
             key = f"{lib}|{name}|{level}|{k}"
             try:
                 out[key] = peak_step_mib(factory(base, batches))
@@ -375,6 +377,8 @@ def measure_memory(args: argparse.Namespace) -> dict[str, float | str]:
            "--K", *map(str, args.K), "--libs", *args.libs] + (["--no-discover"] if args.no_discover else [])
     if args.methods:
         cmd += ["--methods", *args.methods]
+    if args.levels:
+        cmd += ["--levels", *args.levels]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("MEMORY-JSON "):
@@ -534,6 +538,8 @@ def main() -> None:
     ap.add_argument("--K", type=int, nargs="+", default=[2, 10, 40])
     ap.add_argument("--methods", nargs="*", default=None, help="only these method names")
     ap.add_argument("--libs", nargs="+", default=["polytask", "torchjd", "libmtl"])
+    ap.add_argument("--levels", nargs="+", default=None, choices=["features", "params", "-"],
+                    help="only configurations at these levels ('-': loss weightings)")
     ap.add_argument("--load-tolerance", type=float, default=2.0,
                     help="re-measure a configuration whose paired plain-sum blocks are off the K's reference "
                          "time by more than this factor (external load)")
@@ -576,7 +582,7 @@ def main() -> None:
         # are far from it ran under external load (other processes on the cores) and is re-measured
         ref = statistics.median(_block(plain.step, args.steps) for _ in range(10))
         print(f"K={k:<3} plain sum: {1e3 * ref:.2f} ms per step (reference for this K)", flush=True)
-        for lib, name, level, factory in configurations(k, args.libs, args.methods):
+        for lib, name, level, factory in configurations(k, args.libs, args.methods, args.levels):
             try:
                 runner = factory(base, batches)
             except Exception as err:  # noqa: BLE001

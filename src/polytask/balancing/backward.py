@@ -20,9 +20,10 @@ What each parameter receives (``.grad`` accumulates, as with ``loss.backward()``
   gradients of z, the gradient arriving at z is replaced by ``scale · d_z`` and
   back-propagated, so everything below z gets ``scale · (∂z/∂θ)ᵀ d_z``; everything above z
   (heads, task layers) gets ``scale · ∇ Σ_i L_i``. With MGDA this is MGDA-UB (Sener & Koltun
-  2018): the weights come from the Gramian of the feature gradients. Cost: one pass
-  through the heads whose result is split by task (K passes through the heads where
-  they share operations), then one ordinary backward pass.
+  2018): the weights come from the Gramian of the feature gradients. Cost: ONE backward
+  pass — hooks split what the heads send to z by task on the way down, and z's gradient is
+  swapped for the update before the pass enters the trunk; where heads share operations
+  above z, K passes through the heads first, then one ordinary backward pass.
 """
 
 from __future__ import annotations
@@ -173,31 +174,55 @@ def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mappi
     return list(d.split([b.shape[1] for b in blocks]))
 
 
+def _feature_update(method: GradientAggregator, jz: Tensor, losses: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
+    """The aggregated feature gradient (``shape``) from the rows ∇_z L_i (K, *shape)."""
+    k = jz.shape[0]
+    if isinstance(method, GramianWeighting):
+        (dz,) = _combine(method, [jz.reshape(k, -1)], losses)
+        return dz.reshape(shape)
+    # a Jacobian aggregator sees (K, *feature shape): batch-aware rules (GradDrop) need it
+    dz = method.aggregate(jz.reshape(k, *shape), losses)
+    if tuple(dz.shape) != tuple(shape):
+        raise ValueError(f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
+                         f"level, expected the feature shape {tuple(shape)}")
+    return dz
+
+
 def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
                       z: Tensor, scale: float | Tensor, chunk_size: int | None, penalty: Tensor | None) -> None:
     if not stacked.requires_grad:
         return
-    handle = None
-    if z.requires_grad:
-        jz = engine.feature_jacobian(values, z)
-        if isinstance(method, GramianWeighting):
-            (dz,) = _combine(method, [jz.reshape(len(values), -1)], losses)
-        else:  # a Jacobian aggregator sees (K, *feature shape): batch-aware rules (GradDrop) need it
-            dz = method.aggregate(jz.reshape(len(values), *z.shape), losses)
-            if tuple(dz.shape) != tuple(z.shape):
-                raise ValueError(f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
-                                 f"level, expected the feature shape {tuple(z.shape)}")
-        if penalty is not None and penalty.requires_grad:  # the penalty's path through z, unbalanced
-            (pz,) = torch.autograd.grad(penalty, z, retain_graph=True, allow_unused=True)
-            if pz is not None:
-                dz = dz.reshape(z.shape) + pz
-        replacement = (dz * scale).reshape(z.shape).to(z.dtype)
-        handle = z.register_hook(lambda _grad: replacement)
+    total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
+    if not z.requires_grad:
+        total.backward()
+        return
+    k = len(values)
+    unit = not isinstance(scale, Tensor) and scale == 1.0
+    extra = penalty if penalty is not None and penalty.requires_grad else None
+
+    def replace(rows: Tensor) -> Tensor:  # rows are scale · ∇_z L_i (+ scale · ∇_z penalty last)
+        jz = rows[:k] if unit else rows[:k] / scale
+        dz = _feature_update(method, jz, losses, z.shape)
+        out = dz if unit else dz * scale
+        if extra is not None:  # the penalty's path through z, unbalanced
+            out = out + rows[k]
+        return out.to(z.dtype)
+
+    if engine.one_pass_feature_backward(values, z, total, replace, extra=extra):
+        return
+    # K passes through the heads, then one backward with z's gradient replaced
+    jz = engine.feature_jacobian(values, z)
+    dz = _feature_update(method, jz, losses, z.shape)
+    if extra is not None:
+        (pz,) = torch.autograd.grad(extra, z, retain_graph=True, allow_unused=True)
+        if pz is not None:
+            dz = dz + pz
+    replacement = (dz * scale).to(z.dtype)
+    handle = z.register_hook(lambda _grad: replacement)
     try:
-        ((stacked.sum() if penalty is None else stacked.sum() + penalty) * scale).backward()
+        total.backward()
     finally:
-        if handle is not None:
-            handle.remove()
+        handle.remove()
 
 
 def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,

@@ -6,6 +6,9 @@ Torch only, no knowledge of models or data. These primitives serve
 * :func:`feature_jacobian` — the K rows ``∇_z L_i`` of a shared feature tensor z from one
   backward pass through the heads, split by hooks on the operations that read z
   (:func:`split_jacobian`), else K passes through the heads only;
+* :func:`one_pass_feature_backward` — the whole feature-level step in one backward pass:
+  the rows are captured on the way down through the heads and z's gradient is replaced
+  by the combined update before the pass enters the trunk;
 * :func:`jacobian` — the K rows ``∇_x L_i`` for every input tensor x, by ONE batched
   vector-Jacobian product (``torch.autograd.grad(..., is_grads_batched=True)``: the K
   one-hot cotangents travel through the graph together), optionally in chunks of rows to
@@ -91,17 +94,12 @@ def jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int
 
 
 
-def split_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor | None:
-    """The K rows ∇_z L_i (K, *z.shape) from ONE backward pass of Σ_i L_i down to z, or None
-    where that is impossible.
+def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int, list[int]]] | None:
+    """The autograd nodes that read z directly (z's *consumers*), each mapped to the one
+    loss that reaches it and the input slots where it reads z; None where a consumer is
+    reached by several losses, or a loss is z itself (no one-pass split is possible).
 
-    Every autograd node that reads z directly (a *consumer* of z) sends z its part of the
-    gradient; when each consumer is reached by one loss only (each head reads z through
-    its own operations), row i is the sum of what loss i's consumers send, captured by
-    hooks on those nodes. A walk over the graph above z (the heads) finds the consumers;
-    where one is shared by several losses (e.g. two tasks tapping a deeper layer computed
-    from z) or a loss is z itself, this returns None and the caller takes K passes.
-    Raises ``ValueError`` when no loss reaches z. Keeps the graph.
+    Raises ``ValueError`` when no loss reaches z.
     """
     if not z.requires_grad:
         return None
@@ -131,32 +129,91 @@ def split_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor | None:
     if not owners:
         raise ValueError("backward: no loss depends on the feature tensor given as `features`; fix: pass the "
                          "tensor the task heads read (the model output's shared_features)")
-    rows = torch.empty((len(losses), *z.shape), dtype=z.dtype, device=z.device)
-    written = [False] * len(losses)
+    return owners
 
-    def capture(i: int, idxs: list[int]) -> Callable:
+
+class _RowCapture:
+    """Hooks on z's consumers that write what each sends to z into row ``owner`` of a
+    (rows, *z.shape) tensor (summing where one loss reads z through several operations)."""
+
+    def __init__(self, owners: dict[Any, tuple[int, list[int]]], rows: int, z: Tensor) -> None:
+        self.rows = torch.empty((rows, *z.shape), dtype=z.dtype, device=z.device)
+        self.written = [False] * rows
+        self.shape = z.shape
+        self.handles = [node.register_hook(self._hook(i, idxs)) for node, (i, idxs) in owners.items()]
+
+    def _hook(self, i: int, idxs: list[int]) -> Callable:
         def hook(grad_inputs: tuple, _grad_outputs: tuple) -> None:
             for j in idxs:
                 g = grad_inputs[j]
                 if g is not None:
-                    if written[i]:
-                        rows[i].add_(g.detach().reshape(z.shape))
+                    if self.written[i]:
+                        self.rows[i].add_(g.detach().reshape(self.shape))
                     else:
-                        rows[i].copy_(g.detach().reshape(z.shape))
-                        written[i] = True
+                        self.rows[i].copy_(g.detach().reshape(self.shape))
+                        self.written[i] = True
         return hook
 
-    handles = [node.register_hook(capture(i, idxs)) for node, (i, idxs) in owners.items()]
+    def finish(self) -> Tensor:
+        """The rows; rows no consumer wrote (a loss that does not reach z) are zero."""
+        for i, done in enumerate(self.written):
+            if not done:
+                self.rows[i].zero_()
+        return self.rows
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def split_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor | None:
+    """The K rows ∇_z L_i (K, *z.shape) from ONE backward pass of Σ_i L_i down to z, or None
+    where that is impossible.
+
+    Every autograd node that reads z directly (a *consumer* of z) sends z its part of the
+    gradient; when each consumer is reached by one loss only (each head reads z through
+    its own operations), row i is the sum of what loss i's consumers send, captured by
+    hooks on those nodes. A walk over the graph above z (the heads) finds the consumers
+    (:func:`split_consumers`); where one is shared by several losses (e.g. two tasks tapping
+    a deeper layer computed from z) or a loss is z itself, this returns None and the caller
+    takes K passes. Raises ``ValueError`` when no loss reaches z. Keeps the graph.
+    """
+    owners = split_consumers(losses, z)
+    if owners is None:
+        return None
+    capture = _RowCapture(owners, len(losses), z)
     try:
         total = torch.stack([loss for loss in losses]).sum()
         torch.autograd.grad(total, z, retain_graph=True, allow_unused=True)
     finally:
-        for h in handles:
-            h.remove()
-    for i, done in enumerate(written):
-        if not done:
-            rows[i].zero_()
-    return rows
+        capture.remove()
+    return capture.finish()
+
+
+def one_pass_feature_backward(losses: Sequence[Tensor], z: Tensor, total: Tensor,
+                              replace: Callable[[Tensor], Tensor], extra: Tensor | None = None) -> bool:
+    """``total.backward()`` in ONE pass in which z's gradient is replaced by
+    ``replace(rows)``, where ``rows`` (K [+1], *z.shape) holds what each loss (and ``extra``,
+    a regulariser, as the last row) sends to z in this pass — the per-task feature
+    gradients, times whatever factor ``total`` applies to the losses.
+
+    The heads run backward once: hooks on z's consumers capture the rows as the pass goes
+    by, and a hook on z swaps the gradient that reaches z before the pass continues into
+    the trunk. Returns False, having done nothing, where the rows cannot be split off in
+    one pass (:func:`split_consumers`); the caller then takes K passes through the heads.
+    """
+    roots = list(losses) if extra is None else [*losses, extra]
+    owners = split_consumers(roots, z)
+    if owners is None:
+        return False
+    capture = _RowCapture(owners, len(roots), z)
+    handle = z.register_hook(lambda _grad: replace(capture.finish()))
+    try:
+        total.backward()
+    finally:
+        handle.remove()
+        capture.remove()
+    return True
 
 
 def feature_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor:
