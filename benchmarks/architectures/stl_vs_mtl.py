@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from polytask.data import Collator, Example
+from polytask.data import Batch, Collator, Example
 from polytask.engine.trainer import Trainer, TrainerConfig
 from polytask.evaluation.delta_m import delta_m
 from polytask.evaluation.evaluate import evaluate
@@ -64,6 +64,31 @@ class SeedResult:
     mtl_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class CachedCollate:
+    """The library's :class:`~polytask.data.Collator`, run once per example: later batches stack
+    the cached rows. Gives the same tensors as the collator for inputs without padding
+    (``features``, ``tabular``), without re-encoding every target at every step (on Tox21 that
+    re-encoding is about half of the CPU time of a small model's step)."""
+
+    def __init__(self, collator: Collator) -> None:
+        self.collator = collator
+        self.rows: dict[int, tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]] = {}
+
+    def __call__(self, examples: Sequence[Example], source: str = "") -> Batch:
+        new = [ex for ex in examples if id(ex) not in self.rows]
+        if new:
+            b = self.collator(new, source)
+            for i, ex in enumerate(new):
+                self.rows[id(ex)] = ({k: v[i] for k, v in b.inputs.items()},
+                                     {t: (y[i], m[i]) for t, (y, m) in b.targets.items()})
+        cached = [self.rows[id(ex)] for ex in examples]
+        inputs = {k: torch.stack([c[0][k] for c in cached]) for k in cached[0][0]}
+        targets = {t: (torch.stack([c[1][t][0] for c in cached]), torch.stack([c[1][t][1] for c in cached]))
+                   for t in cached[0][1]}
+        return Batch(inputs=inputs, targets=targets, source=source, size=len(examples),
+                     ids=[ex.id for ex in examples])
+
+
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -74,7 +99,7 @@ def train_and_test(build: Builder, names: Sequence[str], tasks: Mapping[str, Tas
     chosen = {t: tasks[t] for t in names}
     torch.manual_seed(seed)
     model = build(list(names))
-    collate = Collator(chosen, input_kind=input_kind)
+    collate = CachedCollate(Collator(chosen, input_kind=input_kind))
     criterion = names[0] if len(names) == 1 else "mean"
     trainer = Trainer(model, chosen, config=replace(config, seed=seed, criterion=criterion))
     start = time.perf_counter()

@@ -71,13 +71,13 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--archs", nargs="+", default=["hard", "mmoe", "ple", "soft", "mtan"], choices=ARCHS)
     ap.add_argument("--no-stl", action="store_true", help="skip the single-task models (tuning only)")
-    ap.add_argument("--hidden", type=int, nargs="+", default=[512, 128])
-    ap.add_argument("--expert-hidden", type=int, nargs="+", default=None,
-                    help="widths of each expert of MMoE / CGC / PLE (default: --hidden)")
-    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    ap.add_argument("--expert-hidden", type=int, nargs="+", default=[128, 64],
+                    help="widths of each expert of MMoE / CGC / PLE")
+    ap.add_argument("--dropout", type=float, default=0.4)
     ap.add_argument("--experts", type=int, default=4, help="MMoE experts")
     ap.add_argument("--shared-experts", type=int, default=1, help="CGC / PLE shared experts")
-    ap.add_argument("--soft-weight", type=float, default=1e-3, help="λ of soft sharing's L2 tie")
+    ap.add_argument("--soft-weight", type=float, default=1e-4, help="λ of soft sharing's L2 tie (66 tower pairs)")
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
