@@ -246,6 +246,30 @@ def test_feature_rows_split_from_one_pass_equal_k_passes(k: int, monkeypatch) ->
     assert_grads(params, before, expected)
 
 
+@pytest.mark.parametrize("kind", sorted(METHODS))
+def test_feature_level_takes_one_backward_pass_when_heads_are_separate(kind: str, monkeypatch) -> None:
+    """With one head per task the feature-level step is a single backward pass: no
+    separate pass through the heads (feature_jacobian / split_jacobian / looped_grad are
+    never called) and the heads' backward runs once, yet .grad equals the hand update."""
+    model = Toy(10, seed=3)
+    method = METHODS[kind]()
+    expected = by_hand(model, method, "features", 0.5)
+
+    def refuse(*_a, **_kw):
+        raise AssertionError("a second pass through the heads was taken")
+
+    for name in ("feature_jacobian", "split_jacobian", "looped_grad"):
+        monkeypatch.setattr(engine, name, refuse)
+    runs = []
+    handle = model.heads[0].register_full_backward_hook(lambda *_a: runs.append(1))
+    params = params_of(model)
+    before = preset_grads(params)
+    run_backward(model, method, "features")
+    handle.remove()
+    assert_grads(params, before, expected)
+    assert len(runs) == 1
+
+
 def test_split_sums_what_several_operations_of_one_loss_send() -> None:
     model = Toy(3)
     _, z = model()
