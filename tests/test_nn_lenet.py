@@ -125,3 +125,15 @@ def test_bad_inputs_are_named(inputs, error, match) -> None:
 def test_bad_options_raise_naming_the_option(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
         LeNet(**kwargs)
+
+
+def test_a_head_tapping_a_feature_map_is_a_clear_error() -> None:
+    from polytask.nn.heads import ClassifierHead
+    from polytask.sharing import Hierarchical
+
+    encoder = LeNet()
+    heads = {"left": ClassifierHead(50, 10), "right": ClassifierHead(50, 10)}
+    with pytest.raises(ValueError, match=r"model.taps.left: depth 1 .*\(10, 16, 16\) feature map.*depth 3"):
+        Hierarchical(encoder, heads, taps={"left": 1})
+    model = Hierarchical(encoder, heads, taps={"left": 3})
+    assert model.taps == {"left": 3, "right": 3}

@@ -62,7 +62,17 @@ class Hierarchical(MultiTaskModel):
                     f"model.taps.{t}: depth {d!r} is outside 1..{depth}; fix: the encoder has {depth} layer(s)"
                 )
             self.taps[t] = d
+        shapes = getattr(encoder, "layer_shapes", None)
         layers = dict(task_layers or {})
+        for t, d in self.taps.items():
+            shape = shapes[d - 1] if shapes else None
+            if shape is not None and not encoder.is_sequence and len(shape) > 1 and t not in layers:
+                vectors = [i + 1 for i, s in enumerate(shapes) if s is not None and len(s) == 1]
+                raise ValueError(
+                    f"model.taps.{t}: depth {d} of the encoder is a {tuple(shape)} feature map, and task heads "
+                    f"read vectors; fix: tap a vector layer (depth {' or '.join(map(str, vectors)) or '?'}), or "
+                    "share the maps with sharing: mtan or cross_stitch"
+                )
         for t in layers:
             if t not in self.heads:
                 raise ValueError(f"model.task_layers: unknown task {t!r}; fix: use one of {self.task_names}")
