@@ -146,7 +146,7 @@ def test_missing_required_section(tmp_path):
     ("balancing.weights", {"polarity": 1.0},
      "balancing.weights.polarity: undefined task; fix: use one of ['sentiment']"),
     ("model.encoder.type", "lstm",
-     "model.encoder.type: unknown name 'lstm'; fix: use one of ['bilstm', 'cnn', 'mlp', 'transformer'] or "
+     "model.encoder.type: unknown name 'lstm'; fix: use one of ['bilstm', 'cnn', 'lenet', 'mlp', 'tabular', 'transformer'] or "
      "'package.module:Class'"),
     ("sampler.type", "temprature",
      "sampler.type: unknown name 'temprature'; fix: use one of ['annealed', 'proportional', 'round_robin', "
