@@ -28,6 +28,9 @@ def test_ecfp_bits_and_invalid_smiles() -> None:
     assert 0 < fps[1].sum() <= 9
     small, _ = ecfp(["CCO"], radius=1, n_bits=64)
     assert small.shape == (1, 64)
+    counted, _ = ecfp(["c1ccccc1", "CCO"], counts=True)
+    assert counted.dtype == np.uint8 and counted[0].sum() == 18  # 6 atoms x radius 0, 1, 2
+    assert np.array_equal(counted > 0, fps[[0, 1]] > 0)
 
 
 def test_murcko_scaffold() -> None:

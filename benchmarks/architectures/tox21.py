@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--bits", type=int, default=2048)
+    ap.add_argument("--counts", action="store_true", help="log(1 + count) of the folded count fingerprint")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
     data = None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if data is None or args.split == "random":  # the scaffold split does not depend on the seed
-            data = load_tox21(split_by=args.split, seed=seed, n_bits=args.bits)
+            data = load_tox21(split_by=args.split, seed=seed, n_bits=args.bits, counts=args.counts)
             print(f"split {args.split} seed {seed}: train {len(data.train)}, val {len(data.val)}, "
                   f"test {len(data.test)}; {len(data.invalid)} unparsable SMILES left out", flush=True)
         stl, archs = builders(args.bits, args)

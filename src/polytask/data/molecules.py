@@ -74,9 +74,13 @@ def _mols(smiles: Sequence[str]) -> tuple[list[Any], list[tuple[int, str]]]:
     return mols, invalid
 
 
-def ecfp(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> tuple[np.ndarray, list[int]]:
+def ecfp(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048,
+         counts: bool = False) -> tuple[np.ndarray, list[int]]:
     """``(fingerprints, invalid)``: (N, n_bits) ``uint8`` Morgan bit vectors of radius ``radius``
-    (all zero for an invalid SMILES), and the positions of the SMILES RDKit could not parse."""
+    (all zero for an invalid SMILES), and the positions of the SMILES RDKit could not parse.
+
+    ``counts=True`` gives the folded count fingerprint instead (how many atom environments
+    hash to each position, capped at 255), ``uint8`` as well."""
     if radius < 0 or n_bits < 1:
         raise ValueError(f"ecfp: radius={radius} must be >= 0 and n_bits={n_bits} >= 1")
     require_rdkit()
@@ -87,7 +91,8 @@ def ecfp(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> tuple[np
     out = np.zeros((len(mols), n_bits), dtype=np.uint8)
     for i, mol in enumerate(mols):
         if mol is not None:
-            out[i] = gen.GetFingerprintAsNumPy(mol)
+            out[i] = (np.minimum(gen.GetCountFingerprintAsNumPy(mol), 255) if counts
+                      else gen.GetFingerprintAsNumPy(mol))
     return out, [i for i, _ in invalid]
 
 
@@ -186,14 +191,15 @@ def read_tox21(path: PathLike) -> list[dict[str, Any]]:
 
 def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: int = 0,
                fractions: Sequence[float] = (0.8, 0.1, 0.1), radius: int = 2, n_bits: int = 2048,
-               on_invalid: str = "skip") -> MoleculeData:
+               counts: bool = False, on_invalid: str = "skip") -> MoleculeData:
     """Tox21 with ECFP features (module docstring).
 
     ``root``: the folder with ``tox21.csv`` (default ``<data_root>/tox21``). ``split_by``:
     ``"random"`` (80/10/10 by ``seed``, :func:`polytask.data.split`) or ``"scaffold"``
     (deterministic; ``seed`` is not used). ``on_invalid``: ``"skip"`` leaves unparsable
     SMILES out and lists them in :attr:`MoleculeData.invalid`; ``"raise"`` raises
-    :class:`InvalidSmilesError`. Fingerprints are ``uint8`` arrays (the collator stacks them).
+    :class:`InvalidSmilesError`. Fingerprints are ``uint8`` arrays (the collator stacks them);
+    ``counts=True``: ``log(1 + count)`` of the folded count fingerprint, ``float32``, instead of bits.
     """
     if split_by not in SPLITS:
         raise ValueError(f"load_tox21: split_by={split_by!r}; fix: use one of {list(SPLITS)}")
@@ -205,7 +211,9 @@ def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: 
         raise FileNotFoundError(f"{path} not found; fix: give load_tox21(root=) the folder with tox21.csv "
                                 "(MoleculeNet), or set POLYTASK_DATA")
     rows = read_tox21(path)
-    fps, bad = ecfp([r["smiles"] for r in rows], radius=radius, n_bits=n_bits)
+    fps, bad = ecfp([r["smiles"] for r in rows], radius=radius, n_bits=n_bits, counts=counts)
+    if counts:
+        fps = np.log1p(fps.astype(np.float32))
     invalid = [(i, rows[i]["smiles"]) for i in bad]
     if invalid and on_invalid == "raise":
         raise InvalidSmilesError(invalid)
