@@ -168,7 +168,8 @@ def test_heads_for_errors() -> None:
 
 def test_registries_and_exports() -> None:
     assert pnn.ENCODERS == {
-        "mlp": pnn.MLP, "cnn": pnn.CNN, "bilstm": pnn.BiLSTM, "transformer": pnn.Transformer
+        "mlp": pnn.MLP, "cnn": pnn.CNN, "bilstm": pnn.BiLSTM, "transformer": pnn.Transformer,
+        "lenet": pnn.LeNet, "tabular": pnn.TabularMLP,
     }
     assert pnn.HEADS == {"classifier": ClassifierHead, "tagger": TaggerHead}
     for name in pnn.__all__:
