@@ -12,13 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polytask import balancing
 from polytask.data.collate import Collator
 from polytask.data.images import FASHION_CLASSES, fashion_pairs
-from polytask.engine.trainer import Trainer, TrainerConfig
 from polytask.nn import ClassifierHead, LeNet
 from polytask.sharing import ARCHITECTURES
 from polytask.tasks import Classification, Task
+from overfit import overfit
 from shared_data import require_data
 
 TASKS = {t: Task(t, Classification(list(FASHION_CLASSES))) for t in ("left", "right")}
@@ -48,22 +47,7 @@ def _model(name: str):
 
 @pytest.mark.parametrize("name", list(STEPS))
 def test_architecture_overfits_a_fixed_batch_of_pairs(name, batch) -> None:
-    torch.set_num_threads(1)
-    model = _model(name)
-    method = balancing.make("fixed")
-    trainer = Trainer(model, TASKS, method, TrainerConfig(seed=0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    shared = model.shared_parameters()
-    first = None
-    for _ in range(STEPS[name]):
-        losses, out = trainer.forward_losses(batch)
-        first = first or {t: v.item() for t, v in losses.items()}
-        optimizer.zero_grad(set_to_none=True)
-        balancing.backward(losses, method=method, features=out.shared_features, shared=shared,
-                           penalty=model.penalty(out))
-        optimizer.step()
-    with torch.no_grad():
-        last = trainer.compute_losses(batch)
+    first, last = overfit(_model(name), TASKS, batch, STEPS[name], lr=3e-3)
     for t in TASKS:
         assert first[t] > 2.0  # ≈ ln 10 at the start
         assert last[t].item() < 0.05, (name, t, last[t].item())

@@ -14,11 +14,10 @@ import os
 import pytest
 import torch
 
-from polytask import balancing
 from polytask.data import Collator, Example, TabularPreprocessor
-from polytask.engine.trainer import Trainer, TrainerConfig
 from polytask.nn import MLP, ClassifierHead, TabularEmbedding, TabularMLP
 from polytask.sharing import ARCHITECTURES, CGC, MMoE, PLE
+from overfit import overfit
 from shared_data import require_data
 
 ARCHS = ("hard", "soft", "cross_stitch", "mtan", "mmoe", "cgc", "ple")
@@ -98,24 +97,7 @@ def _model(name, tasks, encoder, gated):
 
 
 def _overfit(name, tasks, batch, encoder, gated) -> None:
-    torch.set_num_threads(1)
-    model = _model(name, tasks, encoder, gated)
-    method = balancing.make("fixed")
-    trainer = Trainer(model, tasks, method, TrainerConfig(seed=0))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    shared = model.shared_parameters()
-    first = None
-    for _ in range(STEPS):
-        losses, out = trainer.forward_losses(batch)
-        first = first or {t: v.item() for t, v in losses.items()}
-        optimizer.zero_grad(set_to_none=True)
-        balancing.backward(losses, method=method, features=out.shared_features, shared=shared,
-                           penalty=model.penalty(out))
-        optimizer.step()
-        if max(v.item() for v in losses.values()) < TOL / 2:
-            break
-    with torch.no_grad():
-        last = trainer.compute_losses(batch)
+    first, last = overfit(_model(name, tasks, encoder, gated), tasks, batch, STEPS, lr=1e-2, stop_below=TOL / 2)
     assert set(last) == set(batch.tasks) and len(last) >= 2
     for t, v in last.items():
         assert v.item() < TOL, (name, t, first[t], v.item())
