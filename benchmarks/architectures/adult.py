@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stl_vs_mtl import Split, per_task_diff_table, run_seed, summarise, table, write_json  # noqa: E402
+from stl_vs_mtl import (Split, load_partial, per_task_diff_table, run_seed, save_partial, summarise,  # noqa: E402
+                        table, write_json)
 
 from polytask.data.adult import load_adult, adult_tasks  # noqa: E402
 from polytask.engine.trainer import TrainerConfig  # noqa: E402
@@ -76,19 +77,25 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true", help="keep the seeds an interrupted run finished")
     ap.add_argument("--out", default="adult_architectures.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tasks = adult_tasks()
     config = TrainerConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                            eval_batch_size=2048, threads=args.threads)
-    results, started = [], time.perf_counter()
+    results, started = (load_partial(args.out, vars(args)) if args.resume else []), time.perf_counter()
+    resumed = [r.seed for r in results]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        if seed in resumed:
+            continue
         data = load_adult(seed=seed)
         stl, archs = builders(data.numeric, data.cardinalities, args)
         split = Split(data.train, data.val, data.test)
         results.append(run_seed(seed, "adult", split, tasks, stl, archs, "tabular", config))
+        save_partial(args.out, vars(args), results)
     wall = time.perf_counter() - started
+    results.sort(key=lambda r: r.seed)
     summary = summarise(results, tasks)
     names = list(tasks)
     print(f"\nUCI Adult, test ROC-AUC, {len(results)} seeds ({results[0].seed}..{results[-1].seed}), "
@@ -97,7 +104,7 @@ def main() -> None:
     print("\nPer-task AUC difference to single-task, paired over seeds: mean [95% CI]\n")
     print(per_task_diff_table(summary, names))
     path = write_json(args.out, {"benchmark": "uci-adult", "args": vars(args), "wall_seconds": wall,
-                                 "cardinalities": data.cardinalities, "summary": summary,
+                                 "resumed_seeds": resumed, "summary": summary,
                                  "per_seed": [r.__dict__ for r in results]})
     print(f"\nwrote {path}")
 

@@ -221,6 +221,28 @@ def per_task_diff_table(summary: Mapping[str, Any], tasks: Sequence[str]) -> str
     return "\n".join(rows)
 
 
+def load_partial(name: str, args: Mapping[str, Any]) -> list[SeedResult]:
+    """Seeds already finished by an interrupted run with the same arguments (``<name>.partial``)."""
+    path = RESULTS / f"{name}.partial"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    same = {k: v for k, v in saved["args"].items() if k not in ("resume", "seeds")}
+    if same != {k: v for k, v in json.loads(json.dumps(dict(args))).items() if k not in ("resume", "seeds")}:
+        raise SystemExit(f"{path} was written with other arguments {saved['args']}; remove it or rerun with those")
+    return [SeedResult(**r) for r in saved["per_seed"]]
+
+
+def save_partial(name: str, args: Mapping[str, Any], results: Sequence[SeedResult]) -> None:
+    """Finished seeds so far, so that ``--resume`` can continue an interrupted run."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.partial"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"args": dict(args), "per_seed": [asdict(r) for r in results]}, default=_jsonable),
+                   encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_json(name: str, record: dict[str, Any]) -> Path:
     record = dict(record, versions=versions(), machine=platform.platform(), threads=torch.get_num_threads())
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stl_vs_mtl import Split, per_task_diff_table, run_seed, summarise, table, write_json  # noqa: E402
+from stl_vs_mtl import (Split, load_partial, per_task_diff_table, run_seed, save_partial, summarise,  # noqa: E402
+                        table, write_json)
 
 from polytask.data.molecules import load_tox21, tox21_tasks  # noqa: E402
 from polytask.engine.trainer import TrainerConfig  # noqa: E402
@@ -86,15 +87,20 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=2048)
     ap.add_argument("--counts", action="store_true", help="log(1 + count) of the folded count fingerprint")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true", help="keep the seeds an interrupted run finished")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tasks = tox21_tasks()
     config = TrainerConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                            weight_decay=args.weight_decay, eval_batch_size=1024, threads=args.threads)
-    results, started = [], time.perf_counter()
+    name = args.out or f"tox21_architectures_{args.split}.json"
+    results, started = (load_partial(name, vars(args)) if args.resume else []), time.perf_counter()
+    resumed = [r.seed for r in results]
     data = None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        if seed in resumed:
+            continue
         if data is None or args.split == "random":  # the scaffold split does not depend on the seed
             data = load_tox21(split_by=args.split, seed=seed, n_bits=args.bits, counts=args.counts)
             print(f"split {args.split} seed {seed}: train {len(data.train)}, val {len(data.val)}, "
@@ -104,10 +110,13 @@ def main() -> None:
         if args.no_stl:
             stl = None
         results.append(run_seed(seed, args.split, split, tasks, stl, archs, "features", config))
+        if not args.no_stl:
+            save_partial(name, vars(args), results)
     wall = time.perf_counter() - started
     names = list(tasks)
     if args.no_stl:
         return
+    results.sort(key=lambda r: r.seed)
     summary = summarise(results, tasks)
     print(f"\nTox21 ({args.split} split), test ROC-AUC mean over 12 assays, {len(results)} seeds "
           f"({results[0].seed}..{results[-1].seed}), wall {wall / 60:.1f} min\n")
@@ -116,8 +125,10 @@ def main() -> None:
     print(per_assay_table(summary, names))
     print("\nPer-assay AUC difference to single-task, paired over seeds: mean [95% CI]\n")
     print(per_task_diff_table(summary, names))
-    path = write_json(args.out or f"tox21_architectures_{args.split}.json",
-                      {"benchmark": "tox21", "split": args.split, "args": vars(args), "wall_seconds": wall,
+    if data is None:  # every seed was resumed
+        data = load_tox21(split_by=args.split, seed=args.first_seed, n_bits=args.bits, counts=args.counts)
+    path = write_json(name, {"benchmark": "tox21", "split": args.split, "args": vars(args), "wall_seconds": wall,
+                       "resumed_seeds": resumed,
                        "invalid_smiles": data.invalid, "sizes": [len(data.train), len(data.val), len(data.test)],
                        "summary": summary, "per_seed": [r.__dict__ for r in results]})
     print(f"\nwrote {path}")
