@@ -175,3 +175,32 @@ def test_summarise_hand_computed():
     assert two["std"]["mtl"]["cls"]["acc"] == pytest.approx(0.1 / math.sqrt(2))
     assert two["cost"]["mtl_train_seconds"] == pytest.approx(2.0) and two["cost"]["mtl_parameters"] == 10
     assert "0.8500 ± 0.0707" in comparison_markdown(two)
+
+
+def test_resume_reads_finished_seeds_back_without_training(two_seeds, monkeypatch):
+    """An interrupted comparison resumes: finished seeds are read back (no training), and
+    the summary equals the one of the uninterrupted run."""
+    import polytask.runs as runs
+
+    _, summary, out = two_seeds
+    config = out.parent / "cmp.yaml"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished seed was trained again")
+
+    monkeypatch.setattr(runs, "train", no_training)
+    result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--json", "--resume"])
+    assert result.exit_code == 0, (result.stdout, result.exception)
+    resumed = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert resumed["per_seed"] == summary["per_seed"]
+    assert resumed["delta_m"] == summary["delta_m"] and resumed["ci95"] == summary["ci95"]
+
+
+def test_resume_refuses_seeds_of_another_configuration(two_seeds, tmp_path):
+    _, _, out = two_seeds
+    changed = dict(CONFIG, trainer=dict(CONFIG["trainer"], lr=0.5))
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump(changed), encoding="utf-8")
+    result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--resume"])
+    assert result.exit_code != 0
+    assert "--resume" in result.output and "different configuration" in result.output

@@ -59,18 +59,19 @@ def _per_seed(summary: dict[str, Any], side: str, task: str, metric: str) -> lis
     return [s[side][task][metric] for s in summary["per_seed"]]
 
 
-def measure(name: str, seeds: int, overrides: list[str]) -> dict[str, Any]:
+def measure(name: str, seeds: int, overrides: list[str], resume: bool = False) -> dict[str, Any]:
     """Run `polytask compare` on one configuration and keep what the tables need."""
     path = EXAMPLES / f"{name}.yaml"
     cfg, raw = read_config(path, overrides)
     out = RESULTS / "reviews" / name
     start = time.perf_counter()
     try:
-        compare(cfg, raw, path.parent, out, seeds=seeds)
+        compare(cfg, raw, path.parent, out, seeds=seeds, resume=resume)
     except ConfigError as err:  # Δm undefined: the per-task table was still written
         print(f"{name}: {err}")
-    wall = time.perf_counter() - start
     summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    # seeds read back by --resume: their own timing, not this invocation's
+    wall = sum(s["cost"].get("compare_seconds", 0.0) for s in summary["per_seed"]) or time.perf_counter() - start
     best_epochs = []
     for s in summary["seeds"]:
         results = json.loads((out / f"seed{s}" / "mtl" / "results.json").read_text(encoding="utf-8"))
@@ -160,6 +161,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None,
                     help="seeds per configuration (default: 3 scratch, 1 MiniLM, 1 unified ABSA, 5 scarce)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. trainer.epochs=2")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the seeds an interrupted run finished (benchmarks/results/reviews/<config>/seed<s>/)")
     ap.add_argument("--table", action="store_true", help="only print the tables of benchmarks/results/reviews.json")
     args = ap.parse_args()
     path = RESULTS / "reviews.json"
@@ -167,7 +170,7 @@ def main() -> None:
         for name in args.only or list(CONFIGS):
             seeds = args.seeds or (5 if name.endswith("scarce") else 1 if "minilm" in name or "absa" in name else 3)
             print(f"== {name}: {seeds} seed(s) {args.overrides}", flush=True)
-            entry = measure(name, seeds, args.overrides)
+            entry = measure(name, seeds, args.overrides, args.resume)
             # re-read: another invocation may have written other configurations meanwhile
             results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             results[name] = entry

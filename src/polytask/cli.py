@@ -221,6 +221,7 @@ def compare_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>-compare)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
     as_json: bool = typer.Option(False, "--json", help="Print {stl, mtl, delta_m[, ci95]} as JSON."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse the seeds an interrupted compare into --out finished."),
 ) -> None:
     """Train MTL and one STL model per task on the same data; print the table and Δm."""
     from .runs import compare
@@ -228,7 +229,7 @@ def compare_cmd(
     def go() -> Any:
         cfg, raw = _read(config, set_)
         directory = out or Path("runs") / f"{cfg.name}-compare"
-        return compare(cfg, raw, config.resolve().parent, directory, seeds=seeds), directory
+        return compare(cfg, raw, config.resolve().parent, directory, seeds=seeds, resume=resume), directory
 
     summary, directory = _guard(go)
     if as_json:

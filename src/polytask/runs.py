@@ -8,6 +8,7 @@ weights), ``checkpoints/last`` (for ``--resume``), ``metrics.csv`` (per epoch),
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -176,19 +177,57 @@ def _time_inference(models: Sequence[tuple[torch.nn.Module, list[str]]], exp: Ex
     return time.perf_counter() - start
 
 
-def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seeds: int = 1) -> dict[str, Any]:
+SEED_RESULT = "seed_result.json"
+
+
+def _config_digest(raw: Mapping[str, Any]) -> str:
+    """A digest of the configuration without its seed: what a finished seed must match to be reused."""
+    text = json.dumps({k: v for k, v in raw.items() if k != "seed"}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _finished_seed(path: Path, digest: str) -> dict[str, Any] | None:
+    """The saved result of one seed of a comparison, or ``None`` if it was not finished."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved_digest, entry = saved["config_digest"], saved["result"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError("--resume", f"{path} is not a finished seed's result ({err})",
+                          "delete that seed's directory to train it again") from None
+    if saved_digest != digest:
+        raise ConfigError("--resume", f"{path} was written by a different configuration",
+                          "compare into a new --out directory, or drop --resume to train every seed again")
+    return entry
+
+
+def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seeds: int = 1, *,
+            resume: bool = False) -> dict[str, Any]:
     """Train the MTL model and one STL model per task per seed; write compare.json / compare.md.
 
     Single-task model i uses the same encoder and architecture restricted to task i, the
     same data splits, the same stopping rule, and as many optimisation steps as the MTL
     budget contains batches with task i's data. Test data is used only for the final table.
+
+    Each finished seed's result is written (atomically) to ``seed<s>/seed_result.json``;
+    with ``resume=True`` those seeds are read back instead of trained again, provided they
+    were written by the same configuration (the seed aside), so an interrupted comparison
+    loses at most the seed it was training.
     """
     if seeds < 1:
         raise ConfigError("--seeds", f"{seeds} is not ≥ 1", "give a positive number of seeds")
     out.mkdir(parents=True, exist_ok=True)
+    digest = _config_digest(raw)
     per_seed: list[dict[str, Any]] = []
+    exp: Experiment | None = None
     for i in range(seeds):
         seed = cfg.seed + i
+        finished = _finished_seed(out / f"seed{seed}" / SEED_RESULT, digest) if resume else None
+        if finished is not None:
+            per_seed.append(finished)
+            continue
+        started = time.perf_counter()
         scfg = cfg.model_copy(update={"seed": seed})
         sraw = dict(raw, seed=seed)
         exp = Experiment(scfg, base_dir)
@@ -234,7 +273,13 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
             "mtl_parameters": mtl.parameters, "stl_parameters": stl_params,
             "mtl_train_seconds": mtl.seconds, "stl_train_seconds": stl_seconds,
             "mtl_infer_seconds": mtl_infer, "stl_infer_seconds": stl_infer,
-            "mtl_task_steps": mtl.task_steps, "stl_task_steps": stl_steps}})
+            "mtl_task_steps": mtl.task_steps, "stl_task_steps": stl_steps,
+            "compare_seconds": time.perf_counter() - started}})
+        write_json(out / f"seed{seed}" / SEED_RESULT, {"config_digest": digest, "result": per_seed[-1]})
+    if exp is None:  # every seed was read back
+        exp = Experiment(cfg, base_dir)
+    prim = {t: str(exp.tasks[t].primary_metric) for t in exp.tasks}
+    hib = {t: bool(exp.tasks[t].higher_is_better) for t in exp.tasks}
     summary = summarise(cfg.name, per_seed, prim, hib, exp)
     write_json(out / "compare.json", summary)
     (out / "compare.md").write_text(comparison_markdown(summary), encoding="utf-8")
