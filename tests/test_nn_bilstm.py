@@ -115,8 +115,36 @@ def test_left_padding_and_missing_chars_are_errors() -> None:
         ({"char_vocab_size": 0}, "char_vocab_size"),
         ({"char_vocab_size": 5, "char_hidden": 0}, "char_hidden"),
         ({"padding_idx": 30}, "padding_idx"),
+        ({"word_dropout": 1.0}, "word_dropout"),
+        ({"unk_idx": 30}, "unk_idx"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         _model(**kwargs)
+
+
+def test_word_dropout_replaces_real_words_by_unk_in_training_only() -> None:
+    """p → 1: every real word reads the <unk> embedding (padding stays padding, characters
+    are kept); p = 0.5 drops about half of the words; evaluation never drops."""
+    torch.manual_seed(0)
+    tokens = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    chars = torch.randint(1, 5, (2, 4, 3))
+    chars[1, 2:] = 0
+    model = _model(char_vocab_size=5, word_dropout=0.999999, dropout=0.0).train()
+    dropped = model({"tokens": tokens, "chars": chars}).layers[-1]
+    unk = torch.where(tokens != 0, 1, 0)
+    reference = model.eval()({"tokens": unk, "chars": chars}).layers[-1]
+    torch.testing.assert_close(dropped, reference)
+    assert not torch.equal(dropped, model({"tokens": tokens, "chars": chars}).layers[-1])
+
+    half = _model(word_dropout=0.5).train()
+    seen = []
+    half.embedding.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    many = torch.randint(2, 30, (64, 50))
+    half({"tokens": many})
+    rate = (seen[0] == 1).float().mean().item()
+    assert 0.45 < rate < 0.55
+    seen.clear()
+    half.eval()({"tokens": many})
+    assert torch.equal(seen[0], many)

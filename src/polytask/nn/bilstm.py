@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from polytask.data.vocab import UNK_ID
 from polytask.nn.base import Encoder, EncoderOutput
 from polytask.nn.mlp import check_dropout, check_positive
 
@@ -89,6 +90,12 @@ class BiLSTM(Encoder):
     (``padding_idx`` = padding, right-padded) and, when ``char_vocab_size`` is set,
     ``inputs["chars"]`` (B, T, C) long (0 = padding). Each layer's output is
     (B, T, 2 * hidden).
+
+    ``word_dropout`` p (training only): each real token's word id is replaced by
+    ``unk_idx`` with probability p before the embedding lookup, so the model learns an
+    ``<unk>`` vector from words it knows and leans on the character features for words it
+    has not seen (Lample et al., 2016, "Neural Architectures for Named Entity
+    Recognition", §4.2, who replace singletons with p = 0.5). Characters are not dropped.
     """
 
     input_kind = "tokens"
@@ -105,6 +112,8 @@ class BiLSTM(Encoder):
         char_dim: int = 30,
         char_hidden: int = 25,
         padding_idx: int = 0,
+        word_dropout: float = 0.0,
+        unk_idx: int = UNK_ID,
     ) -> None:
         super().__init__()
         check_positive(vocab_size, "vocab_size")
@@ -112,9 +121,13 @@ class BiLSTM(Encoder):
         check_positive(hidden, "hidden")
         check_positive(layers, "layers")
         check_dropout(dropout)
-        if not 0 <= padding_idx < vocab_size:
-            raise ValueError(f"padding_idx={padding_idx} must be in [0, vocab_size={vocab_size})")
+        check_dropout(word_dropout, "word_dropout")
+        for name, idx in (("padding_idx", padding_idx), ("unk_idx", unk_idx)):
+            if not 0 <= idx < vocab_size:
+                raise ValueError(f"{name}={idx} must be in [0, vocab_size={vocab_size})")
         self.padding_idx = padding_idx
+        self.word_dropout = word_dropout
+        self.unk_idx = unk_idx
         self.layer_dims = [2 * hidden] * layers
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.chars: CharBiLSTM | None = None
@@ -134,6 +147,9 @@ class BiLSTM(Encoder):
         tokens = inputs["tokens"]
         mask = tokens != self.padding_idx
         lengths = _right_padded_lengths(mask)
+        if self.training and self.word_dropout > 0:
+            drop = mask & (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout)
+            tokens = tokens.masked_fill(drop, self.unk_idx)
         h = self.embedding(tokens)
         if self.chars is not None:
             if "chars" not in inputs:
