@@ -43,6 +43,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {
     "en_scratch_hier": "en / scratch / hierarchical (headline)",
     "en_scratch_hard": "en / scratch / hard",
+    "en_scratch_hier_wd": "en / scratch / hierarchical + word dropout 0.25 (chosen after measuring)",
     "en_minilm_hier": "en / MiniLM / hierarchical",
     "en_minilm_hard": "en / MiniLM / hard",
     "zh_scratch_hier": "zh / scratch / hierarchical",
@@ -139,7 +140,7 @@ def goals(results: dict[str, Any]) -> str:
     configuration (mean over seeds), and Δm of the headline configuration."""
     out = []
     for label, names, goal in (("MiniLM", ("en_minilm_hier", "en_minilm_hard"), 0.78),
-                               ("scratch", ("en_scratch_hier", "en_scratch_hard"), 0.70)):
+                               ("scratch", ("en_scratch_hier", "en_scratch_hard", "en_scratch_hier_wd"), 0.70)):
         for n in names:
             r = results.get(n)
             if r is None:
