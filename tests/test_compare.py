@@ -204,3 +204,31 @@ def test_resume_refuses_seeds_of_another_configuration(two_seeds, tmp_path):
     result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--resume"])
     assert result.exit_code != 0
     assert "--resume" in result.output and "different configuration" in result.output
+
+
+def test_resume_trains_only_the_seed_that_was_interrupted(two_seeds, tmp_path, monkeypatch):
+    """A seed killed mid-way (its directory there, its result not) is trained again, into its
+    old directory; the finished seed is read back."""
+    import shutil
+
+    import polytask.runs as runs
+
+    _, summary, out = two_seeds
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "seed1" / runs.SEED_RESULT).unlink()
+    trained = []
+    real_train = runs.train
+
+    def counting_train(cfg, *args, **kwargs):
+        trained.append(cfg.seed)
+        return real_train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "train", counting_train)
+    result = CliRunner().invoke(app, ["compare", str(out.parent / "cmp.yaml"), "--seeds", "2", "--out", str(copy),
+                                      "--json", "--resume"])
+    assert result.exit_code == 0, (result.stdout, result.exception)
+    assert trained == [1]
+    resumed = json.loads((copy / "compare.json").read_text(encoding="utf-8"))
+    assert resumed["per_seed"][0] == summary["per_seed"][0]
+    assert resumed["seeds"] == [0, 1] and (copy / "seed1" / runs.SEED_RESULT).exists()

@@ -265,8 +265,7 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         bs = scfg.trainer.eval_batch_size
         mtl_infer = _time_inference([(mtl_model, names)], exp, test_inputs, bs)
         stl_infer = _time_inference(stl_models, exp, test_inputs, bs)
-        hib = {t: bool(exp.tasks[t].higher_is_better) for t in names}
-        prim = {t: str(exp.tasks[t].primary_metric) for t in names}
+        prim, hib = _primary_metrics(exp)
         dm, _ = _delta_m_or_error({t: mtl.test[t][prim[t]] for t in names},
                                   {t: stl_metrics[t][prim[t]] for t in names}, hib)
         per_seed.append({"seed": seed, "mtl": mtl.test, "stl": stl_metrics, "delta_m": dm, "cost": {
@@ -278,8 +277,7 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         write_json(out / f"seed{seed}" / SEED_RESULT, {"config_digest": digest, "result": per_seed[-1]})
     if exp is None:  # every seed was read back
         exp = Experiment(cfg, base_dir)
-    prim = {t: str(exp.tasks[t].primary_metric) for t in exp.tasks}
-    hib = {t: bool(exp.tasks[t].higher_is_better) for t in exp.tasks}
+    prim, hib = _primary_metrics(exp)
     summary = summarise(cfg.name, per_seed, prim, hib, exp)
     write_json(out / "compare.json", summary)
     (out / "compare.md").write_text(comparison_markdown(summary), encoding="utf-8")
@@ -288,6 +286,12 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
                           f"per-task results are in {out / 'compare.md'}; give each task a primary metric that is "
                           "positive for its single-task model (tasks.<task>.primary_metric) or train longer")
     return summary
+
+
+def _primary_metrics(exp: Experiment) -> tuple[dict[str, str], dict[str, bool]]:
+    """Each task's primary metric (the one Δm uses) and whether higher is better."""
+    return ({t: str(task.primary_metric) for t, task in exp.tasks.items()},
+            {t: bool(task.higher_is_better) for t, task in exp.tasks.items()})
 
 
 def _delta_m_or_error(mtl: Mapping[str, float], stl: Mapping[str, float],
