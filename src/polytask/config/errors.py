@@ -7,13 +7,25 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
+from ..errors import OptionError
 
-class ConfigError(ValueError):
-    """A problem in the configuration or its files, reported as one line (exit code 2)."""
+
+class ConfigError(OptionError):
+    """A problem in the configuration or its files, reported as one line (exit code 2).
+
+    ``where`` is the config path (``balancing.c``) or the file; library code raises
+    :class:`~polytask.errors.OptionError` with the option's own name and the config layer
+    re-raises it located (:meth:`from_option`).
+    """
 
     def __init__(self, where: str, problem: str, fix: str) -> None:
-        self.where, self.problem, self.fix = where, problem, fix
-        super().__init__(f"{where}: {problem}; fix: {fix}")
+        super().__init__(where, problem, fix)
+
+    @classmethod
+    def from_option(cls, err: OptionError, prefix: str) -> "ConfigError":
+        """``err`` (raised by library code with the option's own name) at config path ``prefix``."""
+        located = err.at(prefix) if not isinstance(err, ConfigError) else err
+        return cls(located.option, located.problem, located.fix)
 
     @classmethod
     def from_message(cls, message: str, where: str, fix: str) -> "ConfigError":
