@@ -40,7 +40,9 @@ def test_default_epoch_length():
 
 def test_single_source_epoch_is_one_pass():
     loader = MultiTaskLoader({"all": SOURCES["a"]}, _collate, batch_size=4, sampler=ProportionalSampler(), seed=3)
-    batches = list(loader.iterate(0))
+    steps = list(loader.iterate(0))
+    assert all(list(step) == ["all"] for step in steps)  # one source per step
+    batches = [step["all"] for step in steps]
     ids = [i for b in batches for i in b.ids]
     assert len(loader) == 7 and len(ids) == 25 and len(set(ids)) == 25
     assert [b.size for b in batches] == [4, 4, 4, 4, 4, 4, 1]
@@ -56,9 +58,9 @@ def test_plan_is_deterministic_and_seed_dependent():
 
 def test_iterate_from_start_step_is_the_tail():
     loader = _loader(steps_per_epoch=40)
-    full = [(b.source, b.ids) for b in loader.iterate(2)]
+    full = [[(b.source, b.ids) for b in step.values()] for step in loader.iterate(2)]
     fresh = _loader(steps_per_epoch=40)  # a new process resuming at (epoch 2, step 13)
-    tail = [(b.source, b.ids) for b in fresh.iterate(2, start_step=13)]
+    tail = [[(b.source, b.ids) for b in step.values()] for step in fresh.iterate(2, start_step=13)]
     assert tail == full[13:] and len(full) == 40
 
 
@@ -78,7 +80,7 @@ def test_streams_cycle_with_fresh_permutations_without_straddling():
     loader = _loader(steps_per_epoch=200)
     for src, examples in SOURCES.items():
         n = len(examples)
-        batches = [idx for s, idx in loader.plan(0) if s == src]
+        batches = [step[src] for step in loader.plan(0) if src in step]
         assert all(1 <= len(b) <= 4 for b in batches)
         # consecutive batches fill whole permutations exactly: no batch straddles two
         cycles, current = [], []
@@ -89,7 +91,7 @@ def test_streams_cycle_with_fresh_permutations_without_straddling():
                 cycles.append(current)
                 current = []
         assert len(cycles) >= 2 and all(sorted(c) == list(range(n)) for c in cycles)
-    a_cycles = [idx for s, idx in loader.plan(0) if s == "a"]
+    a_cycles = [step["a"] for step in loader.plan(0) if "a" in step]
     first = [i for b in a_cycles[:7] for i in b]
     second = [i for b in a_cycles[7:14] for i in b]
     assert first != second  # each cycle is a fresh permutation
@@ -98,24 +100,27 @@ def test_streams_cycle_with_fresh_permutations_without_straddling():
 def test_shuffle_false_uses_file_order():
     loader = MultiTaskLoader({"c": SOURCES["c"]}, _collate, batch_size=2, sampler=ProportionalSampler(),
                              seed=0, shuffle=False, steps_per_epoch=4)
-    assert loader.plan(0) == [("c", [0, 1]), ("c", [2]), ("c", [0, 1]), ("c", [2])]
+    assert loader.plan(0) == [{"c": [0, 1]}, {"c": [2]}, {"c": [0, 1]}, {"c": [2]}]
 
 
 def test_proportional_frequencies_in_the_plan():
     loader = _loader(steps_per_epoch=20_000)
-    freq = Counter(src for src, _ in loader.plan(0))
+    freq = Counter(src for step in loader.plan(0) for src in step)
     for src, p in {"a": 25 / 35, "b": 7 / 35, "c": 3 / 35}.items():
         assert abs(freq[src] / 20_000 - p) < 0.02
 
 
-def test_round_robin_plan_and_steps_containing():
+def test_round_robin_plan_and_task_steps():
     loader = _loader(sampler=UniformSampler(), steps_per_epoch=8)
-    assert [s for s, _ in loader.plan(0)] == ["a", "b", "c", "a", "b", "c", "a", "b"]
-    assert [s for s, _ in loader.plan(1)][:2] == ["c", "a"]  # the cycle continues across epochs
-    counts = loader.steps_containing({"a": ["t1", "t2"], "b": "t2", "c": "t3"}, epochs=2)
-    assert counts == {"t1": 6, "t2": 11, "t3": 5}
+    assert [list(step) for step in loader.plan(0)] == [[s] for s in "abcabcab"]
+    assert [list(step) for step in loader.plan(1)][:2] == [["c"], ["a"]]  # the cycle continues
+    tasks = {"a": ["t1", "t2"], "b": "t2", "c": "t3"}
+    assert loader.task_steps(tasks, 16) == {"t1": 6, "t2": 11, "t3": 5}
+    # a budget that ends inside an epoch counts only the planned steps: abcabcab | ca
+    assert loader.task_steps(tasks, 10) == {"t1": 4, "t2": 7, "t3": 3}
+    assert loader.task_steps(tasks, 0) == {"t1": 0, "t2": 0, "t3": 0}
     with pytest.raises(ValueError, match="no tasks given"):
-        loader.steps_containing({"a": "t1"})
+        loader.task_steps({"a": "t1"}, 8)
 
 
 def test_annealed_needs_total_epochs_and_sampler_is_bound():

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from polytask.engine import Trainer, TrainerConfig
 from polytask.engine.logs import RunLogger
+from polytask.errors import OptionError
 
 
 def _fit(zh, model, run_dir=None, resume=False, n=64, **overrides):
@@ -106,8 +107,9 @@ def test_resume_without_a_checkpoint_starts_from_scratch(zh, make_model, tmp_pat
     _fit(zh, a, n=32, epochs=1)
     _fit(zh, b, run_dir=tmp_path, resume=True, n=32, epochs=1)
     assert_same_tensors(weights(a), weights(b))
-    with pytest.raises(ValueError, match="resume needs a run directory"):
+    with pytest.raises(OptionError, match="resuming needs a run directory") as err:
         _fit(zh, make_model(), resume=True, n=32, epochs=1)
+    assert err.value.option == "resume"
 
 
 # ------------------------------------------------------------------ CLI, SIGKILL

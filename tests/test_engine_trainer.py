@@ -13,6 +13,8 @@ from conftest import assert_same_tensors, weights
 
 from polytask.engine import ParamGroupRule, Trainer, TrainerConfig, TrainingError
 from polytask.engine import trainer as trainer_module
+from polytask.errors import OptionError
+from polytask.evaluation import criterion as criterion_module
 from polytask.engine.optim import lr_factor
 from polytask.tasks import Classification, Regression, Task
 
@@ -110,7 +112,7 @@ def _scripted_scores(monkeypatch, scores: list[float], model) -> list[dict]:
         seen.append(weights(model))
         return scores[len(seen) - 1]
 
-    monkeypatch.setattr(trainer_module, "criterion_score", score)
+    monkeypatch.setattr(criterion_module, "criterion_score", score)
     return seen
 
 
@@ -293,32 +295,36 @@ METRICS = {"sentiment": {"accuracy": 0.88, "macro_f1": 0.7}, "reg": {"mae": 1.2,
 ])
 def test_criterion_score(criterion, expected) -> None:
     baselines = {"sentiment": 0.8, "reg": 2.0}
-    trainer_module.validate_criterion(criterion, TASKS, baselines)
-    assert trainer_module.criterion_score(criterion, METRICS, TASKS, baselines) == pytest.approx(expected)
+    criterion_module.validate_criterion(criterion, TASKS, baselines)
+    assert criterion_module.criterion_score(criterion, METRICS, TASKS, baselines) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("criterion, baselines, message", [
-    ("delta_m", {"sentiment": 0.8}, r"trainer\.baselines: no single-task score for \['reg'\]"),
-    ("pos", {}, r"trainer\.criterion: 'pos' names no task"),
-    ("pos.f1", {}, r"trainer\.criterion: 'pos\.f1' names no task"),
-    ("reg.accuracy", {}, r"trainer\.criterion: .*'accuracy'.*\['mae', 'rmse', 'r2'\]"),
+@pytest.mark.parametrize("criterion, baselines, option, problem", [
+    ("delta_m", {"sentiment": 0.8}, "baselines", r"no single-task score for \['reg'\]"),
+    ("pos", {}, "criterion", r"'pos' names no task"),
+    ("pos.f1", {}, "criterion", r"'pos\.f1' names no task"),
+    ("reg.accuracy", {}, "criterion", r"'accuracy'"),
 ])
-def test_bad_criteria_are_rejected_before_training(criterion, baselines, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        trainer_module.validate_criterion(criterion, TASKS, baselines)
+def test_bad_criteria_are_rejected_before_training(criterion, baselines, option, problem) -> None:
+    with pytest.raises(OptionError, match=problem) as err:
+        criterion_module.validate_criterion(criterion, TASKS, baselines)
+    assert err.value.option == option
+    if criterion == "reg.accuracy":
+        assert "reg.mae" in err.value.fix and "reg.r2" in err.value.fix
 
 
 def test_trainer_rejects_bad_settings(zh, make_model) -> None:
     model = make_model()
-    for cfg, message in (
-        (dict(accumulate=0), r"trainer\.accumulate"),
-        (dict(precision="fp8"), r"trainer\.precision: 'fp8'"),
-        (dict(precision="fp16"), r"trainer\.precision: fp16 needs CUDA"),
-        (dict(device="tpu"), r"trainer\.device: unknown device 'tpu'"),
-        (dict(criterion="delta_m"), r"trainer\.baselines"),
+    for cfg, option, problem in (
+        (dict(accumulate=0), "accumulate", "0 is not"),
+        (dict(precision="fp8"), "precision", "'fp8'"),
+        (dict(precision="fp16"), "precision", "fp16 needs CUDA"),
+        (dict(device="tpu"), "device", "unknown device 'tpu'"),
+        (dict(criterion="delta_m"), "baselines", "no single-task score"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(OptionError, match=problem) as err:
             Trainer(model, zh.tasks, config=TrainerConfig(**cfg))
+        assert err.value.option == option
     with pytest.raises(ValueError, match=r"trainer\.optimizer: unknown optimizer 'lamb'"):
         _trainer(zh, model, optimizer="lamb").fit(zh.sources(n=16), zh.val_of(), zh.collate)
 
@@ -328,7 +334,7 @@ def test_validation_data_without_the_needed_labels_fails_before_training(zh, mak
     init = weights(model)
     with pytest.raises(ValueError, match="validation data label no task"):
         _trainer(zh, model).fit(zh.sources(n=16), {"reviews": [], "news": []}, zh.collate)
-    with pytest.raises(ValueError, match=r"trainer\.criterion: 'ner\.f1' needs validation labels for task 'ner'"):
+    with pytest.raises(OptionError, match=r"criterion: 'ner\.f1' needs validation labels for task 'ner'"):
         _trainer(zh, model, criterion="ner.f1").fit(zh.sources(n=16), zh.val_of("reviews"), zh.collate)
     assert_same_tensors(weights(model), init)  # nothing was trained
     # "mean" and "delta_m" score the tasks that have validation labels

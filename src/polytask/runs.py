@@ -24,10 +24,11 @@ from .config.build import Experiment
 from .config.errors import ConfigError
 from .config.load import validate
 from .config.schema import Config
+from .errors import OptionError
 from .data.base import Example
 from .engine import checkpoint as ckpt
 from .engine.logs import write_json
-from .engine.trainer import Trainer
+from .engine.trainer import Trainer, make_loader, planned_steps
 from .evaluation.delta_m import delta_m
 from .evaluation.evaluate import evaluate, predict
 from .evaluation.stats import mean_std, paired_delta_m_ci
@@ -70,8 +71,11 @@ def train(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, *, res
                                   "labels": exp.labels_json()})
     write_json(out / "vocab.json", exp.vocab_json())
     model = exp.build_model()
-    trainer = Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config(),
-                      sampler=exp.build_sampler(exp.train_sources()))
+    try:
+        trainer = Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config(),
+                          sampler=exp.build_sampler(exp.train_sources()))
+    except OptionError as err:
+        raise ConfigError.from_option(err, "trainer") from None
     collate = exp.collator()
     report = trainer.fit(exp.train_sources(), exp.train_sources(split="val"), collate, run_dir=out, resume=resume)
     test = evaluate(model, exp.tasks, exp.train_sources(split="test"), collate,
@@ -150,22 +154,14 @@ def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
 
 
 # ---------------------------------------------------------------------- compare
-def _planned_task_steps(trainer: Trainer, sources: Mapping[str, Sequence[Example]], collate: Any,
-                        source_tasks: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Steps of the configured budget whose batch comes from a source labelling each task."""
-    cfg = trainer.config
-    loader = trainer.make_loader(sources, collate)
-    total = cfg.max_steps or cfg.epochs * loader.steps_per_epoch
-    counts: dict[str, int] = {}
-    step = 0
-    for epoch in range(cfg.epochs):
-        for source, _ in loader.plan(epoch):
-            if step >= total:
-                break
-            for t in source_tasks[source]:
-                counts[t] = counts.get(t, 0) + 1
-            step += 1
-    return counts
+def _planned_task_steps(exp: Experiment) -> dict[str, int]:
+    """Per task, the steps of the multi-task run's budget whose plan holds a source
+    labelling it (read from the run's own loader plan: its sampler decides the budget)."""
+    cfg = exp.trainer_config()
+    sources = exp.train_sources()
+    loader = make_loader(sources, exp.collator(), cfg, exp.build_sampler(sources))
+    tasks_of_source = {s: list(exp.cfg.data.sources[s].tasks) for s in sources}
+    return loader.task_steps(tasks_of_source, planned_steps(cfg, loader.steps_per_epoch))
 
 
 def _time_inference(models: Sequence[tuple[torch.nn.Module, list[str]]], exp: Experiment,
@@ -234,11 +230,7 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         mtl = train(scfg, sraw, base_dir, out / f"seed{seed}" / "mtl", experiment=exp)
         mtl_model = load(mtl.run_dir).model
         names = list(exp.tasks)
-        source_tasks = {s: [t for t in src.tasks] for s, src in scfg.data.sources.items()}
-        # the MTL run's own sampler: the plan, hence each task's step budget, depends on it
-        trainer = Trainer(exp.build_model(), exp.tasks, exp.build_method(), exp.trainer_config(),
-                          sampler=exp.build_sampler(exp.train_sources()))
-        planned = _planned_task_steps(trainer, exp.train_sources(), exp.collator(), source_tasks)
+        planned = _planned_task_steps(exp)
         stl_metrics: dict[str, dict[str, float]] = {}
         stl_models, stl_seconds, stl_params, stl_steps = [], 0.0, 0, {}
         for t in names:
@@ -247,11 +239,13 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
             criterion = scfg.trainer.criterion
             crit = criterion if criterion.partition(".")[0] == t else t
             sampler = exp.build_sampler(sources)
-            tcfg = exp.trainer_config(max_steps=planned.get(t, 1), criterion=crit, baselines={},
-                                      epochs=10 ** 9, progress=False)
-            tr = Trainer(model, {t: exp.tasks[t]}, exp.build_method([t]), tcfg, sampler=sampler)
+            budget = max(planned.get(t, 1), 1)
             # epochs bounded by the step budget; evaluate after each pass over the data
-            tcfg.epochs = -(-tcfg.max_steps // tr.make_loader(sources, exp.collator([t])).steps_per_epoch)
+            per_epoch = make_loader(sources, exp.collator([t]), exp.trainer_config(),
+                                    sampler).steps_per_epoch
+            tcfg = exp.trainer_config(max_steps=budget, criterion=crit, baselines={},
+                                      epochs=-(-budget // per_epoch), progress=False)
+            tr = Trainer(model, {t: exp.tasks[t]}, exp.build_method([t]), tcfg, sampler=sampler)
             report = tr.fit(sources, exp.train_sources([t], split="val"), exp.collator([t]),
                             run_dir=out / f"seed{seed}" / f"stl_{t}")
             test = evaluate(model, {t: exp.tasks[t]}, exp.train_sources([t], split="test"), exp.collator([t]),

@@ -17,7 +17,10 @@ from polytask.data.samplers import TaskSampler, make_sampler, stable_seed
 __all__ = ["MultiTaskLoader", "sequential_batches"]
 
 Collate = Callable[[list[Example], str], Batch]
-Plan = list[tuple[str, list[int]]]
+#: one training step: the example indices it takes from each source (one entry under the
+#: one-source samplers; several when a step joins batches of several sources)
+StepPlan = dict[str, list[int]]
+Plan = list[StepPlan]
 
 
 class MultiTaskLoader:
@@ -28,8 +31,9 @@ class MultiTaskLoader:
     about once per epoch, and with a single source (mixed batches that label every
     task) an epoch is exactly one pass over it, the last batch being the remainder.
 
-    **Plan.** At each step the sampler picks a source (``sampler.draw``, seeded by
-    ``(seed, epoch)``); the source then gives its next ``batch_size`` indices from a
+    **Plan.** A step's plan is a mapping ``{source: example indices}``. At each step the
+    sampler picks a source (``sampler.draw``, seeded by ``(seed, epoch)``), so the step's
+    plan has one entry; the source then gives its next ``batch_size`` indices from a
     permutation stream: permutation ``c`` of source ``s`` in epoch ``e`` comes from a
     ``torch.Generator`` seeded with a stable hash of ``(seed, e, s, c)`` (identity when
     ``shuffle=False``). A batch never straddles two permutations: the end of a
@@ -115,9 +119,9 @@ class MultiTaskLoader:
         return torch.randperm(n, generator=g).tolist()
 
     def plan(self, epoch: int) -> Plan:
-        """``[(source, example indices), ...]``, one entry per step of ``epoch``."""
+        """``[{source: example indices}, ...]``, one mapping per step of ``epoch``."""
         if self._cache is not None and self._cache[0] == epoch:
-            return list(self._cache[1])
+            return [dict(step) for step in self._cache[1]]
         streams: dict[str, tuple[int, list[int], int]] = {}  # source -> (cycle, perm, pos)
         out: Plan = []
         for src in self.source_sequence(epoch):
@@ -129,40 +133,44 @@ class MultiTaskLoader:
                 perm = self._permutation(epoch, src, cycle)
             idx = perm[pos : pos + self.batch_size]
             streams[src] = (cycle, perm, pos + len(idx))
-            out.append((src, idx))
+            out.append({src: idx})
         self._cache = (epoch, out)
-        return list(out)
+        return [dict(step) for step in out]
 
-    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Collated batches of ``epoch`` from ``start_step`` on (earlier steps are skipped
-        without collating)."""
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, Batch]]:
+        """The steps of ``epoch`` from ``start_step`` on, each as ``{source: collated
+        batch}`` (earlier steps are skipped without collating)."""
         if start_step < 0:
             raise ValueError(f"MultiTaskLoader.iterate: start_step must be >= 0, got {start_step}")
-        for src, idx in self.plan(epoch)[start_step:]:
-            examples = self.sources[src]
-            yield self.collate([examples[i] for i in idx], src)
+        for step in self.plan(epoch)[start_step:]:
+            yield {src: self.collate([self.sources[src][i] for i in idx], src)
+                   for src, idx in step.items()}
 
-    def steps_containing(
+    def task_steps(
         self,
         tasks_of_source: Mapping[str, str | Iterable[str]],
-        epochs: int | Iterable[int] = 1,
+        steps: int,
     ) -> dict[str, int]:
-        """Per task, the number of steps whose source labels it, over ``epochs`` (a count
-        from epoch 0, or explicit epoch numbers). Used to give single-task baselines the
+        """Per task, the number of the first ``steps`` steps (across epochs, from epoch 0)
+        whose plan holds a source labelling it. Used to give single-task baselines the
         same number of update steps as the multi-task run."""
-        epoch_ids = range(epochs) if isinstance(epochs, int) else list(epochs)
+        if steps < 0:
+            raise ValueError(f"task_steps: steps must be >= 0, got {steps}")
         labels = {
             src: {tasks} if isinstance(tasks, str) else set(tasks)
             for src, tasks in tasks_of_source.items()
         }
         missing = set(self.sizes) - set(labels)
         if missing:
-            raise ValueError(f"steps_containing: no tasks given for source(s) {sorted(missing)}")
+            raise ValueError(f"task_steps: no tasks given for source(s) {sorted(missing)}")
         counts: dict[str, int] = {t: 0 for ts in labels.values() for t in sorted(ts)}
-        for e in epoch_ids:
-            for src in self.source_sequence(e):
-                for t in labels[src]:
+        epoch, done = 0, 0
+        while done < steps:
+            for step in self.plan(epoch)[: steps - done]:
+                for t in set().union(*(labels[src] for src in step)):
                     counts[t] += 1
+                done += 1
+            epoch += 1
         return counts
 
 

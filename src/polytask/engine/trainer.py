@@ -1,10 +1,20 @@
 """The training loop: one loop for every architecture and balancing method.
 
-Per step: a batch from the task sampler -> one forward pass for the tasks labelled in it
--> each task's masked loss -> ``balancing.backward`` (given the model's shared feature
-tensor and shared parameters; the method decides what it needs) -> optimiser step. The
-loop never asks which method or architecture it runs. After each epoch it evaluates on validation
-data, keeps the best checkpoint under the chosen criterion and stops early when asked.
+A run is a few named steps over one :class:`~polytask.engine.state.TrainState`:
+
+* **epoch** — the loader's plan for the epoch (from the state's step on, so a resumed run
+  continues exactly where it stopped);
+* **step** — a step's plan is ``{source: indices}``; the model runs once per source batch,
+  every task labelled in the step gives its masked loss, and ``balancing.backward`` (given
+  the model's shared feature tensor and shared parameters; the method decides what it
+  needs) fills the gradients; after the optimiser's update the method's ``after_step``
+  hook gets the losses and a closure that re-evaluates them on the same batches;
+* **evaluate** — validation metrics after each epoch;
+* **select** — the criterion's score (:mod:`polytask.evaluation.criterion`) keeps the best
+  weights and stops early when asked;
+* **save** — ``checkpoints/last`` (the state, weights, optimiser, RNG) and ``best/``.
+
+The loop never asks which method or architecture it runs.
 """
 
 from __future__ import annotations
@@ -14,20 +24,26 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import torch
 
 from .. import balancing
 from ..balancing.backward import resolve_level
+from ..balancing.base import Closure
 from ..data.base import Batch, Example
+from ..data.loader import MultiTaskLoader
+from ..errors import OptionError
+from ..evaluation import criterion as selection
 from ..evaluation.evaluate import evaluate, labelled_tasks, primary_scores
 from ..sharing.base import MultiTaskModel, MultiTaskOutput
 from ..tasks.base import Task
 from . import checkpoint as ckpt
 from .logs import RunLogger
-from .progress import Progress
 from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
+from .progress import Progress
+from .replay import RngSnapshot, buffers_kept, replaying
+from .state import TrainState
 
 
 class TrainingError(RuntimeError):
@@ -71,52 +87,24 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device: 'cuda' requested but no CUDA device is available; fix: use cpu or auto")
+        raise OptionError("device", "'cuda' requested but no CUDA device is available",
+                          "use cpu or auto")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"trainer.device: unknown device {name!r}; fix: use cpu, cuda or auto")
+        raise OptionError("device", f"unknown device {name!r}", "use cpu, cuda or auto")
     return torch.device(name)
 
 
-def criterion_score(criterion: str, metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task],
-                    baselines: Mapping[str, float]) -> float:
-    """Higher-is-better score used for early stopping and best-checkpoint selection.
-
-    ``"mean"``: mean over tasks of the primary metric, negated where lower is better;
-    ``"delta_m"``: Δm of the primary metrics against ``baselines`` (single-task scores);
-    ``"TASK"`` or ``"TASK.METRIC"``: one task's (primary or named) metric, negated where
-    lower is better.
-    """
-    if criterion == "mean":
-        prim = primary_scores(metrics, tasks)
-        return sum(v if tasks[t].higher_is_better else -v for t, v in prim.items()) / len(prim)
-    if criterion == "delta_m":
-        from ..evaluation.delta_m import delta_m
-
-        prim = primary_scores(metrics, tasks)
-        return delta_m(prim, {t: baselines[t] for t in prim},
-                       {t: bool(tasks[t].higher_is_better) for t in prim})
-    task, _, metric = criterion.partition(".")
-    metric = metric or str(tasks[task].primary_metric)
-    value = float(metrics[task][metric])
-    return value if tasks[task].kind.higher_is_better(metric) else -value
+def make_loader(train: Mapping[str, Sequence[Example]], collate: Callable, config: TrainerConfig,
+                sampler: Any = None) -> MultiTaskLoader:
+    """The loader a run with ``config`` trains from (its plan fixes every step's batches)."""
+    return MultiTaskLoader({s: list(v) for s, v in train.items()}, collate, config.batch_size,
+                           sampler or "proportional", seed=config.seed, total_epochs=config.epochs)
 
 
-def validate_criterion(criterion: str, tasks: Mapping[str, Task], baselines: Mapping[str, float]) -> None:
-    if criterion == "mean":
-        return
-    if criterion == "delta_m":
-        missing = [t for t in tasks if t not in baselines]
-        if missing:
-            raise ValueError(f"trainer.baselines: no single-task score for {missing}; fix: give "
-                             "trainer.baselines {task: score} or run `polytask compare` first")
-        return
-    task, _, metric = criterion.partition(".")
-    if task not in tasks:
-        raise ValueError(f"trainer.criterion: {criterion!r} names no task; fix: use mean, delta_m, "
-                         f"or one of {list(tasks)} (optionally TASK.METRIC)")
-    names = tasks[task].kind.metric_names()
-    if metric and names and metric not in names:
-        raise ValueError(f"trainer.criterion: task {task!r} has no metric {metric!r}; fix: use one of {names}")
+def planned_steps(config: TrainerConfig, steps_per_epoch: int) -> int:
+    """The run's step budget: ``epochs`` passes, cut at ``max_steps`` when given."""
+    full = config.epochs * steps_per_epoch
+    return min(config.max_steps or full, full)
 
 
 @dataclass
@@ -130,6 +118,40 @@ class FitReport:
     seconds: float
 
 
+@dataclass
+class StepLosses:
+    """The task losses of one step (float32 or better) and what the balanced backward pass
+    needs besides them: the shared feature tensor (one source batch only: rows of
+    different sources do not form one tensor) and the model's penalty."""
+
+    losses: dict[str, torch.Tensor]
+    features: torch.Tensor | None
+    penalty: torch.Tensor | None
+
+
+@dataclass
+class _Fit:
+    """What one ``fit`` call works with besides the :class:`TrainState`."""
+
+    run: Path | None
+    loader: MultiTaskLoader
+    total: int
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: Any
+    logger: RunLogger
+    progress: Progress
+    state: TrainState
+    shared: list[torch.nn.Parameter]
+    started: float = 0.0
+    checkpoint_due: bool = False
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def epoch_length(self, epoch: int) -> int:
+        per = self.loader.steps_per_epoch
+        return max(0, min(per, self.total - epoch * per))
+
+
 class Trainer:
     """Trains a :class:`~polytask.sharing.MultiTaskModel` on per-source data.
 
@@ -139,6 +161,9 @@ class Trainer:
         method: a balancing method (default: fixed weights 1).
         config: a :class:`TrainerConfig`.
         sampler: the task sampler (see :mod:`polytask.data.samplers`); default proportional.
+
+    Raises:
+        OptionError: a bad :class:`TrainerConfig` field, named by its own name.
     """
 
     def __init__(self, model: MultiTaskModel, tasks: Mapping[str, Task] | Sequence[Task],
@@ -150,188 +175,236 @@ class Trainer:
         self.method.bind(list(self.tasks))
         self.config = config or TrainerConfig()
         self.sampler = sampler
-        validate_criterion(self.config.criterion, self.tasks, self.config.baselines)
-        if self.config.accumulate < 1:
-            raise ValueError("trainer.accumulate: must be ≥ 1")
-        resolve_level(self.method, self.config.level,
+        cfg = self.config
+        selection.validate_criterion(cfg.criterion, self.tasks, cfg.baselines)
+        if cfg.accumulate < 1:
+            raise OptionError("accumulate", f"{cfg.accumulate} is not ≥ 1",
+                              "give the number of steps per update, 1 for none")
+        resolve_level(self.method, cfg.level,
                       has_features=getattr(model, "provides_shared_features", None),
                       has_shared=bool(model.shared_parameters()))
-        if self.config.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"trainer.precision: {self.config.precision!r}; fix: use fp32, bf16 or fp16")
-        self.device = resolve_device(self.config.device)
-        if self.config.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("trainer.precision: fp16 needs CUDA; fix: use bf16 on CPU")
+        if cfg.precision not in ("fp32", "bf16", "fp16"):
+            raise OptionError("precision", f"unknown precision {cfg.precision!r}",
+                              "use fp32, bf16 or fp16")
+        self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise OptionError("precision", "fp16 needs CUDA", "use bf16 on the CPU")
 
-    # ------------------------------------------------------------------ helpers
-    def _autocast(self):
+    # ------------------------------------------------------------------ one step
+    def _autocast(self) -> ContextManager[Any]:
         if self.config.precision == "fp32":
             return nullcontext()
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def make_loader(self, train: Mapping[str, Sequence[Example]], collate: Callable) -> Any:
-        from ..data.loader import MultiTaskLoader
-
-        return MultiTaskLoader({s: list(v) for s, v in train.items()}, collate, self.config.batch_size,
-                               self.sampler or "proportional", seed=self.config.seed,
-                               total_epochs=self.config.epochs)
+    def make_loader(self, train: Mapping[str, Sequence[Example]],
+                    collate: Callable) -> MultiTaskLoader:
+        return make_loader(train, collate, self.config, self.sampler)
 
     def forward_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], MultiTaskOutput]:
-        """One forward pass for the tasks labelled in ``batch``: (their losses, the model output)."""
+        """One forward pass for the tasks labelled in ``batch``: (their losses, the model
+        output)."""
         present = [t for t in batch.tasks if t in self.tasks]
         with self._autocast():
             out = self.model(batch.inputs, tasks=present)
-            losses = {t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present}
+            losses = {t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t])
+                      for t in present}
         return {t: v.float() for t, v in losses.items()}, out
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The losses of the tasks labelled in ``batch`` (see :meth:`forward_losses`)."""
         return self.forward_losses(batch)[0]
 
+    def step_losses(self, batches: Mapping[str, Batch]) -> StepLosses:
+        """The losses of one step: one forward pass per source batch. A task labelled in
+        several of the step's batches gets the mean of its losses over them."""
+        per_task: dict[str, list[torch.Tensor]] = {}
+        outputs = []
+        for batch in batches.values():
+            losses, out = self.forward_losses(batch)
+            outputs.append(out)
+            for t, v in losses.items():
+                per_task.setdefault(t, []).append(v)
+        penalties = [p for p in (self.model.penalty(o) for o in outputs) if p is not None]
+        return StepLosses(
+            losses={t: _mean(vs) for t, vs in per_task.items()},
+            features=outputs[0].shared_features if len(outputs) == 1 else None,
+            penalty=_mean(penalties) if penalties else None)
+
+    def train_step(self, batches: Mapping[str, Batch], scale: Any = 1.0, *, epoch: int = 0,
+                   step: int = 0) -> tuple[dict[str, torch.Tensor], Closure]:
+        """Forward and balanced backward pass of one step (gradients accumulate in
+        ``.grad``); returns the detached losses and the step hook's closure, which
+        re-evaluates them on the same batches at the current parameters."""
+        rng = RngSnapshot.take(self.device)
+        out = self.step_losses(batches)
+        for t, v in out.losses.items():
+            if not torch.isfinite(v):
+                raise TrainingError(
+                    f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {step} (numbered as in "
+                    "train_log.csv); fix: lower trainer.lr, enable trainer.clip_norm, or check "
+                    "this task's labels")
+        if out.losses:
+            balancing.backward(out.losses, method=self.method, features=out.features,
+                               shared=self.model.shared_parameters(), level=self.config.level,
+                               scale=scale, penalty=out.penalty)
+
+        def closure() -> dict[str, torch.Tensor]:
+            with torch.no_grad(), replaying(rng), buffers_kept(self.model):
+                return {t: v.detach() for t, v in self.step_losses(batches).losses.items()}
+
+        return {t: v.detach() for t, v in out.losses.items()}, closure
+
     # ---------------------------------------------------------------------- fit
     def fit(self, train: Mapping[str, Sequence[Example]], val: Mapping[str, Sequence[Example]],
-            collate: Callable, run_dir: str | Path | None = None, resume: bool = False) -> FitReport:
+            collate: Callable, run_dir: str | Path | None = None,
+            resume: bool = False) -> FitReport:
         """Train; evaluate on ``val`` after each epoch; keep the best weights in the model.
 
-        With ``run_dir`` it writes ``checkpoints/last`` (every ``checkpoint_every`` steps, put
-        off to the end of an accumulated update, and at each epoch end), ``best`` (weights of
-        the best epoch), ``metrics.csv`` and ``train_log.csv``. ``resume=True`` continues from
-        ``checkpoints/last`` to the same final weights as an uninterrupted run.
+        With ``run_dir`` it writes ``checkpoints/last`` (every ``checkpoint_every`` steps,
+        put off to the end of an accumulated update, and at each epoch end), ``best``
+        (weights of the best epoch), ``metrics.csv`` and ``train_log.csv``. ``resume=True``
+        continues from ``checkpoints/last`` to the same final weights as an uninterrupted
+        run.
         """
-        cfg = self.config
         self._check_val(val)
+        fit = self._start(train, collate, Path(run_dir) if run_dir else None, resume)
+        self.model.train()
+        state = fit.state
+        while not state.done and state.epoch < self.config.epochs and state.step < fit.total:
+            self._train_epoch(fit)
+            self.method.on_epoch_end()
+            self._select(fit, self._evaluate(val, collate))
+            self._save_last(fit)
+        fit.progress.close()
+        self._load_best(fit)
+        fit.logger.close()
+        return FitReport(best_epoch=state.selection.best_epoch,
+                         best_score=state.selection.best_score,  # type: ignore[arg-type]
+                         best_metrics=state.best_metrics, history=state.history, steps=state.step,
+                         task_steps=dict(state.task_steps),
+                         seconds=time.perf_counter() - fit.started)
+
+    def _start(self, train: Mapping[str, Sequence[Example]], collate: Callable, run: Path | None,
+               resume: bool) -> _Fit:
+        """Seed, loader, optimiser, schedule and logs; the state from ``checkpoints/last``
+        when resuming."""
+        cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        run = Path(run_dir) if run_dir else None
         self.model.to(self.device)
-        shared = self.model.shared_parameters()
         loader = self.make_loader(train, collate)
-        steps_per_epoch = loader.steps_per_epoch
-        total = min(cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
-
-        def epoch_length(epoch: int) -> int:
-            return max(0, min(steps_per_epoch, total - epoch * steps_per_epoch))
-
+        total = planned_steps(cfg, loader.steps_per_epoch)
+        per = loader.steps_per_epoch
         # gradients accumulate over `accumulate` steps and never across an epoch boundary
-        total_updates = sum(math.ceil(epoch_length(e) / cfg.accumulate) for e in range(cfg.epochs))
+        updates = sum(math.ceil(max(0, min(per, total - e * per)) / cfg.accumulate)
+                      for e in range(cfg.epochs))
         groups = build_param_groups(self.model, cfg.param_groups, cfg.lr, cfg.weight_decay,
                                     extra=self.method.parameters())
         optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
-        schedule = Schedule(optimizer, total_updates, cfg.warmup_steps, cfg.scheduler)
-        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        schedule = Schedule(optimizer, updates, cfg.warmup_steps, cfg.scheduler)
         logger = RunLogger(run, list(self.tasks))
-        state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best_score": None,
-                                 "best_epoch": -1, "bad_epochs": 0, "history": [],
-                                 "task_steps": {t: 0 for t in self.tasks}, "seconds": 0.0,
-                                 "best_metrics": {}, "done": False}
+        state = TrainState.start(list(self.tasks), cfg.patience)
         if resume:
             if run is None:
-                raise ValueError("resume needs a run directory")
+                raise OptionError("resume", "resuming needs a run directory",
+                                  "give run_dir (the directory the run was saved in)")
             last = run / "checkpoints" / "last"
             ckpt.recover(last)
             if last.exists():
                 state = self._restore(last, optimizer, schedule)
-                logger.truncate(state["step"], state["epoch"])
-        started = time.perf_counter() - state["seconds"]
-        progress = Progress(cfg.progress, total, state["step"])
-        self.model.train()
+                logger.truncate(state.step, state.epoch)
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        fit = _Fit(run, loader, total, optimizer, schedule, scaler, logger,
+                   Progress(cfg.progress, total, state.step), state,
+                   self.model.shared_parameters())
+        fit.started = time.perf_counter() - state.seconds
+        return fit
 
-        def save_last() -> None:
-            if run is None:
-                return
-            state["seconds"] = time.perf_counter() - started
-            state["schedule"] = schedule.state_dict()
-            state["balancer"], balancer_tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
-            ckpt.save_checkpoint(run / "checkpoints" / "last", model=self.model, optimizer=optimizer,
-                                 state=state, extra_tensors=balancer_tensors)
+    def _train_epoch(self, fit: _Fit) -> None:
+        """The steps of the state's epoch, from its ``step_in_epoch`` on."""
+        cfg, state = self.config, fit.state
+        length = fit.epoch_length(state.epoch)
+        fit.optimizer.zero_grad(set_to_none=True)
+        for batches in fit.loader.iterate(state.epoch, start_step=state.step_in_epoch):
+            if state.step >= fit.total:
+                break
+            i = state.step_in_epoch
+            group_start = i - i % cfg.accumulate
+            group_size = min(cfg.accumulate, length - group_start)
+            updated = i + 1 == group_start + group_size
+            scale: Any = 1.0 / group_size
+            if fit.scaler is not None:
+                scale = fit.scaler.scale(torch.tensor(scale, device=self.device))
+            batches = {s: b.to(self.device) for s, b in batches.items()}
+            losses, closure = self.train_step(batches, scale, epoch=state.epoch, step=state.step + 1)
+            state.count_step(list(losses))
+            lr = fit.optimizer.param_groups[0]["lr"]  # the rate of this step's update
+            if updated:
+                self._update(fit.optimizer, fit.scaler)
+                fit.schedule.step()
+                self.method.after_step(losses, closure)
+            self._log_step(fit, losses, lr)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                fit.checkpoint_due = True
+            # never between the micro-batches of one update: their gradients are not saved
+            if fit.checkpoint_due and updated:
+                self._save_last(fit)
 
-        checkpoint_due = False
-        while not state["done"] and state["epoch"] < cfg.epochs and state["step"] < total:
-            epoch = state["epoch"]
-            length = epoch_length(epoch)
-            optimizer.zero_grad(set_to_none=True)
-            for batch in loader.iterate(epoch, start_step=state["step_in_epoch"]):
-                if state["step"] >= total:
-                    break
-                i = state["step_in_epoch"]
-                group_start = i - i % cfg.accumulate
-                group_size = min(cfg.accumulate, length - group_start)
-                updated = i + 1 == group_start + group_size
-                batch = batch.to(self.device)
-                losses, out = self.forward_losses(batch)
-                for t, v in losses.items():
-                    if not torch.isfinite(v):
-                        raise TrainingError(
-                            f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {state['step'] + 1} "
-                            "(numbered as in train_log.csv); "
-                            "fix: lower trainer.lr, enable trainer.clip_norm, or check this task's labels")
-                if losses:
-                    scale: Any = 1.0 / group_size
-                    if scaler is not None:
-                        scale = scaler.scale(torch.tensor(scale, device=self.device))
-                    balancing.backward(losses, method=self.method, features=out.shared_features, shared=shared,
-                                       level=cfg.level, scale=scale, penalty=self.model.penalty(out))
-                del out
-                for t in losses:
-                    state["task_steps"][t] += 1
-                state["step"] += 1
-                state["step_in_epoch"] += 1
-                lr = optimizer.param_groups[0]["lr"]  # the rate of this step's update (logged below)
-                if updated:
-                    self._update(optimizer, scaler)
-                    schedule.step()
-                    self.method.after_step({t: v.detach() for t, v in losses.items()})
-                progress.step(state["step"])
-                if state["step"] % cfg.log_every == 0:
-                    progress.step(state["step"], {t: v.item() for t, v in losses.items()})
-                    logger.log_step(state["step"], epoch, {t: v.item() for t, v in losses.items()}, lr)
-                if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                    checkpoint_due = True
-                # never between the micro-batches of one update: their gradients are not saved
-                if checkpoint_due and updated:
-                    save_last()
-                    checkpoint_due = False
-            # end of epoch (or of the step budget)
-            self.method.on_epoch_end()
-            metrics = evaluate(self.model, self.tasks, val, collate, batch_size=cfg.eval_batch_size,
-                               device=self.device)
-            score = criterion_score(cfg.criterion, metrics, self.tasks, cfg.baselines)
-            state["history"].append({"epoch": epoch, "step": state["step"], "score": score, "metrics": metrics})
-            logger.log_epoch(epoch, state["step"], metrics, score)
-            improved = state["best_score"] is None or score > state["best_score"]
-            progress.epoch(epoch, state["step"], score, primary_scores(metrics, self.tasks), improved)
-            if improved:
-                state.update(best_score=score, best_epoch=epoch, bad_epochs=0, best_metrics=metrics)
-                if run is not None:
-                    ckpt.save_checkpoint(run / "best", model=self.model, state={"epoch": epoch, "score": score})
-                else:
-                    self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            else:
-                state["bad_epochs"] += 1
-                if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
-                    state["done"] = True
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            save_last()
-            checkpoint_due = False
-        progress.close()
-        self._load_best(run)
-        logger.close()
-        return FitReport(best_epoch=state["best_epoch"], best_score=state["best_score"],
-                         best_metrics=state["best_metrics"], history=state["history"], steps=state["step"],
-                         task_steps=dict(state["task_steps"]), seconds=time.perf_counter() - started)
+    def _log_step(self, fit: _Fit, losses: Mapping[str, torch.Tensor], lr: float) -> None:
+        step = fit.state.step
+        fit.progress.step(step)
+        if step % self.config.log_every == 0:
+            values = {t: v.item() for t, v in losses.items()}
+            fit.progress.step(step, values)
+            fit.logger.log_step(step, fit.state.epoch, values, lr)
+
+    def _evaluate(self, val: Mapping[str, Sequence[Example]],
+                  collate: Callable) -> dict[str, dict[str, float]]:
+        return evaluate(self.model, self.tasks, val, collate,
+                        batch_size=self.config.eval_batch_size, device=self.device)
+
+    def _select(self, fit: _Fit, metrics: dict[str, dict[str, float]]) -> None:
+        """Score the epoch, log it, and keep the weights when it is the best so far."""
+        cfg, state = self.config, fit.state
+        epoch = state.epoch
+        score = selection.criterion_score(cfg.criterion, metrics, self.tasks, cfg.baselines)
+        improved = state.end_epoch(metrics, score)
+        fit.logger.log_epoch(epoch, state.step, metrics, score)
+        fit.progress.epoch(epoch, state.step, score, primary_scores(metrics, self.tasks), improved)
+        if not improved:
+            return
+        if fit.run is not None:
+            ckpt.save_checkpoint(fit.run / "best", model=self.model,
+                                 state={"epoch": epoch, "score": score})
+        else:
+            fit.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _save_last(self, fit: _Fit) -> None:
+        """``checkpoints/last``: the train state, weights, optimiser, RNG, schedule and the
+        method's state."""
+        fit.checkpoint_due = False
+        if fit.run is None:
+            return
+        fit.state.seconds = time.perf_counter() - fit.started
+        balancer, tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
+        saved = dict(fit.state.to_json(), schedule=fit.schedule.state_dict(), balancer=balancer)
+        ckpt.save_checkpoint(fit.run / "checkpoints" / "last", model=self.model,
+                             optimizer=fit.optimizer, state=saved, extra_tensors=tensors)
 
     def _check_val(self, val: Mapping[str, Sequence[Example]]) -> None:
-        """The criterion is computed on ``val`` after every epoch: fail now, not after an epoch."""
+        """The criterion is computed on ``val`` after every epoch: fail now, not after an
+        epoch."""
         labelled = {t for examples in val.values() for t in labelled_tasks(examples, self.tasks)}
         if not labelled:
-            raise ValueError("fit: the validation data label no task, so no epoch can be scored; fix: give "
-                             "validation examples (data.val_fraction > 0 or a val file)")
+            raise OptionError("val", "the validation data label no task, so no epoch can be scored",
+                              "give validation examples (data.val_fraction > 0 or a val file)")
         task = self.config.criterion.partition(".")[0]
         if task in self.tasks and task not in labelled:
-            raise ValueError(f"trainer.criterion: {self.config.criterion!r} needs validation labels for task "
-                             f"{task!r} but the validation data has none; fix: add them or use criterion mean")
+            raise OptionError("criterion", f"{self.config.criterion!r} needs validation labels "
+                              f"for task {task!r} but the validation data has none",
+                              "add them or use criterion mean")
 
     def _update(self, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         cfg = self.config
@@ -347,19 +420,24 @@ class Trainer:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def _restore(self, last: Path, optimizer: torch.optim.Optimizer, schedule: Schedule) -> dict[str, Any]:
+    def _restore(self, last: Path, optimizer: torch.optim.Optimizer,
+                 schedule: Schedule) -> TrainState:
         tensors, meta = ckpt.load_checkpoint(last)
         ckpt.restore_model(self.model, tensors, where=str(last))
         ckpt.restore_optimizer(optimizer, tensors, meta)
-        state = meta["state"]
-        schedule.load_state_dict(state["schedule"])
-        self.method.load_state_dict(ckpt.join_tensors(state.get("balancer", {}), tensors))
+        saved = meta["state"]
+        schedule.load_state_dict(saved["schedule"])
+        self.method.load_state_dict(ckpt.join_tensors(saved.get("balancer", {}), tensors))
         ckpt.restore_rng(tensors)
-        return state
+        return TrainState.from_json(saved, self.config.patience)
 
-    def _load_best(self, run: Path | None) -> None:
-        if run is not None and (run / "best").exists():
-            tensors, _ = ckpt.load_checkpoint(run / "best")
-            ckpt.restore_model(self.model, tensors, where=str(run / "best"))
-        elif getattr(self, "_best_weights", None) is not None:
-            self.model.load_state_dict(self._best_weights)
+    def _load_best(self, fit: _Fit) -> None:
+        if fit.run is not None and (fit.run / "best").exists():
+            tensors, _ = ckpt.load_checkpoint(fit.run / "best")
+            ckpt.restore_model(self.model, tensors, where=str(fit.run / "best"))
+        elif fit.best_weights is not None:
+            self.model.load_state_dict(fit.best_weights)
+
+
+def _mean(values: list[torch.Tensor]) -> torch.Tensor:
+    return values[0] if len(values) == 1 else torch.stack(values).mean()
