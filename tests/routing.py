@@ -1,7 +1,10 @@
 """Helpers shared by the architecture tests: which parameters a loss reaches, names of a
-parameter list, hand-set linear layers, and a parameter-free head."""
+parameter list, hand-set linear layers, a parameter-free head, and the layers a cross-stitch
+tower computes."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -30,3 +33,16 @@ def set_linear(linear: nn.Linear, weight, bias) -> None:
     with torch.no_grad():
         linear.weight.copy_(torch.tensor(weight, dtype=linear.weight.dtype))
         linear.bias.copy_(torch.tensor(bias, dtype=linear.bias.dtype))
+
+
+def stitched_layers(encoder: nn.Module, inputs) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Every layer's output of tower ``a`` in a frozen identity cross-stitch of ``encoder`` and a
+    copy (towers run through the encoder protocol; at α = I that is ``encoder(inputs)``), and
+    the mask."""
+    from polytask.sharing.cross_stitch import CrossStitch
+
+    towers = {"a": encoder, "b": copy.deepcopy(encoder)}
+    model = CrossStitch(towers, {"a": IdentityHead(), "b": IdentityHead()}, init="identity",
+                        freeze_stitch=True)
+    layers, mask = model.tower_outputs(inputs)
+    return layers[0], mask

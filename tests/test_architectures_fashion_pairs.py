@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.data.collate import Collator
 from polytask.data.images import FASHION_CLASSES, fashion_pairs
 from polytask.nn import ClassifierHead, LeNet
@@ -54,5 +55,6 @@ def test_architecture_overfits_a_fixed_batch_of_pairs(name, batch) -> None:
 
 
 def test_gates_on_raw_inputs_are_a_config_error_for_images() -> None:
-    with pytest.raises(ValueError, match=r"model\.sharing_options\.gate_input.*fix: gate_input: encoder"):
+    with pytest.raises(OptionError) as err:
         ARCHITECTURES["mmoe"].from_parts(encoder=LeNet, heads=_heads, tasks=list(TASKS), gate_input="x")
+    assert (err.value.option, err.value.fix) == ("gate_input", "gate_input: encoder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.nn import ENCODERS, LeNet
 
 
@@ -61,17 +62,18 @@ def test_values_equal_a_hand_computation() -> None:
     torch.testing.assert_close(out.layers[2], torch.tensor([[4.0, 0.0]]))
 
 
-def test_stem_and_layer_steps_reproduce_forward_exactly() -> None:
+def test_start_and_layer_steps_reproduce_forward_exactly() -> None:
     torch.manual_seed(0)
     net = LeNet(dropout=0.3).eval()
     x = {"image": torch.rand(4, 1, 36, 36)}
-    h = net.stem(x)
+    state = net.start(x)
+    assert torch.equal(state.h, x["image"]) and state.mask is None
     ref = net(x)
     for d in range(net.num_layers):
-        h = net.layer(d, h)
-        assert torch.equal(h, ref.layers[d])
+        state = net.layer(d, state)
+        assert torch.equal(state.h, ref.layers[d])
     with pytest.raises(IndexError):
-        net.layer(3, h)
+        net.layer(3, state)
 
 
 def test_gradients_reach_every_parameter_and_the_input() -> None:
@@ -133,7 +135,8 @@ def test_a_head_tapping_a_feature_map_is_a_clear_error() -> None:
 
     encoder = LeNet()
     heads = {"left": ClassifierHead(50, 10), "right": ClassifierHead(50, 10)}
-    with pytest.raises(ValueError, match=r"model.taps.left: depth 1 .*\(10, 16, 16\) feature map.*depth 3"):
+    with pytest.raises(OptionError, match=r"depth 1 .*\(10, 16, 16\) feature map") as err:
         Hierarchical(encoder, heads, taps={"left": 1})
+    assert err.value.option == "taps.left" and "depth 3" in err.value.fix
     model = Hierarchical(encoder, heads, taps={"left": 3})
     assert model.taps == {"left": 3, "right": 3}

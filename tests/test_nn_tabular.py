@@ -12,9 +12,8 @@ from polytask.data import Collator, Example
 from polytask.nn import ENCODERS, MLP, TabularEmbedding, TabularMLP, heads_for
 from polytask.nn.tabular import embedding_dim
 from polytask.sharing import ARCHITECTURES, MMoE
-from polytask.sharing.cross_stitch import run_layerwise
 from polytask.tasks import Multilabel, Task
-from routing import set_linear as _set
+from routing import set_linear as _set, stitched_layers
 
 TASKS = {"a": Task("a", Multilabel(["a"])), "b": Task("b", Multilabel(["b"]))}
 
@@ -89,7 +88,7 @@ def test_runs_layer_by_layer_like_an_mlp() -> None:
     torch.manual_seed(0)
     enc = TabularMLP(3, [4, 2], [7, 5, 3], dropout=0.2).eval()
     x = _x(torch.randn(6, 3).tolist(), [[i % 5, i % 3] for i in range(6)])
-    layers, mask = run_layerwise(enc, {"x": x})
+    layers, mask = stitched_layers(enc, {"x": x})
     assert mask is None
     for a, b in zip(layers, enc({"x": x}).layers):
         assert torch.equal(a, b)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from polytask.errors import OptionError
 from polytask.nn import ClassifierHead, Encoder, EncoderOutput, LeNet
-from polytask.sharing.cross_stitch import CrossStitch, run_layerwise
+from polytask.sharing.cross_stitch import CrossStitch
 from polytask.sharing.mtan import MTAN, AttentionBlock
-from routing import param_names, reached
+from routing import param_names, reached, stitched_layers
 
 
 def _heads(dims):
@@ -90,8 +91,9 @@ class _VectorThenMap(Encoder):
 
 
 def test_a_map_depth_after_a_vector_depth_is_a_config_error() -> None:
-    with pytest.raises(ValueError, match=r"model\.sharing_options\.depths"):
+    with pytest.raises(OptionError, match="feature-map depth") as err:
         MTAN(_VectorThenMap(), {"a": ClassifierHead(2, 2)})
+    assert err.value.option == "depths"
     MTAN(_VectorThenMap(), {"a": ClassifierHead(2, 2)}, depths=[2])  # maps only: fine
 
 
@@ -112,7 +114,7 @@ def test_mtan_routing_on_lenet() -> None:
 def test_cross_stitch_layerwise_execution_reproduces_lenet_exactly() -> None:
     torch.manual_seed(0)
     net = LeNet()
-    layers, mask = run_layerwise(net, _image())
+    layers, mask = stitched_layers(net, _image())
     ref = net(_image())
     assert mask is None and len(layers) == 3
     for a, b in zip(layers, ref.layers):

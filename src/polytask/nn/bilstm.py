@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from polytask.data.vocab import UNK_ID
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import check_dropout, check_positive
 
 
@@ -141,7 +141,9 @@ class BiLSTM(Encoder):
             nn.LSTM(w, hidden, batch_first=True, bidirectional=True) for w in widths
         )
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
+        """``[E w_t ; char(w_t)]`` (word dropout applied when training), the token mask, and
+        the sequence lengths as context."""
         if "tokens" not in inputs:
             raise KeyError(f"BiLSTM reads inputs['tokens'] (B, T); got keys {sorted(inputs)}")
         tokens = inputs["tokens"]
@@ -164,10 +166,10 @@ class BiLSTM(Encoder):
                     f"{tuple(tokens.shape)}"
                 )
             h = torch.cat([h, self.chars(chars)], dim=-1)
-        keep = mask.unsqueeze(-1)
-        layers: list[Tensor] = []
-        for lstm in self.lstms:
-            out, _ = run_packed(lstm, self.dropout(h), lengths)
-            h = torch.where(keep, out, 0.0)
-            layers.append(h)
-        return EncoderOutput(layers=layers, mask=mask)
+        return EncoderState(h, mask=mask, context=lengths)
+
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """BiLSTM ``i`` over ``dropout(h)`` (packed by the lengths), padding positions zeroed."""
+        assert state.mask is not None
+        out, _ = run_packed(self.lstms[i], self.dropout(state.h), state.context)
+        return state.with_h(torch.where(state.mask.unsqueeze(-1), out, 0.0))

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import check_dropout, check_positive
 
 
@@ -65,17 +65,17 @@ class CNN(Encoder):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
+        """Word embeddings of ``inputs["tokens"]`` and the token mask."""
         if "tokens" not in inputs:
             raise KeyError(f"CNN reads inputs['tokens'] (B, T); got keys {sorted(inputs)}")
         tokens = inputs["tokens"]
-        mask = tokens != self.padding_idx
-        keep = mask.unsqueeze(-1)
-        h = self.embedding(tokens)
-        layers: list[Tensor] = []
-        for conv in self.convs:
-            x = torch.where(keep, self.dropout(h), 0.0)
-            h = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2)
-            h = torch.where(keep, h, 0.0)
-            layers.append(h)
-        return EncoderOutput(layers=layers, mask=mask)
+        return EncoderState(self.embedding(tokens), mask=tokens != self.padding_idx)
+
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """Convolution ``i`` over ``dropout(h)``, padding positions zeroed before and after."""
+        assert state.mask is not None
+        keep = state.mask.unsqueeze(-1)
+        x = torch.where(keep, self.dropout(state.h), 0.0)
+        h = torch.relu(self.convs[i](x.transpose(1, 2))).transpose(1, 2)
+        return state.with_h(torch.where(keep, h, 0.0))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import check_dropout, check_positive
 
 
@@ -40,8 +40,8 @@ class LeNet(Encoder):
     Every layer's output is returned (``layer_dims = [c_1, c_2, hidden]`` are the channel
     counts of the maps and the width of the vector; ``layer_shapes`` the per-example shapes),
     so sharing architectures can tap, attend to (MTAN) or stitch (cross-stitch) any depth.
-    :meth:`stem` and :meth:`layer` run the network one layer at a time; ``forward`` is exactly
-    those steps. Heads read the top layer, a (B, hidden) vector.
+    :meth:`start` and :meth:`layer` run the network one layer at a time (the encoder
+    protocol); ``forward`` is exactly those steps. Heads read the top layer, a (B, hidden) vector.
     """
 
     input_kind = "image"
@@ -87,31 +87,27 @@ class LeNet(Encoder):
         self.dropout2d = nn.Dropout2d(dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def stem(self, inputs: Mapping[str, Tensor]) -> Tensor:
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
         """The input of layer 1: ``inputs["image"]`` checked and cast to the weights' dtype."""
         if "image" not in inputs:
             raise KeyError(f"LeNet reads inputs['image'] (B, C, H, W); got keys {sorted(inputs)}")
         x = inputs["image"]
         expected = (self.in_channels, *self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"LeNet expects inputs['image'] of shape (B, {', '.join(map(str, expected))}); "
-                             f"got {tuple(x.shape)}")
-        return x.to(self.conv1.weight.dtype)
+            raise ValueError(
+                f"LeNet expects inputs['image'] of shape (B, {', '.join(map(str, expected))}); "
+                f"got {tuple(x.shape)}")
+        return EncoderState(x.to(self.conv1.weight.dtype))
 
-    def layer(self, d: int, h: Tensor) -> Tensor:
-        """Output of layer ``d`` (0-based) given that layer's input ``h``."""
-        if d == 0:
-            return torch.relu(F.max_pool2d(self.conv1(h), 2))
-        if d == 1:
-            return torch.relu(F.max_pool2d(self.conv2(self.dropout2d(h)), 2))
-        if d == 2:
-            return torch.relu(self.fc(self.dropout(h.flatten(1))))
-        raise IndexError(f"LeNet has layers 0..2; got {d}")
-
-    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
-        h = self.stem(inputs)
-        layers: list[Tensor] = []
-        for d in range(self.num_layers):
-            h = self.layer(d, h)
-            layers.append(h)
-        return EncoderOutput(layers=layers, mask=None)
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """Output of layer ``i`` (0-based) given that layer's input ``state.h``."""
+        h = state.h
+        if i == 0:
+            h = torch.relu(F.max_pool2d(self.conv1(h), 2))
+        elif i == 1:
+            h = torch.relu(F.max_pool2d(self.conv2(self.dropout2d(h)), 2))
+        elif i == 2:
+            h = torch.relu(self.fc(self.dropout(h.flatten(1))))
+        else:
+            raise IndexError(f"LeNet has layers 0..2; got {i}")
+        return state.with_h(h)

@@ -6,7 +6,7 @@ from typing import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 
 #: activation name -> module factory (shared with the heads)
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -76,7 +76,8 @@ class MLP(Encoder):
         self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
         self.activations = nn.ModuleList(make_activation(activation) for _ in hidden)
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
+        """``inputs["x"]`` checked and cast to the weights' dtype."""
         if "x" not in inputs:
             raise KeyError(f"MLP reads inputs['x'] (B, F); got keys {sorted(inputs)}")
         h = inputs["x"]
@@ -84,9 +85,8 @@ class MLP(Encoder):
             raise ValueError(
                 f"MLP expects inputs['x'] of shape (B, {self.input_dim}); got {tuple(h.shape)}"
             )
-        h = h.to(self.linears[0].weight.dtype)
-        layers: list[Tensor] = []
-        for linear, act in zip(self.linears, self.activations):
-            h = act(linear(self.dropout(h)))
-            layers.append(h)
-        return EncoderOutput(layers=layers, mask=None)
+        return EncoderState(h.to(self.linears[0].weight.dtype))
+
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """``act(W_i dropout(h) + b_i)``."""
+        return state.with_h(self.activations[i](self.linears[i](self.dropout(state.h))))

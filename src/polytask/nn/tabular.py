@@ -19,12 +19,12 @@ Embedding width of column ``j`` (Guo & Berkhahn 2016 use a similar rule of thumb
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import MLP, check_dropout, check_positive
 
 __all__ = ["TabularEmbedding", "TabularInput", "TabularMLP", "embedding_dim"]
@@ -110,10 +110,17 @@ class TabularEmbedding(Encoder):
         parts = [parts[0].to(dtype)] + [emb(idx[:, j]) for j, emb in enumerate(self.embeddings)]
         return torch.cat(parts, dim=-1)
 
-    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:  # type: ignore[override]
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
+        """The raw row ``inputs["x"]`` (B, F + C)."""
         if "x" not in inputs:
             raise KeyError(f"tabular encoder reads inputs['x'] (B, F + C); got keys {sorted(inputs)}")
-        return EncoderOutput(layers=[self.embed(inputs["x"])], mask=None)
+        return EncoderState(inputs["x"])
+
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """The one layer: the embedded row (:meth:`embed`)."""
+        if i != 0:
+            raise IndexError(f"TabularEmbedding has one layer (0); got {i}")
+        return state.with_h(self.embed(state.h))
 
 
 class TabularInput(nn.Module):

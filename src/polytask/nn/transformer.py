@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderState
 
 _INSTALL = "pip install 'polytask[transformers]'"
 
@@ -149,6 +149,7 @@ class Transformer(Encoder):
 
     input_kind = "subwords"
     is_sequence = True
+    layerwise = False
 
     def __init__(
         self,
@@ -197,7 +198,9 @@ class Transformer(Encoder):
             self.model.eval()
         return self
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+    def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
+        """Run the pretrained model once: ``h`` is the word-level embedding output (hidden
+        state 0) and the context holds every chosen hidden state at word level."""
         needed = ("input_ids", "attention_mask", "word_index", "word_mask")
         missing = [k for k in needed if k not in inputs]
         if missing:
@@ -215,9 +218,15 @@ class Transformer(Encoder):
         word_mask = inputs["word_mask"].bool()
         index = inputs["word_index"].long()
         keep = word_mask.unsqueeze(-1)
-        layers = []
-        for i in self.hidden_layers:
-            states = out.hidden_states[i]
+
+        def words(states: Tensor) -> Tensor:
             gathered = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
-            layers.append(torch.where(keep, gathered, 0.0))
-        return EncoderOutput(layers=layers, mask=word_mask)
+            return torch.where(keep, gathered, 0.0)
+
+        chosen = [words(out.hidden_states[i]) for i in self.hidden_layers]
+        return EncoderState(words(out.hidden_states[0]), mask=word_mask, context=chosen)
+
+    def layer(self, i: int, state: EncoderState) -> EncoderState:
+        """The ``i``-th chosen hidden state (computed by :meth:`start`; ``layerwise`` is
+        False: the blocks run inside the pretrained model, not from ``state.h``)."""
+        return state.with_h(state.context[i])

@@ -18,10 +18,20 @@ architecture states, without anything being inferred elsewhere:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 from torch import Tensor, nn
+
+from ..errors import OptionError
+from ..nn.base import Encoder
+
+#: ``encoder()``: a fresh encoder on every call
+EncoderFactory = Callable[[], Encoder]
+#: ``heads(widths)``: task name -> head reading ``widths[task]``-wide features
+HeadsFactory = Callable[[Mapping[str, int]], Mapping[str, nn.Module]]
+_M = TypeVar("_M", bound="MultiTaskModel")
 
 
 @dataclass
@@ -49,6 +59,23 @@ class MultiTaskModel(nn.Module):
     #: whether ``forward`` gives :attr:`MultiTaskOutput.shared_features` (None: only the
     #: output tells, e.g. a :class:`~polytask.sharing.Custom` module)
     provides_shared_features: bool | None = False
+
+    @classmethod
+    def from_parts(cls: type[_M], *, encoder: EncoderFactory, heads: HeadsFactory,
+                   tasks: Sequence[str], **options: Any) -> _M:
+        """The architecture for ``tasks``, built from parts (how the config builds every one).
+
+        ``encoder()`` builds a fresh encoder on each call (towers and experts call it once per
+        tower or expert); ``heads(widths)`` builds one head per task reading the given widths;
+        ``options`` are the architecture's own (``after``, ``depths``, ``experts``, ``taps``,
+        ...). A bad option raises :class:`~polytask.errors.OptionError` naming it.
+
+        The default builds one shared encoder, heads reading its top layer, and calls
+        ``cls(encoder, heads, **options)``.
+        """
+        enc = encoder()
+        built = heads({t: enc.output_dim for t in tasks})
+        return cls(enc, built, **options)  # type: ignore[call-arg]
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:  # pragma: no cover
         raise NotImplementedError
@@ -102,3 +129,24 @@ def _params(modules: Iterator[nn.Module] | Sequence[nn.Module]) -> list[nn.Param
                 seen.add(id(p))
                 out.append(p)
     return out
+
+
+def invalid_option(name: str, value: object, fix: str) -> OptionError:
+    """``OptionError(name, "<value> is invalid", fix)``."""
+    return OptionError(name, f"{value!r} is invalid", fix)
+
+
+def check_options(options: Mapping[str, Any], known: Sequence[str], architecture: str) -> None:
+    """Raise :class:`~polytask.errors.OptionError` naming the first option not in ``known``."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise OptionError(unknown[0], f"unknown option for {architecture}",
+                          f"use one of {list(known)}")
+
+
+def build_towers(encoder: EncoderFactory, heads: HeadsFactory,
+                 tasks: Sequence[str]) -> tuple[dict[str, Encoder], dict[str, nn.Module]]:
+    """One fresh ``encoder()`` per task (a tower) and the heads reading each tower's top layer."""
+    towers = {t: encoder() for t in tasks}
+    built = heads({t: towers[t].output_dim for t in tasks})
+    return towers, {t: built[t] for t in tasks}

@@ -5,94 +5,20 @@ Misra, Shrivastava, Gupta & Hebert (2016), "Cross-stitch Networks for Multi-task
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..nn.base import Encoder
-from ..nn.bilstm import BiLSTM, _right_padded_lengths, run_packed
-from ..nn.cnn import CNN
-from ..nn.lenet import LeNet
-from ..nn.mlp import MLP
-from .base import MultiTaskModel, MultiTaskOutput, _params
+from ..errors import OptionError
+from ..nn.base import Encoder, steps_layerwise
+from .base import (EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params,
+                   build_towers, check_options, invalid_option)
 
 #: initialisations of the stitch units
 INITS = ("identity", "uniform", "balanced")
 _OPTIONS = ("after", "init", "freeze_stitch", "tie_init")
-
-
-def _option_error(name: str, value: object, fix: str) -> ValueError:
-    return ValueError(f"model.sharing_options.{name}: {value!r} is invalid; fix: {fix}")
-
-
-# ---------------------------------------------------------------- layer-wise execution
-# The encoders give every layer at once; cross-stitch needs to mix the towers between
-# layers, so it runs each tower one layer at a time. These functions mirror the encoders'
-# own forward passes exactly (tests check that running all layers reproduces
-# ``encoder(inputs).layers`` bit for bit).
-def _supports_layerwise(encoder: Encoder) -> bool:
-    return isinstance(encoder, (MLP, CNN, BiLSTM, LeNet))
-
-
-def _start(encoder: Encoder, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, object]:
-    """``(h_0, mask, context)``: the input of layer 1, the token mask and what the layers need."""
-    if isinstance(encoder, LeNet):  # steps through its own stem / layer methods
-        return encoder.stem(inputs), None, None
-    if isinstance(encoder, MLP):
-        if "x" not in inputs:
-            raise KeyError(f"MLP reads inputs['x'] (B, F); got keys {sorted(inputs)}")
-        h = inputs["x"]
-        if h.dim() != 2 or h.shape[-1] != encoder.input_dim:
-            raise ValueError(
-                f"MLP expects inputs['x'] of shape (B, {encoder.input_dim}); got {tuple(h.shape)}")
-        return h.to(encoder.linears[0].weight.dtype), None, None
-    if isinstance(encoder, CNN):
-        if "tokens" not in inputs:
-            raise KeyError(f"CNN reads inputs['tokens'] (B, T); got keys {sorted(inputs)}")
-        tokens = inputs["tokens"]
-        mask = tokens != encoder.padding_idx
-        return encoder.embedding(tokens), mask, None
-    if isinstance(encoder, BiLSTM):
-        if "tokens" not in inputs:
-            raise KeyError(f"BiLSTM reads inputs['tokens'] (B, T); got keys {sorted(inputs)}")
-        tokens = inputs["tokens"]
-        mask = tokens != encoder.padding_idx
-        h = encoder.embedding(tokens)
-        if encoder.chars is not None:
-            if "chars" not in inputs:
-                raise KeyError("BiLSTM was built with char_vocab_size, so it reads inputs['chars'] (B, T, C)")
-            h = torch.cat([h, encoder.chars(inputs["chars"])], dim=-1)
-        return h, mask, _right_padded_lengths(mask)
-    raise TypeError(f"{type(encoder).__name__} cannot run layer by layer")  # pragma: no cover
-
-
-def _layer(encoder: Encoder, d: int, h: Tensor, mask: Tensor | None, context: object) -> Tensor:
-    """Output of layer ``d`` (0-based) of ``encoder`` given that layer's input ``h``."""
-    if isinstance(encoder, MLP):
-        return encoder.activations[d](encoder.linears[d](encoder.dropout(h)))
-    if isinstance(encoder, LeNet):
-        return encoder.layer(d, h)
-    assert mask is not None
-    keep = mask.unsqueeze(-1)
-    if isinstance(encoder, CNN):
-        x = torch.where(keep, encoder.dropout(h), 0.0)
-        out = torch.relu(encoder.convs[d](x.transpose(1, 2))).transpose(1, 2)
-        return torch.where(keep, out, 0.0)
-    if isinstance(encoder, BiLSTM):
-        out, _ = run_packed(encoder.lstms[d], encoder.dropout(h), context)  # type: ignore[arg-type]
-        return torch.where(keep, out, 0.0)
-    raise TypeError(f"{type(encoder).__name__} cannot run layer by layer")  # pragma: no cover
-
-
-def run_layerwise(encoder: Encoder, inputs: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor | None]:
-    """Every layer's output computed one layer at a time (equal to ``encoder(inputs)``)."""
-    h, mask, ctx = _start(encoder, inputs)
-    layers = []
-    for d in range(encoder.num_layers):
-        h = _layer(encoder, d, h, mask, ctx)
-        layers.append(h)
-    return layers, mask
 
 
 def _mix(alpha: Tensor, hs: Sequence[Tensor]) -> list[Tensor]:
@@ -119,7 +45,7 @@ def stitch_init(k: int, init: str) -> Tensor:
         a = torch.full((k, k), 0.1 / (k - 1))
         a.fill_diagonal_(0.9)
         return a
-    raise _option_error("init", init, f"use one of {list(INITS)}")
+    raise invalid_option("init", init, f"use one of {list(INITS)}")
 
 
 class CrossStitch(MultiTaskModel):
@@ -148,10 +74,11 @@ class CrossStitch(MultiTaskModel):
     from the stitch units, so ``shared_features`` is None; ``features[t]`` and
     ``task_features[t]`` are tower t's (stitched) top layer.
 
-    Towers must run one layer at a time: :class:`~polytask.nn.MLP`, :class:`~polytask.nn.CNN`,
-    :class:`~polytask.nn.BiLSTM` and :class:`~polytask.nn.LeNet` encoders are supported (on a
-    LeNet's feature maps α mixes whole maps: one scalar per task pair, every channel and
-    position). Every task's tower is run on
+    Towers run one layer at a time through the encoder protocol
+    (:meth:`~polytask.nn.Encoder.start`, :meth:`~polytask.nn.Encoder.layer`): every built-in
+    encoder but the pretrained transformer (whose blocks run inside the pretrained model), and
+    any user encoder that implements it (on a LeNet's feature maps α mixes whole maps: one
+    scalar per task pair, every channel and position). Every task's tower is run on
     every call (the stitch units mix them), heads only for the tasks asked for.
 
     Args:
@@ -176,35 +103,39 @@ class CrossStitch(MultiTaskModel):
     ) -> None:
         super().__init__()
         if set(towers) != set(heads) or not heads:
-            raise ValueError(
-                f"CrossStitch: towers {sorted(towers)} and heads {sorted(heads)} must name the same tasks")
+            raise OptionError("towers", f"towers {sorted(towers)} and heads {sorted(heads)} name "
+                              "different tasks", "give one tower and one head per task")
         self.task_names = list(heads)
         first = towers[self.task_names[0]]
         for t in self.task_names:
             enc = towers[t]
-            if not _supports_layerwise(enc):
-                raise ValueError(
-                    f"model.sharing: cross_stitch runs towers layer by layer and supports MLP, CNN, "
-                    f"BiLSTM and LeNet encoders; got {type(enc).__name__}; fix: use one of those encoders")
+            if not steps_layerwise(enc):
+                raise OptionError(
+                    "encoder", f"cross_stitch runs towers layer by layer, and "
+                    f"{type(enc).__name__} does not (it implements no Encoder.start / "
+                    "Encoder.layer, or its layers do not read the state they are given)",
+                    "use an encoder that implements the layer protocol (mlp, cnn, bilstm, lenet, "
+                    "tabular, or your own Encoder with start and layer)")
             if type(enc) is not type(first) or list(enc.layer_dims) != list(first.layer_dims):
-                raise ValueError(
-                    f"CrossStitch: tower {t!r} ({type(enc).__name__} {enc.layer_dims}) differs from "
-                    f"tower {self.task_names[0]!r} ({type(first).__name__} {first.layer_dims}); "
-                    "fix: build every tower with the same encoder settings")
+                raise OptionError(
+                    "towers", f"tower {t!r} ({type(enc).__name__} {enc.layer_dims}) differs from "
+                    f"tower {self.task_names[0]!r} ({type(first).__name__} {first.layer_dims})",
+                    "build every tower with the same encoder settings")
         depth = first.num_layers
         if after is None:
             after = list(range(1, depth))
         if isinstance(after, (str, bytes)) or not isinstance(after, Sequence):
-            raise _option_error("after", after, f"use a list of depths in 1..{depth}, e.g. [1]")
+            raise invalid_option("after", after, f"use a list of depths in 1..{depth}, e.g. [1]")
         for d in after:
             if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
-                raise _option_error("after", list(after), f"use depths in 1..{depth} (the towers have {depth} layer(s))")
+                raise invalid_option("after", list(after), f"use depths in 1..{depth} "
+                                     f"(the towers have {depth} layer(s))")
         if init not in INITS:
-            raise _option_error("init", init, f"use one of {list(INITS)}")
+            raise invalid_option("init", init, f"use one of {list(INITS)}")
         if not isinstance(freeze_stitch, bool):
-            raise _option_error("freeze_stitch", freeze_stitch, "use true or false")
+            raise invalid_option("freeze_stitch", freeze_stitch, "use true or false")
         if not isinstance(tie_init, bool):
-            raise _option_error("tie_init", tie_init, "use true or false")
+            raise invalid_option("tie_init", tie_init, "use true or false")
         self.after = sorted(set(after))
         self.init = init
         self.freeze_stitch = freeze_stitch
@@ -225,22 +156,11 @@ class CrossStitch(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        **options: object,
-    ) -> CrossStitch:
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str],
+                   **options: Any) -> CrossStitch:
         """One fresh ``encoder()`` per task; options ``after``, ``init``, ``freeze_stitch``, ``tie_init``."""
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise ValueError(f"model.sharing_options.{unknown[0]}: unknown option for cross_stitch; "
-                             f"fix: use one of {list(_OPTIONS)}")
-        towers = {t: encoder() for t in tasks}
-        built = heads({t: towers[t].output_dim for t in tasks})
-        return cls(towers, {t: built[t] for t in tasks}, **options)  # type: ignore[arg-type]
+        check_options(options, _OPTIONS, "cross_stitch")
+        return cls(*build_towers(encoder, heads, tasks), **options)
 
     def alpha(self, depth: int) -> Tensor:
         """The stitch matrix α^{(depth)} (rows: receiving task, columns: source task)."""
@@ -249,18 +169,21 @@ class CrossStitch(MultiTaskModel):
         return self.stitch[str(depth)]
 
     def tower_outputs(self, inputs: Mapping[str, Tensor]) -> tuple[list[list[Tensor]], Tensor | None]:
-        """Per task (task order) every layer's (stitched) output, and the token mask."""
-        names = self.task_names
-        starts = [_start(self.towers[t], inputs) for t in names]
-        hs = [s[0] for s in starts]
-        mask = starts[0][1]
-        layers: list[list[Tensor]] = [[] for _ in names]
-        for d in range(self.towers[names[0]].num_layers):
-            hs = [_layer(self.towers[t], d, h, s[1], s[2]) for t, h, s in zip(names, hs, starts)]
+        """Per task (task order) every layer's (stitched) output, and the token mask.
+
+        Each tower runs through the encoder protocol (``start``, then ``layer(d)``); after a
+        stitched depth every tower's ``state.h`` is replaced by its mixture."""
+        towers = [self.towers[t] for t in self.task_names]
+        states = [tower.start(inputs) for tower in towers]
+        mask = states[0].mask
+        layers: list[list[Tensor]] = [[] for _ in towers]
+        for d in range(towers[0].num_layers):
+            states = [tower.layer(d, s) for tower, s in zip(towers, states)]
             if d + 1 in self.after:
-                hs = _mix(self.alpha(d + 1).to(hs[0].dtype), hs)
-            for i, h in enumerate(hs):
-                layers[i].append(h)
+                mixed = _mix(self.alpha(d + 1).to(states[0].h.dtype), [s.h for s in states])
+                states = [s.with_h(h) for s, h in zip(states, mixed)]
+            for i, s in enumerate(states):
+                layers[i].append(s.h)
         return layers, mask
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:

@@ -45,21 +45,26 @@ reads (it reads several experts' outputs through its gate).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import MultiTaskModel, MultiTaskOutput, _params
-
-_OPT = "model.sharing_options"
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
 
 
 def _check_count(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{_OPT}.{name}: {value!r} must be an integer >= {minimum}; fix: e.g. {name}: {max(minimum, 2)}")
+        raise OptionError(name, f"{value!r} must be an integer >= {minimum}",
+                          f"e.g. {name}: {max(minimum, 2)}")
     return value
+
+
+def _no_experts() -> OptionError:
+    return OptionError("shared_experts", "no experts at all",
+                       "e.g. shared_experts: 1, task_experts: 1")
 
 
 def _check_width(value: object, name: str) -> int | None:
@@ -119,9 +124,9 @@ class _GateInput(nn.Module):
         elif reference.input_kind == "features" and isinstance(getattr(reference, "input_dim", None), int):
             self.dim = reference.input_dim
         else:
-            raise ValueError(
-                f"{_OPT}.gate_input: 'x' needs a feature encoder with input_dim (got input_kind="
-                f"{reference.input_kind!r}); fix: gate_input: encoder")
+            raise OptionError(
+                "gate_input", "'x' needs a feature encoder with input_dim (got input_kind="
+                f"{reference.input_kind!r})", "gate_input: encoder")
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         if self.encoder is not None:
@@ -133,14 +138,32 @@ def _gate_choice(gate_input: str | None, probe: Encoder) -> str:
     if gate_input is None:
         return "x" if probe.input_kind == "features" else "encoder"
     if gate_input not in ("x", "encoder"):
-        raise ValueError(f"{_OPT}.gate_input: {gate_input!r} is unknown; fix: use x or encoder")
+        raise OptionError("gate_input", f"{gate_input!r} is unknown", "use x or encoder")
     return gate_input
+
+
+_Level1 = tuple[list[Encoder], dict[str, list[Encoder]], Encoder | None]
+
+
+def _level1(encoder: EncoderFactory, tasks: Sequence[str], shared_experts: int, task_experts: int,
+            gate_input: str | None) -> _Level1:
+    """CGC / PLE level-1 experts, built in this order: shared, each task's, then the gate
+    encoder (``None`` when the gates read ``x``)."""
+    _check_count(shared_experts, "shared_experts", 0)
+    _check_count(task_experts, "task_experts", 0)
+    if task_experts == 0 and shared_experts == 0:
+        raise _no_experts()
+    shared = [encoder() for _ in range(shared_experts)]
+    task = {t: [encoder() for _ in range(task_experts)] for t in tasks}
+    probe = (shared or task[tasks[0]])[0]
+    return shared, task, encoder() if _gate_choice(gate_input, probe) == "encoder" else None
 
 
 def _same_width(experts: Sequence[Encoder], what: str) -> int:
     widths = {e.output_dim for e in experts}
     if len(widths) != 1:
-        raise ValueError(f"{what}: experts have different output widths {sorted(widths)}; fix: use one encoder shape")
+        raise OptionError(what, f"experts have different output widths {sorted(widths)}",
+                          "use one encoder shape")
     return widths.pop()
 
 
@@ -170,10 +193,10 @@ class MMoE(MultiTaskModel):
     ) -> None:
         super().__init__()
         if len(experts) < 1:
-            raise ValueError(f"{_OPT}.experts: MMoE needs at least one expert; fix: e.g. experts: 4")
+            raise OptionError("experts", "MMoE needs at least one expert", "e.g. experts: 4")
         _check_width(gate_hidden, "gate_hidden")
         self.experts = nn.ModuleList(experts)
-        self.dim = _same_width(experts, f"{_OPT}.experts")
+        self.dim = _same_width(experts, "experts")
         self.gate_input = _GateInput(experts[0], gate_encoder)
         self.heads = nn.ModuleDict(dict(heads))
         self.task_names = list(heads)
@@ -182,16 +205,11 @@ class MMoE(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        experts: int = 4,
-        gate_hidden: int | None = None,
-        gate_input: str | None = None,
-    ) -> MMoE:
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], experts: int = 4, gate_hidden: int | None = None,
+                   gate_input: str | None = None) -> MMoE:
+        """``experts`` fresh ``encoder()`` experts (and one gate encoder with
+        ``gate_input: encoder``)."""
         _check_count(experts, "experts")
         _check_width(gate_hidden, "gate_hidden")
         built = [encoder() for _ in range(experts)]
@@ -273,15 +291,17 @@ class PLE(MultiTaskModel):
         _check_width(gate_hidden, "gate_hidden")
         unknown = sorted(set(task_experts) - set(self.task_names))
         if unknown:
-            raise ValueError(f"{_OPT}.task_experts: unknown task(s) {unknown}; fix: use {self.task_names}")
+            raise OptionError("task_experts", f"unknown task(s) {unknown}",
+                              f"use {self.task_names}")
         level1_task = {t: list(task_experts.get(t, ())) for t in self.task_names}
         all1 = list(shared_experts) + [e for es in level1_task.values() for e in es]
         if not all1:
-            raise ValueError(f"{_OPT}.shared_experts: no experts at all; fix: e.g. shared_experts: 1, task_experts: 1")
+            raise _no_experts()
         for t in self.task_names:
             if not level1_task[t] and not shared_experts:
-                raise ValueError(f"{_OPT}.task_experts: task {t!r} has no expert to gate; fix: task_experts >= 1 or shared_experts >= 1")
-        width = _same_width(all1, f"{_OPT}.experts")
+                raise OptionError("task_experts", f"task {t!r} has no expert to gate",
+                                  "task_experts >= 1 or shared_experts >= 1")
+        width = _same_width(all1, "experts")
         self.levels_count = levels
         self.gate_input = _GateInput(all1[0], gate_encoder)
         self.heads = nn.ModuleDict(dict(heads))
@@ -307,30 +327,17 @@ class PLE(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        shared_experts: int = 1,
-        task_experts: int = 1,
-        levels: int = 2,
-        expert_hidden: int | None = None,
-        gate_hidden: int | None = None,
-        gate_input: str | None = None,
-    ) -> PLE:
-        _check_count(shared_experts, "shared_experts", 0)
-        _check_count(task_experts, "task_experts", 0)
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], shared_experts: int = 1, task_experts: int = 1,
+                   levels: int = 2, expert_hidden: int | None = None,
+                   gate_hidden: int | None = None, gate_input: str | None = None) -> PLE:
+        """Fresh ``encoder()`` experts at level 1 (shared, then each task's), then the levels."""
         _check_count(levels, "levels")
         _check_width(expert_hidden, "expert_hidden")
         _check_width(gate_hidden, "gate_hidden")
-        if task_experts == 0 and shared_experts == 0:
-            raise ValueError(f"{_OPT}.shared_experts: no experts at all; fix: e.g. shared_experts: 1, task_experts: 1")
-        shared = [encoder() for _ in range(shared_experts)]
-        task = {t: [encoder() for _ in range(task_experts)] for t in tasks}
+        shared, task, gate_encoder = _level1(encoder, tasks, shared_experts, task_experts,
+                                             gate_input)
         probe = (shared or task[tasks[0]])[0]
-        gate_encoder = encoder() if _gate_choice(gate_input, probe) == "encoder" else None
         width = probe.output_dim if levels == 1 else (expert_hidden or probe.output_dim)
         return cls(shared, task, heads({t: width for t in tasks}), levels=levels,
                    expert_hidden=expert_hidden, gate_encoder=gate_encoder, gate_hidden=gate_hidden)
@@ -399,25 +406,13 @@ class CGC(PLE):
                          gate_encoder=gate_encoder, gate_hidden=gate_hidden)
 
     @classmethod
-    def from_parts(  # type: ignore[override]
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        shared_experts: int = 1,
-        task_experts: int = 1,
-        gate_hidden: int | None = None,
-        gate_input: str | None = None,
-    ) -> CGC:
-        _check_count(shared_experts, "shared_experts", 0)
-        _check_count(task_experts, "task_experts", 0)
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], shared_experts: int = 1, task_experts: int = 1,
+                   gate_hidden: int | None = None, gate_input: str | None = None) -> CGC:
+        """Fresh ``encoder()`` experts: shared, then each task's."""
         _check_width(gate_hidden, "gate_hidden")
-        if task_experts == 0 and shared_experts == 0:
-            raise ValueError(f"{_OPT}.shared_experts: no experts at all; fix: e.g. shared_experts: 1, task_experts: 1")
-        shared = [encoder() for _ in range(shared_experts)]
-        task = {t: [encoder() for _ in range(task_experts)] for t in tasks}
+        shared, task, gate_encoder = _level1(encoder, tasks, shared_experts, task_experts,
+                                             gate_input)
         probe = (shared or task[tasks[0]])[0]
-        gate_encoder = encoder() if _gate_choice(gate_input, probe) == "encoder" else None
         return cls(shared, task, heads({t: probe.output_dim for t in tasks}),
                    gate_encoder=gate_encoder, gate_hidden=gate_hidden)

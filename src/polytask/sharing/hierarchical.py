@@ -11,13 +11,15 @@ has no task-specific layers: ``f_i(x) = g_i(h(x))``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Callable
+from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from ..balancing.engine import separates
+from ..balancing._autograd import separates
+from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import MultiTaskModel, MultiTaskOutput, _params
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
 
 
 class Hierarchical(MultiTaskModel):
@@ -52,33 +54,44 @@ class Hierarchical(MultiTaskModel):
         self.encoder = encoder
         self.heads = nn.ModuleDict(dict(heads))
         self.task_names = list(heads)
-        depth = encoder.num_layers
-        self.taps = {t: depth for t in self.task_names}
-        for t, d in (taps or {}).items():
-            if t not in self.heads:
-                raise ValueError(f"model.taps: unknown task {t!r}; fix: use one of {self.task_names}")
-            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
-                raise ValueError(
-                    f"model.taps.{t}: depth {d!r} is outside 1..{depth}; fix: the encoder has {depth} layer(s)"
-                )
-            self.taps[t] = d
+        self.taps = check_taps(taps, encoder.num_layers, self.task_names)
         shapes = getattr(encoder, "layer_shapes", None)
         layers = dict(task_layers or {})
         for t, d in self.taps.items():
             shape = shapes[d - 1] if shapes else None
             if shape is not None and not encoder.is_sequence and len(shape) > 1 and t not in layers:
                 vectors = [i + 1 for i, s in enumerate(shapes) if s is not None and len(s) == 1]
-                raise ValueError(
-                    f"model.taps.{t}: depth {d} of the encoder is a {tuple(shape)} feature map, and task heads "
-                    f"read vectors; fix: tap a vector layer (depth {' or '.join(map(str, vectors)) or '?'}), or "
-                    "share the maps with sharing: mtan or cross_stitch"
-                )
+                raise OptionError(
+                    f"taps.{t}", f"depth {d} of the encoder is a {tuple(shape)} feature map, "
+                    "and task heads read vectors",
+                    f"tap a vector layer (depth {' or '.join(map(str, vectors)) or '?'}), or share "
+                    "the maps with sharing: mtan or cross_stitch")
         for t in layers:
             if t not in self.heads:
-                raise ValueError(f"model.task_layers: unknown task {t!r}; fix: use one of {self.task_names}")
+                raise OptionError("task_layers", f"unknown task {t!r}",
+                                  f"use one of {self.task_names}")
         self.task_layers = nn.ModuleDict(layers)
         self._separating: dict[tuple[int, ...], bool] = {}
         self.check_ownership()
+
+    @classmethod
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], taps: Mapping[str, int] | None = None,
+                   task_layers: Mapping[str, Callable[[int], nn.Module]] | None = None,
+                   ) -> Hierarchical:
+        """One shared ``encoder()``; ``taps`` (task -> depth) and ``task_layers`` (task ->
+        ``make(in_dim)`` building its layer ``h_i`` over the tapped width, in task order).
+        Heads read the task layer's ``out_dim`` where it has one, else the tapped width."""
+        enc = encoder()
+        depths = check_taps(taps, enc.num_layers, tasks)
+        layers: dict[str, nn.Module] = {}
+        widths: dict[str, int] = {}
+        for t in tasks:
+            widths[t] = enc.layer_dims[depths[t] - 1]
+            if task_layers and t in task_layers:
+                layers[t] = task_layers[t](widths[t])
+                widths[t] = getattr(layers[t], "out_dim", widths[t])
+        return cls(enc, heads(widths), taps=dict(taps or {}), task_layers=layers)
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
@@ -122,3 +135,28 @@ class HardSharing(Hierarchical):
 
     def __init__(self, encoder: Encoder, heads: Mapping[str, nn.Module]) -> None:
         super().__init__(encoder, heads)
+
+    @classmethod
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], **options: Any) -> HardSharing:
+        """One shared ``encoder()``, every head reading its top layer; no options."""
+        if options:
+            raise OptionError(sorted(options)[0], "hard sharing reads the top layer and has no "
+                              "taps, task layers or other options",
+                              "use sharing: hierarchical for taps or task_layers")
+        enc = encoder()
+        return cls(enc, heads({t: enc.output_dim for t in tasks}))
+
+
+def check_taps(taps: Mapping[str, int] | None, depth: int, tasks: Sequence[str]) -> dict[str, int]:
+    """Task -> tapped depth (default the top, ``depth``) for every task, each in ``1..depth``;
+    :class:`~polytask.errors.OptionError` naming ``taps`` or ``taps.<task>`` otherwise."""
+    out = {t: depth for t in tasks}
+    for t, d in (taps or {}).items():
+        if t not in out:
+            raise OptionError("taps", f"unknown task {t!r}", f"use one of {list(tasks)}")
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
+            raise OptionError(f"taps.{t}", f"depth {d!r} is outside 1..{depth}",
+                              f"the encoder has {depth} layer(s)")
+        out[t] = d
+    return out

@@ -38,10 +38,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import MultiTaskModel, MultiTaskOutput, _params
-
-_OPT = "model.sharing_options"
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
 
 
 def _is_map(shape: Sequence[int] | None) -> bool:
@@ -62,8 +61,9 @@ class AttentionBlock(nn.Module):
         self.spatial = _is_map(shape)
         self.flatten_prev = prev_dim is not None and _is_map(prev_shape) and not self.spatial
         if self.spatial and prev_dim is not None and not _is_map(prev_shape):
-            raise ValueError(f"{_OPT}.depths: a feature-map depth {tuple(shape)} follows a vector depth; "
-                             "fix: attend only to depths from the last vector layer on, or to maps only")
+            raise OptionError(
+                "depths", f"a feature-map depth {tuple(shape)} follows a vector depth",
+                "attend only to depths from the last vector layer on, or to maps only")
         self.out_size = None if not self.spatial else (int(shape[1]), int(shape[2]))  # type: ignore[index]
         layer: Callable[[int, int], nn.Module] = (lambda i, o: nn.Conv2d(i, o, 1)) if self.spatial else nn.Linear
         if prev_dim is None:
@@ -130,7 +130,8 @@ class MTAN(MultiTaskModel):
         self.task_names = list(heads)
         self.depths = _check_depths(depths, encoder.num_layers)
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0):
-            raise ValueError(f"{_OPT}.hidden: {hidden!r} is not a positive integer; fix: e.g. hidden: 32, or null")
+            raise OptionError("hidden", f"{hidden!r} is not a positive integer",
+                              "e.g. hidden: 32, or null")
         dims = encoder.layer_dims
         shapes = encoder.layer_shapes or [None] * len(dims)
         self.attention = nn.ModuleDict()
@@ -144,15 +145,10 @@ class MTAN(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        depths: Sequence[int] | None = None,
-        hidden: int | None = None,
-    ) -> MTAN:
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], depths: Sequence[int] | None = None,
+                   hidden: int | None = None) -> MTAN:
+        """One shared ``encoder()``; options ``depths`` and ``hidden``."""
         enc = encoder()
         _check_depths(depths, enc.num_layers)
         return cls(enc, heads({t: enc.layer_dims[-1] for t in tasks}), depths=depths, hidden=hidden)
@@ -196,16 +192,16 @@ def _check_depths(depths: Sequence[int] | None, num_layers: int) -> list[int]:
     if depths is None:
         return list(range(1, num_layers + 1))
     if isinstance(depths, (str, int)) or not depths:
-        raise ValueError(f"{_OPT}.depths: {depths!r} is not a non-empty list of depths; "
-                         f"fix: e.g. depths: {list(range(1, num_layers + 1))}")
+        raise OptionError("depths", f"{depths!r} is not a non-empty list of depths",
+                          f"e.g. depths: {list(range(1, num_layers + 1))}")
     for d in depths:
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= num_layers:
-            raise ValueError(f"{_OPT}.depths: depth {d!r} is outside 1..{num_layers}; "
-                             f"fix: the encoder has {num_layers} layer(s)")
+            raise OptionError("depths", f"depth {d!r} is outside 1..{num_layers}",
+                              f"the encoder has {num_layers} layer(s)")
     out = sorted(set(depths))
     if len(out) != len(depths):
-        raise ValueError(f"{_OPT}.depths: {list(depths)} repeats a depth; fix: list each depth once")
+        raise OptionError("depths", f"{list(depths)} repeats a depth", "list each depth once")
     if out[-1] != num_layers:
-        raise ValueError(f"{_OPT}.depths: {list(depths)} omits the top layer {num_layers}; "
-                         f"fix: add {num_layers} (heads read the top attended features)")
+        raise OptionError("depths", f"{list(depths)} omits the top layer {num_layers}",
+                          f"add {num_layers} (heads read the top attended features)")
     return out

@@ -7,27 +7,26 @@ Norm Regularised Deep Multi-Task Learning" (trace norm of the stacked weights).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import MultiTaskModel, MultiTaskOutput, _params
+from .base import (EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params,
+                   build_towers, check_options, invalid_option)
 
 #: the tie Ω between towers
 NORMS = ("l2", "trace")
 
 
-def _option_error(name: str, value: object, fix: str) -> ValueError:
-    return ValueError(f"model.sharing_options.{name}: {value!r} is invalid; fix: {fix}")
-
-
 def check_weight(weight: object, name: str = "weight") -> float:
-    """``weight`` as a float >= 0, or a ValueError naming ``model.sharing_options.<name>``."""
+    """``weight`` as a float >= 0, or an :class:`~polytask.errors.OptionError` naming ``name``."""
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 \
             or weight == float("inf"):
-        raise _option_error(name, weight, "use a finite number >= 0, e.g. 0.01")
+        raise invalid_option(name, weight, "use a finite number >= 0, e.g. 0.01")
     return float(weight)
 
 
@@ -64,15 +63,12 @@ class SoftSharing(MultiTaskModel):
         norm: str = "l2",
     ) -> None:
         super().__init__()
-        if set(towers) != set(heads):
-            raise ValueError(
-                f"SoftSharing: towers {sorted(towers)} and heads {sorted(heads)} must name the same tasks"
-            )
-        if len(heads) < 1:
-            raise ValueError("SoftSharing needs at least one task")
+        if set(towers) != set(heads) or not heads:
+            raise OptionError("towers", f"towers {sorted(towers)} and heads {sorted(heads)} name "
+                              "different tasks, or none", "give one tower and one head per task")
         self.weight = check_weight(weight)
         if norm not in NORMS:
-            raise _option_error("norm", norm, f"use one of {list(NORMS)}")
+            raise invalid_option("norm", norm, f"use one of {list(NORMS)}")
         self.norm = norm
         self.task_names = list(heads)
         self.towers = nn.ModuleDict({t: towers[t] for t in self.task_names})
@@ -80,22 +76,11 @@ class SoftSharing(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(
-        cls,
-        *,
-        encoder: Callable[[], Encoder],
-        heads: Callable[[Mapping[str, int]], Mapping[str, nn.Module]],
-        tasks: Sequence[str],
-        **options: object,
-    ) -> SoftSharing:
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str],
+                   **options: Any) -> SoftSharing:
         """One fresh ``encoder()`` per task; options ``weight`` (λ) and ``norm``."""
-        unknown = sorted(set(options) - {"weight", "norm"})
-        if unknown:
-            raise ValueError(f"model.sharing_options.{unknown[0]}: unknown option for soft sharing; "
-                             "fix: use weight, norm")
-        towers = {t: encoder() for t in tasks}
-        built = heads({t: towers[t].output_dim for t in tasks})
-        return cls(towers, {t: built[t] for t in tasks}, **options)  # type: ignore[arg-type]
+        check_options(options, ("weight", "norm"), "soft sharing")
+        return cls(*build_towers(encoder, heads, tasks), **options)
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
