@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,6 +13,7 @@ from ..data.collate import Collator
 from ..data.vocab import Vocab
 from ..engine.optim import ParamGroupRule
 from ..engine.trainer import TrainerConfig
+from ..errors import OptionError
 from ..sharing.base import MultiTaskModel
 from ..tasks import Task, make_kind
 from .errors import ConfigError
@@ -228,58 +230,57 @@ class Experiment:
         """
         import torch
 
-        from ..sharing import ARCHITECTURES, TASK_LAYERS
+        from ..sharing import ARCHITECTURES
 
         names = list(task_names) if task_names is not None else list(self.tasks)
         torch.manual_seed(self.seed if seed is None else seed)
         m = self.cfg.model
-        encoder = self.build_encoder()
-        layers: dict[str, Any] = {}
-        dims: dict[str, int] = {}
-        for t in names:
-            depth = m.taps.get(t, encoder.num_layers)
-            if not 1 <= depth <= encoder.num_layers:
-                raise ConfigError(f"model.taps.{t}", f"depth {depth} is outside 1..{encoder.num_layers}",
-                                  f"the encoder has {encoder.num_layers} layer(s)")
-            dims[t] = encoder.layer_dims[depth - 1]
-            if t in m.task_layers:
-                lc = m.task_layers[t]
-                cls = _resolve(TASK_LAYERS, lc.type, f"model.task_layers.{t}.type")
-                opts = lc.options()
-                opts.setdefault("in_dim", dims[t])
-                layers[t] = _construct(cls, opts, f"model.task_layers.{t}")
-                dims[t] = getattr(layers[t], "out_dim", dims[t])
         arch = _resolve(ARCHITECTURES, m.sharing, "model.sharing")
-        if hasattr(arch, "from_parts"):  # towers, experts, attention: built from fresh encoders and heads
-            if m.taps or m.task_layers:
-                raise ConfigError("model.sharing", f"{m.sharing!r} takes no taps or task_layers",
-                                  "use model.sharing_options, or sharing: hierarchical")
-            try:
-                model = arch.from_parts(
-                    encoder=self.build_encoder, tasks=names,
-                    heads=lambda widths: {t: self._build_head(t, widths[t], encoder.is_sequence) for t in names},
-                    **m.sharing_options)
-            except TypeError as err:
-                raise ConfigError("model.sharing_options", f"bad option ({err})",
-                                  f"see the options of {getattr(arch, '__name__', arch)}") from None
-            except ValueError as err:
-                raise ConfigError.from_message(str(err), "model.sharing_options", "correct the option") from None
-            model.check_ownership()
-            return model
-        if m.sharing_options:
-            raise ConfigError("model.sharing_options", f"{m.sharing!r} takes no options",
-                              "remove them (hierarchical sharing is set with taps and task_layers)")
-        heads = {t: self._build_head(t, dims[t], encoder.is_sequence) for t in names}
+        options: dict[str, Any] = dict(m.sharing_options)
         taps = {t: d for t, d in m.taps.items() if t in names}
-        if m.sharing == "hard":
-            if taps or layers:
-                raise ConfigError("model.sharing", "hard sharing reads the top layer and has no task layers",
-                                  "use sharing: hierarchical for taps or task_layers")
-            model = arch(encoder, heads)
-        else:
-            model = _construct(arch, dict(encoder=encoder, heads=heads, taps=taps, task_layers=layers), "model")
+        layers = {t: partial(self._build_task_layer, t) for t in names if t in m.task_layers}
+        if taps:
+            options["taps"] = taps
+        if layers:
+            options["task_layers"] = layers
+        built: list[Any] = []  # the encoders from_parts builds; the first tells whether heads pool
+
+        def encoder() -> Any:
+            built.append(self.build_encoder())
+            return built[-1]
+
+        def heads(widths: Mapping[str, int]) -> dict[str, Any]:
+            return {t: self._build_head(t, widths[t], built[0].is_sequence) for t in names}
+
+        signature = inspect.signature(arch.from_parts)
+        if (taps or layers) and "taps" not in signature.parameters:
+            raise ConfigError("model.sharing", f"{m.sharing!r} takes no taps or task_layers",
+                              "use sharing: hierarchical for taps or task_layers (the other "
+                              "architectures take model.sharing_options)")
+        try:
+            signature.bind(encoder=encoder, heads=heads, tasks=names, **options)
+        except TypeError as err:
+            raise ConfigError("model.sharing_options", f"bad option ({err})",
+                              f"see the options of {getattr(arch, '__name__', arch)}") from None
+        try:
+            model = arch.from_parts(encoder=encoder, heads=heads, tasks=names, **options)
+        except OptionError as err:  # located: model.taps.*, model.encoder, model.sharing_options.*
+            top = err.option.split(".")[0]
+            raise ConfigError.from_option(
+                err, "model" if top in ("taps", "task_layers", "encoder") else "model.sharing_options"
+            ) from None
         model.check_ownership()
         return model
+
+    def _build_task_layer(self, task: str, in_dim: int) -> Any:
+        """``model.task_layers.TASK`` over ``in_dim``-wide features (the tapped layer's width)."""
+        from ..sharing import TASK_LAYERS
+
+        lc = self.cfg.model.task_layers[task]
+        cls = _resolve(TASK_LAYERS, lc.type, f"model.task_layers.{task}.type")
+        opts = lc.options()
+        opts.setdefault("in_dim", in_dim)
+        return _construct(cls, opts, f"model.task_layers.{task}")
 
     def _build_head(self, task: str, dim: int, sequence: bool) -> Any:
         """The built-in head for the task's kind, or ``model.heads.TASK.type`` (an import path),
