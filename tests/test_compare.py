@@ -180,7 +180,7 @@ def test_summarise_hand_computed():
 def test_resume_reads_finished_seeds_back_without_training(two_seeds, monkeypatch):
     """An interrupted comparison resumes: finished seeds are read back (no training), and
     the summary equals the one of the uninterrupted run."""
-    import polytask.runs as runs
+    import polytask.runs.comparison as comparison
 
     _, summary, out = two_seeds
     config = out.parent / "cmp.yaml"
@@ -188,7 +188,7 @@ def test_resume_reads_finished_seeds_back_without_training(two_seeds, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a finished seed was trained again")
 
-    monkeypatch.setattr(runs, "train", no_training)
+    monkeypatch.setattr(comparison, "train", no_training)
     result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--json", "--resume"])
     assert result.exit_code == 0, (result.stdout, result.exception)
     resumed = json.loads((out / "compare.json").read_text(encoding="utf-8"))
@@ -211,7 +211,7 @@ def test_resume_trains_only_the_seed_that_was_interrupted(two_seeds, tmp_path, m
     old directory; the finished seed is read back."""
     import shutil
 
-    import polytask.runs as runs
+    import polytask.runs.comparison as runs
 
     _, summary, out = two_seeds
     copy = tmp_path / "out"

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 import polytask
-import polytask.runs
+import polytask.runs.prediction
 from polytask.cli import app
 
 from shared_data import TRAIN_XML, laptop_rows
@@ -132,7 +132,7 @@ def test_span_text_is_cut_from_the_input(run, monkeypatch):
         tags = [[0, 1, 2, 0, 1], [1, 0]]  # O B I O B ; B O
         return {"aspects": tags[:len(examples)], "sentiment": [[0.25, 0.75]] * len(examples)}
 
-    monkeypatch.setattr(polytask.runs, "predict", fake_predict)
+    monkeypatch.setattr(polytask.runs.prediction, "predict", fake_predict)
     first, second = loaded.predict(["The battery life  is great", ["Screen", "!"]])
     assert first["aspects"] == {"tags": ["O", "B-ASP", "I-ASP", "O", "B-ASP"],
                                 "spans": [{"type": "ASP", "start": 1, "end": 3, "text": "battery life"},

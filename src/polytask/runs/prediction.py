@@ -1,0 +1,85 @@
+"""A trained run read back from its directory: ``load(RUN_DIR).predict(...)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import yaml
+
+from ..config.build import Experiment
+from ..config.errors import ConfigError
+from ..config.load import validate
+from ..data.base import Example
+from ..engine import checkpoint as ckpt
+from ..evaluation.evaluate import evaluate, predict
+
+__all__ = ["LoadedRun", "load"]
+
+
+class LoadedRun:
+    """A trained run: model, tasks and vocabularies, ready to predict (see :func:`load`)."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "config.yaml").is_file() or not (self.run_dir / "run.json").is_file():
+            raise ConfigError(str(self.run_dir), "not a polytask run directory (no config.yaml/run.json)",
+                              "give the --out directory of `polytask train`")
+        raw = yaml.safe_load((self.run_dir / "config.yaml").read_text(encoding="utf-8"))
+        meta = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
+        vocab = json.loads((self.run_dir / "vocab.json").read_text(encoding="utf-8"))
+        self.cfg = validate(raw)
+        self.raw = raw
+        self.base_dir = Path(meta["base_dir"])
+        self.experiment = Experiment(self.cfg, self.base_dir, vocab=vocab, labels=meta["labels"], load_data=False)
+        self.tasks = self.experiment.tasks
+        self.model = self.experiment.build_model()
+        tensors, _ = ckpt.load_checkpoint(self.run_dir / "best")
+        ckpt.restore_model(self.model, tensors, where=str(self.run_dir / "best"))
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.collate = self.experiment.collator()
+
+    def to_examples(self, inputs: Iterable[str | Sequence[str] | Example]) -> list[Example]:
+        from ..data.readers import tokenize
+
+        chars = self.cfg.data.tokenizer == "chars"
+        out = []
+        for x in inputs:
+            if isinstance(x, Example):
+                out.append(x)
+            elif isinstance(x, str):
+                out.append(Example(inputs={"tokens": tokenize(x, char_level=chars)}))
+            else:
+                out.append(Example(inputs={"tokens": list(x)}))
+        return out
+
+    def predict(self, inputs: Iterable[str | Sequence[str] | Example], batch_size: int = 64) -> list[dict[str, Any]]:
+        """One dict per input: ``{task: formatted prediction}`` from one forward pass per batch."""
+        examples = self.to_examples(inputs)
+        preds = predict(self.model, self.tasks, examples, self.collate, batch_size=batch_size, device=self.device)
+        joiner = "" if self.cfg.data.tokenizer == "chars" else " "
+        results = []
+        for i, ex in enumerate(examples):
+            row: dict[str, Any] = {}
+            for t, task in self.tasks.items():
+                formatted = task.kind.format_prediction(preds[t][i])
+                tokens = ex.inputs.get("tokens")
+                if tokens is not None and "spans" in formatted:
+                    for span in formatted["spans"]:
+                        span["text"] = joiner.join(tokens[span["start"]:span["end"]])
+                row[t] = formatted
+            results.append(row)
+        return results
+
+    def evaluate(self, sources: Mapping[str, Sequence[Example]]) -> dict[str, dict[str, float]]:
+        return evaluate(self.model, self.tasks, sources, self.collate, device=self.device)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
+    """``polytask.load(RUN_DIR)``: the trained model with its vocabularies and ``predict()``."""
+    return LoadedRun(run_dir, device=device)
+
+
