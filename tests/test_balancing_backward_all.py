@@ -22,7 +22,7 @@ from polytask.balancing import GramianWeighting, LossWeighting
 
 
 def _make(name: str):
-    cls = balancing._METHODS[name]
+    cls = balancing.METHODS[name]
     params = inspect.signature(cls).parameters
     return balancing.make(name, **({"seed": 0} if "seed" in params else {}))
 
@@ -42,7 +42,7 @@ def _model(k: int):
 
 
 CASES = [(name, level) for name in balancing.available() for level in ("features", "params")
-         if level in balancing._METHODS[name].levels]
+         if level in balancing.METHODS[name].levels]
 
 
 @pytest.mark.parametrize("k", K_VALUES)

@@ -146,18 +146,18 @@ def test_missing_required_section(tmp_path):
     ("balancing.weights", {"polarity": 1.0},
      "balancing.weights.polarity: undefined task; fix: use one of ['sentiment']"),
     ("model.encoder.type", "lstm",
-     "model.encoder.type: unknown name 'lstm'; fix: use one of ['bilstm', 'cnn', 'lenet', 'mlp', 'tabular', 'transformer'] or "
-     "'package.module:Class'"),
+     "model.encoder.type: unknown encoder 'lstm'; fix: use one of ['bilstm', 'cnn', 'lenet', 'mlp', 'tabular', "
+     "'transformer'] or an import path 'package.module:Class'"),
     ("sampler.type", "temprature",
-     "sampler.type: unknown name 'temprature'; fix: use one of ['annealed', 'proportional', 'round_robin', "
-     "'temperature', 'uniform'] or 'package.module:Class'"),
+     "sampler.type: unknown sampler 'temprature'; fix: use one of ['annealed', 'proportional', 'round_robin', "
+     "'temperature', 'uniform'] or an import path 'package.module:Class'"),
     ("balancing.method", "upgradd",
      "balancing.method: unknown method 'upgradd'; fix: use one of "
      + str(__import__("polytask.balancing", fromlist=["available"]).available())
      + " or an import path 'package.module:Class'"),
     ("data.sources.reviews.format", "snownlp_sentiments",
-     "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: use one of jsonl, csv, conll, "
-     "semeval2014, snownlp_sentiment, snownlp_ner"),
+     "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: use one of ['conll', 'csv', "
+     "'jsonl', 'semeval2014', 'snownlp_ner', 'snownlp_sentiment'] or an import path 'package.module:Class'"),
     ("model.encoder.kernel", 3,
      "model.encoder: bad option (got an unexpected keyword argument 'kernel'); fix: see the options of CNN"),
     ("trainer.criterion", "polarity",

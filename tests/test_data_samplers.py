@@ -40,7 +40,6 @@ def test_temperature_rule_and_limits():
 
 def test_round_robin_exact_cycle():
     s = UniformSampler(SIZES)
-    assert s.is_round_robin and not ProportionalSampler(SIZES).is_round_robin
     assert s.draw(0, 7, 100, seed=123) == ["big", "mid", "small"] * 2 + ["big"]
     assert s.draw(4, 3, 100, seed=0) == ["mid", "small", "big"]  # continues the global cycle
     assert _close(s.probabilities(), {k: 1 / 3 for k in SIZES})

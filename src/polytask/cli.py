@@ -1,4 +1,4 @@
-"""``polytask train | eval | predict | compare``.
+"""``polytask train | eval | predict | compare | sweep | list``.
 
 Configuration problems print one line ``error: <field or file>: <problem>; fix: <hint>``
 and exit with code 2; ``--debug`` shows the traceback instead.
@@ -125,8 +125,8 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
         if src is None:
             raise ConfigError(f"--test {task}", "no source of the run labels this task", "check the task name")
         same = (fmt or src.format) == src.format
-        # another format reads the task's labels from its default place: CoNLL's last column, a field named TASK
-        field = src.tasks[task] if same else (-1 if fmt == "conll" else task)
+        # another format reads the task's labels from its default field (CoNLL: the last column)
+        field = src.tasks[task] if same else _default_field(str(fmt), task)
         source = SourceConfig(format=fmt or src.format, train=str(path.resolve()), tasks={task: field},
                               options=src.options if same else {})
         data_cfg = cfg.data.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})
@@ -141,6 +141,17 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
         metrics = run.evaluate({"test": examples})
         results[task] = metrics.get(task, {})
     return results
+
+
+def _default_field(fmt: str, task: str) -> Any:
+    """Where format ``fmt`` finds ``task``'s labels when nothing says (``Reader.default_field``)."""
+    from .data.formats import FORMATS
+    from .errors import OptionError
+
+    try:
+        return FORMATS.resolve(fmt).default_field(task)
+    except OptionError as err:
+        raise ConfigError("--format", err.problem, err.fix) from None
 
 
 @app.command("eval")
@@ -262,6 +273,31 @@ def sweep_cmd(
         typer.echo(json.dumps(summary, default=str))
     else:
         typer.echo((directory / "sweep.md").read_text(encoding="utf-8"))
+
+
+#: ``polytask list KIND``: each pluggable kind's registry, by the word a user types
+REGISTRIES = {"methods": "polytask.balancing:METHODS", "kinds": "polytask.tasks:KINDS",
+              "encoders": "polytask.nn:ENCODERS", "architectures": "polytask.sharing:ARCHITECTURES",
+              "task-layers": "polytask.sharing:TASK_LAYERS",
+              "samplers": "polytask.data.samplers:SAMPLERS", "formats": "polytask.data.formats:FORMATS"}
+
+
+@app.command("list")
+def list_cmd(
+    kind: str = typer.Argument(..., metavar="KIND", help=" | ".join(REGISTRIES)),
+    names_only: bool = typer.Option(False, "--names", help="Print the names only."),
+) -> None:
+    """List the names a config may give for KIND, each with its docstring's first line
+    (any other name must be an import path package.module:Class)."""
+    from ._imports import import_object
+    from .registry import describe
+
+    if kind not in REGISTRIES:
+        _fail(ConfigError("KIND", f"unknown kind {kind!r}", f"use one of {', '.join(REGISTRIES)}"))
+    registry = import_object(REGISTRIES[kind])
+    width = max(map(len, registry), default=0)
+    for name in registry.names():
+        typer.echo(name if names_only else f"{name:<{width}}  {describe(registry[name])}".rstrip())
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Loss and gradient balancing: N task signals -> one update. Depends on torch only.
 
-``make(name, **options)`` builds a method, ``available()`` lists the names, and
+``make(name, **options)`` builds a method, ``available()`` lists the names of the
+:data:`METHODS` registry (which also takes ``package.module:Class`` import paths), and
 ``backward(losses, method=..., features=..., shared=...)`` replaces ``loss.backward()``
 in any training loop (the Trainer calls the same function).
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OptionError
+from ..registry import Registry
 from .aligned_mtl import AlignedMTL
 from .backward import backward, resolve_level
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
@@ -35,7 +38,10 @@ from .rlw import RandomLossWeighting
 from .upgrad import UPGrad
 from .uw import UncertaintyWeighting
 
-_METHODS: dict[str, type[Balancer]] = {
+#: the balancing methods: a name or ``package.module:Class`` -> a :class:`Balancer` subclass
+METHODS: Registry[type[Balancer]] = Registry("method", base=Balancer, option="method",
+                                             expects="a subclass of polytask.balancing.Balancer",
+                                             builtins={
     # loss weighting
     "fixed": FixedWeights, "sum": Sum, "mean": Mean, "uw": UncertaintyWeighting, "gradnorm": GradNorm,
     "dwa": DynamicWeightAverage, "rlw": RandomLossWeighting, "gls": GeometricLossStrategy, "imtl_l": IMTLL,
@@ -44,38 +50,30 @@ _METHODS: dict[str, type[Balancer]] = {
     "mgda": MGDA, "pcgrad": PCGrad, "graddrop": GradDrop, "gradvac": GradVac, "cagrad": CAGrad, "imtl_g": IMTLG,
     "nash_mtl": NashMTL, "aligned_mtl": AlignedMTL, "upgrad": UPGrad, "dualproj": DualProj, "fairgrad": FairGrad,
     "con_fig": ConFIG,
-}
+})
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`make`."""
-    return sorted(_METHODS)
-
-
-def register(name: str, cls: type[Balancer]) -> None:
-    """Add a method under ``name`` (third-party methods)."""
-    _METHODS[name] = cls
+    """Names accepted by :func:`make` (``METHODS.register(name, cls)`` adds one)."""
+    return METHODS.names()
 
 
 def make(name: str, **options: Any) -> Balancer:
-    """Build a method by registry name or import path (``package.module:Class``)."""
-    if ":" in name:
-        from .._imports import import_object
+    """Build a method by registry name or import path (``package.module:Class``).
 
-        cls = import_object(name)
-    elif name in _METHODS:
-        cls = _METHODS[name]
-    else:
-        raise ValueError(f"balancing.method: unknown method {name!r}; fix: use one of {available()} "
-                         "or an import path 'package.module:Class'")
+    The class is checked to be a :class:`Balancer` before it is called; an unknown name,
+    a path to something else or a bad option raises :class:`~polytask.errors.OptionError`.
+    """
+    cls = METHODS.resolve(name)
     try:
         return cls(**options)
     except TypeError as err:
-        raise ValueError(f"balancing: bad option for method {name!r}: {err}") from None
+        raise OptionError("", f"bad option for method {name!r}: {err}",
+                          f"see the options of {cls.__name__}") from None
 
 
 __all__ = ["Balancer", "LossWeighting", "GradientAggregator", "GramianWeighting", "backward", "make", "available",
-           "register", "resolve_level", "AlignedMTL", "CAGrad", "ConFIG", "DBMTL", "DualProj", "DynamicWeightAverage", "ExcessMTL",
+           "METHODS", "resolve_level", "AlignedMTL", "CAGrad", "ConFIG", "DBMTL", "DualProj", "DynamicWeightAverage", "ExcessMTL",
            "FAMO", "FairGrad", "FixedWeights", "GeometricLossStrategy", "GradDrop", "GradNorm", "GradVac", "IMTL",
            "IMTLG", "IMTLL", "MGDA", "Mean", "NashMTL", "PCGrad", "RandomLossWeighting", "Sum", "UPGrad",
            "UncertaintyWeighting"]

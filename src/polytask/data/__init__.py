@@ -6,10 +6,10 @@
 from polytask.data.adult import load_adult
 from polytask.data.base import Batch, Example
 from polytask.data.collate import INPUT_KINDS, Collator
+from polytask.data.formats import FORMATS, Reader
 from polytask.data.loader import MultiTaskLoader, sequential_batches
 from polytask.data.molecules import load_tox21, scaffold_split
 from polytask.data.readers import (
-    READERS,
     data_root,
     iob1_to_iob2,
     read_conll,
@@ -44,7 +44,8 @@ __all__ = [
     "PAD",
     "PAD_ID",
     "ProportionalSampler",
-    "READERS",
+    "Reader",
+    "FORMATS",
     "SAMPLERS",
     "TabularPreprocessor",
     "SemEvalStats",

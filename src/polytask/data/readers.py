@@ -6,7 +6,8 @@ transparently) and returns :class:`~polytask.data.base.Example` objects with
 ``inputs={"tokens": [...]}`` (text) or ``inputs={"features": [...]}`` (tabular) and
 ``targets={task: raw label}``. A missing label is ``None``; it is data, not an error.
 
-Bad input raises ``ValueError`` naming the file, the line and the fix.
+Bad input raises ``ValueError`` naming the file, the line and the fix. Configs name these
+formats through :data:`polytask.data.formats.FORMATS` (a reader class per format).
 
 =========  ===========================================================================
 reader     format
@@ -35,7 +36,6 @@ from polytask.data.base import Example
 from polytask.tasks.schemes import iob1_to_iob2
 
 __all__ = [
-    "READERS",
     "data_root",
     "iob1_to_iob2",
     "read_conll",
@@ -450,11 +450,3 @@ def read_text(path: PathLike, char_level: bool = False, *, encoding: str = "utf-
                 out.append(Example({"tokens": tokens}, {}, id=str(lineno)))
     return out
 
-
-#: reader name (as used in configs) -> reader function
-READERS: dict[str, Callable[..., list[Example]]] = {
-    "jsonl": read_jsonl,
-    "csv": read_csv,
-    "conll": read_conll,
-    "text": read_text,
-}

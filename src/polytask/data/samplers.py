@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 import torch
 
+from polytask.registry import Registry
+
 __all__ = [
     "AnnealedSampler",
     "ProportionalSampler",
@@ -52,8 +54,6 @@ class TaskSampler:
 
     #: name in :data:`SAMPLERS`
     name: str = ""
-    #: True when the order is a fixed cycle rather than random draws
-    is_round_robin: bool = False
     #: True when probabilities change during training (needs ``total_steps``)
     is_time_dependent: bool = False
 
@@ -176,7 +176,6 @@ class UniformSampler(TaskSampler):
     """
 
     name = "uniform"
-    is_round_robin = True
 
     def probabilities(self, step: int = 0, total_steps: int = 1) -> dict[str, float]:
         return self._power(0.0)
@@ -228,21 +227,18 @@ class AnnealedSampler(TaskSampler):
         return f"T_start={self.T_start}, T_end={self.T_end}"
 
 
-#: name -> sampler class
-SAMPLERS: dict[str, type[TaskSampler]] = {
-    "proportional": ProportionalSampler,
-    "temperature": TemperatureSampler,
-    "uniform": UniformSampler,
-    "round_robin": UniformSampler,
-    "annealed": AnnealedSampler,
-}
+#: the samplers: a name or ``package.module:Class`` -> a :class:`TaskSampler` subclass
+SAMPLERS: Registry[type[TaskSampler]] = Registry(
+    "sampler", base=TaskSampler, expects="a subclass of polytask.data.TaskSampler",
+    builtins={"proportional": ProportionalSampler, "temperature": TemperatureSampler,
+              "uniform": UniformSampler, "round_robin": UniformSampler, "annealed": AnnealedSampler},
+)
 
 
 def make_sampler(name: str, sizes: Mapping[str, int] | None = None, **opts: Any) -> TaskSampler:
-    """``make_sampler("temperature", T=2.0)``; unknown names and options raise ``ValueError``."""
-    cls = SAMPLERS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown sampler {name!r}; use one of {sorted(SAMPLERS)}")
+    """``make_sampler("temperature", T=2.0)``: a name or import path (checked by :data:`SAMPLERS`);
+    unknown names and bad options raise ``ValueError`` (an unknown name: an ``OptionError``)."""
+    cls = SAMPLERS.resolve(name)
     try:
         return cls(sizes=sizes, **opts)
     except TypeError as e:

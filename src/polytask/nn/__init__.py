@@ -15,15 +15,22 @@ from polytask.nn.mlp import MLP
 from polytask.nn.pooling import AttentionPooling, pool
 from polytask.nn.tabular import TabularEmbedding, TabularMLP
 from polytask.nn.transformer import SubwordTokenizer, Transformer, minilm_path
+from polytask.registry import Registry
 
-ENCODERS: dict[str, type[Encoder]] = {
-    "mlp": MLP,
-    "cnn": CNN,
-    "bilstm": BiLSTM,
-    "transformer": Transformer,
-    "tabular": TabularMLP,
-    "lenet": LeNet,
-}
+#: the encoders: a name or ``package.module:Class`` -> an :class:`Encoder` subclass
+ENCODERS: Registry[type[Encoder]] = Registry(
+    "encoder",
+    base=Encoder,
+    expects="a subclass of polytask.nn.Encoder",
+    builtins={
+        "mlp": MLP,
+        "cnn": CNN,
+        "bilstm": BiLSTM,
+        "transformer": Transformer,
+        "tabular": TabularMLP,
+        "lenet": LeNet,
+    },
+)
 HEADS = {"classifier": ClassifierHead, "tagger": TaggerHead}
 
 __all__ = [

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.bilstm import run_packed
+from ..registry import Registry
 
 
 class DenseLayer(nn.Module):
@@ -37,4 +38,8 @@ class SequenceLayer(nn.Module):
         return self.dropout(out) * mask.unsqueeze(-1).to(out.dtype)
 
 
-TASK_LAYERS = {"dense": DenseLayer, "bilstm": SequenceLayer}
+#: the task layers: a name or ``package.module:Class`` -> an ``nn.Module`` class built with
+#: ``in_dim`` and its options (``out_dim`` read back when it has one)
+TASK_LAYERS: Registry[type[nn.Module]] = Registry(
+    "task layer", base=nn.Module, expects="a torch.nn.Module class taking in_dim",
+    builtins={"dense": DenseLayer, "bilstm": SequenceLayer})

@@ -8,34 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from polytask._imports import import_object
+from polytask.registry import Registry
 from polytask.tasks.base import TagScores, Task, TaskKind
 from polytask.tasks.classification import Classification
 from polytask.tasks.multilabel import Multilabel
 from polytask.tasks.regression import Regression
 from polytask.tasks.tagging import Tagging
 
-KINDS: dict[str, type[TaskKind]] = {
-    "classification": Classification,
-    "multilabel": Multilabel,
-    "regression": Regression,
-    "tagging": Tagging,
-}
+#: the task kinds: a name or ``package.module:Class`` -> a :class:`TaskKind` subclass
+KINDS: Registry[type[TaskKind]] = Registry(
+    "task kind",
+    base=TaskKind,
+    option="kind",
+    expects="a subclass of polytask.tasks.TaskKind",
+    builtins={
+        "classification": Classification,
+        "multilabel": Multilabel,
+        "regression": Regression,
+        "tagging": Tagging,
+    },
+)
 
 
 def make_kind(name: str, **options: Any) -> TaskKind:
-    """Build a task kind by registry name or ``"package.module:Class"`` import path."""
-    if ":" in name:
-        cls = import_object(name)
-        if not (isinstance(cls, type) and issubclass(cls, TaskKind)):
-            raise ValueError(f"task kind {name!r} is not a subclass of polytask.tasks.TaskKind")
-    elif name in KINDS:
-        cls = KINDS[name]
-    else:
-        raise ValueError(
-            f"unknown task kind {name!r}: use one of {sorted(KINDS)} "
-            "or an import path 'package.module:Class'"
-        )
+    """Build a task kind by registry name or ``"package.module:Class"`` import path.
+
+    The class is checked (:data:`KINDS`) before it is called.
+    """
+    cls = KINDS.resolve(name)
     try:
         return cls(**options)
     except TypeError as err:
