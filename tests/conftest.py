@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
+
+# benchmark problems the tests of the balancing methods share (benchmarks/toy_problems.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 

@@ -1,4 +1,4 @@
-"""The Jacobian/Gramian engine and ``balancing.backward`` for gradient methods.
+"""The per-task autograd (``balancing._autograd``) and ``balancing.backward`` for gradient methods.
 
 Every check compares ``.grad`` after ``backward()`` with the update computed by hand from
 K per-task gradients, each from its own forward pass and ``torch.autograd.grad`` (no
@@ -21,13 +21,14 @@ from jacobians import K_VALUES
 from torch import Tensor, nn
 
 from polytask import balancing
-from polytask.balancing import engine
+from polytask.balancing import _autograd as autograd
 from polytask.balancing.backward import resolve_level
 from polytask.balancing.base import GradientAggregator, GramianWeighting, task_names
 from polytask.config import ConfigError, Experiment, validate
 from polytask.data.base import Example
 from polytask.data.collate import Collator
 from polytask.engine import Trainer, TrainerConfig
+from polytask.errors import OptionError
 from polytask.nn import MLP, heads_for
 from polytask.nn.base import Encoder, EncoderOutput
 from polytask.sharing import Custom, HardSharing, Hierarchical, MultiTaskOutput
@@ -45,13 +46,13 @@ class RidgeGramian(GramianWeighting):
     def __init__(self) -> None:
         self.seen: list[list[str]] = []
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = gramian.shape[0]
-        self.seen.append(task_names(k, losses))
-        g = gramian.double()
-        reg = g.diagonal().mean().clamp_min(1e-30)
-        w = torch.linalg.solve(g + reg * torch.eye(k, dtype=g.dtype), torch.ones(k, dtype=g.dtype))
-        return (w / w.sum()).to(gramian.dtype)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        self.seen.append(names)
+        k = len(names)
+        reg = gramian.diagonal().mean().clamp_min(1e-30)
+        w = torch.linalg.solve(gramian + reg * torch.eye(k, dtype=gramian.dtype), torch.ones(k, dtype=gramian.dtype))
+        return w / w.sum()
 
 
 class Median(GradientAggregator):
@@ -215,8 +216,8 @@ def test_fallback_to_k_passes_gives_the_same_grads_and_logs_once(monkeypatch, ca
     model = Toy(10)
     method = RidgeGramian()
     expected = by_hand(model, method, level, 0.5)
-    monkeypatch.setattr(engine, "batched_grad", refuse)
-    monkeypatch.setattr(engine, "_warned", set())
+    monkeypatch.setattr(autograd, "batched_grad", refuse)
+    monkeypatch.setattr(autograd, "_warned", set())
     params = params_of(model)
     before = preset_grads(params)
     with caplog.at_level(logging.WARNING, logger="polytask.balancing"):
@@ -233,13 +234,13 @@ def test_feature_rows_split_from_one_pass_equal_k_passes(k: int, monkeypatch) ->
     the heads, and backward() through the K-pass path against the hand-computed update."""
     model = Toy(k)
     losses, z = model()
-    split = engine.split_jacobian(list(losses.values()), z)
+    split = autograd.split_jacobian(list(losses.values()), z)
     assert split is not None
-    torch.testing.assert_close(split, engine.looped_grad(list(losses.values()), [z])[0], **TOL)
+    torch.testing.assert_close(split, autograd.looped_grad(list(losses.values()), [z])[0], **TOL)
     method = Median()
     expected = by_hand(model, method, "features", 0.5)
-    monkeypatch.setattr(engine, "split_jacobian", lambda *a: None)
-    monkeypatch.setattr(engine, "one_pass_feature_backward", lambda *a, **kw: False)
+    monkeypatch.setattr(autograd, "split_jacobian", lambda *a: None)
+    monkeypatch.setattr(autograd, "one_pass_feature_backward", lambda *a, **kw: False)
     params = params_of(model)
     before = preset_grads(params)
     run_backward(model, method, "features")
@@ -259,7 +260,7 @@ def test_feature_level_takes_one_backward_pass_when_heads_are_separate(kind: str
         raise AssertionError("a second pass through the heads was taken")
 
     for name in ("feature_jacobian", "split_jacobian", "looped_grad"):
-        monkeypatch.setattr(engine, name, refuse)
+        monkeypatch.setattr(autograd, name, refuse)
     runs = []
     handle = model.heads[0].register_full_backward_hook(lambda *_a: runs.append(1))
     params = params_of(model)
@@ -275,9 +276,9 @@ def test_split_sums_what_several_operations_of_one_loss_send() -> None:
     _, z = model()
     losses = [(head(z) - 1).pow(2).mean() + (i + 1) * (z * z[:, :1]).mean() + z.sum() * 0.1
               for i, head in enumerate(model.heads)]
-    split = engine.split_jacobian(losses, z)
+    split = autograd.split_jacobian(losses, z)
     assert split is not None
-    torch.testing.assert_close(split, engine.looped_grad(losses, [z])[0], **TOL)
+    torch.testing.assert_close(split, autograd.looped_grad(losses, [z])[0], **TOL)
 
 
 def test_split_refuses_operations_shared_by_several_losses() -> None:
@@ -285,10 +286,10 @@ def test_split_refuses_operations_shared_by_several_losses() -> None:
     _, z = model()
     h = z * 2  # one consumer of z read by every loss
     losses = [(head(h) - 1).pow(2).mean() for head in model.heads]
-    assert engine.split_jacobian(losses, z) is None
+    assert autograd.split_jacobian(losses, z) is None
     total = z.sum()
-    assert engine.split_jacobian([total], total) is None  # a loss that is the feature tensor itself
-    rows = engine.feature_jacobian(losses, z)
+    assert autograd.split_jacobian([total], total) is None  # a loss that is the feature tensor itself
+    rows = autograd.feature_jacobian(losses, z)
     for i, loss in enumerate(losses):
         torch.testing.assert_close(rows[i], torch.autograd.grad(loss, z, retain_graph=True)[0], **TOL)
 
@@ -302,14 +303,14 @@ def test_chunked_products_give_the_same_grads(chunk_size: int) -> None:
     params = params_of(model)
     before = preset_grads(params)
     calls = []
-    real = engine.batched_grad
+    real = autograd.batched_grad
 
     def counting(outputs, inputs, cotangents):
         calls.append(cotangents.shape[0])
         return real(outputs, inputs, cotangents)
 
     engine_batched = pytest.MonkeyPatch()
-    engine_batched.setattr(engine, "batched_grad", counting)
+    engine_batched.setattr(autograd, "batched_grad", counting)
     try:
         run_backward(model, method, level, chunk_size=chunk_size)
     finally:
@@ -324,13 +325,13 @@ def test_jacobian_rows_equal_separate_gradients_and_zero_for_unreached() -> None
     losses, z = model()
     extra = nn.Parameter(torch.ones(2, dtype=torch.float64))
     values = list(losses.values()) + [(extra * 0).sum() + 1.0, torch.tensor(2.0, dtype=torch.float64)]
-    jz, jw = engine.jacobian(values, [z, extra])
+    jz, jw = autograd.jacobian(values, [z, extra])
     assert jz.shape == (5, *z.shape) and jw.shape == (5, 2)
     for i, loss in enumerate(values[:3]):
         torch.testing.assert_close(jz[i], torch.autograd.grad(loss, z, retain_graph=True)[0], **TOL)
     assert jz[3:].abs().max() == 0 and jw.abs().max() == 0
     with pytest.raises(ValueError, match="chunk_size"):
-        engine.jacobian(values, [z], chunk_size=0)
+        autograd.jacobian(values, [z], chunk_size=0)
 
 
 # ------------------------------------------------------------------ hierarchical taps
@@ -388,7 +389,7 @@ def test_feature_level_on_a_hierarchical_model_with_taps() -> None:
     dz = expected_update(method, torch.stack(rows))
     losses, out = _hier_losses(model, x)
     # b and c read layer 1 through the same layer-2 operations: no one-pass split, K passes
-    assert engine.split_jacobian(list(losses.values()), out.shared_features) is None
+    assert autograd.split_jacobian(list(losses.values()), out.shared_features) is None
     below = list(model.encoder.linears[0].parameters())
     above = [p for p in model.parameters() if all(p is not q for q in below)]
     expected = list(torch.autograd.grad(out.shared_features, below, grad_outputs=dz.view_as(out.shared_features),
@@ -408,9 +409,9 @@ def test_no_shared_features_where_a_deeper_layer_bypasses_the_tap() -> None:
     assert model({"x": x}).shared_features is None
     assert model({"x": x}, tasks=["b"]).shared_features is not None  # one tap: its layer separates
     enc = model.encoder({"x": x})
-    assert not engine.separates(enc.layers[0], [enc.layers[1]])
+    assert not autograd.separates(enc.layers[0], [enc.layers[1]])
     deep = _hier().encoder({"x": torch.randn(2, 4, dtype=torch.float64)})
-    assert engine.separates(deep.layers[0], [deep.layers[2]])
+    assert autograd.separates(deep.layers[0], [deep.layers[2]])
     # with level None the engine then works on the parameters
     _, out = _hier_losses(model, x)
     assert resolve_level(Median(), None, has_features=out.shared_features is not None) == "params"
@@ -435,25 +436,33 @@ def test_custom_modules_may_return_shared_features() -> None:
 def test_errors_name_the_field_and_the_fix() -> None:
     model = Toy(2)
     losses, z = model()
-    with pytest.raises(ValueError, match=r"balancing\.level: 'features' needs the shared feature tensor.*fix:"):
+    # OptionError: the argument's own name, the problem and the fix (no config path)
+    with pytest.raises(OptionError, match="'features' needs the shared feature tensor") as info:
         balancing.backward(losses, method=Median(), shared=model.shared(), level="features")
-    with pytest.raises(ValueError, match=r"balancing\.method: 'median'.*no shared parameters.*fix: use a loss-weighting"):
+    assert info.value.option == "level" and info.value.fix.startswith("use level: params")
+    with pytest.raises(OptionError, match="'median'.*no shared parameters") as info:
         balancing.backward(losses, method=Median(), features=z, shared=[])
-    with pytest.raises(ValueError, match=r"balancing\.level: method 'features_only' works at level features only.*"
-                                         r"fix: set balancing\.level: features"):
+    assert info.value.option == "method" and info.value.fix.startswith("use a loss-weighting")
+    with pytest.raises(OptionError, match="method 'features_only' works at level features only") as info:
         balancing.backward(losses, method=FeaturesOnly(), features=z, shared=model.shared(), level="params")
-    with pytest.raises(ValueError, match=r"balancing\.level: method 'features_only'.*features.*shared features"):
+    assert (info.value.option, info.value.fix) == ("level", "set level: features")
+    with pytest.raises(OptionError, match="method 'features_only'.*features") as info:
         balancing.backward(losses, method=FeaturesOnly(), shared=model.shared())
-    with pytest.raises(ValueError, match=r"balancing\.level: unknown level 'layer'; fix: use features, params"):
+    assert info.value.option == "level" and "shared features" in info.value.fix
+    with pytest.raises(OptionError, match="unknown level 'layer'") as info:
         balancing.backward(losses, method=Median(), features=z, shared=model.shared(), level="layer")
-    with pytest.raises(ValueError, match=r"level 'params' needs `shared`"):
+    assert info.value.option == "level" and info.value.fix.startswith("use features, params")
+    with pytest.raises(OptionError, match="level 'params' needs `shared`") as info:
         balancing.backward(losses, method=Median(), level="params")
+    assert info.value.option == "shared"
+    assert "balancing." not in str(info.value)
     with pytest.raises(ValueError, match="no task losses"):
         balancing.backward({}, method=Median(), features=z)
     with pytest.raises(ValueError, match="must be a scalar"):
         balancing.backward({"a": z.sum(1)}, method=Median(), features=z)
-    with pytest.raises(ValueError, match="no loss depends on the feature tensor"):
+    with pytest.raises(OptionError, match="no loss depends on the feature tensor") as info:
         balancing.backward(losses, method=Median(), features=torch.ones(3, requires_grad=True) * 2)
+    assert info.value.option == "features"
     # nothing was differentiated by the failed calls
     assert all(p.grad is None for p in model.parameters())
 
@@ -528,10 +537,12 @@ def test_trainer_levels_give_different_updates_and_check_the_level() -> None:
         Trainer(model, tasks, method=Median(), config=cfg).fit(data, data, collate)
         moved[level] = model.encoder.linears[0].weight.detach().clone()
     assert (moved["features"] - moved["params"]).abs().max() > 1e-6
-    with pytest.raises(ValueError, match=r"balancing\.level"):
+    with pytest.raises(OptionError, match="works at level features only") as info:
         Trainer(make(), tasks, method=FeaturesOnly(), config=TrainerConfig(level="params"))
-    with pytest.raises(ValueError, match=r"balancing\.level: unknown level"):
+    assert info.value.option == "level"
+    with pytest.raises(OptionError, match="unknown level") as info:
         Trainer(make(), tasks, method=Median(), config=TrainerConfig(level="both"))
+    assert info.value.option == "level"
 
     class NoShared(Custom):
         provides_shared_features = False
@@ -545,11 +556,13 @@ def test_trainer_levels_give_different_updates_and_check_the_level() -> None:
             return {t: self.h[t](inputs["x"]) for t in names}, {}
 
     soft = NoShared(Heads(), list(tasks), shared=[], task_params={t: [f"h.{t}"] for t in tasks})
-    with pytest.raises(ValueError, match=r"balancing\.method: 'median'.*no shared parameters"):
+    with pytest.raises(OptionError, match="'median'.*no shared parameters") as info:
         Trainer(soft, tasks, method=Median())
-    with pytest.raises(ValueError, match=r"balancing\.level: 'features' needs the shared feature tensor"):
+    assert info.value.option == "method"
+    with pytest.raises(OptionError, match="'features' needs the shared feature tensor") as info:
         Trainer(NoShared(make(), list(tasks), shared=["encoder"], task_params={t: [f"heads.{t}"] for t in tasks}),
                 tasks, method=Median(), config=TrainerConfig(level="features"))
+    assert info.value.option == "level"
     Trainer(soft, tasks, method=balancing.make("sum"))  # a loss weighting needs no shared part
 
 
@@ -578,7 +591,7 @@ def test_config_level_is_validated_and_reaches_the_trainer(tmp_path: Path, monke
     exp = Experiment(validate(_config(tmp_path, method="test_balancing_engine:FeaturesOnly", level="params")), tmp_path)
     with pytest.raises(ConfigError) as err:
         exp.build_method()
-    assert err.value.where == "balancing.level" and "set balancing.level: features" in err.value.fix
+    assert err.value.where == "balancing.level" and err.value.fix == "set level: features"
 
     from polytask import sharing
 
@@ -625,7 +638,7 @@ def test_bilstm_crf_model_matches_the_hand_computed_update(zh, make_model, hard:
         expected.update(zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True)))
     else:
         z = out.shared_features
-        below = [p for p in shared if id(p) in {id(q) for q in engine.reached_leaves([z])}]
+        below = [p for p in shared if id(p) in {id(q) for q in autograd.reached_leaves([z])}]
         expected = dict(zip(map(id, below), torch.autograd.grad(z, below, grad_outputs=d.view_as(z), retain_graph=True)))
         rest = [p for p in params if id(p) not in expected]
         expected.update(zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True)))

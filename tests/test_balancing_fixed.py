@@ -10,6 +10,7 @@ from torch import nn
 
 from polytask import balancing
 from polytask.balancing import FixedWeights, Mean, Sum
+from polytask.errors import OptionError
 
 
 def _losses(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -89,14 +90,16 @@ def test_backward_accepts_a_list_of_losses() -> None:
 
 def test_bind_rejects_weights_of_unknown_tasks() -> None:
     method = FixedWeights({"a": 1.0, "pos": 2.0})
-    with pytest.raises(ValueError, match=r"balancing\.weights: unknown task\(s\) \['pos'\]"):
+    with pytest.raises(OptionError, match=r"unknown task\(s\) \['pos'\]") as err:
         method.bind(["a", "b"])
+    assert err.value.option == "weights"
 
 
 @pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "1", None, True])
 def test_bad_weights_are_rejected_naming_the_task(weight) -> None:
-    with pytest.raises(ValueError, match=r"balancing\.weights\.b"):
+    with pytest.raises(OptionError) as err:
         FixedWeights({"a": 1.0, "b": weight})
+    assert err.value.option == "weights.b"
 
 
 @pytest.mark.parametrize("default", [-1.0, float("nan"), float("inf")])

@@ -14,6 +14,7 @@ from torch import nn
 from polytask import balancing
 from polytask.balancing.imtl import IMTL
 from polytask.balancing.imtl_g import IMTLG, imtl_g_weights
+from polytask.errors import OptionError
 
 CASES = [(k, s, d) for k in K_VALUES for s in SCALES for d in DTYPES]
 CASE_IDS = [f"K{k}-s{s:g}-{str(d)[6:]}" for k, s, d in CASES]
@@ -128,8 +129,9 @@ def test_imtl_state_round_trip_bind_and_options() -> None:
         IMTL().parameters()
     with pytest.raises(ValueError, match="task 'zz' was not bound"):
         method.weights(torch.eye(1), {"zz": torch.tensor(1.0)})
-    with pytest.raises(ValueError, match="balancing.init_scale"):
+    with pytest.raises(OptionError) as err:
         IMTL(init_scale=float("inf"))
+    assert err.value.option == "init_scale"
     # a third party without bind: scales created on first use (IMTL-G until trained)
     free = IMTL()
     torch.testing.assert_close(free.weights(g.double()), imtl_g_weights(g.double()))

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from polytask.balancing import toy
+import toy_problems as toy
 from polytask.balancing.base import GradientAggregator
 from polytask.balancing.fixed import Mean
 from polytask.balancing.uw import UncertaintyWeighting

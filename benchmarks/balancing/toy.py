@@ -1,6 +1,6 @@
 """Quality of the balancing methods on two small problems, with plots.
 
-1. The two-objective toy problem of CAGrad / Nash-MTL / FAMO (``polytask.balancing.toy``:
+1. The two-objective toy problem of CAGrad / Nash-MTL / FAMO (``benchmarks/toy_problems.py``:
    the official codes' definition, f2 with "+ tanh", L1 scaled by 0.1 as in the Nash-MTL
    and FAMO codes). Adam (lr 1e-3) from their five start points for ``--steps`` steps with
    every method; trajectories drawn in parameter space over the contour of L1 + L2 and in
@@ -10,7 +10,7 @@
    x2 between −8.355 and −8.435; the papers draw the line x2 = −8.3552), its distance to
    that drawn line, and the Pareto-stationarity gap min_λ |λ ĝ1 + (1−λ) ĝ2| of the unit
    gradients (0 on the front). "Reached" = within ``--tol`` (0.05) of the Pareto set.
-2. The GradNorm synthetic regression (Chen et al. 2018, §4; ``polytask.balancing.toy``):
+2. The GradNorm synthetic regression (Chen et al. 2018, §4; ``benchmarks/toy_problems.py``):
    T = 2 (σ = 1, 100) and T = 10 (σ spread 1…100), a 4 × 100 ReLU trunk, Adam; the metric
    is Σ_i L_i(t)/L_i(0) on the test set (lower is better), per method and seed, with
    gradient methods at the feature level (the trunk output) where they allow it.
@@ -39,12 +39,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # toy_problems
 
 import methods  # noqa: E402
+import toy_problems as toy  # noqa: E402
 
 import polytask  # noqa: E402
 from polytask import balancing  # noqa: E402
-from polytask.balancing import toy  # noqa: E402
 from polytask.balancing.base import GradientAggregator  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -29,7 +29,8 @@ two terms separate). At the optimum ``∇f = s (G w − |d|² 1)``, so the stopp
 ``∇f ≥ −tol`` is MGDA's optimality certificate ``⟨g_k, d⟩ ≥ |d|² − tol/s`` itself.
 
 All work is done in float64 on the CPU (the systems are tiny, and an active set needs
-data-dependent control flow anyway), on the Gramian divided by its largest diagonal entry,
+data-dependent control flow anyway; :mod:`._gramian` states the precision policy that
+hands the Gramian over), on the Gramian divided by its largest diagonal entry,
 so the weights do not depend on the scale of J. The dual-cone programme is solved in
 Jacobi-scaled variables (unit diagonal), so rows whose norms differ by orders of magnitude
 are held to the same relative accuracy. A Gramian that rounding left slightly indefinite
@@ -40,12 +41,10 @@ rule is then measured in the input's unit roundoff rather than float64's.
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
 
 import torch
 from torch import Tensor
 
-from .base import GramianWeighting
 
 _EPS = torch.finfo(torch.float64).eps
 #: KKT tolerance in units of K · eps · (|H|·|x| + |c|), the rounding error of one gradient
@@ -56,30 +55,22 @@ _TOL_FACTOR = 8.0
 _ACCEPT = 4.0
 
 
-def prepare_gramian(gramian: Tensor) -> tuple[Tensor, float]:
-    """Symmetrised float64 CPU copy of a (K, K) Gramian, divided by its largest diagonal entry.
+def prepare_gramian(g: Tensor) -> tuple[Tensor, float]:
+    """A symmetric float64 CPU Gramian (:func:`._gramian.for_solver`) divided by its largest
+    diagonal entry.
 
     Returns ``(G / max_k G_kk, max_k G_kk)``; the scale is 0 for an all-zero Gramian (then the
     returned matrix is the zero matrix) and NaN when the Gramian has non-finite entries.
     """
-    if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
-        raise ValueError(f"the Gramian must be a square (K, K) matrix, got shape {tuple(gramian.shape)}")
-    g = gramian.detach().to(device="cpu", dtype=torch.float64)
     if g.numel() == 0:
         return g.clone(), 0.0
     if not bool(torch.isfinite(g).all()):
         return g.clone(), float("nan")
-    g = 0.5 * (g + g.T)
     scale = float(g.diagonal().max())
     if scale <= 0.0:
         return torch.zeros_like(g), 0.0
     g = g / scale
     return g, scale
-
-
-def input_eps(dtype: torch.dtype) -> float:
-    """Unit roundoff of a Gramian given in ``dtype`` (float64's at best)."""
-    return max(_EPS, torch.finfo(dtype).eps) if dtype.is_floating_point else _EPS
 
 
 def _positive_semidefinite(h: Tensor) -> Tensor:
@@ -336,16 +327,3 @@ def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
     if not ok:
         _warn_unconverged("dual-cone projection")
     return u + y / norms
-
-
-class ExactGramianWeighting(GramianWeighting):
-    """A :class:`GramianWeighting` whose :meth:`aggregate` forms ``G = J Jᵀ`` and ``wᵀJ`` in
-    float64 whatever the input dtype (a float32 Gramian has relative errors of 1e-7, too
-    coarse for the exact solvers' guarantees), returning the input dtype."""
-
-    def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        if jacobian.dim() != 2:
-            raise ValueError(f"{self.name}: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
-        j = jacobian.to(torch.float64)
-        weights = self.weights(j.detach() @ j.detach().T, losses).to(device=j.device, dtype=torch.float64)
-        return (weights @ j).to(jacobian.dtype)

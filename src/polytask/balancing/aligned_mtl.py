@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .pcgrad import check_gramian, gramian_float64, weights_like
+from ._gramian import from_numpy
+from ._options import require
+from .base import GramianWeighting
 
 SCALE_MODES = ("min", "median", "rmse")
 #: the official code's rank cut-off: λ_max · K · ε(float32), whatever the dtype
@@ -62,15 +63,11 @@ class AlignedMTL(GramianWeighting):
     name = "aligned_mtl"
 
     def __init__(self, scale_mode: str = "min") -> None:
-        if scale_mode not in SCALE_MODES:
-            raise ValueError(f"balancing.scale_mode: {scale_mode!r} is not one of {list(SCALE_MODES)}; "
-                             "fix: 'min' (the paper's choice) rescales by the smallest singular value")
+        require(scale_mode in SCALE_MODES, "scale_mode", f"{scale_mode!r} is not one of {list(SCALE_MODES)}",
+                "'min' (the paper's choice) rescales by the smallest singular value")
         self.scale_mode = scale_mode
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        b = aligned_mtl_transform(gramian_float64(gramian), self.scale_mode)
-        return weights_like(b.sum(axis=1), gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        b = aligned_mtl_transform(gramian.numpy(), self.scale_mode)
+        return from_numpy(b.sum(axis=1))

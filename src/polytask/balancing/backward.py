@@ -33,7 +33,9 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from . import engine
+from . import _autograd
+from ._gramian import combine
+from ._options import OptionError, require
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 
 LEVELS = ("features", "params")
@@ -47,8 +49,8 @@ def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Te
 
 def resolve_level(method: Balancer, level: str | None, *, has_features: bool | None,
                   has_shared: bool | None = None) -> str | None:
-    """The level at which ``method`` takes per-task gradients, or raise a ``ValueError``
-    naming ``balancing.level`` (or ``balancing.method``) and the fix.
+    """The level at which ``method`` takes per-task gradients, or raise an
+    :class:`~polytask.errors.OptionError` naming ``level`` (or ``method``) and the fix.
 
     ``level=None`` chooses ``"features"`` where a shared feature tensor is available and the
     method allows it, else ``"params"``. ``has_features`` / ``has_shared``: whether the model
@@ -56,31 +58,29 @@ def resolve_level(method: Balancer, level: str | None, *, has_features: bool | N
     what is known is checked). Returns ``None`` for a loss weighting (no per-task gradients)
     and where the choice must wait for the model's output.
     """
-    if level is not None and level not in LEVELS:
-        raise ValueError(f"balancing.level: unknown level {level!r}; fix: use features, params, "
-                         "or leave it out to choose automatically")
+    require(level is None or level in LEVELS, "level", f"unknown level {level!r}",
+            "use features, params, or leave it out to choose automatically")
     if isinstance(method, LossWeighting) or method.needs == "losses":
         return None
     name = method.name or type(method).__name__
     allowed = tuple(getattr(method, "levels", LEVELS))
-    if has_shared is False:
-        raise ValueError(f"balancing.method: {name!r} balances per-task gradients of the shared part, but the "
-                         "model has no shared parameters (e.g. pure soft sharing); fix: use a loss-weighting "
-                         "method (fixed, uw, dwa, ...) or a model with shared parameters")
+    require(has_shared is not False, "method", f"{name!r} balances per-task gradients of the shared "
+            "part, but the model has no shared parameters (e.g. pure soft sharing)",
+            "use a loss-weighting method (fixed, uw, dwa, ...) or a model with shared parameters")
     if level is None:
         if "features" in allowed and has_features is not False:
             return "features" if has_features else None
         level = "params"
     if level not in allowed:
         hint = "features" if "features" in allowed else "params"
-        raise ValueError(f"balancing.level: method {name!r} works at level {' or '.join(allowed)} only, "
-                         f"not {level!r}; fix: set balancing.level: {hint}"
-                         + (" with a model that gives shared features (hard or hierarchical sharing)"
-                            if hint == "features" and has_features is False else ""))
-    if level == "features" and has_features is False:
-        raise ValueError("balancing.level: 'features' needs the shared feature tensor, but the model gives none; "
-                         "fix: use balancing.level: params, or a model that declares shared features "
-                         "(hard or hierarchical sharing; a Custom module returns shared_features)")
+        raise OptionError("level", f"method {name!r} works at level {' or '.join(allowed)} only, not {level!r}",
+                          f"set level: {hint}" + (" with a model that gives shared features (hard or "
+                                                  "hierarchical sharing)"
+                                                  if hint == "features" and has_features is False else ""))
+    require(not (level == "features" and has_features is False), "level",
+            "'features' needs the shared feature tensor, but the model gives none",
+            "use level: params, or a model that declares shared features "
+            "(hard or hierarchical sharing; a Custom module returns shared_features)")
     return level
 
 
@@ -119,8 +119,9 @@ def backward(
         ``Σ_i L_i`` for a gradient method.
 
     Raises:
-        ValueError: unknown level; level ``"features"`` without ``features``; a gradient
+        OptionError: unknown level; level ``"features"`` without ``features``; a gradient
             method without shared parameters; a level the method does not support.
+        ValueError: no losses, a loss that is not a scalar.
     """
     named = _as_mapping(losses)
     if not named:
@@ -147,25 +148,19 @@ def backward(
         _feature_backward(stacked, values, detached, method, features, scale, chunk_size, penalty)
     else:
         if shared_list is None:
-            raise ValueError("backward: level 'params' needs `shared`, the shared parameters; fix: pass "
-                             "shared=model.shared_parameters() (or features=... for the feature level)")
+            raise OptionError("shared", "level 'params' needs `shared`, the shared parameters",
+                              "pass shared=model.shared_parameters() (or features=... for the feature level)")
         _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
     return stacked.detach().sum()
 
 
 def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mapping[str, Tensor]) -> list[Tensor]:
     """The update from per-task gradient blocks (K, P_b) of one Jacobian [J_1 … J_B]: for a
-    Gramian method ``wᵀJ_b`` with ``w = weights(Σ_b J_b J_bᵀ)`` (J is never concatenated),
-    else the split of ``aggregate([J_1 … J_B])``."""
-    k = blocks[0].shape[0]
+    Gramian method ``wᵀJ_b`` with ``w = weights(Σ_b J_b J_bᵀ)`` (J is never concatenated;
+    :func:`._gramian.combine`, the path ``aggregate()`` takes too), else the split of
+    ``aggregate([J_1 … J_B])``."""
     if isinstance(method, GramianWeighting):
-        gramian = blocks[0] @ blocks[0].T
-        for b in blocks[1:]:
-            gramian = gramian + b @ b.T
-        w = method.weights(gramian, losses)
-        if tuple(w.shape) != (k,):
-            raise ValueError(f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)")
-        return [w.to(b.dtype) @ b for b in blocks]
+        return combine(method, blocks, losses)
     jac = blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=1)
     d = method.aggregate(jac, losses)
     if tuple(d.shape) != (jac.shape[1],):
@@ -208,10 +203,10 @@ def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str
             out = out + rows[k]
         return out.to(z.dtype)
 
-    if engine.one_pass_feature_backward(values, z, total, replace, extra=extra):
+    if _autograd.one_pass_feature_backward(values, z, total, replace, extra=extra):
         return
     # K passes through the heads, then one backward with z's gradient replaced
-    jz = engine.feature_jacobian(values, z)
+    jz = _autograd.feature_jacobian(values, z)
     dz = _feature_update(method, jz, losses, z.shape)
     if extra is not None:
         (pz,) = torch.autograd.grad(extra, z, retain_graph=True, allow_unused=True)
@@ -230,11 +225,11 @@ def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, 
                     penalty: Tensor | None) -> None:
     if not stacked.requires_grad:
         return
-    reached = engine.reached_leaves([stacked] if penalty is None else [stacked, penalty])
+    reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]
-    jac = engine.jacobian(values, params, chunk_size) if params else []
+    jac = _autograd.jacobian(values, params, chunk_size) if params else []
     extra = None
     if penalty is not None and params and penalty.requires_grad:  # unbalanced: its plain gradient
         extra = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._gramian import check_gramian, combine, for_solver, input_eps
+
 
 class Balancer(ABC):
     """Common lifecycle of every balancing method."""
@@ -91,19 +93,47 @@ class GradientAggregator(Balancer):
 
 class GramianWeighting(GradientAggregator):
     """An aggregator whose update is ``wᵀ J`` with K weights computed from the Gramian
-    ``G = J Jᵀ`` (K × K) alone, so the engine never has to keep ``J`` itself."""
+    ``G = J Jᵀ`` (K × K) alone, so the engine never has to keep ``J`` itself.
+
+    A method implements :meth:`_solve` only. :meth:`weights` (public; the contract is
+    "(K, K) Gramian -> (K,) weights in the Gramian's dtype and device") checks the shape,
+    names the rows, hands a K = 0 problem back empty, and gives ``_solve`` the Gramian once
+    converted. Precision policy (:mod:`._gramian`), the same for :meth:`aggregate` and the
+    engine, which share one path (:func:`._gramian.combine`): G is accumulated in float32
+    or better (float64 rows: float64; bf16/fp16 rows upcast to float32 first), the solve
+    runs in float64 on the CPU with the tolerances of the accumulation dtype, and the
+    weights are applied to J in J's dtype.
+    """
 
     needs = "gramian"
 
-    @abstractmethod
     def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        """(K, K) Gramian -> (K,) weights of the rows of J."""
+        """(K, K) Gramian -> (K,) weights of the rows of J (in the Gramian's dtype and device)."""
+        k = check_gramian(self.name, gramian)
+        names = self._row_names(k, losses)
+        if k == 0:
+            return gramian.new_zeros(0)
+        w = self._solve(for_solver(gramian), input_eps(gramian.dtype), names, losses)
+        return w.to(device=gramian.device, dtype=gramian.dtype)
+
+    def _row_names(self, k: int, losses: Mapping[str, Tensor] | None) -> list[str]:
+        """Names of the K rows (:func:`task_names`)."""
+        return task_names(k, losses)
+
+    @abstractmethod
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        """The weights (K,) in float64 from the symmetrised float64 CPU Gramian (K ≥ 1).
+
+        ``eps``: the unit roundoff of the dtype the Gramian was accumulated in (what the
+        Gramian is known to); ``names``: the rows' task names; ``losses`` as given to
+        :meth:`weights`.
+        """
 
     def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if jacobian.dim() != 2:
             raise ValueError(f"{self.name}: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
-        gramian = jacobian @ jacobian.T
-        return self.weights(gramian, losses).to(jacobian.dtype) @ jacobian
+        return combine(self, [jacobian], losses)[0]
 
 
 def task_names(k: int, losses: Mapping[str, Tensor] | None) -> list[str]:

@@ -9,8 +9,9 @@ from typing import Mapping
 import numpy as np
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .pcgrad import check_gramian, gramian_float64, weights_like
+from ._gramian import from_numpy
+from ._options import is_real, require
+from .base import GramianWeighting
 
 
 @lru_cache(maxsize=256)
@@ -293,21 +294,18 @@ class CAGrad(GramianWeighting):
     name = "cagrad"
 
     def __init__(self, c: float = 0.4, rescale: int = 1) -> None:
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c < 1.0:
-            raise ValueError(f"balancing.c: {c!r} is not in [0, 1); fix: give the ball radius factor, "
-                             "e.g. 0.4 (0 gives the mean; CAGrad's convergence result needs c < 1)")
-        if rescale not in (0, 1, 2) or isinstance(rescale, bool):
-            raise ValueError(f"balancing.rescale: {rescale!r} is not 0, 1 or 2; fix: 1 divides by 1 + c² "
-                             "(official default), 2 by 1 + c, 0 keeps d")
+        require(is_real(c) and 0.0 <= c < 1.0, "c", f"{c!r} is not in [0, 1)",
+                "give the ball radius factor, e.g. 0.4 (0 gives the mean; CAGrad's convergence "
+                "result needs c < 1)")
+        require(rescale in (0, 1, 2) and not isinstance(rescale, bool), "rescale",
+                f"{rescale!r} is not 0, 1 or 2", "1 divides by 1 + c² (official default), 2 by 1 + c, 0 keeps d")
         self.c = float(c)
         self.rescale = int(rescale)
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        g = gramian_float64(gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        k = len(names)
+        g = gramian.numpy()
         w, norm_w = cagrad_simplex_weights(g, self.c)
         g0 = math.sqrt(max(float(g.mean()), 0.0))
         if self.c == 0.0 or g0 == 0.0:
@@ -317,4 +315,4 @@ class CAGrad(GramianWeighting):
         else:
             out = np.full(k, 1.0 / k) + (self.c * g0 / norm_w) * w
         out = out / {0: 1.0, 1: 1.0 + self.c ** 2, 2: 1.0 + self.c}[self.rescale]
-        return weights_like(out, gramian)
+        return from_numpy(out)

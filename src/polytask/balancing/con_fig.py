@@ -8,9 +8,8 @@ from typing import Mapping
 import numpy as np
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .imtl_g import psd_pinv_apply, rank_rtol
-from .pcgrad import check_gramian, gramian_float64, weights_like
+from ._gramian import from_numpy, psd_pinv_apply
+from .base import GramianWeighting
 
 
 def con_fig_weights(gramian: np.ndarray, rtol: float) -> np.ndarray:
@@ -56,10 +55,6 @@ class ConFIG(GramianWeighting):
 
     name = "con_fig"
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        w = con_fig_weights(gramian_float64(gramian), rank_rtol(gramian.dtype, k))
-        return weights_like(w, gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        return from_numpy(con_fig_weights(gramian.numpy(), len(names) * eps))

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from .base import GradientAggregator, task_names
-from .famo import _number
+from ._options import number, require
+from ._state import check_state_keys
 
 
 class DBMTL(GradientAggregator):
@@ -49,12 +50,11 @@ class DBMTL(GradientAggregator):
     levels = ("params",)
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> None:
-        self.beta = _number("balancing.beta", beta, low=0.0, strict=False, fix="the EMA factor β in [0, 1), e.g. 0.9")
-        if self.beta >= 1:
-            raise ValueError(f"balancing.beta: {beta!r} must be < 1; fix: the EMA factor β in [0, 1), e.g. 0.9")
-        self.beta_sigma = _number("balancing.beta_sigma", beta_sigma, low=0.0, strict=False,
-                                  fix="the decay exponent σ ≥ 0 of β_t = β / t^σ, e.g. 0")
-        self.eps = _number("balancing.eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
+        self.beta = number("beta", beta, low=0.0, strict=False, fix="the EMA factor β in [0, 1), e.g. 0.9")
+        require(self.beta < 1, "beta", f"{beta!r} must be < 1", "the EMA factor β in [0, 1), e.g. 0.9")
+        self.beta_sigma = number("beta_sigma", beta_sigma, low=0.0, strict=False,
+                                 fix="the decay exponent σ ≥ 0 of β_t = β / t^σ, e.g. 0")
+        self.eps = number("eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
         self.step = 0
         self.buffers: dict[str, Tensor] = {}
 
@@ -90,9 +90,7 @@ class DBMTL(GradientAggregator):
         return {"step": self.step, "buffers": {t: b.detach().cpu().clone() for t, b in self.buffers.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"step", "buffers"})
-        if unknown:
-            raise ValueError(f"db_mtl: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"step", "buffers"})
         self.step = int(state.get("step", 0))
         self.buffers = {t: (b.clone() if torch.is_tensor(b) else torch.tensor(b, dtype=torch.float64)) for t, b in
                         state.get("buffers", {}).items()}

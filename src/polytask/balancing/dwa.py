@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
+from ._options import number
+from ._state import check_state_keys
 from .base import LossWeighting
 
 
@@ -38,11 +39,8 @@ class DynamicWeightAverage(LossWeighting):
     name = "dwa"
 
     def __init__(self, temperature: float = 2.0) -> None:
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                or not math.isfinite(temperature) or temperature <= 0):
-            raise ValueError(f"balancing.temperature: {temperature!r} must be a finite number > 0; "
-                             "fix: use e.g. 2.0 (the paper's value)")
-        self.temperature = float(temperature)
+        self.temperature = number("temperature", temperature, low=0.0, strict=True,
+                                   fix="use e.g. 2.0 (the paper's value)")
         self.history: dict[str, list[float]] = {}
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
@@ -81,9 +79,7 @@ class DynamicWeightAverage(LossWeighting):
                 "sums": dict(self.sums), "counts": dict(self.counts)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"history", "sums", "counts"})
-        if unknown:
-            raise ValueError(f"dwa: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"history", "sums", "counts"})
         self.history = {t: [float(x) for x in h] for t, h in state.get("history", {}).items()}
         self.sums = {t: float(v) for t, v in state.get("sums", {}).items()}
         self.counts = {t: int(v) for t, v in state.get("counts", {}).items()}

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from .base import GradientAggregator, task_names
-from .famo import _number
+from ._options import is_integer, number, require
+from ._state import check_state_keys
 
 
 class ExcessMTL(GradientAggregator):
@@ -60,11 +61,10 @@ class ExcessMTL(GradientAggregator):
     levels = ("params",)
 
     def __init__(self, robust_step_size: float = 1.0, warmup_steps: int = 0) -> None:
-        self.robust_step_size = _number("balancing.robust_step_size", robust_step_size, low=0.0, strict=True,
-                                        fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"balancing.warmup_steps: {warmup_steps!r} must be an integer ≥ 0; "
-                             "fix: e.g. 0, or 3 epochs' worth of steps as in the paper")
+        self.robust_step_size = number("robust_step_size", robust_step_size, low=0.0, strict=True,
+                                       fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0")
+        require(is_integer(warmup_steps) and warmup_steps >= 0, "warmup_steps",
+                f"{warmup_steps!r} must be an integer ≥ 0", "e.g. 0, or 3 epochs' worth of steps as in the paper")
         self.warmup_steps = warmup_steps
         self.steps = 0
         self.sq_sum: dict[str, Tensor] = {}
@@ -122,10 +122,8 @@ class ExcessMTL(GradientAggregator):
                 "sq_grad_sum": {t: s.detach().cpu().clone() for t, s in self.sq_sum.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        keys = {"steps", "log_alpha", "baseline", "warm_sum", "warm_count", "sq_grad_sum"}
-        unknown = sorted(set(state) - keys)
-        if unknown:
-            raise ValueError(f"excess_mtl: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"steps", "log_alpha", "baseline", "warm_sum", "warm_count",
+                                            "sq_grad_sum"})
         self.steps = int(state.get("steps", 0))
         self.log_alpha = {t: float(v) for t, v in state.get("log_alpha", {}).items()}
         self.baseline = {t: float(v) for t, v in state.get("baseline", {}).items()}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
+from ._gramian import from_numpy
+from ._options import is_real, require
+from .base import GramianWeighting
 from .nash_mtl import solve_power_equation
-from .pcgrad import check_gramian, gramian_float64, weights_like
 
 
 #: the α for which the solver is tested to reach the equation (relative residual ≤ 1e-5)
@@ -47,17 +47,14 @@ class FairGrad(GramianWeighting):
     name = "fairgrad"
 
     def __init__(self, alpha: float = 1.0) -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
-                not (alpha == 0 or ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]):
-            raise ValueError(f"balancing.alpha: {alpha!r} is not 0 or in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}]; "
-                             "fix: give the fairness parameter, e.g. 1.0 (proportional) or 2.0 (0 is the mean)")
+        low, high = ALPHA_RANGE
+        require(is_real(alpha) and (alpha == 0 or low <= alpha <= high), "alpha",
+                f"{alpha!r} is not 0 or in [{low:g}, {high:g}]",
+                "give the fairness parameter, e.g. 1.0 (proportional) or 2.0 (0 is the mean)")
         self.alpha = float(alpha)
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
         if self.alpha == 0.0:
-            return weights_like(np.full(k, 1.0 / k), gramian)
-        return weights_like(solve_power_equation(gramian_float64(gramian), 1.0 / self.alpha), gramian)
+            return from_numpy(np.full(len(names), 1.0 / len(names)))
+        return from_numpy(solve_power_equation(gramian.numpy(), 1.0 / self.alpha))

@@ -8,57 +8,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._options import known_tasks, number, require
+from ._state import TaskAdam, check_state_keys
 from .base import LossWeighting
 
 MODES = ("next_step", "same_batch")
-
-
-def _number(where: str, value: Any, *, low: float, strict: bool, fix: str) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > low if strict else value >= low))
-    if not ok:
-        raise ValueError(f"{where}: {value!r} must be a finite number {'>' if strict else '≥'} {low:g}; fix: {fix}")
-    return float(value)
-
-
-class TaskAdam:
-    """Adam (Kingma & Ba, ICLR 2015) on one scalar per task, with L2 weight decay added to the
-    gradient as ``torch.optim.Adam(weight_decay=...)`` does.
-
-    Moments and step counts are kept per task name, so a task missing from a step keeps its
-    state untouched; everything is a Python float (float64), hence JSON-able. Used for
-    FAMO's logits and GradNorm's weights, which the methods update themselves.
-    """
-
-    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
-        self.m: dict[str, float] = {}
-        self.v: dict[str, float] = {}
-        self.t: dict[str, int] = {}
-
-    def step(self, values: Mapping[str, float], grads: Mapping[str, float]) -> dict[str, float]:
-        """New values of the tasks in ``grads`` (``values`` must hold them)."""
-        b1, b2 = self.betas
-        out = {}
-        for task, g in grads.items():
-            x = values[task]
-            g = g + self.weight_decay * x
-            t = self.t.get(task, 0) + 1
-            m = b1 * self.m.get(task, 0.0) + (1 - b1) * g
-            v = b2 * self.v.get(task, 0.0) + (1 - b2) * g * g
-            self.m[task], self.v[task], self.t[task] = m, v, t
-            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
-            out[task] = x - self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"m": dict(self.m), "v": dict(self.v), "t": dict(self.t)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.m = {k: float(x) for k, x in state.get("m", {}).items()}
-        self.v = {k: float(x) for k, x in state.get("v", {}).items()}
-        self.t = {k: int(x) for k, x in state.get("t", {}).items()}
 
 
 def _floats(losses: Mapping[str, Tensor]) -> dict[str, float]:
@@ -116,18 +70,16 @@ class FAMO(LossWeighting):
 
     def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3, eps: float = 1e-8,
                  min_losses: Mapping[str, float] | None = None, mode: str = "next_step") -> None:
-        self.lr = _number("balancing.lr", lr, low=0.0, strict=True, fix="the logits' learning rate, e.g. 0.025")
-        self.weight_decay = _number("balancing.weight_decay", weight_decay, low=0.0, strict=False,
-                                    fix="the logits' decay γ ≥ 0, e.g. 0.001")
-        self.eps = _number("balancing.eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
+        self.lr = number("lr", lr, low=0.0, strict=True, fix="the logits' learning rate, e.g. 0.025")
+        self.weight_decay = number("weight_decay", weight_decay, low=0.0, strict=False,
+                                   fix="the logits' decay γ ≥ 0, e.g. 0.001")
+        self.eps = number("eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
         self.min_losses = {}
         for t, m in (min_losses or {}).items():
-            self.min_losses[t] = _number(f"balancing.min_losses.{t}", m, low=-math.inf, strict=True,
-                                         fix="give each task's lower bound of its loss, e.g. 0")
-        if mode not in MODES:
-            raise ValueError(f"balancing.mode: {mode!r}; fix: use one of {list(MODES)} "
-                             "(next_step: the Trainer's after_step losses; same_batch: losses re-evaluated "
-                             "on the same batch after the step)")
+            self.min_losses[t] = number(f"min_losses.{t}", m, low=-math.inf, strict=True,
+                                        fix="give each task's lower bound of its loss, e.g. 0")
+        require(mode in MODES, "mode", f"{mode!r}", f"use one of {list(MODES)} (next_step: the Trainer's "
+                "after_step losses; same_batch: losses re-evaluated on the same batch after the step)")
         self.mode = mode
         self.logits: dict[str, float] = {}
         self.adam = TaskAdam(self.lr, weight_decay=self.weight_decay)
@@ -135,10 +87,7 @@ class FAMO(LossWeighting):
 
     def bind(self, tasks: Sequence[str]) -> None:
         super().bind(tasks)
-        unknown = sorted(set(self.min_losses) - set(tasks))
-        if unknown:
-            raise ValueError(f"balancing.min_losses: unknown task(s) {unknown}; "
-                             f"fix: use task names from {list(tasks)}")
+        known_tasks("min_losses", self.min_losses, tasks)
 
     def _z(self, tasks: list[str]) -> Tensor:
         w = torch.tensor([self.logits.get(t, 0.0) for t in tasks], dtype=torch.float64)
@@ -160,7 +109,7 @@ class FAMO(LossWeighting):
         if bool((d.detach() <= 0).any()):
             bad = [t for t, v in _floats(losses).items() if v - self.min_losses.get(t, 0.0) + self.eps <= 0]
             raise ValueError(f"famo: losses of {bad} are not above their min_losses; fix: set "
-                             "balancing.min_losses below the lowest value each loss can take")
+                             "min_losses below the lowest value each loss can take")
         c = (z / d.detach().double()).sum()
         if self.mode == "same_batch":
             self.before = _floats(losses)
@@ -183,7 +132,7 @@ class FAMO(LossWeighting):
         for t, v in after.items():
             if not v - self.min_losses.get(t, 0.0) + self.eps > 0:
                 raise ValueError(f"famo: loss of {t!r} ({v}) is not above its min_loss; fix: set "
-                                 "balancing.min_losses below the lowest value each loss can take")
+                                 "min_losses below the lowest value each loss can take")
         self._update(self.before, after)
         # next_step: this step's losses are the "before" of the next update; same_batch:
         # combine() sets "before" again for the next step
@@ -193,9 +142,7 @@ class FAMO(LossWeighting):
         return {"logits": dict(self.logits), "adam": self.adam.state_dict(), "before": dict(self.before)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"logits", "adam", "before"})
-        if unknown:
-            raise ValueError(f"famo: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"logits", "adam", "before"})
         self.logits = {t: float(v) for t, v in state.get("logits", {}).items()}
         self.adam.load_state_dict(state.get("adam", {}))
         self.before = {t: float(v) for t, v in state.get("before", {}).items()}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ._options import is_real, known_tasks, require
 from .base import LossWeighting
 
 
@@ -24,20 +24,14 @@ class FixedWeights(LossWeighting):
 
     def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
         self.weights = dict(weights or {})
-        for where, w in [("balancing.default", default)] + [(f"balancing.weights.{t}", w)
-                                                             for t, w in self.weights.items()]:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"{where}: {w!r} is not a finite non-negative number; "
-                                 "fix: give each task a weight ≥ 0")
+        for where, w in [("default", default)] + [(f"weights.{t}", w) for t, w in self.weights.items()]:
+            require(is_real(w) and w >= 0, where, f"{w!r} is not a finite non-negative number",
+                    "give each task a weight ≥ 0")
         self.default = float(default)
 
     def bind(self, tasks: Sequence[str]) -> None:
         super().bind(tasks)
-        unknown = sorted(set(self.weights) - set(tasks))
-        if unknown:
-            raise ValueError(
-                f"balancing.weights: unknown task(s) {unknown}; fix: use task names from {list(tasks)}"
-            )
+        known_tasks("weights", self.weights, tasks)
 
     def weight(self, task: str) -> float:
         return self.weights.get(task, self.default)

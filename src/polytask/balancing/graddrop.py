@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ._options import is_real, known_tasks, require
+from ._state import Seeded, check_state_keys
 from .base import GradientAggregator, task_names
-from .pcgrad import Seeded
 
 
 class GradDrop(GradientAggregator, Seeded):
@@ -58,21 +58,15 @@ class GradDrop(GradientAggregator, Seeded):
                  generator: torch.Generator | None = None) -> None:
         values = leak.items() if isinstance(leak, Mapping) else [(None, leak)]
         for task, value in values:
-            where = "balancing.leak" if task is None else f"balancing.leak.{task}"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{where}: {value!r} is not in [0, 1]; fix: 0 is pure GradDrop, "
-                                 "1 lets the task's whole gradient through")
+            require(is_real(value) and 0.0 <= value <= 1.0, "leak" if task is None else f"leak.{task}",
+                    f"{value!r} is not in [0, 1]", "0 is pure GradDrop, 1 lets the task's whole gradient through")
         self.leak: float | dict[str, float] = dict(leak) if isinstance(leak, Mapping) else float(leak)
         self._init_generator(seed, generator)
 
     def bind(self, tasks: Sequence[str]) -> None:
         super().bind(tasks)
         if isinstance(self.leak, dict):
-            unknown = sorted(set(self.leak) - set(self.tasks))
-            if unknown:
-                raise ValueError(f"balancing.leak: unknown task(s) {unknown}; fix: use task names from "
-                                 f"{list(self.tasks)}")
+            known_tasks("leak", self.leak, self.tasks)
 
     def _leaks(self, names: list[str]) -> list[float]:
         if isinstance(self.leak, dict):
@@ -107,7 +101,5 @@ class GradDrop(GradientAggregator, Seeded):
         return self.random_state()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"generator"})
-        if unknown:
-            raise ValueError(f"balancing method {self.name!r}: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"generator"})
         self.load_random_state(state)

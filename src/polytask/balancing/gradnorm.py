@@ -7,8 +7,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .famo import TaskAdam, _number
+from ._options import number
+from ._state import TaskAdam, check_state_keys
+from .base import GramianWeighting
 
 
 class GradNorm(GramianWeighting):
@@ -50,27 +51,25 @@ class GradNorm(GramianWeighting):
     name = "gradnorm"
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025) -> None:
-        self.alpha = _number("balancing.alpha", alpha, low=0.0, strict=False,
-                             fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its synthetic task)")
-        self.lr = _number("balancing.lr", lr, low=0.0, strict=True, fix="the weights' learning rate, e.g. 0.025")
+        self.alpha = number("alpha", alpha, low=0.0, strict=False,
+                            fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its synthetic task)")
+        self.lr = number("lr", lr, low=0.0, strict=True, fix="the weights' learning rate, e.g. 0.025")
         self.w: dict[str, float] = {}
         self.initial: dict[str, float] = {}
         self.adam = TaskAdam(self.lr)
         #: diagnostics of the last call (float64): norms n_i, weighted norms w_i n_i, targets Ḡ r_i^α
         self.last: dict[str, Tensor] = {}
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
-            raise ValueError(f"gradnorm: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
         if losses is None:
             raise ValueError("gradnorm: needs the task losses (for the training rates r_i); fix: pass "
                              "losses= to weights()/aggregate()")
-        names = task_names(gramian.shape[0], losses)
         loss = torch.tensor([float(v.detach()) for v in losses.values()], dtype=torch.float64)
         for t, v in zip(names, loss.tolist()):
             self.initial.setdefault(t, v)
         w_old = torch.tensor([self.w.get(t, 1.0) for t in names], dtype=torch.float64)
-        norms = torch.diagonal(gramian.detach().double()).clamp_min(0).sqrt().cpu()
+        norms = torch.diagonal(gramian).clamp_min(0).sqrt()
         l0 = torch.tensor([self.initial[t] for t in names], dtype=torch.float64)
         ratio = torch.where(l0 > 0, loss / torch.where(l0 > 0, l0, torch.ones_like(l0)), torch.ones_like(l0))
         r = ratio / ratio.mean()
@@ -86,7 +85,7 @@ class GradNorm(GramianWeighting):
             w_new = w_new.clamp_min(1e-6 * float(total) / len(names))
             w_new = w_new * (total / w_new.sum())
             self.w.update(zip(names, w_new.tolist()))
-        return w_old.to(device=gramian.device, dtype=gramian.dtype)
+        return w_old
 
     def current_weights(self, tasks: list[str]) -> dict[str, float]:
         return {t: self.w.get(t, 1.0) for t in tasks}
@@ -95,9 +94,7 @@ class GradNorm(GramianWeighting):
         return {"weights": dict(self.w), "initial_losses": dict(self.initial), "adam": self.adam.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"weights", "initial_losses", "adam"})
-        if unknown:
-            raise ValueError(f"gradnorm: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"weights", "initial_losses", "adam"})
         self.w = {t: float(v) for t, v in state.get("weights", {}).items()}
         self.initial = {t: float(v) for t, v in state.get("initial_losses", {}).items()}
         self.adam.load_state_dict(state.get("adam", {}))

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .pcgrad import Seeded, check_gramian, gramian_float64, random_orders, weights_like
+from ._gramian import from_numpy
+from ._options import is_real, require
+from ._state import Seeded, check_state_keys, random_orders
+from .base import GramianWeighting
 
 
 def gradvac_coefficients(gramian: np.ndarray, orders: np.ndarray, targets: np.ndarray,
@@ -91,18 +93,16 @@ class GradVac(GramianWeighting, Seeded):
 
     def __init__(self, beta: float = 0.01, seed: int | None = None,
                  generator: torch.Generator | None = None) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-            raise ValueError(f"balancing.beta: {beta!r} is not in [0, 1]; fix: give the EMA rate, e.g. 0.01")
+        require(is_real(beta) and 0.0 <= beta <= 1.0, "beta", f"{beta!r} is not in [0, 1]",
+                "give the EMA rate, e.g. 0.01")
         self.beta = float(beta)
         self._init_generator(seed, generator)
         self.targets: dict[str, dict[str, float]] = {}
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        names = task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        g = gramian_float64(gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        k = len(names)
+        g = gramian.numpy()
         before = np.zeros((k, k))
         for i, a in enumerate(names):
             row = self.targets.get(a)
@@ -114,15 +114,13 @@ class GradVac(GramianWeighting, Seeded):
         rows, cols = np.nonzero(changed)
         for i, j, value in zip(rows.tolist(), cols.tolist(), after[rows, cols].tolist()):
             self.targets.setdefault(names[i], {})[names[j]] = value
-        return weights_like(coeff.sum(axis=0), gramian)
+        return from_numpy(coeff.sum(axis=0))
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": {a: dict(row) for a, row in self.targets.items()}, **self.random_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"targets", "generator"})
-        if unknown:
-            raise ValueError(f"balancing method {self.name!r}: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"targets", "generator"})
         targets = state.get("targets", {})
         for a, row in targets.items():
             for b, value in row.items():

@@ -7,8 +7,9 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from ._gramian import from_numpy
 from .base import GramianWeighting, task_names
-from .imtl_g import imtl_g_weights
+from .imtl_g import imtl_g_alpha
 from .imtl_l import LearnedLogScales
 
 
@@ -47,20 +48,20 @@ class IMTL(LearnedLogScales, GramianWeighting):
     name = "imtl"
     needs = "gramian"
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
-            raise ValueError(f"imtl: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
-        k = gramian.shape[0]
+    def _row_names(self, k: int, losses: Mapping[str, Tensor] | None) -> list[str]:
         bound = getattr(self, "tasks", None)
         # without losses, rows of a bound method are its tasks in order when K matches
-        names = list(bound) if losses is None and bound and len(bound) == k else task_names(k, losses)
+        return list(bound) if losses is None and bound and len(bound) == k else task_names(k, losses)
+
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
         params = [self.scales.get(t) for t in names]
-        e = torch.stack([p.detach() for p in params]).double().exp().to(gramian.device)
-        scaled = e.unsqueeze(1) * gramian.detach().double() * e.unsqueeze(0)
-        # IMTL-G's rank cut-off follows the input's precision: hand it the input dtype
-        alpha = imtl_g_weights(scaled.to(gramian.dtype)).double()
+        e = torch.stack([p.detach().cpu() for p in params]).double().exp()
+        scaled = e.unsqueeze(1) * gramian * e.unsqueeze(0)
+        # IMTL-G's rank cut-off follows the precision of the Gramian given
+        alpha = from_numpy(imtl_g_alpha(scaled.numpy(), len(names) * eps))
         if losses is not None:
             for p, ei, v in zip(params, e.tolist(), losses.values()):
                 g = torch.tensor(ei * float(v.detach()) - 1.0, dtype=p.dtype, device=p.device)
                 p.grad = g if p.grad is None else p.grad + g
-        return (alpha * e).to(gramian.dtype)
+        return alpha * e

@@ -5,33 +5,21 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .pcgrad import check_gramian, gramian_float64, weights_like
-
-
-def rank_rtol(dtype: torch.dtype, k: int) -> float:
-    """Relative eigenvalue cut-off for pseudo-inverses of a K × K Gramian held in
-    ``dtype``: K · ε(dtype), as ``torch.linalg.pinv``'s default (eigenvalues below it
-    are rounding noise of the input)."""
-    return max(k, 1) * float(torch.finfo(dtype).eps)
-
-
-def psd_pinv_apply(gramian: np.ndarray, vector: np.ndarray, rtol: float) -> np.ndarray:
-    """G⁺ v for a symmetric PSD G, eigenvalues ≤ rtol · λ_max treated as 0 (float64)."""
-    lam, vec = np.linalg.eigh(gramian)
-    top = float(lam[-1]) if lam.size else 0.0
-    if not top > 0:
-        return np.zeros_like(vector)
-    keep = lam > rtol * top
-    vk = vec[:, keep]
-    return vk @ ((vk.T @ vector) / lam[keep])
+from ._gramian import from_numpy, psd_pinv_apply
+from .base import GramianWeighting
 
 
 def imtl_g_weights(gramian: Tensor) -> Tensor:
-    r"""IMTL-G's weights α (summing to 1) from the Gramian: α = G⁺n / 1ᵀG⁺n, n_i = ‖g_i‖.
+    r"""IMTL-G's weights α (summing to 1) from the Gramian: α = G⁺n / 1ᵀG⁺n, n_i = ‖g_i‖
+    (:func:`imtl_g_alpha`), computed in float64 with the pseudo-inverse cut-off of the
+    input dtype and returned in the Gramian's dtype (what :meth:`IMTLG.weights` returns)."""
+    return IMTLG().weights(gramian)
+
+
+def imtl_g_alpha(gramian: np.ndarray, rtol: float) -> np.ndarray:
+    r"""IMTL-G's weights α (summing to 1) from a float64 Gramian: α = G⁺n / 1ᵀG⁺n, n_i = ‖g_i‖.
 
     Then d = Jᵀα satisfies (Gα)_i = ⟨d, g_i⟩ = n_i / 1ᵀG⁺n, i.e. d has the same
     projection 1/1ᵀG⁺n onto every unit task gradient u_i = g_i/‖g_i‖. For invertible G
@@ -39,19 +27,15 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
     pseudo-inverse extends it to rank-deficient G (as in Quinton & Rey 2024), where the
     equal-projection property holds whenever n lies in G's range (e.g. duplicated rows).
     If 1ᵀG⁺n = 0 (no normalisation possible) or every row is zero, the weights are 0.
-    Computed in float64 with the pseudo-inverse cut-off of the input dtype; returned in
-    the Gramian's dtype. Used by ``imtl_g`` and by the IMTL hybrid.
+    ``rtol``: eigenvalues ≤ rtol · λ_max count as 0 (K times the Gramian's unit roundoff,
+    as ``torch.linalg.pinv``'s default). Used by ``imtl_g`` and by the IMTL hybrid.
     """
-    k = check_gramian("imtl_g", gramian)
-    if k == 0:
-        return gramian.new_zeros(0)
-    g = gramian_float64(gramian)
-    norms = np.sqrt(np.clip(np.diag(g), 0.0, None))
-    v = psd_pinv_apply(g, norms, rank_rtol(gramian.dtype, k))
+    norms = np.sqrt(np.clip(np.diag(gramian), 0.0, None))
+    v = psd_pinv_apply(gramian, norms, rtol)
     total = float(v.sum())
     if not np.isfinite(total) or abs(total) <= 1e-12 * float(np.abs(v).sum()) or total == 0.0:
-        return weights_like(np.zeros(k), gramian)
-    return weights_like(v / total, gramian)
+        return np.zeros(len(norms))
+    return v / total
 
 
 class IMTLG(GramianWeighting):
@@ -76,6 +60,6 @@ class IMTLG(GramianWeighting):
 
     name = "imtl_g"
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        task_names(check_gramian(self.name, gramian), losses)
-        return imtl_g_weights(gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        return from_numpy(imtl_g_alpha(gramian.numpy(), len(names) * eps))

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 
 from .base import LossWeighting
-from .uw import LearnedTaskScalars, _finite
+from ._options import finite
+from ._state import check_state_keys
+from .uw import LearnedTaskScalars
 
 
 class LearnedLogScales:
@@ -19,7 +21,7 @@ class LearnedLogScales:
     name: str
 
     def __init__(self, init_scale: float = 0.0) -> None:
-        init = _finite("balancing.init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
+        init = finite("init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
         self.scales = LearnedTaskScalars(self.name, init)
 
     def bind(self, tasks: Sequence[str]) -> None:
@@ -37,9 +39,7 @@ class LearnedLogScales:
         return {"scale": self.scales.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"scale"})
-        if unknown:
-            raise ValueError(f"{self.name}: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"scale"})
         self.scales.load_state_dict(state.get("scale", {}))
 
 

@@ -8,11 +8,11 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ._qp import ExactGramianWeighting, input_eps, min_norm_weights, prepare_gramian
-from .base import task_names
+from ._qp import min_norm_weights, prepare_gramian
+from .base import GramianWeighting
 
 
-class MGDA(ExactGramianWeighting):
+class MGDA(GramianWeighting):
     r"""Multiple-gradient descent: the update is the min-norm element of the rows' convex hull.
 
     .. math::
@@ -41,16 +41,12 @@ class MGDA(ExactGramianWeighting):
     def __init__(self) -> None:
         pass
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = gramian.shape[0]
-        task_names(k, losses)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        k = len(names)
         g, scale = prepare_gramian(gramian)
-        if k == 0:
-            w = torch.zeros(0, dtype=torch.float64)
-        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
-            w = torch.full((k,), float("nan"), dtype=torch.float64)
-        elif scale == 0.0:
-            w = torch.full((k,), 1.0 / k, dtype=torch.float64)
-        else:
-            w = min_norm_weights(g, input_eps(gramian.dtype))
-        return w.to(device=gramian.device, dtype=gramian.dtype)
+        if math.isnan(scale):  # non-finite Gramian: no meaningful update
+            return torch.full((k,), float("nan"), dtype=torch.float64)
+        if scale == 0.0:
+            return torch.full((k,), 1.0 / k, dtype=torch.float64)
+        return min_norm_weights(g, eps)

@@ -8,8 +8,10 @@ from typing import Any, Mapping
 import numpy as np
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-from .pcgrad import check_gramian, gramian_float64, weights_like
+from ._gramian import from_numpy
+from ._options import is_integer, is_real, require
+from ._state import check_state_keys
+from .base import GramianWeighting
 
 #: rows whose squared norm is below this fraction of the largest one count as zero
 _ZERO_ROW = 1e-24
@@ -146,24 +148,18 @@ class NashMTL(GramianWeighting):
     name = "nash_mtl"
 
     def __init__(self, update_every: int = 1, max_norm: float = 1.0) -> None:
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"balancing.update_every: {update_every!r} is not an integer ≥ 1; "
-                             "fix: 1 solves every step, n reuses the weights for n steps")
-        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or \
-                not math.isfinite(max_norm) or max_norm < 0:
-            raise ValueError(f"balancing.max_norm: {max_norm!r} is not a finite number ≥ 0; "
-                             "fix: 0 disables clipping, e.g. 1.0 as in the paper's code")
+        require(is_integer(update_every) and update_every >= 1, "update_every",
+                f"{update_every!r} is not an integer ≥ 1", "1 solves every step, n reuses the weights for n steps")
+        require(is_real(max_norm) and max_norm >= 0, "max_norm", f"{max_norm!r} is not a finite number ≥ 0",
+                "0 disables clipping, e.g. 1.0 as in the paper's code")
         self.update_every = update_every
         self.max_norm = float(max_norm)
         self.step = 0
         self.cache: dict[str, float] = {}
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        names = task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        g = gramian_float64(gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        g = gramian.numpy()
         if self.step % self.update_every == 0 or any(t not in self.cache for t in names):
             alpha = solve_power_equation(g)
             self.cache.update({t: float(a) for t, a in zip(names, alpha)})
@@ -174,14 +170,12 @@ class NashMTL(GramianWeighting):
             norm = math.sqrt(max(float(alpha @ g @ alpha), 0.0))
             if norm > self.max_norm:
                 alpha = alpha * (self.max_norm / norm)
-        return weights_like(alpha, gramian)
+        return from_numpy(alpha)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "alpha": dict(self.cache)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"step", "alpha"})
-        if unknown:
-            raise ValueError(f"balancing method {self.name!r}: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"step", "alpha"})
         self.step = int(state.get("step", 0))
         self.cache = {str(t): float(a) for t, a in dict(state.get("alpha", {})).items()}

@@ -8,47 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import GramianWeighting, task_names
-
-
-class Seeded:
-    """Mixin for randomised methods: draws come from ``generator`` (or one made from
-    ``seed``), else from torch's global generator (reproducible under ``torch.manual_seed``).
-
-    An owned generator's state is part of :meth:`random_state`, so a checkpoint restores
-    the exact sequence of draws.
-    """
-
-    generator: torch.Generator | None
-
-    def _init_generator(self, seed: int | None, generator: torch.Generator | None) -> None:
-        if seed is not None and generator is not None:
-            raise ValueError("balancing.seed: give a seed or a generator, not both; fix: drop one of them")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"balancing.seed: {seed!r} is not an integer; fix: give an integer seed or none")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"balancing.generator: {generator!r} is not a torch.Generator; "
-                             "fix: pass torch.Generator().manual_seed(n) or use the seed option")
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
-
-    def random_state(self) -> dict[str, Any]:
-        return {} if self.generator is None else {"generator": self.generator.get_state()}
-
-    def load_random_state(self, state: Mapping[str, Any]) -> None:
-        if "generator" in state:
-            if self.generator is None:
-                self.generator = torch.Generator()
-            self.generator.set_state(state["generator"])
-
-
-def random_orders(k: int, generator: torch.Generator | None = None) -> np.ndarray:
-    """(K, K) integer array whose row i is a uniformly random order of the K tasks.
-
-    Each task i visits the others in the order of row i and skips itself when met, which
-    is a uniform order of the K − 1 others. One draw of K² uniforms per call.
-    """
-    keys = torch.rand(k, k, generator=generator, dtype=torch.float64)
-    return keys.argsort(dim=1).numpy()
+from ._gramian import from_numpy
+from ._state import Seeded, check_state_keys, random_orders
+from .base import GramianWeighting
 
 
 def pcgrad_coefficients(gramian: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -110,37 +72,15 @@ class PCGrad(GramianWeighting, Seeded):
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
         self._init_generator(seed, generator)
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = check_gramian(self.name, gramian)
-        task_names(k, losses)
-        if k == 0:
-            return gramian.new_zeros(0)
-        g = gramian_float64(gramian)
-        coeff = pcgrad_coefficients(g, random_orders(k, self.generator))
-        return weights_like(coeff.sum(axis=0), gramian)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        k = len(names)
+        coeff = pcgrad_coefficients(gramian.numpy(), random_orders(k, self.generator))
+        return from_numpy(coeff.sum(axis=0))
 
     def state_dict(self) -> dict[str, Any]:
         return self.random_state()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"generator"})
-        if unknown:
-            raise ValueError(f"balancing method {self.name!r}: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"generator"})
         self.load_random_state(state)
-
-
-def check_gramian(name: str, gramian: Tensor) -> int:
-    if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
-        raise ValueError(f"{name}: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
-    return int(gramian.shape[0])
-
-
-def gramian_float64(gramian: Tensor) -> np.ndarray:
-    """The Gramian in float64 on the CPU, symmetrised (J Jᵀ computed in low precision is
-    symmetric only up to rounding)."""
-    g = gramian.detach().to(device="cpu", dtype=torch.float64).numpy()
-    return 0.5 * (g + g.T)
-
-
-def weights_like(weights: np.ndarray, like: Tensor) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float64)).to(device=like.device, dtype=like.dtype)

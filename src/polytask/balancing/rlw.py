@@ -7,6 +7,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ._options import is_integer, require
+from ._state import check_state_keys
 from .base import LossWeighting
 
 
@@ -32,12 +34,13 @@ class RandomLossWeighting(LossWeighting):
     name = "rlw"
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        if seed is not None and generator is not None:
-            raise ValueError("balancing.seed: give either a seed or a generator, not both; fix: drop one")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"balancing.seed: {seed!r} must be a non-negative integer; fix: use e.g. seed: 0")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"balancing.generator: {type(generator).__name__} is not a torch.Generator")
+        require(seed is None or generator is None, "seed", "give either a seed or a generator, not both",
+                "drop one")
+        require(seed is None or (is_integer(seed) and seed >= 0), "seed",
+                f"{seed!r} must be a non-negative integer", "use e.g. seed: 0")
+        require(generator is None or isinstance(generator, torch.Generator), "generator",
+                f"{type(generator).__name__} is not a torch.Generator",
+                "pass torch.Generator().manual_seed(n) or use the seed option")
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
         self.generator = generator
@@ -62,9 +65,7 @@ class RandomLossWeighting(LossWeighting):
         return {"generator": self.generator.get_state().tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"generator"})
-        if unknown:
-            raise ValueError(f"rlw: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"generator"})
         if "generator" not in state:
             return
         saved = state["generator"]

@@ -8,8 +8,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._qp import ExactGramianWeighting, dual_cone_weights, input_eps, prepare_gramian
-from .base import task_names
+from ._options import is_real, known_tasks, require
+from ._qp import dual_cone_weights, prepare_gramian
+from .base import GramianWeighting, task_names
 
 Preference = Sequence[float] | Mapping[str, float] | None
 
@@ -19,25 +20,19 @@ def check_preference(pref_vector: Preference) -> Preference:
     if pref_vector is None:
         return None
     items = list(pref_vector.items()) if isinstance(pref_vector, Mapping) else list(enumerate(pref_vector))
-    if not items:
-        raise ValueError("balancing.pref_vector: empty; fix: omit it (uniform 1/K) or give one weight per task")
+    require(bool(items), "pref_vector", "empty", "omit it (uniform 1/K) or give one weight per task")
     for key, p in items:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
-            raise ValueError(f"balancing.pref_vector[{key!r}]: {p!r} is not a finite number ≥ 0; "
-                             "fix: give every task a weight ≥ 0")
-    if not any(p > 0 for _, p in items):
-        raise ValueError("balancing.pref_vector: all weights are 0, so the update would be 0; "
-                         "fix: give at least one task a positive weight")
+        require(is_real(p) and p >= 0, f"pref_vector[{key!r}]", f"{p!r} is not a finite number ≥ 0",
+                "give every task a weight ≥ 0")
+    require(any(p > 0 for _, p in items), "pref_vector", "all weights are 0, so the update would be 0",
+            "give at least one task a positive weight")
     return dict(pref_vector) if isinstance(pref_vector, Mapping) else [float(p) for p in pref_vector]
 
 
 def check_preference_tasks(pref_vector: Preference, tasks: Sequence[str]) -> None:
     """At bind(): a mapping must name known tasks."""
     if isinstance(pref_vector, Mapping):
-        unknown = sorted(set(pref_vector) - set(tasks))
-        if unknown:
-            raise ValueError(f"balancing.pref_vector: unknown task(s) {unknown}; fix: use task names from "
-                             f"{list(tasks)}")
+        known_tasks("pref_vector", pref_vector, tasks)
 
 
 def preference_weights(pref_vector: Preference, k: int, losses: Mapping[str, Tensor] | None) -> Tensor:
@@ -46,21 +41,17 @@ def preference_weights(pref_vector: Preference, k: int, losses: Mapping[str, Ten
     if pref_vector is None:
         return torch.full((k,), 1.0 / k, dtype=torch.float64)
     if isinstance(pref_vector, Mapping):
-        if losses is None:
-            raise ValueError("balancing.pref_vector is keyed by task name but no losses were given to name "
-                             "the rows; fix: pass the losses mapping, or give pref_vector as a list")
+        require(losses is not None, "pref_vector", "keyed by task name but no losses were given to name "
+                "the rows", "pass the losses mapping, or give pref_vector as a list")
         missing = [t for t in names if t not in pref_vector]
-        if missing:
-            raise ValueError(f"balancing.pref_vector: no weight for task(s) {missing}; fix: give every task "
-                             "a weight")
+        require(not missing, "pref_vector", f"no weight for task(s) {missing}", "give every task a weight")
         return torch.tensor([float(pref_vector[t]) for t in names], dtype=torch.float64)
-    if len(pref_vector) != k:
-        raise ValueError(f"balancing.pref_vector: {len(pref_vector)} weights for {k} gradient rows; fix: give "
-                         "one weight per row, or a mapping task name -> weight when batches hold varying tasks")
+    require(len(pref_vector) == k, "pref_vector", f"{len(pref_vector)} weights for {k} gradient rows",
+            "give one weight per row, or a mapping task name -> weight when batches hold varying tasks")
     return torch.tensor(pref_vector, dtype=torch.float64)
 
 
-class DualConeWeighting(ExactGramianWeighting):
+class DualConeWeighting(GramianWeighting):
     """Shared machinery of UPGrad and DualProj: a preference vector ``p`` and projections
     onto the dual cone of the rows, solved exactly on the Gramian. Subclasses say which
     combinations of rows are projected (:meth:`targets`) and how the projections combine."""
@@ -76,17 +67,15 @@ class DualConeWeighting(ExactGramianWeighting):
         """(R, K) weights of the R row combinations to project."""
         raise NotImplementedError
 
-    def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        k = gramian.shape[0]
-        p = preference_weights(self.pref_vector, k, losses)
+    def _solve(self, gramian: Tensor, eps: float, names: list[str],
+               losses: Mapping[str, Tensor] | None) -> Tensor:
+        p = preference_weights(self.pref_vector, len(names), losses)
         g, scale = prepare_gramian(gramian)
-        if k == 0 or scale == 0.0:
-            w = p
-        elif math.isnan(scale):  # non-finite Gramian: no meaningful update
-            w = torch.full((k,), float("nan"), dtype=torch.float64)
-        else:
-            w = dual_cone_weights(g, self.targets(p), input_eps(gramian.dtype)).sum(dim=0)
-        return w.to(device=gramian.device, dtype=gramian.dtype)
+        if scale == 0.0:
+            return p
+        if math.isnan(scale):  # non-finite Gramian: no meaningful update
+            return torch.full((len(names),), float("nan"), dtype=torch.float64)
+        return dual_cone_weights(g, self.targets(p), eps).sum(dim=0)
 
 
 class UPGrad(DualConeWeighting):

@@ -8,15 +8,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._options import finite, known_tasks, require
+from ._state import check_state_keys
 from .base import LossWeighting
 
 KINDS = ("regression", "classification")
-
-
-def _finite(where: str, value: Any, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: {value!r} is not a finite number; fix: {fix}")
-    return float(value)
 
 
 class LearnedTaskScalars:
@@ -100,18 +96,15 @@ class UncertaintyWeighting(LossWeighting):
     def __init__(self, kind: str | Mapping[str, str] = "regression", init_log_var: float = 0.0) -> None:
         kinds = {"*": kind} if isinstance(kind, str) else dict(kind)
         for t, k in kinds.items():
-            if k not in KINDS:
-                where = "balancing.kind" if t == "*" else f"balancing.kind.{t}"
-                raise ValueError(f"{where}: {k!r} is not a task kind; fix: use one of {list(KINDS)}")
+            require(k in KINDS, "kind" if t == "*" else f"kind.{t}", f"{k!r} is not a task kind",
+                    f"use one of {list(KINDS)}")
         self.kinds = kinds
-        init = _finite("balancing.init_log_var", init_log_var, "give the initial log σ² as a number, e.g. 0")
+        init = finite("init_log_var", init_log_var, "give the initial log σ² as a number, e.g. 0")
         self.log_vars = LearnedTaskScalars(self.name, init)
 
     def bind(self, tasks: Sequence[str]) -> None:
         super().bind(tasks)
-        unknown = sorted(set(self.kinds) - {"*"} - set(tasks))
-        if unknown:
-            raise ValueError(f"balancing.kind: unknown task(s) {unknown}; fix: use task names from {list(tasks)}")
+        known_tasks("kind", set(self.kinds) - {"*"}, tasks)
         self.log_vars.bind(tasks)
 
     def kind(self, task: str) -> str:
@@ -138,7 +131,5 @@ class UncertaintyWeighting(LossWeighting):
         return {"log_var": self.log_vars.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"log_var"})
-        if unknown:
-            raise ValueError(f"uw: unknown state keys {unknown}")
+        check_state_keys(self.name, state, {"log_var"})
         self.log_vars.load_state_dict(state.get("log_var", {}))

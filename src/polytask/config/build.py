@@ -327,7 +327,9 @@ class Experiment:
         try:
             method = balancing.make(bc.method, **opts)
             method.bind(names)
-        except ValueError as err:
+        except OptionError as err:  # raised with the option's own name: c -> balancing.c
+            raise ConfigError.from_option(err, "balancing") from None
+        except ValueError as err:  # a third-party method's plain ValueError
             raise ConfigError.from_message(str(err), "balancing", f"use one of {balancing.available()}") from None
         self.check_level(method)
         return method
@@ -345,8 +347,8 @@ class Experiment:
         try:
             resolve_level(method, self.cfg.balancing.level,
                           has_features=getattr(arch, "provides_shared_features", None))
-        except ValueError as err:
-            raise ConfigError.from_message(str(err), "balancing.level", "use features or params") from None
+        except OptionError as err:  # level or method -> balancing.level, balancing.method
+            raise ConfigError.from_option(err, "balancing") from None
 
     def build_sampler(self, sources: Mapping[str, Sequence[Example]]) -> Any:
         from ..data.samplers import SAMPLERS

@@ -1,4 +1,4 @@
-"""The Jacobian/Gramian engine: per-task gradients of K losses w.r.t. given tensors.
+"""Per-task gradients of K losses w.r.t. given tensors: the autograd under ``backward``.
 
 Torch only, no knowledge of models or data. These primitives serve
 :func:`polytask.balancing.backward`:
@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 from torch.autograd.graph import get_gradient_edge
+
+from ._options import is_integer, require
 
 log = logging.getLogger("polytask.balancing")
 
@@ -70,9 +72,9 @@ def jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int
     products of ``chunk_size`` rows each). Inputs a loss does not reach get zero rows. The
     graph is kept (the caller finishes with its own backward pass).
     """
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size: {chunk_size!r} must be an integer ≥ 1 (rows per batched product); fix: "
-                         "give a positive integer or None")
+    require(chunk_size is None or (is_integer(chunk_size) and chunk_size >= 1), "chunk_size",
+            f"{chunk_size!r} must be an integer ≥ 1 (rows per batched product)",
+            "give a positive integer or None")
     if not inputs:
         return []
     k = len(losses)
@@ -99,7 +101,7 @@ def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int,
     loss that reaches it and the input slots where it reads z; None where a consumer is
     reached by several losses, or a loss is z itself (no one-pass split is possible).
 
-    Raises ``ValueError`` when no loss reaches z.
+    Raises :class:`~polytask.errors.OptionError` (``features``) when no loss reaches z.
     """
     if not z.requires_grad:
         return None
@@ -126,9 +128,8 @@ def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int,
                     return None
                 owners[node] = (i, idxs)
             stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
-    if not owners:
-        raise ValueError("backward: no loss depends on the feature tensor given as `features`; fix: pass the "
-                         "tensor the task heads read (the model output's shared_features)")
+    require(bool(owners), "features", "no loss depends on the feature tensor given",
+            "pass the tensor the task heads read (the model output's shared_features)")
     return owners
 
 

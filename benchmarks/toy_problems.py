@@ -1,4 +1,6 @@
-"""Two reusable toy problems for balancing methods (torch only).
+"""Two reusable toy problems for balancing methods (torch and polytask only), used by the
+benchmarks (``benchmarks/balancing/toy.py``) and by the tests of the methods they come from
+(``tests/conftest.py`` puts ``benchmarks/`` on the path).
 
 * The GradNorm synthetic regression (Chen et al., ICML 2018, §4): T regression tasks
   ``f_i(x) = σ_i tanh((B + ε_i) x)`` that share ``B`` and differ in scale σ_i, learned by a
@@ -19,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import Balancer, GradientAggregator, LossWeighting
+from polytask.balancing.base import Balancer, GradientAggregator, LossWeighting
 
 # --------------------------------------------------------------------------------------
 # (a) GradNorm synthetic regression

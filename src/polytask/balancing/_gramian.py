@@ -1,0 +1,116 @@
+"""The one Gramian path of the Gramian methods, and its precision policy.
+
+A :class:`~polytask.balancing.base.GramianWeighting` turns per-task gradients J (K × P,
+possibly in B blocks ``[J_1 … J_B]``, one per shared tensor) into the update ``wᵀJ`` with
+weights computed from the Gramian ``G = J Jᵀ = Σ_b J_b J_bᵀ`` alone. Both its
+``aggregate(J)`` and the engine (:func:`polytask.balancing.backward`) go through
+:func:`combine`, so a method gives the same update whoever calls it. The policy:
+
+1. **Accumulation in float32 or better** (:func:`accumulation_dtype`, :func:`gramian`):
+   float64 rows give a float64 Gramian and float32 rows a float32 one; bfloat16 / float16
+   rows are upcast to float32 *before* the product (their products are exact in float32,
+   while a bf16 Gramian keeps 8 bits of each entry and an fp16 one overflows past 65504).
+   The product runs on the rows' device; a block that must be upcast is upcast in column
+   chunks of at most :data:`CHUNK_BYTES`, so a large J is never copied whole. Accumulating
+   float32 rows in float64 would make G the Gramian of the given rows to float64's
+   precision, but costs ~20 % of a feature-level training step at K = 40 (measured with
+   ``benchmarks/balancing/step_cost.py``), so a float32 model gets a float32 Gramian and
+   the guarantees of the exact solvers below hold to float32's rounding.
+2. **The solve in float64** (:func:`for_solver`): the K × K Gramian is symmetrised and
+   copied to float64 on the CPU — the problems are tiny and every solver here branches on
+   its data, so the one read-back is needed anyway — and the method's ``_solve`` works
+   there, handed the unit roundoff of the Gramian's dtype (:func:`input_eps`) for its rank
+   cut-offs and KKT tolerances (a Gramian a caller formed in float32 is not known to
+   better than float32's).
+3. **The weights are applied in J's dtype**: ``w`` (returned by ``weights()`` in the
+   Gramian's dtype and device) is cast to each block's dtype and ``wᵀJ_b`` formed there.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .base import GramianWeighting
+
+__all__ = ["accumulation_dtype", "gramian", "for_solver", "input_eps", "check_gramian",
+           "from_numpy", "psd_pinv_apply", "combine"]
+
+_EPS = torch.finfo(torch.float64).eps
+
+
+#: the largest upcast copy of a block :func:`gramian` makes at once (bytes)
+CHUNK_BYTES = 16 * 2**20
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the Gramian of rows in ``dtype`` is accumulated in: float64 for float64
+    rows, float32 for everything else (float32, bf16, fp16)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gramian(blocks: Sequence[Tensor]) -> Tensor:
+    """``G = Σ_b J_b J_bᵀ`` (K × K, detached) of the (K, P_b) blocks, accumulated in
+    :func:`accumulation_dtype` of their widest dtype on their device; J is never
+    concatenated, and a block that must be upcast is upcast :data:`CHUNK_BYTES` at a time."""
+    dtype = accumulation_dtype(functools.reduce(torch.promote_types, [b.dtype for b in blocks]))
+    total: Tensor | None = None
+    for block in blocks:
+        rows = block.detach()
+        width = rows.shape[1] if rows.dtype == dtype else max(1, CHUNK_BYTES // (4 * max(1, rows.shape[0])))
+        for part in rows.split(width, dim=1) if rows.shape[1] else [rows]:
+            part = part.to(dtype)
+            total = part @ part.T if total is None else total.addmm_(part, part.T)
+    assert total is not None
+    return total
+
+
+def check_gramian(name: str, gramian: Tensor) -> int:
+    """K of a (K, K) Gramian, or a ``ValueError`` naming the method."""
+    if gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
+        raise ValueError(f"{name}: the Gramian must be (K, K), got shape {tuple(gramian.shape)}")
+    return int(gramian.shape[0])
+
+
+def for_solver(gramian: Tensor) -> Tensor:
+    """The Gramian in float64 on the CPU, symmetrised (a product computed in finite
+    precision is symmetric only up to rounding); detached."""
+    g = gramian.detach().to(device="cpu", dtype=torch.float64)
+    return 0.5 * (g + g.T)
+
+
+def input_eps(dtype: torch.dtype) -> float:
+    """Unit roundoff of a Gramian held in ``dtype`` (float64's at best)."""
+    return max(_EPS, torch.finfo(dtype).eps) if dtype.is_floating_point else _EPS
+
+
+def from_numpy(weights: np.ndarray) -> Tensor:
+    """Weights computed with numpy as a float64 CPU tensor."""
+    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float64))
+
+
+def psd_pinv_apply(gramian: np.ndarray, vector: np.ndarray, rtol: float) -> np.ndarray:
+    """G⁺ v for a symmetric PSD G, eigenvalues ≤ rtol · λ_max treated as 0 (float64)."""
+    lam, vec = np.linalg.eigh(gramian)
+    top = float(lam[-1]) if lam.size else 0.0
+    if not top > 0:
+        return np.zeros_like(vector)
+    keep = lam > rtol * top
+    vk = vec[:, keep]
+    return vk @ ((vk.T @ vector) / lam[keep])
+
+
+def combine(method: GramianWeighting, blocks: Sequence[Tensor],
+            losses: Mapping[str, Tensor] | None) -> list[Tensor]:
+    """The update ``[wᵀJ_1, …, wᵀJ_B]`` of a Gramian method, with ``w = method.weights(G)``
+    and G from :func:`gramian`: the one path of ``aggregate()`` and of the engine."""
+    k = blocks[0].shape[0]
+    w = method.weights(gramian(blocks), losses)
+    if tuple(w.shape) != (k,):
+        raise ValueError(f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)")
+    return [w.to(device=b.device, dtype=b.dtype) @ b for b in blocks]

@@ -1,0 +1,103 @@
+"""State that balancing methods own and checkpoints save: the state-keys check, seeded
+random draws, and Adam on one scalar per task."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from ._options import is_integer, require
+
+__all__ = ["check_state_keys", "Seeded", "random_orders", "TaskAdam"]
+
+
+def check_state_keys(owner: str, state: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse a saved state with keys ``owner`` (a method's name) does not know: a state
+    saved by another method, or by another version of this one."""
+    unknown = sorted(set(state) - set(known))
+    if unknown:
+        raise ValueError(f"balancing method {owner!r}: unknown state keys {unknown}; fix: load a "
+                         f"state saved by {owner!r} (known keys: {sorted(set(known))})")
+
+
+class Seeded:
+    """Mixin for randomised methods: draws come from ``generator`` (or one made from
+    ``seed``), else from torch's global generator (reproducible under ``torch.manual_seed``).
+
+    An owned generator's state is part of :meth:`random_state`, so a checkpoint restores
+    the exact sequence of draws.
+    """
+
+    generator: torch.Generator | None
+
+    def _init_generator(self, seed: int | None, generator: torch.Generator | None) -> None:
+        require(seed is None or generator is None, "seed", "give a seed or a generator, not both",
+                "drop one of them")
+        require(seed is None or is_integer(seed), "seed", f"{seed!r} is not an integer",
+                "give an integer seed or none")
+        require(generator is None or isinstance(generator, torch.Generator), "generator",
+                f"{generator!r} is not a torch.Generator",
+                "pass torch.Generator().manual_seed(n) or use the seed option")
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+
+    def random_state(self) -> dict[str, Any]:
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_random_state(self, state: Mapping[str, Any]) -> None:
+        if "generator" in state:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(state["generator"])
+
+
+def random_orders(k: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """(K, K) integer array whose row i is a uniformly random order of the K tasks.
+
+    Each task i visits the others in the order of row i and skips itself when met, which
+    is a uniform order of the K − 1 others. One draw of K² uniforms per call.
+    """
+    keys = torch.rand(k, k, generator=generator, dtype=torch.float64)
+    return keys.argsort(dim=1).numpy()
+
+
+class TaskAdam:
+    """Adam (Kingma & Ba, ICLR 2015) on one scalar per task, with L2 weight decay added to the
+    gradient as ``torch.optim.Adam(weight_decay=...)`` does.
+
+    Moments and step counts are kept per task name, so a task missing from a step keeps its
+    state untouched; everything is a Python float (float64), hence JSON-able. Used for
+    FAMO's logits and GradNorm's weights, which the methods update themselves.
+    """
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.m: dict[str, float] = {}
+        self.v: dict[str, float] = {}
+        self.t: dict[str, int] = {}
+
+    def step(self, values: Mapping[str, float], grads: Mapping[str, float]) -> dict[str, float]:
+        """New values of the tasks in ``grads`` (``values`` must hold them)."""
+        b1, b2 = self.betas
+        out = {}
+        for task, g in grads.items():
+            x = values[task]
+            g = g + self.weight_decay * x
+            t = self.t.get(task, 0) + 1
+            m = b1 * self.m.get(task, 0.0) + (1 - b1) * g
+            v = b2 * self.v.get(task, 0.0) + (1 - b2) * g * g
+            self.m[task], self.v[task], self.t[task] = m, v, t
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            out[task] = x - self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m": dict(self.m), "v": dict(self.v), "t": dict(self.t)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.m = {k: float(x) for k, x in state.get("m", {}).items()}
+        self.v = {k: float(x) for k, x in state.get("v", {}).items()}
+        self.t = {k: int(x) for k, x in state.get("t", {}).items()}
