@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import typer
 
 from .config.errors import ConfigError
+from .errors import PolytaskError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-task learning: train, evaluate, predict, and compare against single-task models.")
@@ -26,20 +27,16 @@ def _fail(err: BaseException) -> None:
     if _STATE["debug"]:
         traceback.print_exc()
     msg = " ".join(str(err).split())  # one line, whatever the message
-    if not isinstance(err, ConfigError) and "; fix:" not in msg:
-        # a message in the "<where>: <problem>; fix: <hint>" form is shown as it is
+    if not isinstance(err, PolytaskError):  # where, problem and fix are known for those only
         msg = f"{type(err).__name__}: {msg}; fix: see the message (run with --debug for a traceback)"
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
 
 def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from .engine.checkpoint import CheckpointError
-    from .engine.trainer import TrainingError
-
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as err:
+    except (PolytaskError, FileNotFoundError) as err:
         _fail(err)
     except (ValueError, ImportError) as err:
         if _STATE["debug"]:

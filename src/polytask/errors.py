@@ -12,19 +12,16 @@ This module imports nothing from polytask, so every layer may raise these errors
 
 from __future__ import annotations
 
-__all__ = ["OptionError"]
+from typing import Any, TypeVar
+
+__all__ = ["OptionError", "PolytaskError"]
+
+E = TypeVar("E", bound="PolytaskError")
 
 
-class OptionError(ValueError):
-    """A bad option value or a bad combination of options.
-
-    Attributes:
-        option: where the problem is: an option's name (``"c"``), a dotted path
-            (``"weights.sentiment"``, or in a config ``"balancing.weights.sentiment"``), or a
-            file; empty when the problem has no single place.
-        problem: what is wrong, without the location.
-        fix: what to do about it.
-    """
+class PolytaskError(Exception):
+    """An error that says where, what and how to fix it, shown as one line:
+    ``<where>: <problem>; fix: <fix>``. The command line prints these as they are."""
 
     def __init__(self, option: str, problem: str, fix: str) -> None:
         self.option, self.problem, self.fix = str(option), str(problem), str(fix)
@@ -36,22 +33,33 @@ class OptionError(ValueError):
 
     @property
     def where(self) -> str:
-        """The location (alias of :attr:`option`, the name configuration errors use)."""
+        """The location (alias of :attr:`option`)."""
         return self.option
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (pytest-xdist)
+        return (_rebuild, (type(self), self.option, self.problem, self.fix))
+
+
+class OptionError(PolytaskError, ValueError):
+    """A bad option value or a bad combination of options.
+
+    Attributes:
+        option: where the problem is: an option's name (``"c"``), a dotted path
+            (``"weights.sentiment"``, or in a config ``"balancing.weights.sentiment"``), or a
+            file; empty when the problem has no single place.
+        problem: what is wrong, without the location.
+        fix: what to do about it.
+    """
 
     def at(self, prefix: str) -> "OptionError":
         """The same error located under ``prefix`` (``"balancing"`` + ``"c"`` ->
         ``"balancing.c"``); its class is kept."""
         option = f"{prefix}.{self.option}" if prefix and self.option else (prefix or self.option)
-        err = type(self).__new__(type(self))
-        OptionError.__init__(err, option, self.problem, self.fix)
-        return err
-
-    def __reduce__(self):  # picklable across processes (pytest-xdist, multiprocessing)
-        return (_rebuild, (type(self), self.option, self.problem, self.fix))
+        return _rebuild(type(self), option, self.problem, self.fix)
 
 
-def _rebuild(cls: type[OptionError], option: str, problem: str, fix: str) -> OptionError:
+def _rebuild(cls: type[E], option: str, problem: str, fix: str) -> E:
+    """An instance of ``cls`` with these fields, whatever its own ``__init__`` takes."""
     err = cls.__new__(cls)
-    OptionError.__init__(err, option, problem, fix)
+    PolytaskError.__init__(err, option, problem, fix)
     return err

@@ -22,12 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import OptionError
+
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or does not fit the model."""
+class CheckpointError(OptionError):
+    """A checkpoint is missing, corrupt or does not fit the model; ``option`` is its path."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -180,22 +182,23 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     directory = Path(directory)
     recover(directory)
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
-        raise CheckpointError(
-            f"{directory}: not a polytask checkpoint (needs {TENSORS} and {STATE}); "
-            "fix: point to a run's checkpoint directory"
-        )
+        raise CheckpointError(str(directory),
+                              f"not a polytask checkpoint (needs {TENSORS} and {STATE})",
+                              "point to a run's checkpoint directory")
     try:
         tensors = load_file(str(directory / TENSORS))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{directory / TENSORS}: corrupt checkpoint ({err}); fix: delete it and "
-                              "resume from an earlier checkpoint or retrain") from None
+        raise CheckpointError(str(directory / TENSORS), f"corrupt checkpoint ({err})",
+                              "delete it and resume from an earlier checkpoint or retrain") from None
     try:
         meta = json.loads((directory / STATE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{directory / STATE}: corrupt checkpoint state ({err}); fix: delete it "
-                              "and resume from an earlier checkpoint or retrain") from None
+        raise CheckpointError(str(directory / STATE), f"corrupt checkpoint state ({err})",
+                              "delete it and resume from an earlier checkpoint or retrain") from None
     if meta.get("format") != "polytask-checkpoint/1":
-        raise CheckpointError(f"{directory / STATE}: unknown checkpoint format {meta.get('format')!r}")
+        raise CheckpointError(str(directory / STATE),
+                              f"unknown checkpoint format {meta.get('format')!r}",
+                              "read it with the polytask version that wrote it")
     return tensors, meta
 
 
@@ -205,8 +208,8 @@ def restore_model(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], w
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
-        raise CheckpointError(f"{where}: checkpoint does not fit the model ({first}); fix: use the "
-                              "config the checkpoint was trained with") from None
+        raise CheckpointError(where, f"checkpoint does not fit the model ({first})",
+                              "use the config the checkpoint was trained with") from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],

@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from ..errors import OptionError
 
 
 @dataclass
@@ -23,13 +25,14 @@ class ParamGroupRule:
 
 
 def build_param_groups(model: nn.Module, rules: Sequence[ParamGroupRule], lr: float,
-                       weight_decay: float, extra: Iterable[nn.Parameter] = ()) -> list[dict]:
+                       weight_decay: float, extra: Iterable[nn.Parameter] = ()) -> list[dict[str, Any]]:
     """Split the model's parameters by ``rules``; frozen parameters are left out."""
     for rule in rules:
         if not any(fnmatch.fnmatch(n, rule.match) for n, _ in model.named_parameters()):
-            raise ValueError(f"trainer.param_groups: pattern {rule.match!r} matches no parameter; "
-                             f"fix: parameter names look like {next(iter(dict(model.named_parameters())), '')!r}")
-    groups: dict[int, dict] = {}
+            example = next(iter(dict(model.named_parameters())), "")
+            raise OptionError("param_groups", f"pattern {rule.match!r} matches no parameter",
+                              f"parameter names look like {example!r}")
+    groups: dict[int, dict[str, Any]] = {}
     default: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         rule_idx = next((i for i, r in enumerate(rules) if fnmatch.fnmatch(name, r.match)), None)
@@ -53,14 +56,14 @@ def build_param_groups(model: nn.Module, rules: Sequence[ParamGroupRule], lr: fl
     return out
 
 
-def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise ValueError(f"trainer.optimizer: unknown optimizer {name!r}; fix: use adamw, adam or sgd")
+    raise OptionError("optimizer", f"unknown optimizer {name!r}", "use adamw, adam or sgd")
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -78,7 +81,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
         return max(0.0, 1.0 - progress)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"trainer.scheduler: unknown schedule {schedule!r}; fix: use constant, linear or cosine")
+    raise OptionError("scheduler", f"unknown schedule {schedule!r}",
+                      "use constant, linear or cosine")
 
 
 class Schedule:
@@ -100,9 +104,9 @@ class Schedule:
         self.step_count += 1
         self._apply()
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_count, "base": self.base}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.step_count, self.base = int(state["step"]), list(state["base"])
         self._apply()

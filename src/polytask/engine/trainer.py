@@ -24,7 +24,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
 import torch
 
@@ -32,8 +32,8 @@ from .. import balancing
 from ..balancing.backward import resolve_level
 from ..balancing.base import Closure
 from ..data.base import Batch, Example
-from ..data.loader import MultiTaskLoader
-from ..errors import OptionError
+from ..data.loader import Collate, MultiTaskLoader
+from ..errors import OptionError, PolytaskError
 from ..evaluation import criterion as selection
 from ..evaluation.evaluate import evaluate, labelled_tasks, primary_scores
 from ..sharing.base import MultiTaskModel, MultiTaskOutput
@@ -46,8 +46,9 @@ from .replay import RngSnapshot, buffers_kept, replaying
 from .state import TrainState
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, ...); the message names the task and the step."""
+class TrainingError(PolytaskError, RuntimeError):
+    """Training cannot go on (a NaN loss, ...): ``option`` names the task, ``problem`` the
+    step."""
 
 
 @dataclass
@@ -94,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_loader(train: Mapping[str, Sequence[Example]], collate: Callable, config: TrainerConfig,
+def make_loader(train: Mapping[str, Sequence[Example]], collate: Collate, config: TrainerConfig,
                 sampler: Any = None) -> MultiTaskLoader:
     """The loader a run with ``config`` trains from (its plan fixes every step's batches)."""
     return MultiTaskLoader({s: list(v) for s, v in train.items()}, collate, config.batch_size,
@@ -198,7 +199,7 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def make_loader(self, train: Mapping[str, Sequence[Example]],
-                    collate: Callable) -> MultiTaskLoader:
+                    collate: Collate) -> MultiTaskLoader:
         return make_loader(train, collate, self.config, self.sampler)
 
     def forward_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], MultiTaskOutput]:
@@ -241,8 +242,8 @@ class Trainer:
         for t, v in out.losses.items():
             if not torch.isfinite(v):
                 raise TrainingError(
-                    f"task {t!r}: loss is {v.item()} at epoch {epoch}, step {step} (numbered as in "
-                    "train_log.csv); fix: lower trainer.lr, enable trainer.clip_norm, or check "
+                    f"task {t!r}", f"loss is {v.item()} at epoch {epoch}, step {step} (numbered "
+                    "as in train_log.csv)", "lower trainer.lr, enable trainer.clip_norm, or check "
                     "this task's labels")
         if out.losses:
             balancing.backward(out.losses, method=self.method, features=out.features,
@@ -257,7 +258,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------- fit
     def fit(self, train: Mapping[str, Sequence[Example]], val: Mapping[str, Sequence[Example]],
-            collate: Callable, run_dir: str | Path | None = None,
+            collate: Collate, run_dir: str | Path | None = None,
             resume: bool = False) -> FitReport:
         """Train; evaluate on ``val`` after each epoch; keep the best weights in the model.
 
@@ -285,7 +286,7 @@ class Trainer:
                          task_steps=dict(state.task_steps),
                          seconds=time.perf_counter() - fit.started)
 
-    def _start(self, train: Mapping[str, Sequence[Example]], collate: Callable, run: Path | None,
+    def _start(self, train: Mapping[str, Sequence[Example]], collate: Collate, run: Path | None,
                resume: bool) -> _Fit:
         """Seed, loader, optimiser, schedule and logs; the state from ``checkpoints/last``
         when resuming."""
@@ -361,7 +362,7 @@ class Trainer:
             fit.logger.log_step(step, fit.state.epoch, values, lr)
 
     def _evaluate(self, val: Mapping[str, Sequence[Example]],
-                  collate: Callable) -> dict[str, dict[str, float]]:
+                  collate: Collate) -> dict[str, dict[str, float]]:
         return evaluate(self.model, self.tasks, val, collate,
                         batch_size=self.config.eval_batch_size, device=self.device)
 

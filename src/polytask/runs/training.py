@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,7 +17,7 @@ from ..config.errors import ConfigError
 from ..config.schema import Config
 from ..engine import checkpoint as ckpt
 from ..engine.logs import write_json
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
 
@@ -43,6 +43,20 @@ class TrainResult:
     score: float = float("nan")
 
 
+#: Trainer options that sit outside the ``trainer:`` section of a config
+_SECTION_OF = {"level": "balancing"}
+_TRAINER_OPTIONS = {f.name for f in fields(TrainerConfig)}
+
+
+def located(err: OptionError) -> OptionError:
+    """A Trainer's option error at its config path (``optimizer`` -> ``trainer.optimizer``);
+    errors that already carry a path or name a file are returned as they are."""
+    head = err.option.partition(".")[0]
+    if isinstance(err, ConfigError) or head not in _TRAINER_OPTIONS:
+        return err
+    return ConfigError.from_option(err, _SECTION_OF.get(head, "trainer"))
+
+
 def train(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, *, resume: bool = False,
           experiment: Experiment | None = None) -> TrainResult:
     """Train the configured multi-task model into the run directory ``out``."""
@@ -59,13 +73,14 @@ def train(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, *, res
                                   "labels": exp.labels_json()})
     write_json(out / "vocab.json", exp.vocab_json())
     model = exp.build_model()
+    collate = exp.collator()
     try:
         trainer = Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config(),
                           sampler=exp.build_sampler(exp.train_sources()))
+        report = trainer.fit(exp.train_sources(), exp.train_sources(split="val"), collate,
+                             run_dir=out, resume=resume)
     except OptionError as err:
-        raise ConfigError.from_option(err, "trainer") from None
-    collate = exp.collator()
-    report = trainer.fit(exp.train_sources(), exp.train_sources(split="val"), collate, run_dir=out, resume=resume)
+        raise located(err) from None
     test = evaluate(model, exp.tasks, exp.train_sources(split="test"), collate,
                     batch_size=cfg.trainer.eval_batch_size, device=trainer.device)
     result = {"val": report.best_metrics, "test": test, "best_epoch": report.best_epoch, "score": report.best_score,
