@@ -7,8 +7,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from torch import nn
-
 from .. import balancing
 from ..data.base import Example
 from ..data.collate import Collator
@@ -16,28 +14,15 @@ from ..data.vocab import Vocab
 from ..engine.optim import ParamGroupRule
 from ..engine.trainer import TrainerConfig
 from ..errors import OptionError
-from ..registry import Registry
 from ..sharing.base import MultiTaskModel
-from ..tasks import KINDS, Task, make_kind
+from ..tasks import Task, make_kind
 from .errors import ConfigError
+from .names import HEADS, check_names
+from .names import resolve as _resolve
 from .schema import Config
 from .sources import Splits, load_source
 
 INFERABLE = ("classification", "tagging")
-
-
-#: custom heads (``model.heads.TASK.type``): import paths only, checked before they are called
-_HEADS: Registry[type[nn.Module]] = Registry(
-    "head", base=nn.Module, expects="a torch.nn.Module class taking in_dim and out_dim")
-
-
-def _resolve(registry: Registry[Any], name: str, where: str) -> Any:
-    """``name`` (a registered name or ``package.module:Class``) checked and resolved by
-    ``registry``; its error is reported at config path ``where``."""
-    try:
-        return registry.resolve(name)
-    except OptionError as err:
-        raise ConfigError(where, err.problem, err.fix) from None
 
 
 def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
@@ -66,6 +51,7 @@ class Experiment:
 
     def __init__(self, cfg: Config, base_dir: str | Path = ".", *, vocab: Mapping[str, Any] | None = None,
                  labels: Mapping[str, list[str]] | None = None, load_data: bool = True) -> None:
+        check_names(cfg)  # every registry name, before any data is read
         self.cfg = cfg
         self.base_dir = Path(base_dir)
         self.seed = cfg.seed
@@ -91,7 +77,6 @@ class Experiment:
         for name, tc in self.cfg.tasks.items():
             opts = tc.options()
             where = f"tasks.{name}"
-            _resolve(KINDS, tc.kind, f"{where}.kind")  # checked before anything is called
             if tc.kind in INFERABLE and "labels" not in opts:
                 if name in known:
                     opts["labels"] = known[name]
@@ -300,7 +285,7 @@ class Experiment:
             if ":" not in hc.type:
                 raise ConfigError(f"{where}.type", f"{hc.type!r} is not an import path",
                                   "write package.module:Class, or leave type out for the built-in head")
-            cls = _resolve(_HEADS, hc.type, f"{where}.type")
+            cls = _resolve(HEADS, hc.type, f"{where}.type")
             return _construct(cls, dict(in_dim=dim, out_dim=kind.output_size, **hc.options), where)
         if hc is not None and hc.options:
             raise ConfigError(f"{where}.options", "options are for a custom head", "give type: package.module:Class")
@@ -318,7 +303,6 @@ class Experiment:
         bc = self.cfg.balancing
         opts = bc.options()
         names = list(task_names) if task_names is not None else list(self.tasks)
-        _resolve(balancing.METHODS, bc.method, "balancing.method")  # checked before it is called
         if "weights" in opts and isinstance(opts["weights"], Mapping):
             unknown = [t for t in opts["weights"] if t not in self.tasks]
             if unknown:
