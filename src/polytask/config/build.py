@@ -17,7 +17,7 @@ from ..errors import OptionError
 from ..sharing.base import MultiTaskModel
 from ..tasks import Task, make_kind
 from .errors import ConfigError
-from .names import HEADS, check_names
+from .names import HEADS, check_registry_names
 from .names import resolve as _resolve
 from .schema import Config
 from .sources import Splits, load_source
@@ -51,7 +51,7 @@ class Experiment:
 
     def __init__(self, cfg: Config, base_dir: str | Path = ".", *, vocab: Mapping[str, Any] | None = None,
                  labels: Mapping[str, list[str]] | None = None, load_data: bool = True) -> None:
-        check_names(cfg)  # every registry name, before any data is read
+        check_registry_names(cfg)  # every registry name, before any data is read
         self.cfg = cfg
         self.base_dir = Path(base_dir)
         self.seed = cfg.seed

@@ -2,10 +2,10 @@
 
 Every pluggable piece a config names (a task kind, a data format, an encoder, an
 architecture, a task layer, a balancing method, a sampler, a custom head) is a registered
-name or an import path ``package.module:Class``; :func:`check_names` resolves them all
-through their registries (each checks the kind's base class before anything is called)
-and reports the first bad one at its config path. Custom heads (import paths only) are
-resolved when the model is built.
+name or an import path ``package.module:Class``; :func:`check_registry_names` resolves
+them all through their registries (each checks the kind's base class before anything is
+called) and reports the first bad one at its config path. Custom heads (import paths
+only) are resolved when the model is built.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def resolve(registry: Registry[Any], name: str, where: str) -> Any:
         raise ConfigError(where, err.problem, err.fix) from None
 
 
-def check_names(cfg: Config) -> None:
+def check_registry_names(cfg: Config) -> None:
     """Resolve every registry name in ``cfg``; raise :class:`ConfigError` at the first bad one."""
     from .. import balancing
     from ..data.formats import FORMATS
@@ -47,7 +47,8 @@ def check_names(cfg: Config) -> None:
     named += [(FORMATS, s.format, f"data.sources.{n}.format") for n, s in cfg.data.sources.items()]
     named += [(ENCODERS, m.encoder.type, "model.encoder.type"),
               (ARCHITECTURES, m.sharing, "model.sharing")]
-    named += [(TASK_LAYERS, lc.type, f"model.task_layers.{t}.type") for t, lc in m.task_layers.items()]
+    named += [(TASK_LAYERS, layer.type, f"model.task_layers.{t}.type")
+              for t, layer in m.task_layers.items()]
     named += [(balancing.METHODS, cfg.balancing.method, "balancing.method"),
               (SAMPLERS, cfg.sampler.type, "sampler.type")]
     for registry, name, where in named:
