@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def plain_epoch(model, exp, loader, val, cfg) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
-    for batch in loader.iterate(0):
-        present = batch.tasks
-        out = model(batch.inputs, tasks=present)
-        loss = sum(exp.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present)
-        loss.backward()
+    for step in loader.iterate(0):
+        for batch in step.values():
+            present = batch.tasks
+            out = model(batch.inputs, tasks=present)
+            loss = sum(exp.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
