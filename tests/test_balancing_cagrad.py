@@ -6,9 +6,7 @@ mean does; rescale options."""
 from __future__ import annotations
 
 import math
-import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -99,19 +97,6 @@ def test_two_tasks_by_hand() -> None:
     jac = torch.eye(2, dtype=torch.float64)
     assert torch.allclose(CAGrad(c=0.5, rescale=0).aggregate(jac), torch.tensor([0.75, 0.75], dtype=torch.float64),
                           rtol=1e-12)
-
-
-def test_solver_is_fast_enough() -> None:
-    """K = 10 and K = 40 Gramians solve in a few milliseconds (median of 5, generous bound
-    for a shared CI machine)."""
-    for k, bound in ((10, 0.01), (40, 0.05)):
-        g = (lambda j: (j @ j.T).numpy())(random_jacobian(k, 2 * k, seed=1))
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            cagrad_simplex_weights(g, 0.4)
-            times.append(time.perf_counter() - t)
-        assert float(np.median(times)) < bound, (k, times)
 
 
 @pytest.mark.parametrize("k", K_VALUES)
