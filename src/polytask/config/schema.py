@@ -3,7 +3,9 @@
 Every section forbids unknown keys. Sections that name a pluggable piece (a task kind,
 an encoder, a balancing method, a sampler, a data format) take ``type``/``kind``/``method``/
 ``format`` plus the piece's own options; those options are checked against the piece's
-constructor when the experiment is built, with the same one-line error format.
+constructor when the experiment is built, with the same one-line error format. A piece is
+named by a registered name or an import path ``package.module:Class``, resolved through its
+kind's registry (:mod:`polytask.config.names`) before any data is read.
 """
 
 from __future__ import annotations
