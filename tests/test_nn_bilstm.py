@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.nn import BiLSTM, CharBiLSTM
 
 
@@ -120,8 +121,9 @@ def test_left_padding_and_missing_chars_are_errors() -> None:
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(OptionError) as err:
         _model(**kwargs)
+    assert err.value.option == name
 
 
 def test_word_dropout_replaces_real_words_by_unk_in_training_only() -> None:

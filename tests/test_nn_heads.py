@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 import polytask.nn as pnn
+from polytask.errors import OptionError
 from polytask.nn import ClassifierHead, TaggerHead, heads_for
 from polytask.tasks.base import TagScores
 
@@ -19,7 +20,7 @@ class _Kind:
     output_size: int
     is_token_level: bool = False
     crf: bool = False
-    labels: list[str] = field(default_factory=list)
+    tags: list[str] | None = None
 
 
 @dataclass
@@ -29,7 +30,7 @@ class _Task:
 
 
 def _tagging(labels: list[str], crf: bool) -> _Kind:
-    return _Kind(len(labels), is_token_level=True, crf=crf, labels=labels)
+    return _Kind(len(labels), is_token_level=True, crf=crf, tags=labels)
 
 
 def _set_linear(linear: torch.nn.Linear, weight: list, bias: list) -> None:
@@ -122,8 +123,9 @@ def test_tagger_rejects_vectors() -> None:
     ],
 )
 def test_bad_arguments_name_the_argument(build, name: str) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(OptionError) as err:
         build()
+    assert err.value.option == name
 
 
 def test_heads_for_builds_the_right_head_per_kind() -> None:
@@ -158,12 +160,15 @@ def test_heads_for_options() -> None:
 
 
 def test_heads_for_errors() -> None:
-    with pytest.raises(ValueError, match="sequence=False"):
+    with pytest.raises(OptionError, match="'b' tags tokens") as err:
         heads_for([_Task("b", _tagging(["O"], crf=False))], dim=4, sequence=False)
-    with pytest.raises(ValueError, match=r"\['b'\]"):
+    assert err.value.option == "sequence"
+    with pytest.raises(OptionError, match=r"\['b'\]") as err:
         heads_for([_Task("a", _Kind(2)), _Task("b", _Kind(2))], dim={"a": 4})
-    with pytest.raises(ValueError, match="duplicate"):
+    assert err.value.option == "dim"
+    with pytest.raises(OptionError, match="duplicate") as err:
         heads_for([_Task("a", _Kind(2)), _Task("a", _Kind(3))], dim=4)
+    assert err.value.option == "tasks"
 
 
 def test_registries_and_exports() -> None:
@@ -171,7 +176,6 @@ def test_registries_and_exports() -> None:
         "mlp": pnn.MLP, "cnn": pnn.CNN, "bilstm": pnn.BiLSTM, "transformer": pnn.Transformer,
         "lenet": pnn.LeNet, "tabular": pnn.TabularMLP,
     }
-    assert pnn.HEADS == {"classifier": ClassifierHead, "tagger": TaggerHead}
     for name in pnn.__all__:
         assert hasattr(pnn, name), name
     for encoder in pnn.ENCODERS.values():

@@ -115,18 +115,19 @@ def test_bad_inputs_are_named(inputs, error, match) -> None:
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"image_size": 12}, "image_size"),     # too small for two 5x5 conv + pool blocks
-    ({"image_size": 0}, r"image_size\[0\]"),
+    ({"image_size": 0}, "image_size[0]"),
     ({"image_size": (36,)}, "image_size"),
     ({"channels": [10]}, "channels"),
-    ({"channels": [10, 0]}, r"channels\[1\]"),
+    ({"channels": [10, 0]}, "channels[1]"),
     ({"kernel_size": 0}, "kernel_size"),
     ({"hidden": -1}, "hidden"),
     ({"in_channels": 0}, "in_channels"),
     ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_options_raise_naming_the_option(kwargs, name) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(OptionError) as err:
         LeNet(**kwargs)
+    assert err.value.option == name
 
 
 def test_a_head_tapping_a_feature_map_is_a_clear_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.nn import MLP, EncoderOutput
 from routing import set_linear as _set
 
@@ -65,14 +66,15 @@ def test_casts_integer_or_double_features() -> None:
         ({"input_dim": 0, "hidden": [4]}, "input_dim"),
         ({"input_dim": 3, "hidden": []}, "hidden"),
         ({"input_dim": 3, "hidden": 8}, "hidden"),
-        ({"input_dim": 3, "hidden": [4, -1]}, r"hidden\[1\]"),
+        ({"input_dim": 3, "hidden": [4, -1]}, "hidden[1]"),
         ({"input_dim": 3, "hidden": [4], "dropout": 1.0}, "dropout"),
         ({"input_dim": 3, "hidden": [4], "activation": "swish"}, "activation"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(OptionError) as err:
         MLP(**kwargs)
+    assert err.value.option == name
 
 
 def test_bad_inputs() -> None:

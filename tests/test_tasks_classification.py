@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.tasks import Classification, Task
 
 
@@ -30,7 +31,7 @@ def test_masked_example_changes_neither_loss_nor_gradient():
 
 def test_loss_without_labels_raises():
     kind = Classification(["a", "b"])
-    with pytest.raises(ValueError, match="has_labels"):
+    with pytest.raises(ValueError, match="selects no labelled entry"):
         kind.loss(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool))
 
 
@@ -74,11 +75,14 @@ def test_decode_and_format():
 
 
 def test_label_set_validation_and_task_defaults():
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(OptionError, match="repeat") as err:
         Classification(["a", "a"])
-    with pytest.raises(ValueError, match="at least 2"):
+    assert err.value.option == "labels"
+    with pytest.raises(OptionError, match="at least 2") as err:
         Classification(["a"])
+    assert err.value.option == "labels"
     task = Task("sentiment", Classification(["neg", "pos"]))
     assert task.primary_metric == "accuracy" and task.higher_is_better is True
-    with pytest.raises(ValueError, match="primary_metric"):
+    with pytest.raises(OptionError) as err:
         Task("sentiment", Classification(["neg", "pos"]), primary_metric="f1")
+    assert err.value.option == "primary_metric" and "accuracy" in err.value.fix

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.tasks import Regression, Task
 
 
@@ -43,8 +44,9 @@ def test_encode_target():
         Regression().encode_target(float("nan"))
     with pytest.raises(ValueError, match="expected 2"):
         Regression(dim=2).encode_target([1.0])
-    with pytest.raises(ValueError, match="loss 'huber'"):
+    with pytest.raises(OptionError, match="'huber'") as err:
         Regression(loss="huber")
+    assert err.value.option == "loss"
 
 
 def test_metrics_hand_computed():

@@ -3,6 +3,7 @@ import random
 import pytest
 from seqeval.scheme import IOB2, IOBES, Entities
 
+from polytask.errors import OptionError
 from polytask.tasks.schemes import (
     bio_to_bioes,
     bioes_to_bio,
@@ -39,8 +40,9 @@ def test_parse_tag_validates_against_scheme():
     for bad in ["E-X", "S-X", "B-", "BX", "X", "o", ""]:
         with pytest.raises(ValueError, match="not valid in the BIO scheme"):
             parse_tag(bad, "BIO")
-    with pytest.raises(ValueError, match="'BIO' or 'BIOES'"):
+    with pytest.raises(OptionError) as err:
         normalize_scheme("BILOU")
+    assert err.value.option == "scheme" and "'BIO' or 'BIOES'" in err.value.fix
     assert normalize_scheme("iob2") == "BIO" and normalize_scheme("iobes") == "BIOES"
 
 

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.tasks import TagScores, Tagging, Task
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -88,10 +89,12 @@ def test_encode_target():
 
 
 def test_label_validation():
-    with pytest.raises(ValueError, match="must include the outside tag 'O'"):
+    with pytest.raises(OptionError, match="outside tag 'O'") as err:
         Tagging(["B-X", "I-X"])
-    with pytest.raises(ValueError, match="'E-X' is not valid in the BIO scheme"):
+    assert err.value.option == "labels"
+    with pytest.raises(OptionError, match="'E-X' is not valid in the BIO scheme") as err:
         Tagging(["O", "B-X", "E-X"])
+    assert err.value.option == "labels"
     assert Tagging(["O", "S-X", "B-X", "E-X"], scheme="iobes").scheme == "BIOES"
 
 

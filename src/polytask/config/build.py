@@ -34,6 +34,8 @@ def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
         pass
     try:
         return cls(**options)
+    except OptionError as err:  # raised with the option's own name: located under ``where``
+        raise ConfigError.from_option(err, where) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(where, str(err), "correct the option") from None
 
@@ -88,15 +90,16 @@ class Experiment:
                                           "map the task to a labelled field in data.sources.*.tasks")
             try:
                 kind = make_kind(tc.kind, **opts)
+            except OptionError as err:  # e.g. labels, scheme: located under tasks.NAME
+                raise ConfigError.from_option(err, where) from None
             except TypeError as err:
                 raise ConfigError(where, f"bad option ({err})", "remove or correct it") from None
             except ValueError as err:
-                field = f"{where}.labels" if "labels" in tc.options() and "label" in str(err) else where
-                raise ConfigError(field, str(err), "correct the task definition") from None
+                raise ConfigError(where, str(err), "correct the task definition") from None
             try:
                 tasks[name] = Task(name, kind, primary_metric=tc.primary_metric)
-            except ValueError as err:
-                raise ConfigError(f"{where}.primary_metric", str(err), f"use one of {kind.metric_names()}") from None
+            except OptionError as err:
+                raise ConfigError.from_option(err, where) from None
         return tasks
 
     def _check_labels(self) -> None:
@@ -289,14 +292,17 @@ class Experiment:
             return _construct(cls, dict(in_dim=dim, out_dim=kind.output_size, **hc.options), where)
         if hc is not None and hc.options:
             raise ConfigError(f"{where}.options", "options are for a custom head", "give type: package.module:Class")
-        if hc is not None and hc.crf is not None and hc.crf != bool(getattr(kind, "crf", False)):
+        if hc is not None and hc.crf is not None and hc.crf != kind.crf:
             raise ConfigError(f"{where}.crf", "disagrees with the task's crf option", f"set crf under tasks.{task} only")
         try:
             return head_for(self.tasks[task], dim, pooling=(hc.pooling if hc and hc.pooling else m.pooling),
                             dropout=hc.dropout if hc and hc.dropout else m.head_dropout,
                             hidden=hc.hidden if hc else None, sequence=sequence)
-        except ValueError as err:
-            raise ConfigError(where, str(err), "use a sequence encoder for tagging tasks") from None
+        except OptionError as err:  # ``sequence`` is the encoder's; the rest, the head's options
+            if err.option == "sequence":
+                raise ConfigError(where, err.problem,
+                                  "use a sequence encoder for tagging tasks") from None
+            raise ConfigError.from_option(err, where) from None
 
     # ------------------------------------------------------------------ training
     def build_method(self, task_names: Sequence[str] | None = None) -> balancing.Balancer:

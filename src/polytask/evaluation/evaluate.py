@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..data.base import Batch, Example
-from ..tasks.base import Task
+from ..tasks.base import Task, TaskKind
 
 Collate = Callable[[list[Example], str], Batch]
 
@@ -17,12 +17,13 @@ def labelled_tasks(examples: Sequence[Example], tasks: Mapping[str, Task]) -> li
     return [t for t in tasks if any(ex.targets.get(t) is not None for ex in examples)]
 
 
-def _pad_outside(pred: list[Any], example: Example, kind: Any) -> list[Any]:
-    """Tokens cut by a length limit get the outside tag ``O``: the model never saw them."""
+def _pad_outside(pred: list[Any], example: Example, kind: TaskKind) -> list[Any]:
+    """Tokens cut by a length limit: the kind says what they get (:meth:`TaskKind.pad_prediction`,
+    the outside tag for tagging): the model never saw them."""
     tokens = example.inputs.get("tokens")
     if tokens is None or len(pred) >= len(tokens):
         return pred
-    return list(pred) + [kind.labels.index("O")] * (len(tokens) - len(pred))
+    return kind.pad_prediction(pred, len(tokens))
 
 
 @torch.no_grad()

@@ -1,11 +1,12 @@
 """Encoders h (shared or not) and task heads g_i.
 
-Every encoder returns an :class:`EncoderOutput` holding each layer's output, so a sharing
-architecture can tap any depth; heads read one such tensor (and the mask) and return what
-the task's kind expects: (B, C) logits, (B, T, C) logits or :class:`TagScores`.
+Every encoder runs its layers through one protocol (``start``, ``layer(i)``; see
+:mod:`polytask.nn.base`) and returns an :class:`EncoderOutput` holding each layer's output,
+so a sharing architecture can tap any depth; heads read one such tensor (and the mask) and
+return what the task's kind expects: (B, C) logits, (B, T, C) logits or :class:`TagScores`.
 """
 
-from polytask.nn.base import Encoder, EncoderOutput
+from polytask.nn.base import Encoder, EncoderOutput, EncoderState
 from polytask.nn.bilstm import BiLSTM, CharBiLSTM
 from polytask.nn.cnn import CNN
 from polytask.nn.crf import CRF, bio_allowed, is_bio
@@ -31,11 +32,9 @@ ENCODERS: Registry[type[Encoder]] = Registry(
         "lenet": LeNet,
     },
 )
-HEADS = {"classifier": ClassifierHead, "tagger": TaggerHead}
 
 __all__ = [
     "ENCODERS",
-    "HEADS",
     "AttentionPooling",
     "BiLSTM",
     "CNN",
@@ -44,6 +43,7 @@ __all__ = [
     "ClassifierHead",
     "Encoder",
     "EncoderOutput",
+    "EncoderState",
     "LeNet",
     "MLP",
     "SubwordTokenizer",

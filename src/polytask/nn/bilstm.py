@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from polytask.data.vocab import UNK_ID
+from polytask.errors import OptionError
 from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import check_dropout, check_positive
 
@@ -124,7 +125,8 @@ class BiLSTM(Encoder):
         check_dropout(word_dropout, "word_dropout")
         for name, idx in (("padding_idx", padding_idx), ("unk_idx", unk_idx)):
             if not 0 <= idx < vocab_size:
-                raise ValueError(f"{name}={idx} must be in [0, vocab_size={vocab_size})")
+                raise OptionError(name, f"{idx} is outside [0, vocab_size={vocab_size})",
+                                  "give an index of the vocabulary")
         self.padding_idx = padding_idx
         self.word_dropout = word_dropout
         self.unk_idx = unk_idx

@@ -6,7 +6,8 @@ The score of a tag path ``y_1..y_T`` given emissions ``E`` is
 
 This module only holds ``A`` (transitions), ``start`` and ``end`` and returns them with the
 emissions as :class:`~polytask.tasks.base.TagScores`; the likelihood and Viterbi decoding
-live with the tagging task (``polytask.tasks.crf``).
+live with the tagging task (:mod:`polytask.tasks.linear_chain`). Tags are read by
+:mod:`polytask.tasks.schemes`.
 """
 
 from __future__ import annotations
@@ -16,27 +17,23 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from polytask.errors import OptionError
 from polytask.nn.mlp import check_positive
 from polytask.tasks.base import TagScores
+from polytask.tasks.schemes import parse_tag
 
 #: score added to impossible transitions (finite, so log-sum-exp stays well defined)
 FORBIDDEN = -1e4
 
 
-def _bio_parts(label: str) -> tuple[str, str | None]:
-    """``"B-PER"`` -> ``("B", "PER")``; any label not starting with B-/I- counts as outside."""
-    if len(label) > 2 and label[1] == "-" and label[0] in "BI":
-        return label[0], label[2:]
-    return "O", None
-
-
 def is_bio(labels: Sequence[str]) -> bool:
-    """Whether ``labels`` look like an IOB2 tag set: ``O`` plus ``B-X`` / ``I-X`` tags."""
-    if not labels:
+    """Whether ``labels`` are an IOB2 tag set: every label valid in the ``BIO`` scheme
+    (:func:`~polytask.tasks.schemes.parse_tag`) and at least one ``B-X``."""
+    try:
+        parts = [parse_tag(label, "BIO") for label in labels]
+    except ValueError:
         return False
-    parts = [_bio_parts(label) for label in labels]
-    outside = [label for label, (prefix, _) in zip(labels, parts) if prefix == "O"]
-    return any(p == "B" for p, _ in parts) and all(label == "O" for label in outside)
+    return any(prefix == "B" for prefix, _ in parts)
 
 
 def bio_allowed(labels: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -45,7 +42,7 @@ def bio_allowed(labels: Sequence[str]) -> tuple[Tensor, Tensor]:
     ``I-X`` may only follow ``B-X`` or ``I-X``; so O→I-X, B-Y→I-X, I-Y→I-X (Y ≠ X) and
     start→I-X are impossible. Every other transition, and every last tag, is allowed.
     """
-    parts = [_bio_parts(label) for label in labels]
+    parts = [parse_tag(label, "BIO") for label in labels]
     size = len(labels)
     allowed = torch.ones(size, size, dtype=torch.bool)
     first = torch.ones(size, dtype=torch.bool)
@@ -54,7 +51,7 @@ def bio_allowed(labels: Sequence[str]) -> tuple[Tensor, Tensor]:
             continue
         first[j] = False
         for i, (prefix_i, type_i) in enumerate(parts):
-            allowed[i, j] = prefix_i in "BI" and type_i == type_j
+            allowed[i, j] = prefix_i != "O" and type_i == type_j
     return allowed, first
 
 
@@ -70,7 +67,7 @@ class CRF(nn.Module):
         super().__init__()
         check_positive(num_tags, "num_tags")
         if init_scale < 0:
-            raise ValueError(f"init_scale={init_scale!r} must be >= 0")
+            raise OptionError("init_scale", f"{init_scale!r} is negative", "give a number >= 0")
         self.num_tags = num_tags
         self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
         self.start = nn.Parameter(torch.empty(num_tags))
@@ -85,10 +82,8 @@ class CRF(nn.Module):
         """Forbid the transitions that IOB2 ``labels`` make impossible (see :func:`bio_allowed`)."""
         labels = list(labels)
         if len(labels) != self.num_tags:
-            raise ValueError(
-                f"constrain_bio got {len(labels)} labels for a CRF over {self.num_tags} tags; "
-                "pass the tagging task's full label list, in index order"
-            )
+            raise OptionError("labels", f"{len(labels)} labels for a CRF over {self.num_tags} tags",
+                              "pass the tagging task's full label list, in index order")
         allowed, first = bio_allowed(labels)
         forbidden = torch.tensor(FORBIDDEN)
         self.transition_constraints.copy_(torch.where(allowed, 0.0, forbidden))

@@ -6,10 +6,11 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
+from polytask.errors import OptionError
 from polytask.nn.crf import CRF, is_bio
 from polytask.nn.mlp import check_dropout, check_positive
 from polytask.nn.pooling import POOLINGS, AttentionPooling, pool
-from polytask.tasks.base import TagScores
+from polytask.tasks.base import TagScores, Task
 
 
 def _projection(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Sequential:
@@ -49,7 +50,8 @@ class ClassifierHead(nn.Module):
         check_positive(out_dim, "out_dim")
         check_dropout(dropout)
         if pooling is not None and pooling not in POOLINGS:
-            raise ValueError(f"pooling={pooling!r} is unknown; use None or one of {list(POOLINGS)}")
+            raise OptionError("pooling", f"{pooling!r} is unknown",
+                              f"use None or one of {list(POOLINGS)}")
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.pooling = pooling
@@ -100,10 +102,8 @@ class TaggerHead(nn.Module):
     def constrain_bio(self, labels: Sequence[str]) -> "TaggerHead":
         """Forbid impossible IOB2 transitions in the CRF (see :meth:`CRF.constrain_bio`)."""
         if self.crf is None:
-            raise ValueError(
-                "constrain_bio needs a CRF: build the head with crf=True "
-                "(a softmax tagger has no transition scores)"
-            )
+            raise OptionError("crf", "constrain_bio needs a CRF (a softmax tagger has no "
+                              "transition scores)", "build the head with crf=True")
         self.crf.constrain_bio(labels)
         return self
 
@@ -119,7 +119,7 @@ class TaggerHead(nn.Module):
 
 
 def heads_for(
-    tasks: Sequence[Any],
+    tasks: Sequence[Task],
     dim: int | Mapping[str, int],
     pooling: str = "attention",
     dropout: float = 0.0,
@@ -130,19 +130,20 @@ def heads_for(
     """One head per task, keyed by task name.
 
     Token-level kinds (``task.kind.is_token_level``) get a :class:`TaggerHead` over
-    ``task.kind.output_size`` tags, with a CRF when ``task.kind.crf``; when the labels are
-    an IOB2 tag set and ``bio_constraints`` is set, impossible transitions are forbidden.
+    ``task.kind.output_size`` tags, with a CRF when ``task.kind.crf``; when the kind's
+    ``tags`` are an IOB2 tag set and ``bio_constraints`` is set, impossible transitions are
+    forbidden.
     Every other kind gets a :class:`ClassifierHead` with ``out_dim = task.kind.output_size``,
     pooling with ``pooling`` when the features are sequences (``sequence=True``).
     ``dim`` is the feature width every head reads, or a task name -> width mapping.
     """
     names = [task.name for task in tasks]
     if len(set(names)) != len(names):
-        raise ValueError(f"heads_for got duplicate task names {names}; task names must be unique")
+        raise OptionError("tasks", f"duplicate task names {names}", "give each task its own name")
     if isinstance(dim, Mapping):
         missing = [name for name in names if name not in dim]
         if missing:
-            raise ValueError(f"dim has no width for tasks {missing}; give dim[name] for every task")
+            raise OptionError("dim", f"no width for tasks {missing}", "give dim[name] for every task")
     heads = nn.ModuleDict()
     for task in tasks:
         width = dim[task.name] if isinstance(dim, Mapping) else dim
@@ -152,7 +153,7 @@ def heads_for(
 
 
 def head_for(
-    task: Any,
+    task: Task,
     dim: int,
     pooling: str | None = "attention",
     dropout: float = 0.0,
@@ -164,15 +165,13 @@ def head_for(
     kind = task.kind
     if kind.is_token_level:
         if not sequence:
-            raise ValueError(
-                f"task {task.name!r} tags tokens but sequence=False; taggers need "
-                "per-token features from a sequence encoder"
-            )
-        labels = [str(label) for label in getattr(kind, "labels", [])]
-        head = TaggerHead(dim, kind.output_size, crf=bool(getattr(kind, "crf", False)),
-                          hidden=hidden, dropout=dropout)
-        if head.crf is not None and bio_constraints and len(labels) == kind.output_size and is_bio(labels):
-            head.constrain_bio(labels)
+            raise OptionError("sequence", f"task {task.name!r} tags tokens but sequence=False",
+                              "taggers need per-token features from a sequence encoder")
+        tags = [str(tag) for tag in kind.tags or []]
+        head = TaggerHead(dim, kind.output_size, crf=bool(kind.crf), hidden=hidden, dropout=dropout)
+        if (head.crf is not None and bio_constraints and len(tags) == kind.output_size
+                and is_bio(tags)):
+            head.constrain_bio(tags)
         return head
     return ClassifierHead(dim, kind.output_size, pooling=pooling if sequence else None,
                           hidden=hidden, dropout=dropout)

@@ -6,6 +6,7 @@ from typing import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
+from polytask.errors import OptionError
 from polytask.nn.base import Encoder, EncoderState
 
 #: activation name -> module factory (shared with the heads)
@@ -25,21 +26,21 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(
-            f"activation={name!r} is unknown; use one of {sorted(ACTIVATIONS)}"
-        ) from None
+        raise OptionError("activation", f"{name!r} is unknown",
+                          f"use one of {sorted(ACTIVATIONS)}") from None
 
 
 def check_dropout(dropout: float, name: str = "dropout") -> None:
-    """Raise ``ValueError`` unless ``0 <= dropout < 1``."""
+    """Raise :class:`~polytask.errors.OptionError` naming ``name`` unless ``0 <= dropout < 1``."""
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"{name}={dropout!r} must be in [0, 1), e.g. {name}=0.1")
+        raise OptionError(name, f"{dropout!r} is not in [0, 1)", f"e.g. {name}: 0.1")
 
 
 def check_positive(value: int, name: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer > 0."""
+    """Raise :class:`~polytask.errors.OptionError` naming ``name`` unless ``value`` is an
+    integer > 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
+        raise OptionError(name, f"{value!r} is not a positive integer", "give an integer > 0")
 
 
 class MLP(Encoder):
@@ -62,9 +63,8 @@ class MLP(Encoder):
         super().__init__()
         check_positive(input_dim, "input_dim")
         if isinstance(hidden, int) or not hidden:
-            raise ValueError(
-                f"hidden={hidden!r} must be a non-empty list of layer widths, e.g. hidden=[64, 64]"
-            )
+            raise OptionError("hidden", f"{hidden!r} is not a non-empty list of layer widths",
+                              "e.g. hidden: [64, 64]")
         for i, width in enumerate(hidden):
             check_positive(width, f"hidden[{i}]")
         check_dropout(dropout)

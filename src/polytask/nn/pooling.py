@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from polytask.errors import OptionError
 from polytask.nn.mlp import check_positive
 
 POOLINGS = ("mean", "max", "attention")
@@ -85,6 +86,7 @@ def pool(
         return torch.where(mask.any(dim=1, keepdim=True), best, 0.0)
     if how == "attention":
         if attention_module is None:
-            raise ValueError("how='attention' needs attention_module=AttentionPooling(dim)")
+            raise OptionError("attention_module", "how='attention' needs an attention module",
+                              "pass attention_module=AttentionPooling(dim)")
         return attention_module(features, mask)
-    raise ValueError(f"how={how!r} is unknown; use one of {list(POOLINGS)}")
+    raise OptionError("how", f"{how!r} is unknown", f"use one of {list(POOLINGS)}")

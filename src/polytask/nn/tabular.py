@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from polytask.errors import OptionError
 from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import MLP, check_dropout, check_positive
 
@@ -39,15 +40,19 @@ def embedding_dim(cardinality: int, max_dim: int = 16) -> int:
 
 def _check_columns(numeric: int, cardinalities: Sequence[int]) -> list[int]:
     if isinstance(numeric, bool) or not isinstance(numeric, int) or numeric < 0:
-        raise ValueError(f"numeric={numeric!r} must be the number (>= 0) of numeric columns")
+        raise OptionError("numeric", f"{numeric!r} is not a number (>= 0) of numeric columns",
+                          "give the count of numeric columns")
     if isinstance(cardinalities, (str, bytes, int)):
-        raise ValueError(f"cardinalities={cardinalities!r} must be a list: known categories per column")
+        raise OptionError("cardinalities", f"{cardinalities!r} is not a list",
+                          "give the known categories per categorical column, e.g. [3, 7]")
     cards = list(cardinalities)
     for j, k in enumerate(cards):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"cardinalities[{j}]={k!r} must be an integer >= 0 (known categories, OOV excluded)")
+            raise OptionError(f"cardinalities[{j}]", f"{k!r} is not an integer >= 0",
+                              "give the known categories of the column (OOV excluded)")
     if numeric + len(cards) == 0:
-        raise ValueError("a tabular encoder needs at least one numeric or categorical column")
+        raise OptionError("cardinalities", "a tabular encoder needs at least one numeric or "
+                          "categorical column", "set numeric > 0 or give cardinalities")
     return cards
 
 
@@ -79,7 +84,8 @@ class TabularEmbedding(Encoder):
         else:
             dims = list(embedding_dims)
             if len(dims) != len(cards):
-                raise ValueError(f"embedding_dims has {len(dims)} widths for {len(cards)} categorical columns")
+                raise OptionError("embedding_dims", f"{len(dims)} widths for {len(cards)} "
+                                  "categorical columns", "give one width per categorical column")
             for j, d in enumerate(dims):
                 check_positive(d, f"embedding_dims[{j}]")
         self.numeric = numeric

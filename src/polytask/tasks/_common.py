@@ -8,20 +8,26 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from polytask.errors import OptionError
+
 
 def check_labels(labels: Sequence[str], kind: str, minimum: int = 1) -> list[str]:
-    """Validate a label set: strings, unique, at least ``minimum`` of them."""
+    """Validate a label set: strings, unique, at least ``minimum`` of them; an
+    :class:`~polytask.errors.OptionError` naming ``labels`` otherwise."""
     if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise ValueError(f"{kind}: labels must be a list of strings, got {labels!r}")
+        raise OptionError("labels", f"{kind} labels must be a list of strings, got {labels!r}",
+                          "e.g. labels: [neg, pos]")
     labels = list(labels)
     if len(labels) < minimum:
-        raise ValueError(f"{kind}: labels needs at least {minimum} label(s), got {labels!r}")
+        raise OptionError("labels", f"{kind} needs at least {minimum} label(s), got {labels!r}",
+                          f"give at least {minimum} label(s)")
     for label in labels:
         if not isinstance(label, str) or not label:
-            raise ValueError(f"{kind}: label {label!r} must be a non-empty string")
+            raise OptionError("labels", f"{kind} label {label!r} is not a non-empty string",
+                              "write each label as a non-empty string")
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
-        raise ValueError(f"{kind}: labels must be unique; repeated: {dupes}")
+        raise OptionError("labels", f"{kind} labels repeat {dupes}", "list each label once")
     return labels
 
 
@@ -31,7 +37,7 @@ def require_labelled(mask: Tensor, kind: str) -> Tensor:
     if not bool(mask.any()):
         raise ValueError(
             f"{kind}.loss: the mask selects no labelled entry; skip tasks without labels "
-            "in a batch (Task.has_labels(mask))"
+            "in a batch (mask.any() is False)"
         )
     return mask
 

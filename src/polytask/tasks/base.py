@@ -15,17 +15,18 @@ tagging         (B, T, C) float or     (B, T) long         (B, T) (False on padd
 
 Missing labels are data, not errors: every loss is averaged over the labelled
 entries only, and a batch without any labelled entry for a task must not call
-:meth:`TaskKind.loss` for it (see :meth:`Task.has_labels`).
+:meth:`TaskKind.loss` for it (``mask.any()`` is False).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor
+
+from polytask.errors import OptionError
 
 
 class TaskKind(ABC):
@@ -35,6 +36,9 @@ class TaskKind(ABC):
     kind: str = ""
     #: metric used by default as the task's primary metric
     default_primary: str = ""
+    #: whether the task's head gives :class:`TagScores` (a linear-chain CRF over the
+    #: ``output_size`` tags) rather than plain scores
+    crf: bool = False
 
     @property
     @abstractmethod
@@ -44,6 +48,18 @@ class TaskKind(ABC):
     @property
     def is_token_level(self) -> bool:
         return False
+
+    @property
+    def tags(self) -> list[str] | None:
+        """The tag of each of a token-level kind's ``output_size`` scores, in index order
+        (what a CRF head's transition constraints are read from); ``None`` otherwise."""
+        return None
+
+    def pad_prediction(self, prediction: Any, length: int) -> Any:
+        """A token-level prediction for an input cut short (e.g. by ``max_length``), completed
+        to ``length`` tokens with what the kind predicts for tokens the model never saw;
+        unchanged by default."""
+        return prediction
 
     @abstractmethod
     def encode_target(self, raw: Any) -> tuple[Any, Any]:
@@ -83,24 +99,19 @@ class Task:
     kind: TaskKind
     primary_metric: str | None = None
     higher_is_better: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not str(self.name).replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"task name {self.name!r}: use letters, digits, '_' or '-'")
+            raise OptionError("name", f"task name {self.name!r} has other characters than "
+                              "letters, digits, '_' and '-'", "use letters, digits, '_' or '-'")
         if self.primary_metric is None:
             self.primary_metric = self.kind.default_primary
         names = self.kind.metric_names()
         if names and self.primary_metric not in names:
-            raise ValueError(
-                f"task {self.name!r}: primary_metric {self.primary_metric!r} is not one of {names}"
-            )
+            raise OptionError("primary_metric", f"{self.primary_metric!r} is not a metric of "
+                              f"task {self.name!r}", f"use one of {names}")
         if self.higher_is_better is None:
             self.higher_is_better = self.kind.higher_is_better(self.primary_metric)
-
-    @staticmethod
-    def has_labels(mask: Tensor) -> bool:
-        return bool(torch.as_tensor(mask).any())
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch import Tensor
 
+from polytask.errors import OptionError
 from polytask.tasks._common import check_shape, nan, require_labelled
 from polytask.tasks.base import TaskKind
 
@@ -39,13 +40,16 @@ class Regression(TaskKind):
 
     def __init__(self, dim: int = 1, loss: str = "mse", names: Sequence[str] | None = None) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ValueError(f"Regression: dim must be a positive integer, got {dim!r}")
+            raise OptionError("dim", f"Regression dim must be a positive integer, got {dim!r}",
+                              "e.g. dim: 1")
         if loss not in _LOSSES:
-            raise ValueError(f"Regression: loss {loss!r} is not one of {list(_LOSSES)}")
+            raise OptionError("loss", f"Regression loss {loss!r} is unknown",
+                              f"use one of {list(_LOSSES)}")
         if names is not None:
             names = [str(n) for n in names]
             if len(names) != dim or len(set(names)) != dim:
-                raise ValueError(f"Regression: names must be {dim} distinct names (one per dim), got {names}")
+                raise OptionError("names", f"Regression names {names} are not {dim} distinct names",
+                                  "give one distinct name per dimension")
         self.dim = dim
         self.loss_name = loss
         self.names = names

@@ -23,6 +23,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from polytask.errors import OptionError
+
+#: the outside tag: a token in no entity (also what a token the model never saw is taken to be)
+OUTSIDE = "O"
+
 #: canonical scheme name -> allowed prefixes
 SCHEMES: dict[str, frozenset[str]] = {
     "BIO": frozenset("BI"),
@@ -37,7 +42,8 @@ def normalize_scheme(scheme: str) -> str:
     """``"bio"``/``"IOB2"`` -> ``"BIO"``; ``"bioes"``/``"IOBES"`` -> ``"BIOES"``."""
     name = _ALIASES.get(str(scheme).upper())
     if name is None:
-        raise ValueError(f"scheme {scheme!r} is not supported: use 'BIO' or 'BIOES'")
+        raise OptionError("scheme", f"{scheme!r} is not a supported tagging scheme",
+                          "use 'BIO' or 'BIOES'")
     return name
 
 
@@ -47,8 +53,8 @@ def parse_tag(tag: str, scheme: str = "BIOES") -> tuple[str, str | None]:
     Raises ``ValueError`` naming the tag when it is not valid in ``scheme``.
     """
     scheme = normalize_scheme(scheme)
-    if tag == "O":
-        return "O", None
+    if tag == OUTSIDE:
+        return OUTSIDE, None
     allowed = SCHEMES[scheme]
     if (
         not isinstance(tag, str)

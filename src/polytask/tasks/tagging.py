@@ -10,10 +10,11 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, IOBES
 from torch import Tensor
 
+from polytask.errors import OptionError
 from polytask.tasks._common import check_labels, nan, require_labelled
 from polytask.tasks.base import TagScores, TaskKind
-from polytask.tasks.crf import check_prefix_mask, crf_log_likelihood, viterbi_decode
-from polytask.tasks.schemes import normalize_scheme, parse_tag, spans
+from polytask.tasks.linear_chain import check_prefix_mask, crf_log_likelihood, viterbi_decode
+from polytask.tasks.schemes import OUTSIDE, normalize_scheme, parse_tag, spans
 
 _SEQEVAL_SCHEME = {"BIO": IOB2, "BIOES": IOBES}
 
@@ -26,7 +27,7 @@ class Tagging(TaskKind):
     - Softmax: mean token cross-entropy over the labelled tokens ``M = {(b,t) : mask_{bt}}``,
       ``−(1/|M|) Σ_{(b,t)∈M} log softmax(z_{bt})[y_{bt}]``.
     - CRF: mean negative log-likelihood ``−(1/|S|) Σ_{b∈S} log p(y_b | x_b)`` over the
-      labelled sequences ``S = {b : mask_b.any()}`` (see :mod:`polytask.tasks.crf`); each
+      labelled sequences ``S = {b : mask_b.any()}`` (see :mod:`polytask.tasks.linear_chain`); each
       mask row must be a prefix, since a CRF scores whole label sequences.
 
     Metrics: seqeval entity ``precision``, ``recall`` and ``f1`` (micro-averaged, strict
@@ -40,10 +41,15 @@ class Tagging(TaskKind):
     def __init__(self, labels: Sequence[str], scheme: str = "BIO", crf: bool = False) -> None:
         self.scheme = normalize_scheme(scheme)
         self.labels = check_labels(labels, "Tagging", minimum=2)
-        if "O" not in self.labels:
-            raise ValueError(f"Tagging: labels {self.labels} must include the outside tag 'O'")
+        if OUTSIDE not in self.labels:
+            raise OptionError("labels", f"{self.labels} lack the outside tag {OUTSIDE!r}",
+                              f"add {OUTSIDE!r} to the labels")
         for label in self.labels:
-            parse_tag(label, self.scheme)
+            try:
+                parse_tag(label, self.scheme)
+            except ValueError as err:
+                raise OptionError("labels", str(err), f"use {OUTSIDE!r} and tags of the "
+                                  f"{self.scheme} scheme, or set scheme") from None
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.crf = bool(crf)
 
@@ -57,6 +63,14 @@ class Tagging(TaskKind):
     @property
     def is_token_level(self) -> bool:
         return True
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.labels)
+
+    def pad_prediction(self, prediction: Sequence[Any], length: int) -> list[Any]:
+        """Tokens beyond ``prediction`` (cut from the input) get the outside tag's index."""
+        return list(prediction) + [self.index[OUTSIDE]] * (length - len(prediction))
 
     def metric_names(self) -> list[str]:
         return ["precision", "recall", "f1", "token_accuracy"]
@@ -131,7 +145,8 @@ class Tagging(TaskKind):
         Token accuracy counts every labelled token; entity metrics use the sequences that
         are fully labelled (a partly labelled one has no well-defined entities). A
         prediction shorter than its target (the input was cut by ``max_length``) is padded
-        with ``"O"``, so the entities of the cut tokens count as missed.
+        with the outside tag (:meth:`pad_prediction`), so the entities of the cut tokens count
+        as missed.
         """
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
@@ -140,10 +155,9 @@ class Tagging(TaskKind):
         for i, (p, t) in enumerate(zip(predictions, targets)):
             if t is None:
                 continue
-            pred = self._as_tags(p, f"prediction {i}")
-            if len(pred) > len(t):
-                raise ValueError(f"prediction {i} has {len(pred)} tags for {len(t)} target tags")
-            pred += ["O"] * (len(t) - len(pred))  # tokens cut from the input (max_length)
+            if len(p) > len(t):
+                raise ValueError(f"prediction {i} has {len(p)} tags for {len(t)} target tags")
+            pred = self._as_tags(self.pad_prediction(p, len(t)), f"prediction {i}")
             for pt, tt in zip(pred, t):
                 if tt is not None:
                     correct += pt == self.labels[self.tag_index(tt)]

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from polytask.tasks.crf import (
+from polytask.tasks.linear_chain import (
     crf_log_likelihood,
     crf_log_partition,
     crf_score,
