@@ -15,7 +15,7 @@ but the errors and the import helper, so every layer may use it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from polytask._imports import import_object
 from polytask.errors import OptionError
@@ -119,7 +119,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
             raise OptionError(self.option, f"{text!r} is not {self.expects}",
                               f"name {self.expects} by its import path, "
                               f"or use one of {self.names()}")
-        return obj
+        return cast(T, obj)
 
     def describe(self, name: str) -> str:
         """One line from the docstring of what ``name`` resolves to (:func:`describe`)."""

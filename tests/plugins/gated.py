@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,7 @@ class Gated(MultiTaskModel):
 
     @classmethod
     def from_parts(cls, *, encoder: Any, heads: Any, tasks: Sequence[str],
-                   **options: Any) -> "Gated":
+                   **options: Any) -> Gated:
         """One ``encoder()``; heads read its top layer (the config's way to build it)."""
         enc = encoder()
         return cls(enc, heads({t: enc.layer_dims[-1] for t in tasks}), **options)

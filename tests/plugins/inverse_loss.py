@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -10,7 +10,7 @@ from torch import Tensor
 from polytask.balancing import LossWeighting
 
 #: every instance built, so that a test can see the one a config made
-BUILT: list["InverseLoss"] = []
+BUILT: list[InverseLoss] = []
 
 
 class InverseLoss(LossWeighting):

@@ -43,6 +43,7 @@ def check_registry_names(cfg: Config) -> None:
     from ..tasks import KINDS
 
     m = cfg.model
+    named: list[tuple[Registry[Any], str, str]]
     named = [(KINDS, tc.kind, f"tasks.{t}.kind") for t, tc in cfg.tasks.items()]
     named += [(FORMATS, s.format, f"data.sources.{n}.format") for n, s in cfg.data.sources.items()]
     named += [(ENCODERS, m.encoder.type, "model.encoder.type"),

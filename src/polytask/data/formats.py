@@ -23,8 +23,9 @@ format                 reader
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from polytask.data import readers, semeval, snownlp_zh
 from polytask.data.base import Example
