@@ -56,6 +56,25 @@ def test_formats_are_reader_classes_over_the_read_functions():
         assert FORMATS[name].function is function
 
 
+def test_a_config_source_reads_through_its_format_class(tmp_path):
+    from polytask.config import ConfigError
+    from polytask.config.schema import DataConfig, SourceConfig
+    from polytask.config.sources import load_source
+
+    _write(tmp_path / "zh.jsonl", '{"text": "好评", "label": "pos"}\n' * 4)
+
+    def tokens(**options):
+        src = SourceConfig(format="jsonl", train="zh.jsonl", tasks={"s": "label"}, options=options)
+        data = DataConfig(sources={"zh": src}, val_fraction=0.0, test_fraction=0.0)
+        return load_source("zh", src, data, tmp_path, 0).train[0].inputs["tokens"]
+
+    assert tokens() == ["好评"]
+    assert tokens(char_level=True) == ["好", "评"]  # per source, over data.tokenizer
+    with pytest.raises(ConfigError) as err:
+        tokens(text_column="text")  # read_csv's option, not read_jsonl's
+    assert err.value.where == "data.sources.zh.options" and "read_jsonl" in err.value.fix
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_jsonl(tmp_path / "nope.jsonl")

@@ -34,10 +34,13 @@ def _path(spec: str, base_dir: Path, where: str) -> Path:
 
 def _reader(src: SourceConfig, char_level: bool, where: str) -> Reader:
     """The source's format resolved through :data:`FORMATS` and built with its field
-    mapping and options (each reader checks its own)."""
+    mapping and options (each reader checks its own); ``options.char_level`` overrides
+    ``data.tokenizer`` for this source."""
+    options = dict(src.options)
+    char_level = bool(options.pop("char_level", char_level))
     try:
         cls = FORMATS.resolve(src.format)
-        return cls(dict(src.tasks), char_level=char_level, **src.options)
+        return cls(dict(src.tasks), char_level=char_level, **options)
     except OptionError as err:
         raise ConfigError.from_option(err, where) from None
     except TypeError as err:
