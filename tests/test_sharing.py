@@ -193,9 +193,12 @@ def test_custom_declaration_errors() -> None:
     with pytest.raises(ValueError, match="owned by both"):
         Custom(_TwoTower(), ["a", "b"], shared=["trunk", "head_a"],
                task_params={"a": ["head_a"], "b": ["private_b", "head_b"]})
-    with pytest.raises(ValueError, match=r"task_params: unknown task\(s\) \['c'\]"):
+    with pytest.raises(OptionError, match=r"unknown task\(s\) \['c'\]") as err:
         Custom(_TwoTower(), ["a", "b"], shared=["trunk"],
                task_params={"a": ["head_a"], "b": ["private_b", "head_b"], "c": []})
+    assert err.value.option == "task_params"
+    with pytest.raises(OptionError, match="not built from an encoder and heads"):
+        Custom.from_parts(encoder=lambda: None, heads=lambda widths: {}, tasks=["a"])
     # a prefix matches whole name components only: "head" is not "head_a"
     with pytest.raises(ValueError, match="not declared"):
         Custom(_TwoTower(), ["a", "b"], shared=["trunk"], task_params={"a": ["head"], "b": ["private_b", "head_b"]})

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from polytask.errors import OptionError
 from polytask.nn import MLP, ClassifierHead
 from polytask.sharing import HardSharing, MultiTaskModel, MultiTaskOutput
 from polytask.sharing.similarity import RepresentationSimilarity, linear_cka
@@ -113,10 +114,12 @@ def test_errors() -> None:
     mixed = RepresentationSimilarity(_Fixed({"a": [[1.0, 2.0]], "b": [[1.0]]}), weight=1.0)
     with pytest.raises(ValueError, match="differ in shape"):
         mixed.penalty(mixed({}))
-    with pytest.raises(ValueError, match=r"model\.similarity\.measure"):
+    with pytest.raises(OptionError) as err:
         RepresentationSimilarity(hard, weight=1.0, measure="cosine")
-    with pytest.raises(ValueError, match=r"model\.similarity\.weight"):
+    assert err.value.option == "measure"
+    with pytest.raises(OptionError) as err:
         RepresentationSimilarity(hard, weight=-1.0)
+    assert err.value.option == "weight"
 
 
 def test_wrapper_delegates_forward_and_ownership() -> None:

@@ -212,7 +212,10 @@ class Experiment:
         if sim is not None and len(model.task_names) > 1:
             from ..sharing.similarity import RepresentationSimilarity
 
-            model = RepresentationSimilarity(model, weight=sim.weight, measure=sim.measure)
+            try:
+                model = RepresentationSimilarity(model, weight=sim.weight, measure=sim.measure)
+            except OptionError as err:
+                raise ConfigError.from_option(err, "model.similarity") from None
         return model
 
     def _build_architecture(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:

@@ -43,8 +43,9 @@ class CNN(Encoder):
         check_positive(embed_dim, "embed_dim")
         check_positive(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:
-            raise OptionError("kernel_size", f"{kernel_size} is even: the window must be centred on "
-                              "each token (same-length output)", "use an odd size, e.g. kernel_size: 3")
+            raise OptionError("kernel_size", f"{kernel_size} is even: the window must be centred "
+                              "on each token (same-length output)",
+                              "use an odd size, e.g. kernel_size: 3")
         if isinstance(channels, int) or not channels:
             raise OptionError("channels", f"{channels!r} is not a non-empty list of widths",
                               "e.g. channels: [128, 128]")
@@ -52,7 +53,8 @@ class CNN(Encoder):
             check_positive(width, f"channels[{i}]")
         check_dropout(dropout)
         if not 0 <= padding_idx < vocab_size:
-            raise OptionError("padding_idx", f"{padding_idx} is outside [0, vocab_size={vocab_size})",
+            raise OptionError("padding_idx",
+                              f"{padding_idx} is outside [0, vocab_size={vocab_size})",
                               "give an index of the vocabulary")
         self.padding_idx = padding_idx
         self.layer_dims = list(channels)

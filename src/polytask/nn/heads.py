@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -143,7 +143,8 @@ def heads_for(
     if isinstance(dim, Mapping):
         missing = [name for name in names if name not in dim]
         if missing:
-            raise OptionError("dim", f"no width for tasks {missing}", "give dim[name] for every task")
+            raise OptionError("dim", f"no width for tasks {missing}",
+                              "give dim[name] for every task")
     heads = nn.ModuleDict()
     for task in tasks:
         width = dim[task.name] if isinstance(dim, Mapping) else dim

@@ -119,7 +119,8 @@ class TabularEmbedding(Encoder):
     def start(self, inputs: Mapping[str, Tensor]) -> EncoderState:
         """The raw row ``inputs["x"]`` (B, F + C)."""
         if "x" not in inputs:
-            raise KeyError(f"tabular encoder reads inputs['x'] (B, F + C); got keys {sorted(inputs)}")
+            raise KeyError(
+                f"tabular encoder reads inputs['x'] (B, F + C); got keys {sorted(inputs)}")
         return EncoderState(inputs["x"])
 
     def layer(self, i: int, state: EncoderState) -> EncoderState:

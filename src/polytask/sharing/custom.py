@@ -6,7 +6,8 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from .base import MultiTaskModel, MultiTaskOutput
+from ..errors import OptionError
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput
 
 
 class Custom(MultiTaskModel):
@@ -36,8 +37,16 @@ class Custom(MultiTaskModel):
         self._task = {t: tuple(task_params.get(t, ())) for t in self.task_names}
         unknown = sorted(set(task_params) - set(self.task_names))
         if unknown:
-            raise ValueError(f"task_params: unknown task(s) {unknown}; fix: use {self.task_names}")
+            raise OptionError("task_params", f"unknown task(s) {unknown}", f"use {self.task_names}")
         self.check_ownership()
+
+    @classmethod
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+                   tasks: Sequence[str], **options: Any) -> Custom:
+        """Not buildable from parts: a :class:`Custom` wraps a module of your own."""
+        raise OptionError("sharing", "Custom wraps a module of your own and is not built from an "
+                          "encoder and heads", "construct Custom(module, tasks, shared, task_params), "
+                          "or write a MultiTaskModel with from_parts")
 
     def _select(self, prefixes: tuple[str, ...]) -> list[nn.Parameter]:
         return [p for n, p in self.module.named_parameters()

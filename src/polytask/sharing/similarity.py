@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.pooling import pool
-from .base import MultiTaskModel, MultiTaskOutput
+from .base import MultiTaskModel, MultiTaskOutput, invalid_option
 
 MEASURES = ("l2", "cka")
 
@@ -61,10 +61,11 @@ class RepresentationSimilarity(MultiTaskModel):
         super().__init__()
         if not isinstance(model, MultiTaskModel):
             raise TypeError(f"RepresentationSimilarity wraps a MultiTaskModel; got {type(model).__name__}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
-            raise ValueError(f"model.similarity.weight: {weight!r} is invalid; fix: use a finite number >= 0, e.g. 0.01")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0 <= weight < float("inf"):
+            raise invalid_option("weight", weight, "use a finite number >= 0, e.g. 0.01")
         if measure not in MEASURES:
-            raise ValueError(f"model.similarity.measure: {measure!r} is invalid; fix: use one of {list(MEASURES)}")
+            raise invalid_option("measure", measure, f"use one of {list(MEASURES)}")
         self.model = model
         self.weight = float(weight)
         self.measure = measure
