@@ -24,7 +24,9 @@ from polytask.balancing.base import GramianWeighting
 from polytask.balancing.mgda import MGDA
 from polytask.errors import OptionError
 
-GRAMIAN_METHODS = sorted(n for n in balancing.available() if isinstance(balancing.make(n), GramianWeighting))
+GRAMIAN_METHODS = sorted(
+    n for n in balancing.available() if isinstance(balancing.make(n), GramianWeighting)
+)
 EPS32, EPS64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
 
 
@@ -36,17 +38,23 @@ class Spy(GramianWeighting):
     def __init__(self) -> None:
         self.calls: list[tuple[torch.dtype, str, float, list[str]]] = []
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         self.calls.append((gramian.dtype, str(gramian.device), eps, names))
         return torch.full((len(names),), 1.0 / len(names), dtype=torch.float64)
 
 
 # ------------------------------------------------------------------ the precision policy
-@pytest.mark.parametrize("dtype, acc, eps", [(torch.float64, torch.float64, EPS64),
-                                             (torch.float32, torch.float32, EPS32),
-                                             (torch.bfloat16, torch.float32, EPS32),
-                                             (torch.float16, torch.float32, EPS32)])
+@pytest.mark.parametrize(
+    "dtype, acc, eps",
+    [
+        (torch.float64, torch.float64, EPS64),
+        (torch.float32, torch.float32, EPS32),
+        (torch.bfloat16, torch.float32, EPS32),
+        (torch.float16, torch.float32, EPS32),
+    ],
+)
 def test_accumulation_dtype_and_what_the_solver_is_given(dtype, acc, eps) -> None:
     jac = random_jacobian(3, 7, seed=1).to(dtype)
     assert _gramian.accumulation_dtype(dtype) == acc
@@ -69,10 +77,14 @@ def test_bf16_rows_are_upcast_before_the_product() -> None:
     assert torch.equal(lost.float(), torch.tensor([0.75, 0.25]))
     g = _gramian.gramian([jac])
     assert torch.equal(g, torch.tensor([[257.0, 254.0], [254.0, 260.0]]))
-    torch.testing.assert_close(MGDA().weights(g), torch.tensor([2 / 3, 1 / 3]), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        MGDA().weights(g), torch.tensor([2 / 3, 1 / 3]), rtol=1e-6, atol=1e-7
+    )
     assert torch.equal(MGDA().aggregate(jac).float(), torch.tensor([16.0, 0.0]))
     x = torch.zeros(2, dtype=torch.bfloat16, requires_grad=True)
-    balancing.backward({"a": jac[0] @ x, "b": jac[1] @ x}, method=MGDA(), shared=[x], level="params")
+    balancing.backward(
+        {"a": jac[0] @ x, "b": jac[1] @ x}, method=MGDA(), shared=[x], level="params"
+    )
     assert x.grad is not None and torch.equal(x.grad.float(), torch.tensor([16.0, 0.0]))
 
 
@@ -82,14 +94,18 @@ def test_fp16_rows_do_not_overflow() -> None:
     jac = torch.tensor([[300.0, 200.0], [250.0, -100.0]], dtype=torch.float16)
     assert bool(torch.isinf(jac @ jac.T).any())
     assert bool(torch.isnan(MGDA().weights(jac @ jac.T)).all())
-    torch.testing.assert_close(MGDA().aggregate(jac), MGDA().aggregate(jac.double()).half(), rtol=2e-3, atol=0.1)
+    torch.testing.assert_close(
+        MGDA().aggregate(jac), MGDA().aggregate(jac.double()).half(), rtol=2e-3, atol=0.1
+    )
 
 
 def test_a_block_that_must_be_upcast_is_upcast_in_chunks(monkeypatch) -> None:
     jac = random_jacobian(4, 300, seed=3).to(torch.bfloat16)
     whole = _gramian.gramian([jac[:, :120], jac[:, 120:]])
     monkeypatch.setattr(_gramian, "CHUNK_BYTES", 4 * 4 * 16)  # 16 columns at a time
-    torch.testing.assert_close(_gramian.gramian([jac[:, :120], jac[:, 120:]]), whole, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(
+        _gramian.gramian([jac[:, :120], jac[:, 120:]]), whole, rtol=1e-6, atol=1e-5
+    )
     exact = jac.double() @ jac.double().T
     torch.testing.assert_close(whole.double(), exact, rtol=1e-6, atol=1e-4)
 
@@ -104,7 +120,7 @@ def test_float32_rows_keep_a_float32_gramian() -> None:
     torch.testing.assert_close(MGDA().aggregate(jac), MGDA().weights(g) @ jac)
 
 
-# ------------------------------------------------------------------ one path: aggregate() == backward()
+# ------------------------------------------------------------ one path: aggregate() == backward()
 def _fresh(name: str) -> GramianWeighting:
     method = balancing.make(name)
     method.bind(["a", "b", "c", "d"])
@@ -115,8 +131,10 @@ def _fresh(name: str) -> GramianWeighting:
 def _losses_and_params(dtype: torch.dtype, blocks: int):
     """Four losses of ``blocks`` shared tensors, and their Jacobian [J_1 … J_B] by hand."""
     gen = torch.Generator().manual_seed(7)
-    shared = [torch.randn(5 + b, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
-              for b in range(blocks)]
+    shared = [
+        torch.randn(5 + b, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+        for b in range(blocks)
+    ]
     targets = torch.randn(4, generator=gen, dtype=torch.float64).to(dtype)
 
     def losses() -> dict[str, Tensor]:
@@ -127,8 +145,10 @@ def _losses_and_params(dtype: torch.dtype, blocks: int):
         return out
 
     values = losses()
-    rows = [torch.stack([torch.autograd.grad(v, p, retain_graph=True)[0] for v in values.values()])
-            for p in shared]
+    rows = [
+        torch.stack([torch.autograd.grad(v, p, retain_graph=True)[0] for v in values.values()])
+        for p in shared
+    ]
     return losses, shared, rows
 
 
@@ -171,8 +191,11 @@ def test_template_checks_once_and_keeps_the_contract() -> None:
 # ------------------------------------------------------------------ helpers: state keys, options
 def test_state_keys_helper() -> None:
     check_state_keys("m", {"a": 1}, {"a", "b"})
-    with pytest.raises(ValueError, match=r"balancing method 'm': unknown state keys \['x', 'y'\]; "
-                                         r"fix: load a state saved by 'm' \(known keys: \['a', 'b'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"balancing method 'm': unknown state keys \['x', 'y'\]; "
+        r"fix: load a state saved by 'm' \(known keys: \['a', 'b'\]\)",
+    ):
         check_state_keys("m", {"a": 1, "y": 2, "x": 3}, ["b", "a"])
 
 
@@ -182,14 +205,32 @@ def test_every_method_refuses_unknown_state_keys(name: str) -> None:
         balancing.make(name).load_state_dict({"bogus": 1})
 
 
-@pytest.mark.parametrize("name, options, option, problem", [
-    ("cagrad", {"c": 2}, "c", "2 is not in [0, 1)"),
-    ("nash_mtl", {"update_every": 0}, "update_every", "0 is not an integer ≥ 1"),
-    ("famo", {"lr": -1}, "lr", "-1 must be a finite number > 0"),
-    ("fixed", {"weights": {"a": -1.0}}, "weights.a", "-1.0 is not a finite non-negative number"),
-    ("upgrad", {"pref_vector": [1.0, -1.0]}, "pref_vector[1]", "-1.0 is not a finite number ≥ 0"),
-    ("pcgrad", {"seed": 1, "generator": torch.Generator()}, "seed", "give a seed or a generator, not both"),
-])
+@pytest.mark.parametrize(
+    "name, options, option, problem",
+    [
+        ("cagrad", {"c": 2}, "c", "2 is not in [0, 1)"),
+        ("nash_mtl", {"update_every": 0}, "update_every", "0 is not an integer ≥ 1"),
+        ("famo", {"lr": -1}, "lr", "-1 must be a finite number > 0"),
+        (
+            "fixed",
+            {"weights": {"a": -1.0}},
+            "weights.a",
+            "-1.0 is not a finite non-negative number",
+        ),
+        (
+            "upgrad",
+            {"pref_vector": [1.0, -1.0]},
+            "pref_vector[1]",
+            "-1.0 is not a finite number ≥ 0",
+        ),
+        (
+            "pcgrad",
+            {"seed": 1, "generator": torch.Generator()},
+            "seed",
+            "give a seed or a generator, not both",
+        ),
+    ],
+)
 def test_option_errors_carry_fields(name, options, option, problem) -> None:
     """Library code names the option itself; the config layer adds ``balancing.``."""
     with pytest.raises(OptionError) as info:
@@ -198,18 +239,33 @@ def test_option_errors_carry_fields(name, options, option, problem) -> None:
     assert (err.option, err.problem) == (option, problem) and err.fix
     assert str(err) == f"{option}: {problem}; fix: {err.fix}"
     located = err.at("balancing")
-    assert (located.option, located.problem, located.fix) == (f"balancing.{option}", problem, err.fix)
+    assert (located.option, located.problem, located.fix) == (
+        f"balancing.{option}",
+        problem,
+        err.fix,
+    )
     assert pickle.loads(pickle.dumps(err)).option == option
 
 
-@pytest.mark.parametrize("balancing_section, line", [
-    ({"method": "cagrad", "c": 2}, "balancing.c: 2 is not in [0, 1); fix: give the ball radius factor, e.g. 0.4 "
-                                   "(0 gives the mean; CAGrad's convergence result needs c < 1)"),
-    ({"method": "fixed", "default": -1}, "balancing.default: -1 is not a finite non-negative number; fix: give "
-                                         "each task a weight ≥ 0"),
-    ({"method": "uw", "kind": {"zz": "regression"}}, "balancing.kind: unknown task(s) ['zz']; fix: use task "
-                                                     "names from ['sentiment']"),
-])
+@pytest.mark.parametrize(
+    "balancing_section, line",
+    [
+        (
+            {"method": "cagrad", "c": 2},
+            "balancing.c: 2 is not in [0, 1); fix: give the ball radius factor, e.g. 0.4 "
+            "(0 gives the mean; CAGrad's convergence result needs c < 1)",
+        ),
+        (
+            {"method": "fixed", "default": -1},
+            "balancing.default: -1 is not a finite non-negative number; fix: give "
+            "each task a weight ≥ 0",
+        ),
+        (
+            {"method": "uw", "kind": {"zz": "regression"}},
+            "balancing.kind: unknown task(s) ['zz']; fix: use task names from ['sentiment']",
+        ),
+    ],
+)
 def test_the_config_layer_locates_the_option(tmp_path, balancing_section, line) -> None:
     """The one-line message users see (``error: <this line>``) is the one they saw when the
     library wrote ``balancing.c`` itself."""
@@ -219,11 +275,20 @@ def test_the_config_layer_locates_the_option(tmp_path, balancing_section, line) 
 
     rows = [{"tokens": ["a"], "sentiment": label} for label in ("pos", "neg")]
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    raw = {"tasks": {"sentiment": {"kind": "classification"}},
-           "data": {"sources": {"rows": {"format": "jsonl", "train": "rows.jsonl",
-                                         "tasks": {"sentiment": "sentiment"}}}},
-           "model": {"encoder": {"type": "cnn", "embed_dim": 4, "channels": [4]}},
-           "balancing": balancing_section}
+    raw = {
+        "tasks": {"sentiment": {"kind": "classification"}},
+        "data": {
+            "sources": {
+                "rows": {
+                    "format": "jsonl",
+                    "train": "rows.jsonl",
+                    "tasks": {"sentiment": "sentiment"},
+                }
+            }
+        },
+        "model": {"encoder": {"type": "cnn", "embed_dim": 4, "channels": [4]}},
+        "balancing": balancing_section,
+    }
     with pytest.raises(ConfigError) as info:
         Experiment(validate(raw), tmp_path).build_method()
     assert str(info.value) == line

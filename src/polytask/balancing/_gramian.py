@@ -38,8 +38,16 @@ from torch import Tensor
 if TYPE_CHECKING:
     from .base import GramianWeighting
 
-__all__ = ["accumulation_dtype", "gramian", "for_solver", "input_eps", "check_gramian",
-           "from_numpy", "psd_pinv_apply", "combine"]
+__all__ = [
+    "accumulation_dtype",
+    "gramian",
+    "for_solver",
+    "input_eps",
+    "check_gramian",
+    "from_numpy",
+    "psd_pinv_apply",
+    "combine",
+]
 
 _EPS = torch.finfo(torch.float64).eps
 
@@ -62,7 +70,11 @@ def gramian(blocks: Sequence[Tensor]) -> Tensor:
     total: Tensor | None = None
     for block in blocks:
         rows = block.detach()
-        width = rows.shape[1] if rows.dtype == dtype else max(1, CHUNK_BYTES // (4 * max(1, rows.shape[0])))
+        width = (
+            rows.shape[1]
+            if rows.dtype == dtype
+            else max(1, CHUNK_BYTES // (4 * max(1, rows.shape[0])))
+        )
         for part in rows.split(width, dim=1) if rows.shape[1] else [rows]:
             part = part.to(dtype)
             total = part @ part.T if total is None else total.addmm_(part, part.T)
@@ -102,15 +114,19 @@ def psd_pinv_apply(gramian: np.ndarray, vector: np.ndarray, rtol: float) -> np.n
         return np.zeros_like(vector)
     keep = lam > rtol * top
     vk = vec[:, keep]
-    return vk @ ((vk.T @ vector) / lam[keep])
+    out: np.ndarray = vk @ ((vk.T @ vector) / lam[keep])
+    return out
 
 
-def combine(method: GramianWeighting, blocks: Sequence[Tensor],
-            losses: Mapping[str, Tensor] | None) -> list[Tensor]:
+def combine(
+    method: GramianWeighting, blocks: Sequence[Tensor], losses: Mapping[str, Tensor] | None
+) -> list[Tensor]:
     """The update ``[wᵀJ_1, …, wᵀJ_B]`` of a Gramian method, with ``w = method.weights(G)``
     and G from :func:`gramian`: the one path of ``aggregate()`` and of the engine."""
     k = blocks[0].shape[0]
     w = method.weights(gramian(blocks), losses)
     if tuple(w.shape) != (k,):
-        raise ValueError(f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)")
+        raise ValueError(
+            f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)"
+        )
     return [w.to(device=b.device, dtype=b.dtype) @ b for b in blocks]

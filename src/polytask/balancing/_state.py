@@ -1,17 +1,24 @@
 """State that balancing methods own and checkpoints save: the state-keys check, seeded
-random draws, and Adam on one scalar per task."""
+random draws, Adam on one scalar per task, and learned per-task scalars."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ._options import is_integer, require
+from ._options import finite, is_integer, require
 
-__all__ = ["check_state_keys", "Seeded", "random_orders", "TaskAdam"]
+__all__ = [
+    "check_state_keys",
+    "Seeded",
+    "random_orders",
+    "TaskAdam",
+    "LearnedTaskScalars",
+    "LearnedLogScales",
+]
 
 
 def check_state_keys(owner: str, state: Mapping[str, Any], known: Iterable[str]) -> None:
@@ -19,8 +26,10 @@ def check_state_keys(owner: str, state: Mapping[str, Any], known: Iterable[str])
     saved by another method, or by another version of this one."""
     unknown = sorted(set(state) - set(known))
     if unknown:
-        raise ValueError(f"balancing method {owner!r}: unknown state keys {unknown}; fix: load a "
-                         f"state saved by {owner!r} (known keys: {sorted(set(known))})")
+        raise ValueError(
+            f"balancing method {owner!r}: unknown state keys {unknown}; fix: load a "
+            f"state saved by {owner!r} (known keys: {sorted(set(known))})"
+        )
 
 
 class Seeded:
@@ -34,13 +43,24 @@ class Seeded:
     generator: torch.Generator | None
 
     def _init_generator(self, seed: int | None, generator: torch.Generator | None) -> None:
-        require(seed is None or generator is None, "seed", "give a seed or a generator, not both",
-                "drop one of them")
-        require(seed is None or is_integer(seed), "seed", f"{seed!r} is not an integer",
-                "give an integer seed or none")
-        require(generator is None or isinstance(generator, torch.Generator), "generator",
-                f"{generator!r} is not a torch.Generator",
-                "pass torch.Generator().manual_seed(n) or use the seed option")
+        require(
+            seed is None or generator is None,
+            "seed",
+            "give a seed or a generator, not both",
+            "drop one of them",
+        )
+        require(
+            seed is None or is_integer(seed),
+            "seed",
+            f"{seed!r} is not an integer",
+            "give an integer seed or none",
+        )
+        require(
+            generator is None or isinstance(generator, torch.Generator),
+            "generator",
+            f"{generator!r} is not a torch.Generator",
+            "pass torch.Generator().manual_seed(n) or use the seed option",
+        )
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
 
     def random_state(self) -> dict[str, Any]:
@@ -72,8 +92,13 @@ class TaskAdam:
     FAMO's logits and GradNorm's weights, which the methods update themselves.
     """
 
-    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.m: dict[str, float] = {}
         self.v: dict[str, float] = {}
@@ -90,7 +115,7 @@ class TaskAdam:
             m = b1 * self.m.get(task, 0.0) + (1 - b1) * g
             v = b2 * self.v.get(task, 0.0) + (1 - b2) * g * g
             self.m[task], self.v[task], self.t[task] = m, v, t
-            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
             out[task] = x - self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
         return out
 
@@ -101,3 +126,91 @@ class TaskAdam:
         self.m = {k: float(x) for k, x in state.get("m", {}).items()}
         self.v = {k: float(x) for k, x in state.get("v", {}).items()}
         self.t = {k: int(x) for k, x in state.get("t", {}).items()}
+
+
+class LearnedTaskScalars:
+    """One learnable scalar per task (``nn.Parameter`` of shape ()), keyed by task name.
+
+    Shared by the methods that learn a per-task scale (uncertainty weighting's log σ²,
+    IMTL-L's and IMTL's s). :meth:`bind` creates one parameter per task; before any
+    ``bind`` a task is created on first use (so a third party can call the method
+    directly), after it an unknown task is an error. ``parameters()`` before ``bind``
+    is an error: an optimiser built from it would silently miss the scalars.
+    """
+
+    def __init__(self, owner: str, init: float) -> None:
+        self.owner = owner
+        self.init = init
+        self.values: dict[str, torch.nn.Parameter] = {}
+        self.bound = False
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        self.values = {
+            t: self.values[t] if t in self.values else torch.nn.Parameter(torch.tensor(self.init))
+            for t in tasks
+        }
+        self.bound = True
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        if not self.bound:
+            raise ValueError(
+                f"{self.owner}: parameters() before bind(); fix: call method.bind(task names) "
+                "first (the Trainer does), then build the optimiser with method.parameters()"
+            )
+        return list(self.values.values())
+
+    def get(self, task: str) -> torch.nn.Parameter:
+        if task not in self.values:
+            if self.bound:
+                raise ValueError(
+                    f"{self.owner}: task {task!r} was not bound (bound: {list(self.values)}); "
+                    "fix: bind every task name the losses use"
+                )
+            self.values[task] = torch.nn.Parameter(torch.tensor(self.init))
+        return self.values[task]
+
+    def state_dict(self) -> dict[str, float]:
+        return {t: float(p.detach()) for t, p in self.values.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for t, v in state.items():
+            value = float(v.item() if torch.is_tensor(v) else v)
+            if t in self.values:
+                with torch.no_grad():  # in place: an optimiser holding the parameter keeps it
+                    self.values[t].fill_(value)
+            elif self.bound:
+                raise ValueError(
+                    f"{self.owner}: the saved state has task {t!r}, not among the bound tasks "
+                    f"{list(self.values)}; fix: resume with the task set the run was saved with"
+                )
+            else:
+                self.values[t] = torch.nn.Parameter(torch.tensor(value))
+
+
+class LearnedLogScales:
+    """The learned log-scales s_i of IMTL-L, shared with the IMTL hybrid: created at
+    ``bind``, optimised with the model (``parameters()``), saved in ``state_dict``."""
+
+    name: str
+
+    def __init__(self, init_scale: float = 0.0) -> None:
+        init = finite("init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
+        self.scales = LearnedTaskScalars(self.name, init)
+
+    def bind(self, tasks: Sequence[str]) -> None:
+        super().bind(tasks)  # type: ignore[misc]
+        self.scales.bind(tasks)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.scales.parameters()
+
+    def loss_scales(self) -> dict[str, float]:
+        """Current e^{s_i} per task."""
+        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scales.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        check_state_keys(self.name, state, {"scale"})
+        self.scales.load_state_dict(state.get("scale", {}))

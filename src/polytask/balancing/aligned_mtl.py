@@ -63,7 +63,8 @@ class AlignedMTL(GramianWeighting):
     name = "aligned_mtl"
 
     def __init__(self, scale_mode: str = "min") -> None:
-        require(scale_mode in SCALE_MODES, "scale_mode", f"{scale_mode!r} is not one of {list(SCALE_MODES)}",
+        require(scale_mode in SCALE_MODES, "scale_mode",
+                f"{scale_mode!r} is not one of {list(SCALE_MODES)}",
                 "'min' (the paper's choice) rescales by the smallest singular value")
         self.scale_mode = scale_mode
 

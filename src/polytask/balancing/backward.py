@@ -64,8 +64,9 @@ def resolve_level(method: Balancer, level: str | None, *, has_features: bool | N
         return None
     name = method.name or type(method).__name__
     allowed = tuple(getattr(method, "levels", LEVELS))
-    require(has_shared is not False, "method", f"{name!r} balances per-task gradients of the shared "
-            "part, but the model has no shared parameters (e.g. pure soft sharing)",
+    require(has_shared is not False, "method",
+            f"{name!r} balances per-task gradients of the shared part, but the model has no "
+            "shared parameters (e.g. pure soft sharing)",
             "use a loss-weighting method (fixed, uw, dwa, ...) or a model with shared parameters")
     if level is None:
         if "features" in allowed and has_features is not False:
@@ -73,10 +74,11 @@ def resolve_level(method: Balancer, level: str | None, *, has_features: bool | N
         level = "params"
     if level not in allowed:
         hint = "features" if "features" in allowed else "params"
-        raise OptionError("level", f"method {name!r} works at level {' or '.join(allowed)} only, not {level!r}",
-                          f"set level: {hint}" + (" with a model that gives shared features (hard or "
-                                                  "hierarchical sharing)"
-                                                  if hint == "features" and has_features is False else ""))
+        where = (" with a model that gives shared features (hard or hierarchical sharing)"
+                 if hint == "features" and has_features is False else "")
+        levels = " or ".join(allowed)
+        raise OptionError("level", f"method {name!r} works at level {levels} only, not {level!r}",
+                          f"set level: {hint}{where}")
     require(not (level == "features" and has_features is False), "level",
             "'features' needs the shared feature tensor, but the model gives none",
             "use level: params, or a model that declares shared features "
@@ -149,7 +151,8 @@ def backward(
     else:
         if shared_list is None:
             raise OptionError("shared", "level 'params' needs `shared`, the shared parameters",
-                              "pass shared=model.shared_parameters() (or features=... for the feature level)")
+                              "pass shared=model.shared_parameters() (or features=... for the "
+                              "feature level)")
         _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
     return stacked.detach().sum()
 

@@ -298,7 +298,8 @@ class CAGrad(GramianWeighting):
                 "give the ball radius factor, e.g. 0.4 (0 gives the mean; CAGrad's convergence "
                 "result needs c < 1)")
         require(rescale in (0, 1, 2) and not isinstance(rescale, bool), "rescale",
-                f"{rescale!r} is not 0, 1 or 2", "1 divides by 1 + c² (official default), 2 by 1 + c, 0 keeps d")
+                f"{rescale!r} is not 0, 1 or 2",
+                "1 divides by 1 + c² (official default), 2 by 1 + c, 0 keeps d")
         self.c = float(c)
         self.rescale = int(rescale)
 

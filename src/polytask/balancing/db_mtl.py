@@ -50,11 +50,13 @@ class DBMTL(GradientAggregator):
     levels = ("params",)
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> None:
-        self.beta = number("beta", beta, low=0.0, strict=False, fix="the EMA factor β in [0, 1), e.g. 0.9")
-        require(self.beta < 1, "beta", f"{beta!r} must be < 1", "the EMA factor β in [0, 1), e.g. 0.9")
+        beta_fix = "the EMA factor β in [0, 1), e.g. 0.9"
+        self.beta = number("beta", beta, low=0.0, strict=False, fix=beta_fix)
+        require(self.beta < 1, "beta", f"{beta!r} must be < 1", beta_fix)
         self.beta_sigma = number("beta_sigma", beta_sigma, low=0.0, strict=False,
                                  fix="the decay exponent σ ≥ 0 of β_t = β / t^σ, e.g. 0")
-        self.eps = number("eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
+        self.eps = number("eps", eps, low=0.0, strict=True,
+                          fix="a small positive number, e.g. 1e-8")
         self.step = 0
         self.buffers: dict[str, Tensor] = {}
 

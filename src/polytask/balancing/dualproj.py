@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .upgrad import DualConeWeighting
+from ._dual_cone import DualConeWeighting
 
 
 class DualProj(DualConeWeighting):

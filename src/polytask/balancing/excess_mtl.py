@@ -61,10 +61,12 @@ class ExcessMTL(GradientAggregator):
     levels = ("params",)
 
     def __init__(self, robust_step_size: float = 1.0, warmup_steps: int = 0) -> None:
-        self.robust_step_size = number("robust_step_size", robust_step_size, low=0.0, strict=True,
-                                       fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0")
+        self.robust_step_size = number(
+            "robust_step_size", robust_step_size, low=0.0, strict=True,
+            fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0")
         require(is_integer(warmup_steps) and warmup_steps >= 0, "warmup_steps",
-                f"{warmup_steps!r} must be an integer ≥ 0", "e.g. 0, or 3 epochs' worth of steps as in the paper")
+                f"{warmup_steps!r} must be an integer ≥ 0",
+                "e.g. 0, or 3 epochs' worth of steps as in the paper")
         self.warmup_steps = warmup_steps
         self.steps = 0
         self.sq_sum: dict[str, Tensor] = {}
@@ -122,8 +124,8 @@ class ExcessMTL(GradientAggregator):
                 "sq_grad_sum": {t: s.detach().cpu().clone() for t, s in self.sq_sum.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        check_state_keys(self.name, state, {"steps", "log_alpha", "baseline", "warm_sum", "warm_count",
-                                            "sq_grad_sum"})
+        check_state_keys(self.name, state, {"steps", "log_alpha", "baseline", "warm_sum",
+                                            "warm_count", "sq_grad_sum"})
         self.steps = int(state.get("steps", 0))
         self.log_alpha = {t: float(v) for t, v in state.get("log_alpha", {}).items()}
         self.baseline = {t: float(v) for t, v in state.get("baseline", {}).items()}

@@ -24,7 +24,8 @@ class FixedWeights(LossWeighting):
 
     def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
         self.weights = dict(weights or {})
-        for where, w in [("default", default)] + [(f"weights.{t}", w) for t, w in self.weights.items()]:
+        named = [(f"weights.{t}", w) for t, w in self.weights.items()]
+        for where, w in [("default", default), *named]:
             require(is_real(w) and w >= 0, where, f"{w!r} is not a finite non-negative number",
                     "give each task a weight ≥ 0")
         self.default = float(default)

@@ -58,8 +58,9 @@ class GradDrop(GradientAggregator, Seeded):
                  generator: torch.Generator | None = None) -> None:
         values = leak.items() if isinstance(leak, Mapping) else [(None, leak)]
         for task, value in values:
-            require(is_real(value) and 0.0 <= value <= 1.0, "leak" if task is None else f"leak.{task}",
-                    f"{value!r} is not in [0, 1]", "0 is pure GradDrop, 1 lets the task's whole gradient through")
+            require(is_real(value) and 0.0 <= value <= 1.0,
+                    "leak" if task is None else f"leak.{task}", f"{value!r} is not in [0, 1]",
+                    "0 is pure GradDrop, 1 lets the task's whole gradient through")
         self.leak: float | dict[str, float] = dict(leak) if isinstance(leak, Mapping) else float(leak)
         self._init_generator(seed, generator)
 

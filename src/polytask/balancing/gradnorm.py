@@ -52,8 +52,10 @@ class GradNorm(GramianWeighting):
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025) -> None:
         self.alpha = number("alpha", alpha, low=0.0, strict=False,
-                            fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its synthetic task)")
-        self.lr = number("lr", lr, low=0.0, strict=True, fix="the weights' learning rate, e.g. 0.025")
+                            fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its "
+                                "synthetic task)")
+        self.lr = number("lr", lr, low=0.0, strict=True,
+                         fix="the weights' learning rate, e.g. 0.025")
         self.w: dict[str, float] = {}
         self.initial: dict[str, float] = {}
         self.adam = TaskAdam(self.lr)

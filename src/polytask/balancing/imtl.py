@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from ._gramian import from_numpy
+from ._state import LearnedLogScales
 from .base import GramianWeighting, task_names
 from .imtl_g import imtl_g_alpha
-from .imtl_l import LearnedLogScales
 
 
 class IMTL(LearnedLogScales, GramianWeighting):
@@ -51,7 +51,9 @@ class IMTL(LearnedLogScales, GramianWeighting):
     def _row_names(self, k: int, losses: Mapping[str, Tensor] | None) -> list[str]:
         bound = getattr(self, "tasks", None)
         # without losses, rows of a bound method are its tasks in order when K matches
-        return list(bound) if losses is None and bound and len(bound) == k else task_names(k, losses)
+        if losses is None and bound and len(bound) == k:
+            return list(bound)
+        return task_names(k, losses)
 
     def _solve(self, gramian: Tensor, eps: float, names: list[str],
                losses: Mapping[str, Tensor] | None) -> Tensor:

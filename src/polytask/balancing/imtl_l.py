@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
+from ._state import LearnedLogScales
 from .base import LossWeighting
-from ._options import finite
-from ._state import check_state_keys
-from .uw import LearnedTaskScalars
-
-
-class LearnedLogScales:
-    """The learned log-scales s_i of IMTL-L, shared with the IMTL hybrid: created at
-    ``bind``, optimised with the model (``parameters()``), saved in ``state_dict``."""
-
-    name: str
-
-    def __init__(self, init_scale: float = 0.0) -> None:
-        init = finite("init_scale", init_scale, "give the initial log-scale s as a number, e.g. 0")
-        self.scales = LearnedTaskScalars(self.name, init)
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        super().bind(tasks)  # type: ignore[misc]
-        self.scales.bind(tasks)
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return self.scales.parameters()
-
-    def loss_scales(self) -> dict[str, float]:
-        """Current e^{s_i} per task."""
-        return {t: math.exp(v) for t, v in self.scales.state_dict().items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scales.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        check_state_keys(self.name, state, {"scale"})
-        self.scales.load_state_dict(state.get("scale", {}))
 
 
 class IMTLL(LearnedLogScales, LossWeighting):

@@ -149,8 +149,10 @@ class NashMTL(GramianWeighting):
 
     def __init__(self, update_every: int = 1, max_norm: float = 1.0) -> None:
         require(is_integer(update_every) and update_every >= 1, "update_every",
-                f"{update_every!r} is not an integer ≥ 1", "1 solves every step, n reuses the weights for n steps")
-        require(is_real(max_norm) and max_norm >= 0, "max_norm", f"{max_norm!r} is not a finite number ≥ 0",
+                f"{update_every!r} is not an integer ≥ 1",
+                "1 solves every step, n reuses the weights for n steps")
+        require(is_real(max_norm) and max_norm >= 0, "max_norm",
+                f"{max_norm!r} is not a finite number ≥ 0",
                 "0 disables clipping, e.g. 1.0 as in the paper's code")
         self.update_every = update_every
         self.max_norm = float(max_norm)

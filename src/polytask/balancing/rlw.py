@@ -34,8 +34,8 @@ class RandomLossWeighting(LossWeighting):
     name = "rlw"
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        require(seed is None or generator is None, "seed", "give either a seed or a generator, not both",
-                "drop one")
+        require(seed is None or generator is None, "seed",
+                "give either a seed or a generator, not both", "drop one")
         require(seed is None or (is_integer(seed) and seed >= 0), "seed",
                 f"{seed!r} must be a non-negative integer", "use e.g. seed: 0")
         require(generator is None or isinstance(generator, torch.Generator), "generator",

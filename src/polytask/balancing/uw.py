@@ -9,61 +9,10 @@ import torch
 from torch import Tensor
 
 from ._options import finite, known_tasks, require
-from ._state import check_state_keys
+from ._state import LearnedTaskScalars, check_state_keys
 from .base import LossWeighting
 
 KINDS = ("regression", "classification")
-
-
-class LearnedTaskScalars:
-    """One learnable scalar per task (``nn.Parameter`` of shape ()), keyed by task name.
-
-    Shared by the methods that learn a per-task scale (uncertainty weighting's log σ²,
-    IMTL-L's and IMTL's s). :meth:`bind` creates one parameter per task; before any
-    ``bind`` a task is created on first use (so a third party can call the method
-    directly), after it an unknown task is an error. ``parameters()`` before ``bind``
-    is an error: an optimiser built from it would silently miss the scalars.
-    """
-
-    def __init__(self, owner: str, init: float) -> None:
-        self.owner = owner
-        self.init = init
-        self.values: dict[str, torch.nn.Parameter] = {}
-        self.bound = False
-
-    def bind(self, tasks: Sequence[str]) -> None:
-        self.values = {t: self.values[t] if t in self.values else torch.nn.Parameter(torch.tensor(self.init))
-                       for t in tasks}
-        self.bound = True
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        if not self.bound:
-            raise ValueError(f"{self.owner}: parameters() before bind(); fix: call method.bind(task names) "
-                             "first (the Trainer does), then build the optimiser with method.parameters()")
-        return list(self.values.values())
-
-    def get(self, task: str) -> torch.nn.Parameter:
-        if task not in self.values:
-            if self.bound:
-                raise ValueError(f"{self.owner}: task {task!r} was not bound (bound: {list(self.values)}); "
-                                 "fix: bind every task name the losses use")
-            self.values[task] = torch.nn.Parameter(torch.tensor(self.init))
-        return self.values[task]
-
-    def state_dict(self) -> dict[str, float]:
-        return {t: float(p.detach()) for t, p in self.values.items()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for t, v in state.items():
-            value = float(v.item() if torch.is_tensor(v) else v)
-            if t in self.values:
-                with torch.no_grad():  # in place: an optimiser holding the parameter keeps it
-                    self.values[t].fill_(value)
-            elif self.bound:
-                raise ValueError(f"{self.owner}: the saved state has task {t!r}, not among the bound tasks "
-                                 f"{list(self.values)}; fix: resume with the task set the run was saved with")
-            else:
-                self.values[t] = torch.nn.Parameter(torch.tensor(value))
 
 
 class UncertaintyWeighting(LossWeighting):
