@@ -70,10 +70,12 @@ class FAMO(LossWeighting):
 
     def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3, eps: float = 1e-8,
                  min_losses: Mapping[str, float] | None = None, mode: str = "next_step") -> None:
-        self.lr = number("lr", lr, low=0.0, strict=True, fix="the logits' learning rate, e.g. 0.025")
+        self.lr = number("lr", lr, low=0.0, strict=True,
+                         fix="the logits' learning rate, e.g. 0.025")
         self.weight_decay = number("weight_decay", weight_decay, low=0.0, strict=False,
                                    fix="the logits' decay γ ≥ 0, e.g. 0.001")
-        self.eps = number("eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8")
+        self.eps = number("eps", eps, low=0.0, strict=True,
+                          fix="a small positive number, e.g. 1e-8")
         self.min_losses = {}
         for t, m in (min_losses or {}).items():
             self.min_losses[t] = number(f"min_losses.{t}", m, low=-math.inf, strict=True,
