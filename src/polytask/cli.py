@@ -155,9 +155,10 @@ def _default_field(fmt: str, task: str) -> Any:
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
     test: Optional[List[str]] = typer.Option(None, "--test", help="TASK=PATH: evaluate TASK on another file."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Reader of the --test files (jsonl, csv, conll); "
-                                       "another format than the run's reads labels from CoNLL's last column or "
-                                       "the field named TASK."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", help="Format of the --test files (see `polytask list formats`, or "
+        "package.module:Class); another format than the run's reads labels from its default "
+        "field (CoNLL: the last column; others: the field named TASK)."),
     as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
 ) -> None:
     """Evaluate a trained run (its test split, or --test files)."""
