@@ -13,16 +13,8 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..nn.base import Encoder, steps_layerwise
-from .base import (
-    EncoderFactory,
-    HeadsFactory,
-    MultiTaskModel,
-    MultiTaskOutput,
-    _params,
-    build_towers,
-    check_options,
-    invalid_option,
-)
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
+from .base import build_towers, check_options, invalid_option
 
 #: initialisations of the stitch units
 INITS = ("identity", "uniform", "balanced")

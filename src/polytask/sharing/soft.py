@@ -15,16 +15,8 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import (
-    EncoderFactory,
-    HeadsFactory,
-    MultiTaskModel,
-    MultiTaskOutput,
-    _params,
-    build_towers,
-    check_options,
-    invalid_option,
-)
+from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
+from .base import build_towers, check_options, invalid_option
 
 #: the tie Ω between towers
 NORMS = ("l2", "trace")
