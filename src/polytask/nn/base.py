@@ -116,6 +116,7 @@ class Encoder(nn.Module):
 def steps_layerwise(encoder: nn.Module) -> bool:
     """Whether ``encoder`` runs one layer at a time through :meth:`Encoder.start` /
     :meth:`Encoder.layer` with layers that read ``state.h`` (``Encoder.layerwise``)."""
+    if not isinstance(encoder, Encoder) or not encoder.layerwise:
+        return False
     cls = type(encoder)
-    return (isinstance(encoder, Encoder) and bool(encoder.layerwise)
-            and cls.start is not Encoder.start and cls.layer is not Encoder.layer)
+    return cls.start is not Encoder.start and cls.layer is not Encoder.layer

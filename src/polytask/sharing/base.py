@@ -68,14 +68,16 @@ class MultiTaskModel(nn.Module):
         ``encoder()`` builds a fresh encoder on each call (towers and experts call it once per
         tower or expert); ``heads(widths)`` builds one head per task reading the given widths;
         ``options`` are the architecture's own (``after``, ``depths``, ``experts``, ``taps``,
-        ...). A bad option raises :class:`~polytask.errors.OptionError` naming it.
+        ...). A bad option raises :class:`~polytask.errors.OptionError` naming it. Subclasses
+        may name their options as keyword-only parameters with defaults (the config layer
+        checks a config's options against that signature before the call).
 
         The default builds one shared encoder, heads reading its top layer, and calls
         ``cls(encoder, heads, **options)``.
         """
         enc = encoder()
         built = heads({t: enc.output_dim for t in tasks})
-        return cls(enc, built, **options)  # type: ignore[call-arg]
+        return cls(enc, built, **options)
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:  # pragma: no cover
         raise NotImplementedError

@@ -6,7 +6,7 @@ Misra, Shrivastava, Gupta & Hebert (2016), "Cross-stitch Networks for Multi-task
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -173,7 +173,7 @@ class CrossStitch(MultiTaskModel):
 
         Each tower runs through the encoder protocol (``start``, then ``layer(d)``); after a
         stitched depth every tower's ``state.h`` is replaced by its mixture."""
-        towers = [self.towers[t] for t in self.task_names]
+        towers = [cast(Encoder, self.towers[t]) for t in self.task_names]
         states = [tower.start(inputs) for tower in towers]
         mask = states[0].mask
         layers: list[list[Tensor]] = [[] for _ in towers]

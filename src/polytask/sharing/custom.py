@@ -41,7 +41,7 @@ class Custom(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,
                    tasks: Sequence[str], **options: Any) -> Custom:
         """Not buildable from parts: a :class:`Custom` wraps a module of your own."""
         raise OptionError("sharing", "Custom wraps a module of your own and is not built from an "

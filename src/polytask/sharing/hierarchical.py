@@ -137,7 +137,7 @@ class HardSharing(Hierarchical):
         super().__init__(encoder, heads)
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
+    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,
                    tasks: Sequence[str], **options: Any) -> HardSharing:
         """One shared ``encoder()``, every head reading its top layer; no options."""
         if options:
