@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.nn import CRF, bio_allowed, is_bio
 from polytask.tasks.base import TagScores
 
@@ -97,9 +98,11 @@ def test_is_bio() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="num_tags"):
+    with pytest.raises(OptionError) as err:
         CRF(0)
-    with pytest.raises(ValueError, match="3 labels"):
+    assert err.value.option == "num_tags"
+    with pytest.raises(OptionError, match="3 labels") as err:
         CRF(5).constrain_bio(["O", "B-X", "I-X"])
+    assert err.value.option == "labels"
     with pytest.raises(ValueError, match=r"\(B, T, 5\)"):
         CRF(5)(torch.zeros(2, 3, 4))

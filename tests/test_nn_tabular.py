@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from polytask.errors import OptionError
 from polytask.data import Collator, Example
 from polytask.nn import ENCODERS, MLP, TabularEmbedding, TabularMLP, heads_for
 from polytask.nn.tabular import embedding_dim
@@ -95,16 +96,16 @@ def test_runs_layer_by_layer_like_an_mlp() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="cardinalities"):
-        TabularMLP(1, 3, [4])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=">= 0"):
-        TabularMLP(1, [-1], [4])
-    with pytest.raises(ValueError, match="at least one"):
-        TabularMLP(0, [], [4])
-    with pytest.raises(ValueError, match="embedding_dims"):
-        TabularMLP(1, [2, 3], [4], embedding_dims=[2])
-    with pytest.raises(ValueError, match="dropout"):
-        TabularMLP(1, [2], [4], dropout=1.0)
+    for build, option in [
+        (lambda: TabularMLP(1, 3, [4]), "cardinalities"),  # type: ignore[arg-type]
+        (lambda: TabularMLP(1, [-1], [4]), "cardinalities[0]"),
+        (lambda: TabularMLP(0, [], [4]), "cardinalities"),  # no column at all
+        (lambda: TabularMLP(1, [2, 3], [4], embedding_dims=[2]), "embedding_dims"),
+        (lambda: TabularMLP(1, [2], [4], dropout=1.0), "dropout"),
+    ]:
+        with pytest.raises(OptionError) as err:
+            build()
+        assert err.value.option == option
     enc = TabularMLP(2, [3], [4])
     with pytest.raises(ValueError, match=r"\(B, 3\)"):
         enc({"x": torch.zeros(2, 4)})
@@ -136,8 +137,9 @@ def test_gated_experts_gate_on_an_encoder_of_the_row_not_on_raw_indices() -> Non
     heads = lambda widths: {t: heads_for([TASKS[t]], dim=widths[t], sequence=False)[t] for t in TASKS}  # noqa: E731
     model = MMoE.from_parts(encoder=make, tasks=list(TASKS), heads=heads, experts=2)
     assert model.gate_input.encoder is not None  # default for a non-"features" encoder
-    with pytest.raises(ValueError, match="gate_input"):
+    with pytest.raises(OptionError) as err:
         MMoE.from_parts(encoder=make, tasks=list(TASKS), heads=heads, experts=2, gate_input="x")
+    assert err.value.option == "gate_input"
     # the papers' gates read the (embedded) input
     gated = MMoE([make(), make()], heads({t: 4 for t in TASKS}), gate_encoder=TabularEmbedding(2, [3]))
     assert gated.gate_input.dim == 2 + 2

@@ -16,6 +16,7 @@ from ..engine.trainer import TrainerConfig
 from ..errors import OptionError
 from ..sharing.base import MultiTaskModel
 from ..tasks import Task, make_kind
+from ..tasks.schemes import OUTSIDE
 from .errors import ConfigError
 from .names import HEADS, check_registry_names
 from .names import resolve as _resolve
@@ -41,11 +42,11 @@ def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
 
 
 def infer_labels(kind: str, values: Sequence[Any]) -> list[str]:
-    """Label set from the data: sorted class names, or tags with ``O`` first."""
+    """Label set from the data: sorted class names, or tags with the outside tag ``O`` first."""
     if kind == "classification":
         return sorted({str(v) for v in values if v is not None})
     tags = {str(t) for seq in values if seq is not None for t in seq}
-    return ["O"] + sorted(tags - {"O"})
+    return [OUTSIDE] + sorted(tags - {OUTSIDE})
 
 
 class Experiment:
