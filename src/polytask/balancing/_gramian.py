@@ -77,7 +77,7 @@ def gramian(blocks: Sequence[Tensor]) -> Tensor:
         )
         for part in rows.split(width, dim=1) if rows.shape[1] else [rows]:
             part = part.to(dtype)
-            total = part @ part.T if total is None else total.addmm_(part, part.T)
+            total = part @ part.T if total is None else total + part @ part.T
     assert total is not None
     return total
 

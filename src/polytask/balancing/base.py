@@ -100,15 +100,15 @@ class GramianWeighting(GradientAggregator):
     names the rows, hands a K = 0 problem back empty, and gives ``_solve`` the Gramian once
     converted. Precision policy (:mod:`._gramian`), the same for :meth:`aggregate` and the
     engine, which share one path (:func:`._gramian.combine`): G is accumulated in float32
-    or better (float64 rows: float64; bf16/fp16 rows upcast to float32 first), the solve
-    runs in float64 on the CPU with the tolerances of the accumulation dtype, and the
-    weights are applied to J in J's dtype.
+    or better (float64 rows: float64; float32 rows: float32; bf16/fp16 rows upcast to
+    float32 first), the solve runs in float64 on the CPU with the tolerances of the
+    accumulation dtype, and the weights are applied to J in J's dtype.
     """
 
     needs = "gramian"
 
     def weights(self, gramian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
-        """(K, K) Gramian -> (K,) weights of the rows of J (in the Gramian's dtype and device)."""
+        """(K, K) Gramian -> (K,) weights of the rows of J, in the Gramian's dtype and device."""
         k = check_gramian(self.name, gramian)
         names = self._row_names(k, losses)
         if k == 0:
