@@ -10,6 +10,7 @@ import torch
 
 from polytask.config import Experiment, read_config, validate
 from polytask.engine.trainer import Trainer
+from polytask.errors import OptionError
 from polytask.sharing import ARCHITECTURES, RepresentationSimilarity
 
 pytest.importorskip("snownlp")
@@ -38,8 +39,9 @@ def test_example_config_trains(path: Path, method: str) -> None:
     assert stl.task_names == ["ner"]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     if method != "fixed" and not model.shared_parameters():  # pure soft sharing: nothing to balance
-        with pytest.raises(ValueError, match="balancing.method: 'mgda'.*no shared parameters"):
+        with pytest.raises(OptionError, match="'mgda' balances.*no shared parameters") as err:
             Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config())
+        assert err.value.option == "method"
         return
     trainer = Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config(),
                       sampler=exp.build_sampler(exp.train_sources()))
