@@ -9,8 +9,8 @@ from torch import Tensor
 
 from ._gramian import from_numpy
 from ._options import is_real, require
+from ._power_equation import solve_power_equation
 from .base import GramianWeighting
-from .nash_mtl import solve_power_equation
 
 
 #: the α for which the solver is tested to reach the equation (relative residual ≤ 1e-5)
@@ -30,7 +30,7 @@ class FairGrad(GramianWeighting):
     max-min fairness; ``alpha = 0`` is linear scalarisation and returns the uniform
     weights 1/K (as torchjd does). Solved directly by damped Newton on the strictly convex
     :math:`\tfrac12 w^\top G w - \sum_i h(w_i)`, :math:`h'(w) = w^{-1/\alpha}`
-    (:func:`~polytask.balancing.nash_mtl.solve_power_equation`), instead of the official
+    (:func:`~polytask.balancing._power_equation.solve_power_equation`), instead of the official
     code's SciPy ``least_squares``; zero rows and singular Gramians are handled as
     described there.
 
