@@ -114,7 +114,7 @@ def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int,
             continue
         if root is node_z:
             return None
-        seen: set = set()
+        seen: set[Any] = set()
         stack = [root]
         while stack:
             node = stack.pop()
@@ -143,8 +143,8 @@ class _RowCapture:
         self.shape = z.shape
         self.handles = [node.register_hook(self._hook(i, idxs)) for node, (i, idxs) in owners.items()]
 
-    def _hook(self, i: int, idxs: list[int]) -> Callable:
-        def hook(grad_inputs: tuple, _grad_outputs: tuple) -> None:
+    def _hook(self, i: int, idxs: list[int]) -> Callable[..., None]:
+        def hook(grad_inputs: tuple[Any, ...], _grad_outputs: tuple[Any, ...]) -> None:
             for j in idxs:
                 g = grad_inputs[j]
                 if g is not None:
@@ -208,9 +208,10 @@ def one_pass_feature_backward(losses: Sequence[Tensor], z: Tensor, total: Tensor
     if owners is None:
         return False
     capture = _RowCapture(owners, len(roots), z)
-    handle = z.register_hook(lambda _grad: replace(capture.finish()))
+    handle = z.register_hook(  # type: ignore[no-untyped-call]
+        lambda _grad: replace(capture.finish()))
     try:
-        total.backward()
+        torch.autograd.backward(total)
     finally:
         handle.remove()
         capture.remove()
@@ -235,7 +236,7 @@ def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     order found (each once)."""
     out: list[Tensor] = []
     seen_leaf: set[int] = set()
-    seen: set = set()
+    seen: set[Any] = set()
     stack = [r.grad_fn for r in roots if r.grad_fn is not None]
     for r in roots:
         if r.grad_fn is None and r.requires_grad and id(r) not in seen_leaf:
@@ -256,9 +257,9 @@ def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     return out
 
 
-def _leaf_ids(starts: Iterable, stop: object | None) -> set[int]:
+def _leaf_ids(starts: Iterable[Any], stop: object | None) -> set[int]:
     ids: set[int] = set()
-    seen: set = set()
+    seen: set[Any] = set()
     stack = list(starts)
     while stack:
         node = stack.pop()

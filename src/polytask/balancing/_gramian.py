@@ -75,7 +75,7 @@ def gramian(blocks: Sequence[Tensor]) -> Tensor:
             if rows.dtype == dtype
             else max(1, CHUNK_BYTES // (4 * max(1, rows.shape[0])))
         )
-        for part in rows.split(width, dim=1) if rows.shape[1] else [rows]:
+        for part in torch.split(rows, width, dim=1) if rows.shape[1] else [rows]:
             part = part.to(dtype)
             total = part @ part.T if total is None else total + part @ part.T
     assert total is not None

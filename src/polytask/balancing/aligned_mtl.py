@@ -36,7 +36,8 @@ def aligned_mtl_transform(gramian: np.ndarray, scale_mode: str = "min") -> np.nd
     keep = lam > top * k * _RANK_EPS
     lam, vec = lam[keep], vec[:, keep]
     sigma = {"min": float(lam.min()), "median": float(np.median(lam)), "rmse": float(lam.mean())}[scale_mode]
-    return np.sqrt(sigma) * (vec / np.sqrt(lam)) @ vec.T
+    transform: np.ndarray = np.sqrt(sigma) * (vec / np.sqrt(lam)) @ vec.T
+    return transform
 
 
 class AlignedMTL(GramianWeighting):

@@ -135,7 +135,7 @@ def backward(
         raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
     if isinstance(method, LossWeighting):
         total = method.combine(named)
-        ((total if penalty is None else total + penalty) * scale).backward()
+        torch.autograd.backward((total if penalty is None else total + penalty) * scale)
         return total.detach()
     if not isinstance(method, GradientAggregator):
         raise TypeError(f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator")
@@ -169,7 +169,7 @@ def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mappi
     if tuple(d.shape) != (jac.shape[1],):
         raise ValueError(f"{method.name}: aggregate() returned shape {tuple(d.shape)}, expected ({jac.shape[1]},)")
     d = d.to(jac.dtype)
-    return list(d.split([b.shape[1] for b in blocks]))
+    return list(torch.split(d, [b.shape[1] for b in blocks]))
 
 
 def _feature_update(method: GradientAggregator, jz: Tensor, losses: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
@@ -192,7 +192,7 @@ def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str
         return
     total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
     if not z.requires_grad:
-        total.backward()
+        torch.autograd.backward(total)
         return
     k = len(values)
     unit = not isinstance(scale, Tensor) and scale == 1.0
@@ -216,9 +216,9 @@ def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str
         if pz is not None:
             dz = dz + pz
     replacement = (dz * scale).to(z.dtype)
-    handle = z.register_hook(lambda _grad: replacement)
+    handle = z.register_hook(lambda _grad: replacement)  # type: ignore[no-untyped-call]
     try:
-        total.backward()
+        torch.autograd.backward(total)
     finally:
         handle.remove()
 

@@ -56,7 +56,7 @@ def _face_step(g: np.ndarray, b: np.ndarray, s: float, support: list[int],
     top = max(float(lam[-1]), 0.0)
     keep = lam > 1e-13 * max(top, 1e-300)
     c_null = vec[:, ~keep].T @ c
-    if c_null.size and np.linalg.norm(c_null) > 1e-9 * max(np.linalg.norm(c), 1e-300):
+    if c_null.size and np.linalg.norm(c_null) > 1e-9 * max(float(np.linalg.norm(c)), 1e-300):
         return "ray", -(z_basis @ (vec[:, ~keep] @ c_null))
     vk, lk = vec[:, keep], lam[keep]
     qh = vk @ ((vk.T @ h) / lk)
@@ -94,7 +94,8 @@ def _face_point_regular(gs: np.ndarray, bs: np.ndarray, s: float) -> np.ndarray 
         return None
     mu = (bb + math.sqrt(disc)) / a
     y = mu * u - v
-    return y / y.sum()
+    x: np.ndarray = y / y.sum()
+    return x
 
 
 def _newton_direction(g: np.ndarray, b: np.ndarray, s: float, support: list[int],
@@ -121,7 +122,8 @@ def _newton_direction(g: np.ndarray, b: np.ndarray, s: float, support: list[int]
     gz = z_basis.T @ grad
     lam, vec = np.linalg.eigh(0.5 * (hz + hz.T))
     lam = np.clip(lam, 0.0, None) + 1e-10 * max(float(lam[-1]), 1e-300)
-    return -(z_basis @ (vec @ ((vec.T @ gz) / lam)))
+    step: np.ndarray = -(z_basis @ (vec @ ((vec.T @ gz) / lam)))
+    return step
 
 
 def _line_search(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray, i: int) -> float:

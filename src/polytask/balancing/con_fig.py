@@ -29,7 +29,8 @@ def con_fig_weights(gramian: np.ndarray, rtol: float) -> np.ndarray:
         return np.zeros(k)
     direction = inv * v / math.sqrt(dnorm2)  # δ/‖δ‖ = directionᵀ J
     length = float((gramian @ direction).sum())
-    return length * direction
+    weights: np.ndarray = length * direction
+    return weights
 
 
 class ConFIG(GramianWeighting):

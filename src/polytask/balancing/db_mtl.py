@@ -86,7 +86,8 @@ class DBMTL(GradientAggregator):
         g = torch.stack(averaged)
         norms = g.double().norm(dim=1)
         alpha = norms.max() / (norms + self.eps)
-        return (alpha.to(g.device) @ g.double()).to(g.dtype)
+        update: Tensor = (alpha.to(g.device) @ g.double()).to(g.dtype)
+        return update
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "buffers": {t: b.detach().cpu().clone() for t, b in self.buffers.items()}}
