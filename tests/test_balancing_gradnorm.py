@@ -142,8 +142,9 @@ def test_gradnorm_aggregate_missing_tasks_single_task_and_errors() -> None:
     single = GradNorm()
     for _ in range(3):
         assert float(single.weights(torch.tensor([[4.0]]), {"a": torch.tensor(2.0)})) == 1.0
-    with pytest.raises(ValueError, match="gradnorm: needs the task losses"):
+    with pytest.raises(OptionError, match="gradnorm needs the task losses") as err:
         GradNorm().weights(torch.eye(2))
+    assert err.value.option == "losses"
     with pytest.raises(ValueError, match="must be"):
         GradNorm().weights(torch.ones(2, 3), _losses([1.0, 1.0]))
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ._options import number
+from ._options import OptionError, number
 from ._state import TaskAdam, check_state_keys
 from .base import GramianWeighting
 
@@ -65,8 +65,8 @@ class GradNorm(GramianWeighting):
     def _solve(self, gramian: Tensor, eps: float, names: list[str],
                losses: Mapping[str, Tensor] | None) -> Tensor:
         if losses is None:
-            raise ValueError("gradnorm: needs the task losses (for the training rates r_i); fix: pass "
-                             "losses= to weights()/aggregate()")
+            raise OptionError("losses", "gradnorm needs the task losses (for the training rates r_i)",
+                              "pass losses= to weights()/aggregate()")
         loss = torch.tensor([float(v.detach()) for v in losses.values()], dtype=torch.float64)
         for t, v in zip(names, loss.tolist()):
             self.initial.setdefault(t, v)
