@@ -20,9 +20,11 @@ def _losses(values, dtype=torch.float64, grad=False) -> dict[str, torch.Tensor]:
     return {f"t{i}": torch.tensor(float(v), dtype=dtype, requires_grad=grad) for i, v in enumerate(values)}
 
 
-def _log_loss_decrease(method, steps: int) -> list[float]:
+def _log_loss_decrease(method, steps: int) -> tuple[list[float], list[float]]:
     """log L_i(0) − log L_i(end) on test data of the GradNorm synthetic problem (T = 2,
-    σ = (1, 100)), trained with Adam 3e-3 on fresh batches, through the Trainer's protocol."""
+    σ = (1, 100)), trained with Adam 3e-3 on fresh batches, through the Trainer's protocol
+    (the step hook re-evaluates the step's batch after the update); and, per task, the sum
+    over steps of that same-batch log-loss decrease (what FAMO's logits respond to)."""
     problem = toy.gradnorm_problem((1.0, 100.0), n_train=1, n_test=500, seed=0)
     net = problem.model()
     method.bind(problem.tasks)
@@ -30,34 +32,38 @@ def _log_loss_decrease(method, steps: int) -> list[float]:
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         start = problem.losses(net, problem.x_test, problem.y_test)
+    on_batch = [0.0 for _ in problem.tasks]
     for _ in range(steps):
         x, y = problem.sample(100, gen)
         losses = problem.losses(net, x, y)
         opt.zero_grad()
         method.combine(losses).backward()
         opt.step()
-        method.after_step({t: v.detach() for t, v in losses.items()})
+        after = torch.no_grad()(problem.losses)(net, x, y)
+        for i, t in enumerate(problem.tasks):
+            on_batch[i] += math.log(float(losses[t].detach()) / float(after[t]))
+        method.after_step({t: v.detach() for t, v in losses.items()}, closure=lambda: after)
     with torch.no_grad():
         end = problem.losses(net, problem.x_test, problem.y_test)
-    return [math.log(float(start[t]) / float(end[t])) for t in problem.tasks]
+    return [math.log(float(start[t]) / float(end[t])) for t in problem.tasks], on_batch
 
 
 def test_famo_decreases_all_losses_at_more_similar_rates_than_equal_weights() -> None:
     """On the GradNorm problem with output scales 1 and 100, equal weights spend the shared
     trunk on the large task (the small one's loss does not fall); FAMO lowers both, and the
     ratio of the two log-loss decreases is much closer to 1."""
-    mean = _log_loss_decrease(Mean(), 500)
+    mean, _ = _log_loss_decrease(Mean(), 500)
     method = FAMO()
-    famo = _log_loss_decrease(method, 500)
+    famo, on_batch = _log_loss_decrease(method, 500)
     def ratio(d: list[float]) -> float:
         return min(d) / max(d)
 
     assert min(famo) > 0.02, famo
     assert ratio(famo) > ratio(mean) + 0.2, (famo, mean)
     assert ratio(mean) < 0.1, mean
-    # and the logits have moved toward the task whose log-loss fell least
-    slow, fast = ("task0", "task1") if famo[0] < famo[1] else ("task1", "task0")
-    assert method.logits[slow] > 0.01 > -0.01 > method.logits[fast], method.logits
+    # and the logits have moved toward the task whose loss fell least on its own batches
+    slow, fast = ("task0", "task1") if on_batch[0] < on_batch[1] else ("task1", "task0")
+    assert method.logits[slow] > 0.01 > -0.01 > method.logits[fast], (method.logits, on_batch)
 
 
 @pytest.mark.parametrize("k", K_VALUES)
@@ -87,7 +93,7 @@ def test_famo_gradient_is_the_convex_combination_z_over_cD(k, scale, dtype) -> N
 def test_famo_logit_update_by_hand() -> None:
     """next_step mode: the first after_step only stores; the second takes one Adam step on
     ∇_w = z ⊙ (δ − ⟨z, δ⟩), δ_i = log(before_i + ε) − log(after_i + ε)."""
-    method = FAMO(lr=0.1, weight_decay=0.0, eps=1e-8)
+    method = FAMO(lr=0.1, weight_decay=0.0, eps=1e-8, mode="next_step")
     method.after_step(_losses([1.0, 1.0, 1.0]))
     assert method.logits == {}
     method.after_step(_losses([0.5, 0.9, 1.0]))  # t0 improves most, t2 not at all
@@ -120,8 +126,31 @@ def test_famo_same_batch_mode_uses_the_losses_kept_by_combine() -> None:
     assert a.logits == pytest.approx(b.logits)
 
 
+def test_famo_default_is_the_same_batch_rule_through_the_step_hook() -> None:
+    """The default (the paper's rule): δ compares the step's losses with the same batches
+    re-evaluated after the update, which the closure returns — not the next step's batch."""
+    assert FAMO().mode == "same_batch"
+    a, b = FAMO(lr=0.1, weight_decay=0.0), FAMO(mode="next_step", lr=0.1, weight_decay=0.0)
+    before, after, next_batch = _losses([1.0, 1.0]), _losses([0.5, 1.0]), _losses([2.0, 0.1])
+    calls = []
+
+    def closure() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return after
+
+    a.after_step(before, closure=closure)
+    b.after_step(before)
+    b.after_step(after)
+    assert calls == [1] and a.logits == pytest.approx(b.logits) and a.logits["t1"] > 0
+    # the next step's losses never enter the same-batch rule
+    a.after_step(next_batch, closure=lambda: next_batch)
+    assert a.logits["t1"] > 0
+    # next_step mode never pays for the extra forward pass
+    b.after_step(next_batch, closure=lambda: pytest.fail("next_step called the closure"))
+
+
 def test_famo_tasks_missing_from_a_batch_keep_their_logits() -> None:
-    method = FAMO(weight_decay=0.0)
+    method = FAMO(weight_decay=0.0, mode="next_step")
     method.after_step(_losses([1.0, 1.0, 1.0]))
     method.after_step({"t0": torch.tensor(0.5), "t2": torch.tensor(1.0)})
     assert set(method.logits) == {"t0", "t2"} and method.logits["t2"] > 0 > method.logits["t0"]
@@ -133,11 +162,11 @@ def test_famo_tasks_missing_from_a_batch_keep_their_logits() -> None:
 
 
 def test_famo_state_round_trip_and_errors() -> None:
-    a = FAMO()
+    a = FAMO(mode="next_step")
     g = torch.Generator().manual_seed(0)
     for _ in range(4):
         a.after_step(_losses(torch.rand(3, generator=g) + 0.1))
-    b = FAMO()
+    b = FAMO(mode="next_step")
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.state_dict() == a.state_dict()
     for _ in range(3):

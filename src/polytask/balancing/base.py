@@ -17,12 +17,16 @@ checkpoints capture it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ._gramian import check_gramian, combine, for_solver, input_eps
+
+
+#: the step hook: the losses of the step's batches re-evaluated at the current parameters
+Closure = Callable[[], Mapping[str, Tensor]]
 
 
 class Balancer(ABC):
@@ -43,8 +47,18 @@ class Balancer(ABC):
         """Learnable parameters the method owns (optimised with the model's)."""
         return []
 
-    def after_step(self, losses: Mapping[str, Tensor]) -> None:
-        """Hook after the optimiser step (detached losses of this step)."""
+    def after_step(self, losses: Mapping[str, Tensor], closure: Closure | None = None) -> None:
+        """Hook after the optimiser step.
+
+        Args:
+            losses: the detached losses of the step just taken, computed at the parameters
+                *before* the update.
+            closure: the step hook, as ``torch.optim``'s ``step(closure)``: calling it
+                re-evaluates the task losses on the same step's batches at the updated
+                parameters (no gradient, same dropout masks, no change to module buffers
+                or to the training RNG) and returns them. It costs one forward pass, so a
+                method calls it only when its rule needs it (FAMO's same-batch rule).
+        """
 
     def on_epoch_end(self) -> None:
         """Hook at the end of each training epoch."""

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._options import number
 from ._state import check_state_keys
-from .base import LossWeighting
+from .base import Closure, LossWeighting
 
 
 class DynamicWeightAverage(LossWeighting):
@@ -45,7 +45,7 @@ class DynamicWeightAverage(LossWeighting):
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
-    def after_step(self, losses: Mapping[str, Tensor]) -> None:
+    def after_step(self, losses: Mapping[str, Tensor], closure: Closure | None = None) -> None:
         for t, v in losses.items():
             self.sums[t] = self.sums.get(t, 0.0) + float(v.detach())
             self.counts[t] = self.counts.get(t, 0) + 1

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from ._options import known_tasks, number, require
 from ._state import TaskAdam, check_state_keys
-from .base import LossWeighting
+from .base import Closure, LossWeighting
 
-MODES = ("next_step", "same_batch")
+MODES = ("same_batch", "next_step")
 
 
 def _floats(losses: Mapping[str, Tensor]) -> dict[str, float]:
@@ -48,16 +48,17 @@ class FAMO(LossWeighting):
 
     Which losses are "before" and "after" (``mode``):
 
-    * ``"next_step"`` (default; what the Trainer gives): :meth:`after_step` receives the
-      losses computed in the forward pass of the step just taken, i.e. the losses at the
-      parameters *before* that step, on that step's batch. The method keeps them and, at
-      the next :meth:`after_step`, uses them as "before" and the new step's losses as
-      "after": δ measures the change over one update, across two consecutive batches,
-      without an extra forward pass. The first call only stores its losses.
-    * ``"same_batch"`` (the official code's loop): :meth:`combine` keeps its losses as
-      "before"; the caller re-evaluates the losses on the same batch after
-      ``optimizer.step()`` (one extra forward without gradient) and passes them to
-      :meth:`after_step` as "after".
+    * ``"same_batch"`` (default; the paper's rule and the official code's loop): δ is the
+      change of the losses *on the same batch* over one update. Given the step hook
+      (``after_step(losses, closure)``, which the Trainer passes), "before" are the step's
+      losses and "after" are ``closure()``: the same batches re-evaluated at the updated
+      parameters, one extra forward pass without gradient. A loop without a closure
+      re-evaluates itself and passes the new losses as ``after_step(after)``; "before" are
+      then the losses :meth:`combine` saw last.
+    * ``"next_step"`` (cheaper, an approximation): :meth:`after_step` uses the losses of
+      the step just taken as "after" and those of the previous step as "before": δ measures
+      the change over one update across two consecutive batches, without an extra forward
+      pass. The first call only stores its losses.
 
     Only tasks present in both "before" and "after" are updated (softmax over them). The
     official code also clips the gradient norm of the shared parameters at 1; here that is
@@ -69,7 +70,7 @@ class FAMO(LossWeighting):
     name = "famo"
 
     def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3, eps: float = 1e-8,
-                 min_losses: Mapping[str, float] | None = None, mode: str = "next_step") -> None:
+                 min_losses: Mapping[str, float] | None = None, mode: str = "same_batch") -> None:
         self.lr = number("lr", lr, low=0.0, strict=True,
                          fix="the logits' learning rate, e.g. 0.025")
         self.weight_decay = number("weight_decay", weight_decay, low=0.0, strict=False,
@@ -80,8 +81,8 @@ class FAMO(LossWeighting):
         for t, m in (min_losses or {}).items():
             self.min_losses[t] = number(f"min_losses.{t}", m, low=-math.inf, strict=True,
                                         fix="give each task's lower bound of its loss, e.g. 0")
-        require(mode in MODES, "mode", f"{mode!r}", f"use one of {list(MODES)} (next_step: the Trainer's "
-                "after_step losses; same_batch: losses re-evaluated on the same batch after the step)")
+        require(mode in MODES, "mode", f"{mode!r}", f"use one of {list(MODES)} (same_batch: losses "
+                "re-evaluated on the same batch after the step; next_step: the losses of the next step)")
         self.mode = mode
         self.logits: dict[str, float] = {}
         self.adam = TaskAdam(self.lr, weight_decay=self.weight_decay)
@@ -129,13 +130,16 @@ class FAMO(LossWeighting):
         values = {t: self.logits.get(t, 0.0) for t in tasks}
         self.logits.update(self.adam.step(values, {t: float(g) for t, g in zip(tasks, grad)}))
 
-    def after_step(self, losses: Mapping[str, Tensor]) -> None:
-        after = _floats(losses)
+    def after_step(self, losses: Mapping[str, Tensor], closure: Closure | None = None) -> None:
+        if self.mode == "same_batch" and closure is not None:
+            before, after = _floats(losses), _floats(closure())
+        else:
+            before, after = self.before, _floats(losses)
         for t, v in after.items():
             if not v - self.min_losses.get(t, 0.0) + self.eps > 0:
                 raise ValueError(f"famo: loss of {t!r} ({v}) is not above its min_loss; fix: set "
                                  "min_losses below the lowest value each loss can take")
-        self._update(self.before, after)
+        self._update(before, after)
         # next_step: this step's losses are the "before" of the next update; same_batch:
         # combine() sets "before" again for the next step
         self.before = after if self.mode == "next_step" else {}
