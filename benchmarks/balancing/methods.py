@@ -17,7 +17,7 @@ from polytask import balancing
 from polytask.balancing.base import Balancer
 
 #: modules of the package that hold no method
-NOT_METHODS = {"base", "backward", "engine", "toy"}
+NOT_METHODS = {"base", "backward"}  # private modules (_gramian, _state, ...) are skipped too
 
 
 def discover(include_unregistered: bool = True) -> dict[str, str]:
