@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-__all__ = ["OptionError", "PolytaskError"]
+__all__ = ["DataError", "OptionError", "PolytaskError"]
 
 E = TypeVar("E", bound="PolytaskError")
 
@@ -56,6 +56,11 @@ class OptionError(PolytaskError, ValueError):
         ``"balancing.c"``); its class is kept."""
         option = f"{prefix}.{self.option}" if prefix and self.option else (prefix or self.option)
         return _rebuild(type(self), option, self.problem, self.fix)
+
+
+class DataError(PolytaskError, ValueError):
+    """Data that cannot be used as it is — a corrupt or missing file, a value a column cannot
+    hold, a loss out of a method's domain: ``option`` names the file, column or task."""
 
 
 def _rebuild(cls: type[E], option: str, problem: str, fix: str) -> E:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask.data.base import Example
+from polytask.errors import DataError
 from polytask.data.readers import PathLike, data_root, resolve_data_path
 from polytask.data.splits import split
 from polytask.data.tabular import TabularPreprocessor
@@ -115,8 +116,8 @@ def load_adult(root: PathLike | None = None, *, seed: int = 0, val_fraction: flo
     folder = Path(resolve_data_path(root)) if root is not None else data_root() / "uci-adult"
     for name in ("adult.data", "adult.test"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} not found; fix: give load_adult(root=) the folder with "
-                                    "adult.data and adult.test (UCI Adult), or set POLYTASK_DATA")
+            raise DataError(str(folder / name), "not found", "give load_adult(root=) the folder "
+                            "with adult.data and adult.test (UCI Adult), or set POLYTASK_DATA")
     train_rows, val_rows = split(read_adult(folder / "adult.data"), val_fraction=val_fraction, seed=seed)
     test_rows = read_adult(folder / "adult.test")
     prep = TabularPreprocessor(ADULT_NUMERIC, ADULT_CATEGORICAL, log1p=_LOG1P, min_count=min_count).fit(train_rows)

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from polytask.data.base import Example
+from polytask.errors import DataError, OptionError
 from polytask.data.readers import PathLike, resolve_data_path
 
 __all__ = [
@@ -70,13 +71,13 @@ def parse_idx(data: bytes, where: str = "IDX data", dims: int | None = None) -> 
         raise ValueError(f"{where}: {len(data)} bytes is too short for an IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{where}: magic number 0x{data[:4].hex()} is not an unsigned-byte IDX file "
-                         "(expected 0x00000801 for labels or 0x00000803 for images); "
-                         "fix: give the decompressed file, parts joined in order")
+        raise DataError(where, f"magic number 0x{data[:4].hex()} is not an unsigned-byte IDX "
+                        "file (expected 0x00000801 for labels or 0x00000803 for images)",
+                        "give the decompressed file, parts joined in order")
     if dims is not None and ndim != dims:
-        raise ValueError(f"{where}: magic number 0x{data[:4].hex()} says {ndim} dimension(s), expected "
-                         f"{dims} (0x0000080{dims}); fix: check that this is the "
-                         f"{'image' if dims == 3 else 'label'} file")
+        raise DataError(where, f"magic number 0x{data[:4].hex()} says {ndim} dimension(s), "
+                        f"expected {dims} (0x0000080{dims})",
+                        f"check that this is the {'image' if dims == 3 else 'label'} file")
     head = 4 + 4 * ndim
     if len(data) < head:
         raise ValueError(f"{where}: truncated header ({len(data)} bytes)")
@@ -85,8 +86,9 @@ def parse_idx(data: bytes, where: str = "IDX data", dims: int | None = None) -> 
     for s in shape:
         count *= s
     if len(data) - head != count:
-        raise ValueError(f"{where}: header says shape {shape} = {count} values but {len(data) - head} bytes "
-                         "follow it; fix: the file is truncated or its parts were joined out of order")
+        raise DataError(where, f"header says shape {shape} = {count} values but "
+                        f"{len(data) - head} bytes follow it",
+                        "the file is truncated or its parts were joined out of order: restore it")
     return torch.frombuffer(bytearray(data[head:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -96,11 +98,12 @@ def _part_files(path: Path) -> list[Path]:
     for p in parts:
         m = re.fullmatch(re.escape(path.name) + r"\.part-(\d+)", p.name)
         if m is None:
-            raise ValueError(f"{p}: unexpected part name; fix: parts are named {path.name}.part-00, -01, ...")
+            raise DataError(str(p), "unexpected part name",
+                            f"parts are named {path.name}.part-00, -01, ...")
         numbers.append(int(m.group(1)))
     if numbers != list(range(len(numbers))):
-        raise ValueError(f"{path}: parts {numbers} are not numbered 0..{len(numbers) - 1} without gaps; "
-                         "fix: restore the missing part files")
+        raise DataError(str(path), f"parts {numbers} are not numbered 0..{len(numbers) - 1} "
+                        "without gaps", "restore the missing part files")
     return parts
 
 
@@ -120,8 +123,8 @@ def read_idx(path: PathLike, dims: int | None = None) -> Tensor:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
-            raise ValueError(f"{p}: not a valid gzip stream ({err}); fix: check that every part is "
-                             "complete and joined in order") from None
+            raise DataError(str(p), f"not a valid gzip stream ({err})",
+                            "check that every part is complete and joined in order") from None
     return parse_idx(raw, where=str(p), dims=dims)
 
 
@@ -145,7 +148,7 @@ def load_fashion_mnist(split: str = "train", root: PathLike = "$DATA/fashion-mni
     ``"t10k"`` / ``"test"`` (10 000). Cached per process; do not modify the tensors."""
     split = "t10k" if split == "test" else split
     if split not in _FILES:
-        raise ValueError(f"load_fashion_mnist: split {split!r}; fix: use 'train' or 't10k'")
+        raise OptionError("split", f"unknown split {split!r}", "use 'train' or 't10k'")
     return _load(split, str(root))
 
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from polytask.data.base import Example
+from polytask.errors import DataError, OptionError
 from polytask.data.readers import PathLike, data_root, resolve_data_path
 from polytask.data.splits import split
 
@@ -41,15 +42,16 @@ TOX21_TASKS = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-L
 SPLITS = ("random", "scaffold")
 
 
-class InvalidSmilesError(ValueError):
+class InvalidSmilesError(DataError):
     """SMILES that RDKit cannot parse, with their positions."""
 
     def __init__(self, invalid: Sequence[tuple[int, str]]) -> None:
         self.invalid = list(invalid)
         shown = ", ".join(f"#{i} {s!r}" for i, s in self.invalid[:5])
         more = f" and {len(self.invalid) - 5} more" if len(self.invalid) > 5 else ""
-        super().__init__(f"{len(self.invalid)} SMILES could not be parsed by RDKit: {shown}{more}; "
-                         "fix: correct them, or pass on_invalid='skip' to leave them out (they are counted)")
+        super().__init__("smiles", f"{len(self.invalid)} SMILES could not be parsed by RDKit: "
+                         f"{shown}{more}", "correct them, or pass on_invalid='skip' to leave them out "
+                         "(they are counted)")
 
 
 def require_rdkit() -> ModuleType:
@@ -202,14 +204,14 @@ def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: 
     ``counts=True``: ``log(1 + count)`` of the folded count fingerprint, ``float32``, instead of bits.
     """
     if split_by not in SPLITS:
-        raise ValueError(f"load_tox21: split_by={split_by!r}; fix: use one of {list(SPLITS)}")
+        raise OptionError("split_by", f"unknown split {split_by!r}", f"use one of {list(SPLITS)}")
     if on_invalid not in ("skip", "raise"):
-        raise ValueError(f"load_tox21: on_invalid={on_invalid!r}; fix: use 'skip' or 'raise'")
+        raise OptionError("on_invalid", f"{on_invalid!r}", "use 'skip' or 'raise'")
     folder = Path(resolve_data_path(root)) if root is not None else data_root() / "tox21"
     path = folder / "tox21.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; fix: give load_tox21(root=) the folder with tox21.csv "
-                                "(MoleculeNet), or set POLYTASK_DATA")
+        raise DataError(str(path), "not found", "give load_tox21(root=) the folder with "
+                        "tox21.csv (MoleculeNet), or set POLYTASK_DATA")
     rows = read_tox21(path)
     fps, bad = ecfp([r["smiles"] for r in rows], radius=radius, n_bits=n_bits, counts=counts)
     if counts:

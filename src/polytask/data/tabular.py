@@ -21,6 +21,8 @@ import math
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
+from polytask.errors import DataError
+
 __all__ = ["OOV_INDEX", "TabularPreprocessor"]
 
 #: the category index of unknown, rare and missing values
@@ -82,8 +84,8 @@ class TabularPreprocessor:
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"TabularPreprocessor: numeric column {column!r} has the value {value!r}; "
-                             f"fix: give numbers, or list the missing-value marker in missing=") from None
+            raise DataError(f"numeric column {column!r}", f"has the value {value!r}",
+                            "give numbers, or list the missing-value marker in missing=") from None
         if column in self.log1p:
             if v < 0:
                 raise ValueError(f"TabularPreprocessor: log1p column {column!r} has the negative value {v}")
