@@ -10,7 +10,7 @@ import torch
 from jacobians import DTYPES, K_VALUES, SCALES, random_jacobian
 
 from polytask.balancing.excess_mtl import ExcessMTL
-from polytask.errors import OptionError
+from polytask.errors import DataError, OptionError
 
 CASES = [(k, s, d) for k in K_VALUES for s in SCALES for d in DTYPES]
 CASE_IDS = [f"K{k}-s{s:g}-{str(d)[6:]}" for k, s, d in CASES]
@@ -110,7 +110,7 @@ def test_excess_mtl_missing_tasks_state_round_trip_and_errors() -> None:
     for s in range(2):
         j = random_jacobian(3, 6, seed=s + 7, dtype=torch.float32)
         assert torch.equal(clone.aggregate(j, names), method.aggregate(j, names))
-    with pytest.raises(ValueError, match="has 4 gradient entries but its statistics have 6"):
+    with pytest.raises(DataError, match="4 gradient entries but the task's statistics have 6"):
         method.aggregate(random_jacobian(3, 4), names)
     with pytest.raises(ValueError, match="unknown state keys"):
         method.load_state_dict({"weights": {}})

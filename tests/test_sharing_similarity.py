@@ -109,11 +109,13 @@ def test_errors() -> None:
     torch.manual_seed(0)
     hard = HardSharing(MLP(3, [4]), _heads({"a": 4, "b": 4}))
     wrapped = RepresentationSimilarity(hard, weight=1.0)
-    with pytest.raises(ValueError, match="no task_features"):
+    with pytest.raises(OptionError, match="no task_features") as err:
         wrapped.penalty(wrapped({"x": torch.randn(2, 3)}))
+    assert err.value.option == "model"
     mixed = RepresentationSimilarity(_Fixed({"a": [[1.0, 2.0]], "b": [[1.0]]}), weight=1.0)
-    with pytest.raises(ValueError, match="differ in shape"):
+    with pytest.raises(OptionError, match=r"\(1, 2\) and 'b' \(1, 1\) differ") as err:
         mixed.penalty(mixed({}))
+    assert err.value.option == "measure" and "cka" in err.value.fix
     with pytest.raises(OptionError) as err:
         RepresentationSimilarity(hard, weight=1.0, measure="cosine")
     assert err.value.option == "measure"

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..errors import OptionError
 from ._options import finite, is_integer, require
 
 __all__ = [
@@ -26,10 +27,8 @@ def check_state_keys(owner: str, state: Mapping[str, Any], known: Iterable[str])
     saved by another method, or by another version of this one."""
     unknown = sorted(set(state) - set(known))
     if unknown:
-        raise ValueError(
-            f"balancing method {owner!r}: unknown state keys {unknown}; fix: load a "
-            f"state saved by {owner!r} (known keys: {sorted(set(known))})"
-        )
+        raise OptionError("state", f"balancing method {owner!r}: unknown state keys {unknown}",
+                          f"load a state saved by {owner!r} (known keys: {sorted(set(known))})")
 
 
 class Seeded:
@@ -153,19 +152,16 @@ class LearnedTaskScalars:
 
     def parameters(self) -> list[torch.nn.Parameter]:
         if not self.bound:
-            raise ValueError(
-                f"{self.owner}: parameters() before bind(); fix: call method.bind(task names) "
-                "first (the Trainer does), then build the optimiser with method.parameters()"
-            )
+            raise OptionError(self.owner, "parameters() before bind()",
+                              "call method.bind(task names) first (the Trainer does), then build "
+                              "the optimiser with method.parameters()")
         return list(self.values.values())
 
     def get(self, task: str) -> torch.nn.Parameter:
         if task not in self.values:
             if self.bound:
-                raise ValueError(
-                    f"{self.owner}: task {task!r} was not bound (bound: {list(self.values)}); "
-                    "fix: bind every task name the losses use"
-                )
+                raise OptionError(self.owner, f"task {task!r} was not bound (bound: "
+                                  f"{list(self.values)})", "bind every task name the losses use")
             self.values[task] = torch.nn.Parameter(torch.tensor(self.init))
         return self.values[task]
 
@@ -179,10 +175,9 @@ class LearnedTaskScalars:
                 with torch.no_grad():  # in place: an optimiser holding the parameter keeps it
                     self.values[t].fill_(value)
             elif self.bound:
-                raise ValueError(
-                    f"{self.owner}: the saved state has task {t!r}, not among the bound tasks "
-                    f"{list(self.values)}; fix: resume with the task set the run was saved with"
-                )
+                raise OptionError("state", f"{self.owner}: the saved state has task {t!r}, not "
+                                  f"among the bound tasks {list(self.values)}",
+                                  "resume with the task set the run was saved with")
             else:
                 self.values[t] = torch.nn.Parameter(torch.tensor(value))
 

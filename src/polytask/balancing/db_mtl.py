@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from .base import GradientAggregator, task_names
 from ._options import number, require
 from ._state import check_state_keys
@@ -71,9 +72,9 @@ class DBMTL(GradientAggregator):
         for t in names:
             b = self.buffers.get(t)
             if b is not None and b.shape != rows.shape[1:]:
-                raise ValueError(f"db_mtl: task {t!r} has {rows.shape[1]} gradient entries but its average "
-                                 f"has {b.shape[0]}; fix: keep the shared parameters fixed during a run "
-                                 "(and use level=params)")
+                raise DataError(f"task {t!r}", f"db_mtl: {rows.shape[1]} gradient entries but "
+                                f"the task's average has {b.shape[0]}", "keep the shared parameters "
+                                "fixed during a run (and use level=params)")
         self.step += 1
         beta = self.beta / self.step ** self.beta_sigma
         averaged = []

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from .base import GradientAggregator, task_names
 from ._options import is_integer, number, require
 from ._state import check_state_keys
@@ -84,9 +85,9 @@ class ExcessMTL(GradientAggregator):
         for t in names:
             s = self.sq_sum.get(t)
             if s is not None and s.shape != g.shape[1:]:
-                raise ValueError(f"excess_mtl: task {t!r} has {g.shape[1]} gradient entries but its statistics "
-                                 f"have {s.shape[0]}; fix: keep the shared parameters fixed during a run "
-                                 "(and use level=params)")
+                raise DataError(f"task {t!r}", f"excess_mtl: {g.shape[1]} gradient entries but "
+                                f"the task's statistics have {s.shape[0]}", "keep the shared "
+                                "parameters fixed during a run (and use level=params)")
         sq = g * g
         excess = []
         for i, t in enumerate(names):

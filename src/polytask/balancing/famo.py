@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from ._options import known_tasks, number, require
 from ._state import TaskAdam, check_state_keys
 from .base import Closure, LossWeighting
@@ -111,8 +112,8 @@ class FAMO(LossWeighting):
         d = torch.stack([v - self.min_losses.get(t, 0.0) + self.eps for t, v in losses.items()])
         if bool((d.detach() <= 0).any()):
             bad = [t for t, v in _floats(losses).items() if v - self.min_losses.get(t, 0.0) + self.eps <= 0]
-            raise ValueError(f"famo: losses of {bad} are not above their min_losses; fix: set "
-                             "min_losses below the lowest value each loss can take")
+            raise DataError("losses", f"famo: losses of {bad} are not above their min_losses",
+                            "set min_losses below the lowest value each loss can take")
         c = (z / d.detach().double()).sum()
         if self.mode == "same_batch":
             self.before = _floats(losses)
@@ -137,8 +138,8 @@ class FAMO(LossWeighting):
             before, after = self.before, _floats(losses)
         for t, v in after.items():
             if not v - self.min_losses.get(t, 0.0) + self.eps > 0:
-                raise ValueError(f"famo: loss of {t!r} ({v}) is not above its min_loss; fix: set "
-                                 "min_losses below the lowest value each loss can take")
+                raise DataError("losses", f"famo: loss of {t!r} ({v}) is not above its min_loss",
+                                "set min_losses below the lowest value each loss can take")
         self._update(before, after)
         # next_step: this step's losses are the "before" of the next update; same_batch:
         # combine() sets "before" again for the next step

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import OptionError
 from ..nn.pooling import pool
 from .base import MultiTaskModel, MultiTaskOutput, invalid_option
 
@@ -94,10 +95,11 @@ class RepresentationSimilarity(MultiTaskModel):
     def similarity_term(self, output: MultiTaskOutput) -> Tensor | None:
         """``mean_{i<j} Ω(f_i, f_j)`` (without λ); None with fewer than two tasks."""
         if not output.task_features:
-            raise ValueError(
-                f"RepresentationSimilarity: {type(self.model).__name__} gives no task_features (every head "
-                "reads the same shared tensor), so there is nothing to pull together; fix: use an "
-                "architecture with task-specific features (soft, cross_stitch, mmoe, ...) or drop the penalty")
+            raise OptionError(
+                "model", f"{type(self.model).__name__} gives no task_features (every head reads "
+                "the same shared tensor), so a similarity penalty has nothing to pull together",
+                "use an architecture with task-specific features (soft, cross_stitch, mmoe, ...) "
+                "or drop the penalty")
         feats = self._vectors(output)
         names = list(feats)
         terms = []
@@ -106,10 +108,10 @@ class RepresentationSimilarity(MultiTaskModel):
                 a, b = feats[names[i]], feats[names[j]]
                 if self.measure == "l2":
                     if a.shape != b.shape:
-                        raise ValueError(
-                            f"RepresentationSimilarity(measure='l2'): task_features {names[i]!r} "
-                            f"{tuple(a.shape)} and {names[j]!r} {tuple(b.shape)} differ in shape; "
-                            "fix: give the tasks features of one width or use measure='cka'")
+                        raise OptionError(
+                            "measure", f"'l2' compares task_features of one shape, but "
+                            f"{names[i]!r} {tuple(a.shape)} and {names[j]!r} {tuple(b.shape)} "
+                            "differ", "give the tasks features of one width or use measure='cka'")
                     terms.append((a - b).pow(2).mean())
                 else:
                     terms.append(1.0 - linear_cka(a, b))
