@@ -238,7 +238,8 @@ def toy_trajectory(method: Balancer, start: Sequence[float], steps: int = 35_000
     (exact, since combine depends on θ only through the losses), a
     :class:`GradientAggregator` gets the 2 × 2 Jacobian and the losses; the method's own
     parameters are optimised by a second Adam with the same settings; ``after_step``
-    receives each step's (pre-step) losses, as from the Trainer. The Jacobian comes from
+    receives each step's (pre-step) losses and the step hook (the losses at the new θ), as
+    from the Trainer. The Jacobian comes from
     :func:`toy_losses_and_jacobian`, so a step costs one method call plus a few tiny ops.
     """
     method.bind(list(TOY_TASKS))
@@ -267,7 +268,9 @@ def toy_trajectory(method: Balancer, start: Sequence[float], steps: int = 35_000
         theta = theta - lr * (m / (1 - b1 ** step)) / ((v / (1 - b2 ** step)).sqrt() + adam_eps)
         if opt is not None:
             opt.step()
-        method.after_step({t: values[i] for i, t in enumerate(TOY_TASKS)})
+        after = toy_losses_and_jacobian(theta, l1_scale)[0]  # the step hook: losses at the new θ
+        method.after_step({t: values[i] for i, t in enumerate(TOY_TASKS)},
+                          lambda: {t: after[i] for i, t in enumerate(TOY_TASKS)})
         if step % every == 0:
             out.append(theta.clone())
     return torch.stack(out)

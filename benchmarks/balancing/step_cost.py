@@ -169,7 +169,8 @@ def polytask_runner(name: str, level: str, k: int, base: tuple, batches: list) -
         opt.zero_grad(set_to_none=True)
         balancing.backward(losses, method=method, features=z, shared=shared, level=lvl)
         opt.step()
-        method.after_step({t: v.detach() for t, v in losses.items()})
+        method.after_step({t: v.detach() for t, v in losses.items()},
+                          torch.no_grad()(lambda: task_losses(heads, trunk(x), y)))
 
     return Runner("polytask", name, level, k, step, trunk, note=note)
 

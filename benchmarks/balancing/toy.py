@@ -289,12 +289,18 @@ def gradnorm_train(problem: Any, name: str, specs: dict[str, str], args: argpars
     steps_per_epoch = max(1, problem.x_train.shape[0] // args.gn_batch)
     for step in range(1, args.gn_steps + 1):
         x, y = problem.batch(args.gn_batch, gen)
+
+        @torch.no_grad()
+        def batch_losses(x: torch.Tensor = x, y: torch.Tensor = y) -> dict[str, torch.Tensor]:
+            _, out = model(x)
+            return {task: (out[task] - y[i]).pow(2).mean() for i, task in enumerate(problem.tasks)}
+
         h, out = model(x)
         losses = {task: (out[task] - y[i]).pow(2).mean() for i, task in enumerate(problem.tasks)}
         opt.zero_grad(set_to_none=True)
         balancing.backward(losses, method=method, features=h, shared=shared, level=level)
         opt.step()
-        method.after_step({k: v.detach() for k, v in losses.items()})
+        method.after_step({k: v.detach() for k, v in losses.items()}, batch_losses)
         if step % steps_per_epoch == 0:
             method.on_epoch_end()
         if step % args.gn_eval == 0 or step == args.gn_steps:
