@@ -165,8 +165,10 @@ class CrossStitch(MultiTaskModel):
     def alpha(self, depth: int) -> Tensor:
         """The stitch matrix α^{(depth)} (rows: receiving task, columns: source task)."""
         if self.stitch is None:
-            return getattr(self, f"stitch_{depth}")
-        return self.stitch[str(depth)]
+            buffer: Tensor = getattr(self, f"stitch_{depth}")
+            return buffer
+        parameter: Tensor = self.stitch[str(depth)]
+        return parameter
 
     def tower_outputs(self, inputs: Mapping[str, Tensor]) -> tuple[list[list[Tensor]], Tensor | None]:
         """Per task (task order) every layer's (stitched) output, and the token mask.

@@ -46,12 +46,13 @@ reads (it reads several experts' outputs through its gate).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import OptionError
-from ..nn.base import Encoder
+from ..nn.base import Encoder, EncoderOutput
 from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
 
 
@@ -85,7 +86,8 @@ class Gate(nn.Module):
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n))
 
     def forward(self, z: Tensor) -> Tensor:
-        return torch.softmax(self.net(z.to(self.net[0].weight.dtype)), dim=-1)
+        first = cast(nn.Linear, self.net[0])  # __init__ always starts net with an nn.Linear
+        return torch.softmax(self.net(z.to(first.weight.dtype)), dim=-1)
 
 
 class ExpertBlock(nn.Module):
@@ -121,8 +123,9 @@ class _GateInput(nn.Module):
         self.encoder = gate_encoder
         if gate_encoder is not None:
             self.dim = gate_encoder.output_dim
-        elif reference.input_kind == "features" and isinstance(getattr(reference, "input_dim", None), int):
-            self.dim = reference.input_dim
+        elif reference.input_kind == "features" and isinstance(
+                input_dim := getattr(reference, "input_dim", None), int):
+            self.dim = input_dim
         else:
             raise OptionError(
                 "gate_input", "'x' needs a feature encoder with input_dim (got input_kind="
@@ -130,7 +133,8 @@ class _GateInput(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         if self.encoder is not None:
-            return self.encoder(inputs).last
+            encoded: EncoderOutput = self.encoder(inputs)
+            return encoded.last
         return inputs["x"]
 
 
@@ -310,6 +314,8 @@ class PLE(MultiTaskModel):
         hid = expert_hidden or width
         levels_list = []
         in_dim = self.gate_input.dim
+        shared: Sequence[nn.Module]
+        task: Mapping[str, Sequence[nn.Module]]
         for l in range(1, levels + 1):
             if l == 1:
                 shared, task = list(shared_experts), level1_task
@@ -349,19 +355,22 @@ class PLE(MultiTaskModel):
         z = self.gate_input(inputs)
         y: dict[str, Tensor] = {}
         s: Tensor = z
-        for l, level in enumerate(self.extraction, start=1):
+        for l, level in enumerate(self._levels(), start=1):
             needed = tasks if l == top else self.task_names  # the shared gate mixes every task's experts
             if l == 1:
-                def run(e: nn.Module, _u: Tensor | None) -> Tensor:
+                def run(e: nn.Module, u: Tensor | None) -> Tensor:  # u: unused at level 1
                     nonlocal mask
-                    o = e(inputs)
+                    o: EncoderOutput = e(inputs)
                     mask = o.mask if mask is None else mask
                     return o.last
             else:
                 def run(e: nn.Module, u: Tensor | None) -> Tensor:
-                    return e(u)
+                    out: Tensor = e(u)
+                    return out
             shared_out = [run(e, s) for e in level.shared]
-            task_out = {t: [run(e, y[t] if l > 1 else None) for e in level.task[t]] for t in needed}
+            # level.task holds one ModuleList of experts per task
+            task_out = {t: [run(e, y[t] if l > 1 else None)
+                            for e in cast(nn.ModuleList, level.task[t])] for t in needed}
             new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y[t] if l > 1 else z), mask)
                      for t in needed}
             if level.shared_gate is not None:
@@ -373,12 +382,17 @@ class PLE(MultiTaskModel):
         return MultiTaskOutput(outputs=outputs, features={}, mask=mask,
                                shared_features=None, task_features={t: y[t] for t in tasks})
 
+    def _levels(self) -> Sequence[ExtractionLevel]:
+        # __init__ fills extraction with ExtractionLevel only
+        return cast(Sequence[ExtractionLevel], self.extraction)
+
     def _task_modules(self, task: str) -> list[nn.Module]:
         top = len(self.extraction)
-        mods: list[nn.Module] = [self.heads[task], self.extraction[top - 1].task[task],
-                                 self.extraction[top - 1].task_gates[task]]
+        levels = self._levels()
+        mods: list[nn.Module] = [self.heads[task], levels[top - 1].task[task],
+                                 levels[top - 1].task_gates[task]]
         if top >= 2:
-            mods.append(self.extraction[top - 2].task_gates[task])
+            mods.append(levels[top - 2].task_gates[task])
         return mods
 
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -12,7 +12,7 @@ has no task-specific layers: ``f_i(x) = g_i(h(x))``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from torch import Tensor, nn
 
@@ -60,7 +60,8 @@ class Hierarchical(MultiTaskModel):
         for t, d in self.taps.items():
             shape = shapes[d - 1] if shapes else None
             if shape is not None and not encoder.is_sequence and len(shape) > 1 and t not in layers:
-                vectors = [i + 1 for i, s in enumerate(shapes) if s is not None and len(s) == 1]
+                known = cast(Sequence[Any], shapes)  # shape came from it, so it is a sequence
+                vectors = [i + 1 for i, s in enumerate(known) if s is not None and len(s) == 1]
                 raise OptionError(
                     f"taps.{t}", f"depth {d} of the encoder is a {tuple(shape)} feature map, "
                     "and task heads read vectors",

@@ -32,7 +32,8 @@ tensor separates every loss from the backbone; gradient methods run at the param
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -61,13 +62,14 @@ class AttentionBlock(nn.Module):
         self.spatial = _is_map(shape)
         self.flatten_prev = prev_dim is not None and _is_map(prev_shape) and not self.spatial
         if self.spatial and prev_dim is not None and not _is_map(prev_shape):
+            map_shape = cast(Sequence[int], shape)  # spatial: shape is a (C, H, W) map
             raise OptionError(
-                "depths", f"a feature-map depth {tuple(shape)} follows a vector depth",
+                "depths", f"a feature-map depth {tuple(map_shape)} follows a vector depth",
                 "attend only to depths from the last vector layer on, or to maps only")
         self.out_size = None if not self.spatial else (int(shape[1]), int(shape[2]))  # type: ignore[index]
         layer: Callable[[int, int], nn.Module] = (lambda i, o: nn.Conv2d(i, o, 1)) if self.spatial else nn.Linear
         if prev_dim is None:
-            self.project = None
+            self.project: nn.Module | None = None
         elif self.flatten_prev:
             n = 1
             for s in prev_shape:  # type: ignore[union-attr]
@@ -89,7 +91,8 @@ class AttentionBlock(nn.Module):
             if self.flatten_prev:
                 prev = prev.flatten(1)
             elif self.spatial and tuple(prev.shape[-2:]) != self.out_size:
-                prev = F.adaptive_max_pool2d(prev, self.out_size)
+                out_size = cast(tuple[int, int], self.out_size)  # set whenever spatial
+                prev = F.adaptive_max_pool2d(prev, out_size)
             f = torch.cat([f, torch.relu(self.project(prev))], dim=1 if self.spatial else -1)
         return torch.sigmoid(self.gate(f))
 
@@ -133,7 +136,7 @@ class MTAN(MultiTaskModel):
             raise OptionError("hidden", f"{hidden!r} is not a positive integer",
                               "e.g. hidden: 32, or null")
         dims = encoder.layer_dims
-        shapes = encoder.layer_shapes or [None] * len(dims)
+        shapes: Sequence[tuple[int, ...] | None] = encoder.layer_shapes or [None] * len(dims)
         self.attention = nn.ModuleDict()
         for t in self.task_names:
             blocks = nn.ModuleList()
@@ -158,7 +161,9 @@ class MTAN(MultiTaskModel):
         keep = None if mask is None else mask.unsqueeze(-1).to(layers[0].dtype)
         out: list[Tensor] = []
         prev = None
-        for block, d in zip(self.attention[task], self.depths):
+        # __init__ stores a ModuleList of AttentionBlock per task
+        blocks = cast(Iterable[AttentionBlock], self.attention[task])
+        for block, d in zip(blocks, self.depths):
             f = layers[d - 1]
             a = block.mask(f, prev)
             h = a * f

@@ -33,8 +33,9 @@ def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
     x = x - x.mean(dim=0, keepdim=True)
     y = y - y.mean(dim=0, keepdim=True)
     cross = (y.transpose(0, 1) @ x).pow(2).sum()
-    nx = torch.linalg.matrix_norm(x.transpose(0, 1) @ x)
-    ny = torch.linalg.matrix_norm(y.transpose(0, 1) @ y)
+    # torch.linalg's functions are untyped in torch's stubs
+    nx: Tensor = torch.linalg.matrix_norm(x.transpose(0, 1) @ x)
+    ny: Tensor = torch.linalg.matrix_norm(y.transpose(0, 1) @ y)
     return cross / (nx * ny).clamp(min=eps)
 
 
@@ -74,7 +75,8 @@ class RepresentationSimilarity(MultiTaskModel):
         self.provides_shared_features = model.provides_shared_features
 
     def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
-        return self.model(inputs, tasks)
+        out: MultiTaskOutput = self.model(inputs, tasks)
+        return out
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return self.model.shared_parameters()

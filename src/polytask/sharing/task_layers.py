@@ -19,7 +19,8 @@ class DenseLayer(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.dropout(torch.relu(self.linear(x)))
+        out: Tensor = self.dropout(torch.relu(self.linear(x)))
+        return out
 
 
 class SequenceLayer(nn.Module):
@@ -35,7 +36,8 @@ class SequenceLayer(nn.Module):
         if x.dim() != 3 or mask is None:
             raise ValueError("SequenceLayer needs sequence features (B, T, D) and a token mask")
         out, _ = run_packed(self.lstm, x, mask.sum(1))
-        return self.dropout(out) * mask.unsqueeze(-1).to(out.dtype)
+        dropped: Tensor = self.dropout(out)
+        return dropped * mask.unsqueeze(-1).to(out.dtype)
 
 
 #: the task layers: a name or ``package.module:Class`` -> an ``nn.Module`` class built with
