@@ -9,7 +9,7 @@ low-level tasks at lower layers).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, cast
 
 import torch
 from torch import Tensor, nn
@@ -173,5 +173,6 @@ class BiLSTM(Encoder):
     def layer(self, i: int, state: EncoderState) -> EncoderState:
         """BiLSTM ``i`` over ``dropout(h)`` (packed by the lengths), padding positions zeroed."""
         assert state.mask is not None
-        out, _ = run_packed(self.lstms[i], self.dropout(state.h), state.context)
+        lstm = cast(nn.LSTM, self.lstms[i])  # __init__ fills lstms with nn.LSTM only
+        out, _ = run_packed(lstm, self.dropout(state.h), state.context)
         return state.with_h(torch.where(state.mask.unsqueeze(-1), out, 0.0))

@@ -63,6 +63,11 @@ class CRF(nn.Module):
     saved with the model) on top of the learned scores.
     """
 
+    # buffers registered in __init__
+    transition_constraints: Tensor
+    start_constraints: Tensor
+    end_constraints: Tensor
+
     def __init__(self, num_tags: int, init_scale: float = 0.1) -> None:
         super().__init__()
         check_positive(num_tags, "num_tags")

@@ -71,7 +71,8 @@ class ClassifierHead(nn.Module):
                     f"build it with pooling in {list(POOLINGS)}"
                 )
             features = pool(features, mask, self.pooling, self.attention)
-        return self.projection(features)
+        scores: Tensor = self.projection(features)
+        return scores
 
 
 class TaggerHead(nn.Module):
@@ -114,8 +115,11 @@ class TaggerHead(nn.Module):
                 f"TaggerHead expects per-token features (B, T, {self.in_dim}); "
                 f"got {tuple(features.shape)}"
             )
-        emissions = self.projection(features)
-        return emissions if self.crf is None else self.crf(emissions)
+        emissions: Tensor = self.projection(features)
+        if self.crf is None:
+            return emissions
+        tag_scores: TagScores = self.crf(emissions)
+        return tag_scores
 
 
 def heads_for(

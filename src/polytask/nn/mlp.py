@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 from torch import Tensor, nn
 
@@ -85,7 +85,8 @@ class MLP(Encoder):
             raise ValueError(
                 f"MLP expects inputs['x'] of shape (B, {self.input_dim}); got {tuple(h.shape)}"
             )
-        return EncoderState(h.to(self.linears[0].weight.dtype))
+        first = cast(nn.Linear, self.linears[0])  # __init__ fills linears with nn.Linear only
+        return EncoderState(h.to(first.weight.dtype))
 
     def layer(self, i: int, state: EncoderState) -> EncoderState:
         """``act(W_i dropout(h) + b_i)``."""

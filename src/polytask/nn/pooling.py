@@ -88,5 +88,6 @@ def pool(
         if attention_module is None:
             raise OptionError("attention_module", "how='attention' needs an attention module",
                               "pass attention_module=AttentionPooling(dim)")
-        return attention_module(features, mask)
+        pooled: Tensor = attention_module(features, mask)
+        return pooled
     raise OptionError("how", f"{how!r} is unknown", f"use one of {list(POOLINGS)}")

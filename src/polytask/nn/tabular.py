@@ -19,7 +19,7 @@ Embedding width of column ``j`` (Guo & Berkhahn 2016 use a similar rule of thumb
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,7 @@ class TabularEmbedding(Encoder):
 
     input_kind = "tabular"
     is_sequence = False
+    _cards: Tensor  # buffer registered in __init__: each column's K_j
 
     def __init__(self, numeric: int, cardinalities: Sequence[int],
                  embedding_dims: Sequence[int] | None = None, max_embedding_dim: int = 16) -> None:
@@ -112,7 +113,8 @@ class TabularEmbedding(Encoder):
                 f"{len(self.cardinalities)} categorical columns; got {tuple(x.shape)}")
         idx = self.indices(x)
         parts = [x[:, :self.numeric]]
-        dtype = self.embeddings[0].weight.dtype if len(self.embeddings) else x.dtype
+        embeddings = cast(Sequence[nn.Embedding], self.embeddings)  # only nn.Embedding in it
+        dtype = embeddings[0].weight.dtype if len(embeddings) else x.dtype
         parts = [parts[0].to(dtype)] + [emb(idx[:, j]) for j, emb in enumerate(self.embeddings)]
         return torch.cat(parts, dim=-1)
 
@@ -145,7 +147,8 @@ class TabularInput(nn.Module):
         return self.linear.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.dropout(self.embedding.embed(x)))
+        out: Tensor = self.linear(self.dropout(self.embedding.embed(x)))
+        return out
 
 
 class TabularMLP(MLP):
