@@ -25,7 +25,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -61,7 +61,9 @@ def require_rdkit() -> ModuleType:
     except ImportError as err:  # pragma: no cover - exercised only without rdkit
         raise ImportError("polytask.data.molecules needs RDKit; fix: pip install 'polytask[chem]' "
                           f"(or pip install rdkit) ({err})") from None
-    RDLogger.DisableLog("rdApp.*")  # parse failures are reported by us, once, not per atom
+    # parse failures are reported by us, once, not per atom; rdkit-stubs omit RDLogger's
+    # re-export of rdBase.DisableLog
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     return Chem
 
 
@@ -106,7 +108,9 @@ def murcko_scaffold(smiles: str, include_chirality: bool = False) -> str:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise InvalidSmilesError([(0, smiles)])
-    return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=include_chirality)
+    # rdkit-stubs leave MurckoScaffoldSmiles unannotated; it returns the scaffold's SMILES
+    scaffold_smiles: Callable[..., str] = MurckoScaffold.MurckoScaffoldSmiles
+    return scaffold_smiles(mol=mol, includeChirality=include_chirality)
 
 
 def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),

@@ -46,7 +46,7 @@ __all__ = [
     "tokenize",
 ]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 _DATA_PREFIXES = ("$DATA/", "data://")
 

