@@ -176,7 +176,7 @@ def read_inputs(path: Path, text_field: str) -> list[Any]:
     if not path.is_file():
         raise ConfigError(str(path), "input file not found", "check the path")
     if path.suffix == ".jsonl":
-        items = []
+        items: list[list[Any] | str] = []
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -210,7 +210,7 @@ def predict_cmd(
     """Predict every task for each input (one forward pass); writes JSONL."""
     from .runs import load
 
-    def go() -> list[dict]:
+    def go() -> list[dict[str, Any]]:
         run = load(run_dir)
         inputs = read_inputs(input_path, text_field)
         return [{"input": x if isinstance(x, str) else " ".join(x), **p} for x, p in zip(inputs, run.predict(inputs))]

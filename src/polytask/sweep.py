@@ -50,7 +50,7 @@ def sweep(raw: Mapping[str, Any], base_dir: Path, out: Path, grid: Mapping[str, 
     out.mkdir(parents=True, exist_ok=True)
     keys = list(grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] if keys else []
-    trials = []
+    trials: list[dict[str, Any]] = []
     for i, point in enumerate(points):
         cfg, trial_raw = _trial_config(raw, point)
         result = train(cfg, trial_raw, base_dir, out / f"fixed_{i}")

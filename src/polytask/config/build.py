@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from .. import balancing
 from ..data.base import Example
@@ -189,7 +189,8 @@ class Experiment:
         cls = self.encoder_class()
         opts = self.cfg.model.encoder.options()
         if self.input_kind == "tokens":
-            opts.setdefault("vocab_size", len(self.vocab))
+            vocab = cast(Vocab, self.vocab)  # _build_inputs builds it for token inputs
+            opts.setdefault("vocab_size", len(vocab))
             if self.char_vocab is not None:
                 opts.setdefault("char_vocab_size", len(self.char_vocab))
         elif self.input_kind == "features":
@@ -260,7 +261,8 @@ class Experiment:
             raise ConfigError("model.sharing_options", f"bad option ({err})",
                               f"see the options of {getattr(arch, '__name__', arch)}") from None
         try:
-            model = arch.from_parts(encoder=encoder, heads=heads, tasks=names, **options)
+            model: MultiTaskModel = arch.from_parts(encoder=encoder, heads=heads, tasks=names,
+                                                    **options)
         except OptionError as err:  # located: model.taps.*, model.encoder, model.sharing_options.*
             top = err.option.split(".")[0]
             raise ConfigError.from_option(

@@ -61,7 +61,7 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
     return ConfigError(where, f"{msg} (got {value!r})", "give a value of the expected type and range")
 
 
-def _known_fields_of(schema: type, loc: tuple) -> list[str]:
+def _known_fields_of(schema: type, loc: tuple[int | str, ...]) -> list[str]:
     cls: Any = schema
     key_next = False
     for part in loc[:-1]:

@@ -63,7 +63,7 @@ class DataConfig(Strict):
 
     @field_validator("sources")
     @classmethod
-    def _non_empty(cls, v: dict) -> dict:
+    def _non_empty(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
         if not v:
             raise ValueError("needs at least one data source")
         return v
@@ -159,7 +159,7 @@ class Config(Strict):
 
     @field_validator("tasks")
     @classmethod
-    def _tasks_non_empty(cls, v: dict) -> dict:
+    def _tasks_non_empty(cls, v: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
         if not v:
             raise ValueError("needs at least one task")
         return v

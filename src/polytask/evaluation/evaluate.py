@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 
@@ -23,7 +23,8 @@ def _pad_outside(pred: list[Any], example: Example, kind: TaskKind) -> list[Any]
     tokens = example.inputs.get("tokens")
     if tokens is None or len(pred) >= len(tokens):
         return pred
-    return kind.pad_prediction(pred, len(tokens))
+    padded: list[Any] = kind.pad_prediction(pred, len(tokens))
+    return padded
 
 
 @torch.no_grad()
@@ -88,4 +89,5 @@ def evaluate(
 
 def primary_scores(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task]) -> dict[str, float]:
     """``{task: value of its primary metric}``."""
-    return {t: float(metrics[t][tasks[t].primary_metric]) for t in metrics}
+    # Task.__post_init__ sets primary_metric (the kind's default when not given)
+    return {t: float(metrics[t][cast(str, tasks[t].primary_metric)]) for t in metrics}

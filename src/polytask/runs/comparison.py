@@ -57,6 +57,7 @@ def _finished_seed(path: Path, digest: str) -> dict[str, Any] | None:
     """The saved result of one seed of a comparison, or ``None`` if it was not finished."""
     if not path.exists():
         return None
+    entry: dict[str, Any]  # the per-seed dict that compare() saved under "result"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         saved_digest, entry = saved["config_digest"], saved["result"]

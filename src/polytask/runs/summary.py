@@ -30,8 +30,9 @@ def delta_m_or_error(mtl: Mapping[str, float], stl: Mapping[str, float],
 def summarise(name: str, per_seed: list[dict[str, Any]], prim: Mapping[str, str], hib: Mapping[str, bool],
               exp: Experiment) -> dict[str, Any]:
     """Mean (± std) over seeds, Δm of the means, and a paired 95% CI of Δm with ≥ 2 seeds."""
-    def agg(side: str) -> tuple[dict, dict]:
-        mean, std = {}, {}
+    def agg(side: str) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        mean: dict[str, dict[str, float]] = {}
+        std: dict[str, dict[str, float]] = {}
         for t in per_seed[0][side]:
             mean[t], std[t] = {}, {}
             for m in per_seed[0][side][t]:

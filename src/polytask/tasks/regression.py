@@ -113,7 +113,7 @@ class Regression(TaskKind):
                 raise ValueError(f"prediction {i} has {len(p)} values, expected {self.dim}")
             pred[i] = p
             true[i] = [np.nan if v is None else v for v in self._values(t)]
-        per_dim = {m: [] for m in _METRICS}
+        per_dim: dict[str, list[float]] = {m: [] for m in _METRICS}
         for d in range(self.dim):
             keep = ~np.isnan(true[:, d])
             y, yhat = true[keep, d], pred[keep, d]
