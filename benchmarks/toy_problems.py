@@ -270,7 +270,7 @@ def toy_trajectory(method: Balancer, start: Sequence[float], steps: int = 35_000
             opt.step()
         after = toy_losses_and_jacobian(theta, l1_scale)[0]  # the step hook: losses at the new θ
         method.after_step({t: values[i] for i, t in enumerate(TOY_TASKS)},
-                          lambda: {t: after[i] for i, t in enumerate(TOY_TASKS)})
+                          lambda after=after: {t: after[i] for i, t in enumerate(TOY_TASKS)})
         if step % every == 0:
             out.append(theta.clone())
     return torch.stack(out)

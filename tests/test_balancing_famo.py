@@ -42,7 +42,7 @@ def _log_loss_decrease(method, steps: int) -> tuple[list[float], list[float]]:
         after = torch.no_grad()(problem.losses)(net, x, y)
         for i, t in enumerate(problem.tasks):
             on_batch[i] += math.log(float(losses[t].detach()) / float(after[t]))
-        method.after_step({t: v.detach() for t, v in losses.items()}, closure=lambda: after)
+        method.after_step({t: v.detach() for t, v in losses.items()}, closure=lambda after=after: after)
     with torch.no_grad():
         end = problem.losses(net, problem.x_test, problem.y_test)
     return [math.log(float(start[t]) / float(end[t])) for t in problem.tasks], on_batch

@@ -80,7 +80,7 @@ def test_identity_stitch_is_independent_towers_then_training_moves_the_stitch() 
         torch.testing.assert_close(out.outputs[t], alone, rtol=0, atol=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     alphas = [model.alpha(d).detach().clone() for d in model.after]
-    for step in range(3):
+    for _ in range(3):
         out = model({"x": X})
         loss = sum(nn.functional.cross_entropy(out.outputs[t], Y[t]) for t in "ab")
         opt.zero_grad()

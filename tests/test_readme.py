@@ -49,7 +49,7 @@ def test_shell_example_runs(tmp_path: Path) -> None:
     metrics = json.loads(outputs[1])
     assert set(metrics) == {"sentiment", "ner"}
     assert all(0.0 <= v <= 1.0 for v in metrics["sentiment"].values())
-    predictions = [json.loads(l) for l in outputs[2].splitlines()]
+    predictions = [json.loads(line) for line in outputs[2].splitlines()]
     assert len(predictions) == 3 and all({"sentiment", "ner"} <= set(p) for p in predictions)
     summary = json.loads(outputs[3])
     assert {"stl", "mtl", "delta_m"} <= set(summary)

@@ -76,8 +76,10 @@ def test_identity_frozen_stitch_is_separate_networks_in_forward_and_training() -
         loss_s = sum(nn.functional.cross_entropy(heads[t](towers[t]({"x": x}).last), y[t]) for t in y)
         for t in y:
             assert torch.equal(out.task_features[t], towers[t]({"x": x}).last)
-        opt_m.zero_grad(); loss_m.backward(); opt_m.step()
-        opt_s.zero_grad(); loss_s.backward(); opt_s.step()
+        for opt, loss in ((opt_m, loss_m), (opt_s, loss_s)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     for t in y:
         for p, q in zip(model.towers[t].parameters(), towers[t].parameters()):
             assert torch.equal(p, q)
@@ -144,8 +146,9 @@ def test_forward_equals_hand_computation() -> None:
 
 def test_initialisations() -> None:
     torch.manual_seed(0)
-    make = lambda init: CrossStitch.from_parts(encoder=lambda: MLP(2, [3, 3]), heads=_heads,
-                                               tasks=["a", "b", "c"], init=init)
+    def make(init):
+        return CrossStitch.from_parts(encoder=lambda: MLP(2, [3, 3]), heads=_heads,
+                                      tasks=["a", "b", "c"], init=init)
     torch.testing.assert_close(make("identity").alpha(1), torch.eye(3))
     torch.testing.assert_close(make("uniform").alpha(1), torch.full((3, 3), 1 / 3))
     torch.testing.assert_close(make("balanced").alpha(1), torch.tensor(

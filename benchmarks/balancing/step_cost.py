@@ -474,7 +474,7 @@ def nash_solve(k: int = 10, n: int = 20, reps: int = 3) -> dict[str, Any]:
             weighting.reset()
             weighting(factors[0])
             theirs = []
-            for g, m in zip(grams, factors):
+            for _g, m in zip(grams, factors):
                 t0 = time.perf_counter()
                 a = weighting(m)
                 times.append(time.perf_counter() - t0)

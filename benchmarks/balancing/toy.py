@@ -176,7 +176,7 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
         ax_loss.plot(front_losses[:, 0], front_losses[:, 1], color="#72727A", lw=5, label="Pareto front")
         runs = summary["methods"][name]["runs"]
         ok_runs = [r for r in runs if "error" not in r]
-        for i, (traj, r) in enumerate(zip(trajectories[name], ok_runs)):
+        for i, (traj, _run) in enumerate(zip(trajectories[name], ok_runs)):
             c = colors[i % len(colors)]
             t = traj[torch.isfinite(traj).all(dim=1)]
             if len(t) == 0:

@@ -316,18 +316,18 @@ class PLE(MultiTaskModel):
         in_dim = self.gate_input.dim
         shared: Sequence[nn.Module]
         task: Mapping[str, Sequence[nn.Module]]
-        for l in range(1, levels + 1):
-            if l == 1:
+        for depth in range(1, levels + 1):
+            if depth == 1:
                 shared, task = list(shared_experts), level1_task
                 gate_dims = {t: in_dim for t in self.task_names}
                 shared_dim = in_dim
             else:
-                prev = width if l == 2 else hid
+                prev = width if depth == 2 else hid
                 shared = [ExpertBlock(prev, hid) for _ in range(n_s)]
                 task = {t: [ExpertBlock(prev, hid) for _ in range(n_t[t])] for t in self.task_names}
                 gate_dims = {t: prev for t in self.task_names}
                 shared_dim = prev
-            levels_list.append(ExtractionLevel(shared, task, gate_dims, shared_dim if l < levels else None, gate_hidden))
+            levels_list.append(ExtractionLevel(shared, task, gate_dims, shared_dim if depth < levels else None, gate_hidden))
         self.extraction = nn.ModuleList(levels_list)
         self.out_dim = width if levels == 1 else hid
         self.check_ownership()
@@ -355,9 +355,9 @@ class PLE(MultiTaskModel):
         z = self.gate_input(inputs)
         y: dict[str, Tensor] = {}
         s: Tensor = z
-        for l, level in enumerate(self._levels(), start=1):
-            needed = tasks if l == top else self.task_names  # the shared gate mixes every task's experts
-            if l == 1:
+        for depth, level in enumerate(self._levels(), start=1):
+            needed = tasks if depth == top else self.task_names  # the shared gate mixes every task's experts
+            if depth == 1:
                 def run(e: nn.Module, u: Tensor | None) -> Tensor:  # u: unused at level 1
                     nonlocal mask
                     o: EncoderOutput = e(inputs)
@@ -369,9 +369,9 @@ class PLE(MultiTaskModel):
                     return out
             shared_out = [run(e, s) for e in level.shared]
             # level.task holds one ModuleList of experts per task
-            task_out = {t: [run(e, y[t] if l > 1 else None)
+            task_out = {t: [run(e, y[t] if depth > 1 else None)
                             for e in cast(nn.ModuleList, level.task[t])] for t in needed}
-            new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y[t] if l > 1 else z), mask)
+            new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y[t] if depth > 1 else z), mask)
                      for t in needed}
             if level.shared_gate is not None:
                 # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order, then shared
