@@ -50,17 +50,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg, _ = read_config(ROOT / "examples" / "zh_reviews" / "demo.yaml",
-                         [f"data.sources.reviews.limit={args.limit}", f"data.sources.news.limit={args.limit}",
-                          "trainer.epochs=1", f"trainer.threads={args.threads}", "model.encoder.dropout=0.0"])
+    cfg, _ = read_config(
+        ROOT / "examples" / "zh_reviews" / "demo.yaml",
+        [
+            f"data.sources.reviews.limit={args.limit}",
+            f"data.sources.news.limit={args.limit}",
+            "trainer.epochs=1",
+            f"trainer.threads={args.threads}",
+            "model.encoder.dropout=0.0",
+        ],
+    )
     exp = Experiment(cfg, ROOT / "examples" / "zh_reviews")
     base = exp.build_model()
     train, val = exp.train_sources(), {s: v[:64] for s, v in exp.train_sources(split="val").items()}
-    tcfg = exp.trainer_config(progress=False, log_every=10 ** 9)
+    tcfg = exp.trainer_config(progress=False, log_every=10**9)
     ratios, a_times, b_times = [], [], []
     for _ in range(args.repeats):
         model = copy.deepcopy(base)
-        trainer = Trainer(model, exp.tasks, exp.build_method(), tcfg, sampler=exp.build_sampler(train))
+        trainer = Trainer(
+            model, exp.tasks, exp.build_method(), tcfg, sampler=exp.build_sampler(train)
+        )
         t0 = time.perf_counter()
         trainer.fit(train, val, exp.collator())
         a = time.perf_counter() - t0
@@ -73,14 +82,25 @@ def main() -> None:
         b_times.append(b)
         ratios.append(a / b)
     steps = trainer.make_loader(train, exp.collator()).steps_per_epoch
-    result = {"steps_per_epoch": steps, "trainer_seconds": a_times, "plain_seconds": b_times,
-              "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-              "threads": args.threads, "limit": args.limit, "versions": versions()}
+    result = {
+        "steps_per_epoch": steps,
+        "trainer_seconds": a_times,
+        "plain_seconds": b_times,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "threads": args.threads,
+        "limit": args.limit,
+        "versions": versions(),
+    }
     print(f"{'':24}{'median s':>10}")
     print(f"{'polytask Trainer':24}{statistics.median(a_times):>10.2f}")
     print(f"{'plain PyTorch loop':24}{statistics.median(b_times):>10.2f}")
-    print(f"ratio Trainer/plain: median {result['ratio_median']:.3f} "
-          f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {args.repeats} pairs, {steps} steps")
+    print(
+        f"ratio Trainer/plain: median {result['ratio_median']:.3f} "
+        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {args.repeats} "
+        f"pairs, {steps} steps"
+    )
     path = ROOT / "benchmarks" / "results" / "loop_overhead.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")

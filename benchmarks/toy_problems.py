@@ -42,8 +42,14 @@ class GradNormNet(nn.Module):
     affine head per task (Chen et al. 2018, §4). ``forward(x)`` returns the shared features
     (the trunk's output) and a dict task -> prediction."""
 
-    def __init__(self, tasks: Sequence[str], input_dim: int = 250, output_dim: int = 100, hidden: int = 100,
-                 layers: int = 4) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        input_dim: int = 250,
+        output_dim: int = 100,
+        hidden: int = 100,
+        layers: int = 4,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         for i in range(layers):
@@ -114,9 +120,17 @@ class GradNormProblem:
         return x.to(self.B.dtype), y.to(self.B.dtype)
 
 
-def gradnorm_problem(sigmas: Sequence[float] = (1.0, 100.0), n_train: int = 2000, n_test: int = 500,
-                     seed: int = 0, input_dim: int = 250, output_dim: int = 100, b_std: float = 10.0,
-                     eps_std: float = 3.5, dtype: torch.dtype = torch.float32) -> GradNormProblem:
+def gradnorm_problem(
+    sigmas: Sequence[float] = (1.0, 100.0),
+    n_train: int = 2000,
+    n_test: int = 500,
+    seed: int = 0,
+    input_dim: int = 250,
+    output_dim: int = 100,
+    b_std: float = 10.0,
+    eps_std: float = 3.5,
+    dtype: torch.dtype = torch.float32,
+) -> GradNormProblem:
     r"""The GradNorm synthetic regression (Chen et al., ICML 2018, §4).
 
     Targets :math:`f_i(x) = σ_i \tanh((B + ε_i) x)` with B (output_dim × input_dim) and
@@ -139,8 +153,18 @@ def gradnorm_problem(sigmas: Sequence[float] = (1.0, 100.0), n_train: int = 2000
     b = torch.randn(output_dim, input_dim, generator=g, dtype=torch.float64) * b_std
     eps = torch.randn(t, output_dim, input_dim, generator=g, dtype=torch.float64) * eps_std
     empty = torch.empty(0, dtype=dtype)
-    problem = GradNormProblem(tuple(float(s) for s in sigmas), b.to(dtype), eps.to(dtype), empty, empty, empty, empty,
-                              seed=seed, _b64=b, _eps64=eps)
+    problem = GradNormProblem(
+        tuple(float(s) for s in sigmas),
+        b.to(dtype),
+        eps.to(dtype),
+        empty,
+        empty,
+        empty,
+        empty,
+        seed=seed,
+        _b64=b,
+        _eps64=eps,
+    )
     problem.x_train, problem.y_train = problem.sample(n_train, g)
     problem.x_test, problem.y_test = problem.sample(n_test, g)
     return problem
@@ -151,7 +175,13 @@ def gradnorm_problem(sigmas: Sequence[float] = (1.0, 100.0), n_train: int = 2000
 
 TOY_EPS = 5e-6
 #: start points of the Nash-MTL and FAMO codes (CAGrad uses these plus CAGRAD_EXTRA_START_POINTS)
-TOY_START_POINTS: tuple[tuple[float, float], ...] = ((-8.5, 7.5), (0.0, 0.0), (9.0, 9.0), (-7.5, -0.5), (9.0, -1.0))
+TOY_START_POINTS: tuple[tuple[float, float], ...] = (
+    (-8.5, 7.5),
+    (0.0, 0.0),
+    (9.0, 9.0),
+    (-7.5, -0.5),
+    (9.0, -1.0),
+)
 CAGRAD_EXTRA_START_POINTS: tuple[tuple[float, float], ...] = ((-8.5, 5.0), (10.0, -8.0))
 #: the papers draw the Pareto front at x2 = TOY_PARETO_X2, x1 ∈ [−7, 7]
 TOY_PARETO_X2 = -8.3552
@@ -193,14 +223,18 @@ def toy_losses_and_jacobian(theta: Tensor, l1_scale: float = 0.1) -> tuple[Tenso
     x1, x2 = theta[..., 0], theta[..., 1]
     th = torch.tanh(x2)
     sech2 = 1 - th * th
-    u1 = -0.5 * x1 - 3.5 + th          # 0.5(−x1 − 7) − tanh(−x2)
-    u2 = -0.5 * x1 + 3.5 - th          # 0.5(−x1 + 3) + tanh(−x2) + 2
+    u1 = -0.5 * x1 - 3.5 + th  # 0.5(−x1 − 7) − tanh(−x2)
+    u2 = -0.5 * x1 + 3.5 - th  # 0.5(−x1 + 3) + tanh(−x2) + 2
     a1, a2 = torch.abs(u1), torch.abs(u2)
     f1 = torch.log(torch.clamp(a1, min=TOY_EPS)) + 6
     f2 = torch.log(torch.clamp(a2, min=TOY_EPS)) + 6
     # d log max(|u|, ε) = sign(u) / |u| du where |u| ≥ ε, else 0
-    k1 = torch.where(a1 >= TOY_EPS, torch.sign(u1) / torch.clamp(a1, min=TOY_EPS), torch.zeros_like(u1))
-    k2 = torch.where(a2 >= TOY_EPS, torch.sign(u2) / torch.clamp(a2, min=TOY_EPS), torch.zeros_like(u2))
+    k1 = torch.where(
+        a1 >= TOY_EPS, torch.sign(u1) / torch.clamp(a1, min=TOY_EPS), torch.zeros_like(u1)
+    )
+    k2 = torch.where(
+        a2 >= TOY_EPS, torch.sign(u2) / torch.clamp(a2, min=TOY_EPS), torch.zeros_like(u2)
+    )
     df1 = (-0.5 * k1, sech2 * k1)
     df2 = (-0.5 * k2, -sech2 * k2)
     g1 = ((-x1 + 7) ** 2 + 0.1 * (-x2 - 8) ** 2) / 10 - 20
@@ -209,26 +243,44 @@ def toy_losses_and_jacobian(theta: Tensor, l1_scale: float = 0.1) -> tuple[Tenso
     dg2 = (0.2 * (x1 + 7), 0.02 * (x2 + 8))
     t1, t2 = torch.tanh(0.5 * x2), torch.tanh(-0.5 * x2)
     c1, c2 = torch.clamp(t1, min=0), torch.clamp(t2, min=0)
-    dc1 = torch.where(t1 >= 0, 0.5 * (1 - t1 * t1), torch.zeros_like(t1))  # clamp passes the boundary
+    dc1 = torch.where(
+        t1 >= 0, 0.5 * (1 - t1 * t1), torch.zeros_like(t1)
+    )  # clamp passes the boundary
     dc2 = torch.where(t2 >= 0, -0.5 * (1 - t2 * t2), torch.zeros_like(t2))
     l1 = l1_scale * (c1 * f1 + c2 * g1)
     l2 = c1 * f2 + c2 * g2
-    j1 = torch.stack([l1_scale * (c1 * df1[0] + c2 * dg1[0]),
-                      l1_scale * (dc1 * f1 + c1 * df1[1] + dc2 * g1 + c2 * dg1[1])], dim=-1)
-    j2 = torch.stack([c1 * df2[0] + c2 * dg2[0], dc1 * f2 + c1 * df2[1] + dc2 * g2 + c2 * dg2[1]], dim=-1)
+    j1 = torch.stack(
+        [
+            l1_scale * (c1 * df1[0] + c2 * dg1[0]),
+            l1_scale * (dc1 * f1 + c1 * df1[1] + dc2 * g1 + c2 * dg1[1]),
+        ],
+        dim=-1,
+    )
+    j2 = torch.stack(
+        [c1 * df2[0] + c2 * dg2[0], dc1 * f2 + c1 * df2[1] + dc2 * g2 + c2 * dg2[1]], dim=-1
+    )
     return torch.stack([l1, l2], dim=-1), torch.stack([j1, j2], dim=-2)
 
 
-def toy_pareto_front(n: int = 101, l1_scale: float = 0.1, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+def toy_pareto_front(
+    n: int = 101, l1_scale: float = 0.1, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
     """``n`` points θ on the drawn Pareto front (x1 ∈ [−7, 7], x2 = −8.3552) and their losses."""
     x1 = torch.linspace(-7, 7, n, dtype=dtype)
     theta = torch.stack([x1, torch.full_like(x1, TOY_PARETO_X2)], dim=-1)
     return theta, toy_losses(theta, l1_scale)
 
 
-def toy_trajectory(method: Balancer, start: Sequence[float], steps: int = 35_000, lr: float = 1e-3,
-                   l1_scale: float = 0.1, every: int = 1, betas: tuple[float, float] = (0.9, 0.999),
-                   adam_eps: float = 1e-8) -> Tensor:
+def toy_trajectory(
+    method: Balancer,
+    start: Sequence[float],
+    steps: int = 35_000,
+    lr: float = 1e-3,
+    l1_scale: float = 0.1,
+    every: int = 1,
+    betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
+) -> Tensor:
     """Optimise θ from ``start`` with Adam(``lr``, ``betas``, ``adam_eps``) on the two toy
     losses balanced by ``method``; returns θ every ``every`` steps, shape
     (steps // every + 1, 2), float64.
@@ -259,18 +311,24 @@ def toy_trajectory(method: Balancer, start: Sequence[float], steps: int = 35_000
             method.combine({t: leaf[i] for i, t in enumerate(TOY_TASKS)}).backward()
             grad = leaf.grad @ jac
         elif isinstance(method, GradientAggregator):
-            grad = method.aggregate(jac, {t: values[i] for i, t in enumerate(TOY_TASKS)}).to(torch.float64)
+            grad = method.aggregate(jac, {t: values[i] for i, t in enumerate(TOY_TASKS)}).to(
+                torch.float64
+            )
         else:  # pragma: no cover - every Balancer is one of the two
-            raise TypeError(f"toy_trajectory: {type(method).__name__} is neither a LossWeighting nor a "
-                            "GradientAggregator")
+            raise TypeError(
+                f"toy_trajectory: {type(method).__name__} is neither a LossWeighting nor a "
+                "GradientAggregator"
+            )
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        theta = theta - lr * (m / (1 - b1 ** step)) / ((v / (1 - b2 ** step)).sqrt() + adam_eps)
+        theta = theta - lr * (m / (1 - b1**step)) / ((v / (1 - b2**step)).sqrt() + adam_eps)
         if opt is not None:
             opt.step()
         after = toy_losses_and_jacobian(theta, l1_scale)[0]  # the step hook: losses at the new θ
-        method.after_step({t: values[i] for i, t in enumerate(TOY_TASKS)},
-                          lambda after=after: {t: after[i] for i, t in enumerate(TOY_TASKS)})
+        method.after_step(
+            {t: values[i] for i, t in enumerate(TOY_TASKS)},
+            lambda after=after: {t: after[i] for i, t in enumerate(TOY_TASKS)},
+        )
         if step % every == 0:
             out.append(theta.clone())
     return torch.stack(out)

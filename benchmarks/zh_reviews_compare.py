@@ -31,11 +31,20 @@ def main() -> None:
     out = Path(args.out)
     summary = compare(cfg, raw, Path(args.config).resolve().parent, out, seeds=args.seeds)
     print((out / "compare.md").read_text(encoding="utf-8"))
-    record = {"config": args.config, "overrides": args.overrides, "seeds": summary["seeds"],
-              "stl": summary["stl"], "mtl": summary["mtl"], "delta_m": summary["delta_m"],
-              "delta_m_per_seed": summary["delta_m_per_seed"], "ci95": summary.get("ci95"),
-              "cost": summary["cost"], "versions": versions(), "machine": platform.platform(),
-              "threads": torch.get_num_threads()}
+    record = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "seeds": summary["seeds"],
+        "stl": summary["stl"],
+        "mtl": summary["mtl"],
+        "delta_m": summary["delta_m"],
+        "delta_m_per_seed": summary["delta_m_per_seed"],
+        "ci95": summary.get("ci95"),
+        "cost": summary["cost"],
+        "versions": versions(),
+        "machine": platform.platform(),
+        "threads": torch.get_num_threads(),
+    }
     path = ROOT / "benchmarks" / "results" / "zh_reviews_compare.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")

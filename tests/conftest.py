@@ -96,16 +96,25 @@ def make_model(zh: ZhData) -> Callable[..., torch.nn.Module]:
     from polytask.nn import BiLSTM, heads_for
     from polytask.sharing import HardSharing, Hierarchical
 
-    def build(seed: int = 0, dropout: float = 0.0, taps: dict | None = None,
-              tasks: list[str] | None = None, hard: bool = False) -> torch.nn.Module:
+    def build(
+        seed: int = 0,
+        dropout: float = 0.0,
+        taps: dict | None = None,
+        tasks: list[str] | None = None,
+        hard: bool = False,
+    ) -> torch.nn.Module:
         torch.manual_seed(seed)
         names = tasks or list(zh.tasks)
-        encoder = BiLSTM(vocab_size=len(zh.vocab), embed_dim=12, hidden=8, layers=2, dropout=dropout)
+        encoder = BiLSTM(
+            vocab_size=len(zh.vocab), embed_dim=12, hidden=8, layers=2, dropout=dropout
+        )
         heads = heads_for([zh.tasks[t] for t in names], dim=16)
         if hard:
             return HardSharing(encoder, heads)
         taps = {"ner": 1, "sentiment": 2} if taps is None else taps
-        return Hierarchical(encoder, heads, taps={t: d for t, d in taps.items() if t in names or tasks is None})
+        return Hierarchical(
+            encoder, heads, taps={t: d for t, d in taps.items() if t in names or tasks is None}
+        )
 
     return build
 

@@ -42,7 +42,8 @@ def stitched_layers(encoder: nn.Module, inputs) -> tuple[list[torch.Tensor], tor
     from polytask.sharing.cross_stitch import CrossStitch
 
     towers = {"a": encoder, "b": copy.deepcopy(encoder)}
-    model = CrossStitch(towers, {"a": IdentityHead(), "b": IdentityHead()}, init="identity",
-                        freeze_stitch=True)
+    model = CrossStitch(
+        towers, {"a": IdentityHead(), "b": IdentityHead()}, init="identity", freeze_stitch=True
+    )
     layers, mask = model.tower_outputs(inputs)
     return layers[0], mask

@@ -1,4 +1,5 @@
-"""Shared data files for tests: located under ../shared/data (or POLYTASK_DATA), and SemEval-2014 laptop rows."""
+"""Shared data files for tests: located under ../shared/data (or POLYTASK_DATA), and SemEval-2014
+laptop rows."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def laptop_rows(rel: str, n: int) -> list[dict]:
     rows = []
     for s in sentences[:n]:
         polar = [a.polarity for a in s.aspects if a.polarity in ("positive", "negative")]
-        rows.append({"text": " ".join(s.tokens), "tokens": list(s.tokens), "tags": s.fields()["aspects"],
-                     "sentiment": polar[0] if polar else None})
+        rows.append(
+            {
+                "text": " ".join(s.tokens),
+                "tokens": list(s.tokens),
+                "tags": s.fields()["aspects"],
+                "sentiment": polar[0] if polar else None,
+            }
+        )
     return rows

@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import pytest
 import torch
+from overfit import overfit
+from shared_data import require_data
 
-from polytask.errors import OptionError
 from polytask.data.collate import Collator
 from polytask.data.images import FASHION_CLASSES, fashion_pairs
+from polytask.errors import OptionError
 from polytask.nn import ClassifierHead, LeNet
 from polytask.sharing import ARCHITECTURES
 from polytask.tasks import Classification, Task
-from overfit import overfit
-from shared_data import require_data
 
 TASKS = {t: Task(t, Classification(list(FASHION_CLASSES))) for t in ("left", "right")}
 #: Adam steps at lr 3e-3; every architecture is below 0.05 per task after 41–87 steps
 #: (PLE slowest and least smooth), so the budget leaves a margin
-STEPS = {"hard": 100, "mtan": 100, "cross_stitch": 100, "soft": 100, "mmoe": 100, "cgc": 100, "ple": 150}
+STEPS = {
+    "hard": 100,
+    "mtan": 100,
+    "cross_stitch": 100,
+    "soft": 100,
+    "mmoe": 100,
+    "cgc": 100,
+    "ple": 150,
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,5 +64,7 @@ def test_architecture_overfits_a_fixed_batch_of_pairs(name, batch) -> None:
 
 def test_gates_on_raw_inputs_are_a_config_error_for_images() -> None:
     with pytest.raises(OptionError) as err:
-        ARCHITECTURES["mmoe"].from_parts(encoder=LeNet, heads=_heads, tasks=list(TASKS), gate_input="x")
+        ARCHITECTURES["mmoe"].from_parts(
+            encoder=LeNet, heads=_heads, tasks=list(TASKS), gate_input="x"
+        )
     assert (err.value.option, err.value.fix) == ("gate_input", "gate_input: encoder")

@@ -13,12 +13,12 @@ import os
 
 import pytest
 import torch
+from overfit import overfit
+from shared_data import require_data
 
 from polytask.data import Collator, Example, TabularPreprocessor
 from polytask.nn import MLP, ClassifierHead, TabularEmbedding, TabularMLP
-from polytask.sharing import ARCHITECTURES, CGC, MMoE, PLE
-from overfit import overfit
-from shared_data import require_data
+from polytask.sharing import ARCHITECTURES, CGC, PLE, MMoE
 
 ARCHS = ("hard", "soft", "cross_stitch", "mtan", "mmoe", "cgc", "ple")
 #: Adam steps at lr 1e-2 (a run stops once every task's loss is below TOL / 2). Seen: every
@@ -38,10 +38,20 @@ def _first_lines(path, n: int, tmp_path_factory, name: str):
 
 @pytest.fixture(scope="module")
 def adult(tmp_path_factory):
-    from polytask.data.adult import ADULT_CATEGORICAL, ADULT_NUMERIC, adult_targets, adult_tasks, read_adult
+    from polytask.data.adult import (
+        ADULT_CATEGORICAL,
+        ADULT_NUMERIC,
+        adult_targets,
+        adult_tasks,
+        read_adult,
+    )
 
-    rows = read_adult(_first_lines(require_data("uci-adult/adult.data"), 32, tmp_path_factory, "adult"))
-    prep = TabularPreprocessor(ADULT_NUMERIC, ADULT_CATEGORICAL, log1p=["capital-gain", "capital-loss"]).fit(rows)
+    rows = read_adult(
+        _first_lines(require_data("uci-adult/adult.data"), 32, tmp_path_factory, "adult")
+    )
+    prep = TabularPreprocessor(
+        ADULT_NUMERIC, ADULT_CATEGORICAL, log1p=["capital-gain", "capital-loss"]
+    ).fit(rows)
     tasks = adult_tasks()
     examples = [Example(prep.transform(r), adult_targets(r)) for r in rows]
     batch = Collator(tasks, input_kind="tabular")(examples)
@@ -50,11 +60,24 @@ def adult(tmp_path_factory):
     def encoder() -> TabularMLP:
         return TabularMLP(numeric, cards, [32, 16])
 
-    gated = {"mmoe": lambda heads: MMoE([encoder(), encoder()], heads, gate_encoder=TabularEmbedding(numeric, cards)),
-             "cgc": lambda heads: CGC([encoder()], {t: [encoder()] for t in tasks}, heads,
-                                      gate_encoder=TabularEmbedding(numeric, cards)),
-             "ple": lambda heads: PLE([encoder()], {t: [encoder()] for t in tasks}, heads, levels=2,
-                                      gate_encoder=TabularEmbedding(numeric, cards))}
+    gated = {
+        "mmoe": lambda heads: MMoE(
+            [encoder(), encoder()], heads, gate_encoder=TabularEmbedding(numeric, cards)
+        ),
+        "cgc": lambda heads: CGC(
+            [encoder()],
+            {t: [encoder()] for t in tasks},
+            heads,
+            gate_encoder=TabularEmbedding(numeric, cards),
+        ),
+        "ple": lambda heads: PLE(
+            [encoder()],
+            {t: [encoder()] for t in tasks},
+            heads,
+            levels=2,
+            gate_encoder=TabularEmbedding(numeric, cards),
+        ),
+    }
     return tasks, batch, encoder, gated
 
 
@@ -66,13 +89,15 @@ def tox21(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail("rdkit is missing in CI (pip install 'polytask[chem]')")
         pytest.skip("needs the chem extra: pip install 'polytask[chem]'")
-    from polytask.data.molecules import read_tox21, ecfp, tox21_tasks
+    from polytask.data.molecules import ecfp, read_tox21, tox21_tasks
 
     rows = read_tox21(_first_lines(require_data("tox21/tox21.csv"), 33, tmp_path_factory, "tox21"))
     fps, invalid = ecfp([r["smiles"] for r in rows])
     assert not invalid and len(rows) == 32
     tasks = tox21_tasks()
-    batch = Collator(tasks, input_kind="features")([Example({"features": f}, r["labels"]) for f, r in zip(fps, rows)])
+    batch = Collator(tasks, input_kind="features")(
+        [Example({"features": f}, r["labels"]) for f, r in zip(fps, rows)]
+    )
     assert any(not m.all() for _, m in batch.targets.values())  # some labels are missing (masked)
 
     def encoder() -> MLP:
@@ -97,11 +122,15 @@ def _model(name, tasks, encoder, gated):
 
 
 def _overfit(name, tasks, batch, encoder, gated) -> None:
-    first, last = overfit(_model(name, tasks, encoder, gated), tasks, batch, STEPS, lr=1e-2, stop_below=TOL / 2)
+    first, last = overfit(
+        _model(name, tasks, encoder, gated), tasks, batch, STEPS, lr=1e-2, stop_below=TOL / 2
+    )
     assert set(last) == set(batch.tasks) and len(last) >= 2
     for t, v in last.items():
         assert v.item() < TOL, (name, t, first[t], v.item())
-    assert min(first.values()) > 0.1 and sum(first.values()) > 0.4 * len(first)  # it started far from zero
+    assert min(first.values()) > 0.1 and sum(first.values()) > 0.4 * len(
+        first
+    )  # it started far from zero
 
 
 @pytest.mark.parametrize("name", ARCHS)

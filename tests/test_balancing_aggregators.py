@@ -14,8 +14,8 @@ from typing import Callable
 
 import pytest
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, jacobian_cases, random_jacobian
+
 from polytask.balancing.aligned_mtl import AlignedMTL
 from polytask.balancing.base import GramianWeighting
 from polytask.balancing.cagrad import CAGrad
@@ -41,10 +41,27 @@ FACTORIES: dict[str, Callable[[], object]] = {
 }
 GRAMIAN_BASED = [n for n in FACTORIES if n != "graddrop"]
 #: exactly permutation-invariant at every K (PCGrad and GradVac only for K = 2)
-PERMUTATION_INVARIANT = ["cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "fairgrad", "con_fig", "graddrop"]
+PERMUTATION_INVARIANT = [
+    "cagrad",
+    "imtl_g",
+    "nash_mtl",
+    "aligned_mtl",
+    "fairgrad",
+    "con_fig",
+    "graddrop",
+]
 #: J -> sJ gives s^degree · d
-DEGREE = {"pcgrad": 1.0, "gradvac": 1.0, "cagrad": 1.0, "imtl_g": 1.0, "aligned_mtl": 1.0, "con_fig": 1.0,
-          "graddrop": 1.0, "nash_mtl": 0.0, "fairgrad": 0.0}
+DEGREE = {
+    "pcgrad": 1.0,
+    "gradvac": 1.0,
+    "cagrad": 1.0,
+    "imtl_g": 1.0,
+    "aligned_mtl": 1.0,
+    "con_fig": 1.0,
+    "graddrop": 1.0,
+    "nash_mtl": 0.0,
+    "fairgrad": 0.0,
+}
 CASES = list(jacobian_cases())
 
 
@@ -78,7 +95,9 @@ def test_shapes_dtypes_and_finite_on_every_case(name: str) -> None:
         assert torch.isfinite(d).all(), case
         if name in GRAMIAN_BASED:
             w = method.weights(jac @ jac.T)
-            assert w.shape == (jac.shape[0],) and w.dtype == jac.dtype and torch.isfinite(w).all(), case
+            assert (
+                w.shape == (jac.shape[0],) and w.dtype == jac.dtype and torch.isfinite(w).all()
+            ), case
 
 
 @pytest.mark.parametrize("name", GRAMIAN_BASED)
@@ -96,9 +115,11 @@ def test_one_task(name: str) -> None:
     its rule gives."""
     g = torch.tensor([[3.0, -4.0, 0.0]], dtype=torch.float64)  # ‖g‖ = 5
     d = FACTORIES[name]().aggregate(g)
-    factor = {"cagrad": 1.4 / 1.16,  # (1 + c) / (1 + c²), c = 0.4
-              "nash_mtl": 1 / 5,  # α = 1/‖g‖: ‖d‖ = 1 = max_norm
-              "fairgrad": 5.0 ** -1.0}.get(name, 1.0)  # w = ‖g‖^(−2α/(1+α)), α = 1
+    factor = {
+        "cagrad": 1.4 / 1.16,  # (1 + c) / (1 + c²), c = 0.4
+        "nash_mtl": 1 / 5,  # α = 1/‖g‖: ‖d‖ = 1 = max_norm
+        "fairgrad": 5.0**-1.0,
+    }.get(name, 1.0)  # w = ‖g‖^(−2α/(1+α)), α = 1
     assert torch.allclose(d, factor * g[0], rtol=1e-12, atol=1e-15), (name, d)
 
 
@@ -121,8 +142,10 @@ def test_permutation_invariance_where_claimed(name: str) -> None:
     GradVac at K = 2 (their only randomness is the order of the other tasks)."""
     ks = (2,) if name in ("pcgrad", "gradvac") else K_VALUES
     for k in ks:
-        for case, jac in [("random", random_jacobian(k, 2 * k + 3, seed=k)),
-                          ("wide", random_jacobian(k, max(2, k // 2), seed=k + 1))]:
+        for case, jac in [
+            ("random", random_jacobian(k, 2 * k + 3, seed=k)),
+            ("wide", random_jacobian(k, max(2, k // 2), seed=k + 1)),
+        ]:
             perm = torch.randperm(k, generator=torch.Generator().manual_seed(k))
             names = [f"t{i}" for i in range(k)]
             losses = {t: torch.tensor(1.0) for t in names}
@@ -156,7 +179,9 @@ def test_fairgrad_homogeneity_degree() -> None:
             assert _close(ds, 7.0 ** ((1 - alpha) / (1 + alpha)) * d, 1e-8), (alpha, k)
 
 
-@pytest.mark.parametrize("name", [n for n in FACTORIES if n not in ("pcgrad", "gradvac", "graddrop")])
+@pytest.mark.parametrize(
+    "name", [n for n in FACTORIES if n not in ("pcgrad", "gradvac", "graddrop")]
+)
 def test_float32_agrees_with_float64(name: str) -> None:
     """A float32 Jacobian gives (up to float32 rounding) the update of its float64 copy."""
     for k in K_VALUES:
@@ -177,28 +202,31 @@ def test_row_names_must_match_the_rows() -> None:
         GradDrop().aggregate(torch.zeros(3))
 
 
-@pytest.mark.parametrize("cls, options, where", [
-    (PCGrad, {"seed": 1.5}, "seed"),
-    (PCGrad, {"seed": 1, "generator": torch.Generator()}, "seed"),
-    (PCGrad, {"generator": 3}, "generator"),
-    (GradVac, {"beta": 1.5}, "beta"),
-    (GradVac, {"beta": -0.1}, "beta"),
-    (CAGrad, {"c": -0.1}, "c"),
-    (CAGrad, {"c": 1.0}, "c"),
-    (CAGrad, {"c": math.nan}, "c"),
-    (CAGrad, {"rescale": 3}, "rescale"),
-    (NashMTL, {"update_every": 0}, "update_every"),
-    (NashMTL, {"update_every": 2.5}, "update_every"),
-    (NashMTL, {"max_norm": -1.0}, "max_norm"),
-    (AlignedMTL, {"scale_mode": "max"}, "scale_mode"),
-    (FairGrad, {"alpha": -1.0}, "alpha"),
-    (FairGrad, {"alpha": math.inf}, "alpha"),
-    (FairGrad, {"alpha": 0.01}, "alpha"),
-    (FairGrad, {"alpha": 100.0}, "alpha"),
-    (GradDrop, {"leak": 1.5}, "leak"),
-    (GradDrop, {"leak": {"a": -0.5}}, "leak.a"),
-    (GradDrop, {"seed": "x"}, "seed"),
-])
+@pytest.mark.parametrize(
+    "cls, options, where",
+    [
+        (PCGrad, {"seed": 1.5}, "seed"),
+        (PCGrad, {"seed": 1, "generator": torch.Generator()}, "seed"),
+        (PCGrad, {"generator": 3}, "generator"),
+        (GradVac, {"beta": 1.5}, "beta"),
+        (GradVac, {"beta": -0.1}, "beta"),
+        (CAGrad, {"c": -0.1}, "c"),
+        (CAGrad, {"c": 1.0}, "c"),
+        (CAGrad, {"c": math.nan}, "c"),
+        (CAGrad, {"rescale": 3}, "rescale"),
+        (NashMTL, {"update_every": 0}, "update_every"),
+        (NashMTL, {"update_every": 2.5}, "update_every"),
+        (NashMTL, {"max_norm": -1.0}, "max_norm"),
+        (AlignedMTL, {"scale_mode": "max"}, "scale_mode"),
+        (FairGrad, {"alpha": -1.0}, "alpha"),
+        (FairGrad, {"alpha": math.inf}, "alpha"),
+        (FairGrad, {"alpha": 0.01}, "alpha"),
+        (FairGrad, {"alpha": 100.0}, "alpha"),
+        (GradDrop, {"leak": 1.5}, "leak"),
+        (GradDrop, {"leak": {"a": -0.5}}, "leak.a"),
+        (GradDrop, {"seed": "x"}, "seed"),
+    ],
+)
 def test_bad_options_name_the_option_and_the_fix(cls, options, where) -> None:
     """An OptionError with the option's own name (``c``, not ``balancing.c``: the config
     layer adds the path), the problem and a fix."""
@@ -222,8 +250,12 @@ def test_state_round_trip_continues_identically(name: str) -> None:
     """state_dict() after some steps, JSON-able apart from tensors, loaded into a fresh
     instance: the next updates are identical (generator state, GradVac's targets,
     Nash-MTL's cache and counter)."""
-    factory = {"pcgrad": lambda: PCGrad(seed=5), "gradvac": lambda: GradVac(beta=0.3, seed=5),
-               "nash_mtl": lambda: NashMTL(update_every=3), "graddrop": lambda: GradDrop(seed=5)}[name]
+    factory = {
+        "pcgrad": lambda: PCGrad(seed=5),
+        "gradvac": lambda: GradVac(beta=0.3, seed=5),
+        "nash_mtl": lambda: NashMTL(update_every=3),
+        "graddrop": lambda: GradDrop(seed=5),
+    }[name]
     names = ["a", "b", "c", "d"]
     losses = {t: torch.tensor(1.0) for t in names}
     jacs = [random_jacobian(4, 6, seed=s) for s in range(6)]
@@ -267,6 +299,16 @@ def test_every_scale_keeps_the_direction() -> None:
             base = FACTORIES[name]().aggregate(random_jacobian(k, 30, seed=k))
             for scale in SCALES:
                 for dtype in DTYPES:
-                    d = FACTORIES[name]().aggregate(random_jacobian(k, 30, seed=k, scale=scale, dtype=dtype))
-                    cos = float(d.double() @ base) / max(float(d.double().norm() * base.norm()), 1e-300)
-                    assert cos > 1 - _tol(dtype) or float(base.norm()) == 0.0, (name, k, scale, dtype, cos)
+                    d = FACTORIES[name]().aggregate(
+                        random_jacobian(k, 30, seed=k, scale=scale, dtype=dtype)
+                    )
+                    cos = float(d.double() @ base) / max(
+                        float(d.double().norm() * base.norm()), 1e-300
+                    )
+                    assert cos > 1 - _tol(dtype) or float(base.norm()) == 0.0, (
+                        name,
+                        k,
+                        scale,
+                        dtype,
+                        cos,
+                    )

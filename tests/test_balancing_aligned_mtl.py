@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from jacobians import jacobian_cases, random_jacobian
+
 from polytask.balancing.aligned_mtl import AlignedMTL, aligned_mtl_transform
 
 
@@ -25,14 +25,16 @@ def test_aligned_matrix_has_equal_singular_values_on_its_non_null_space(mode: st
         kept = lam[lam > lam.max() * k * torch.finfo(torch.float32).eps]
         sigma = {"min": kept.min(), "median": kept.median(), "rmse": kept.mean()}[mode]
         if mode == "median":  # numpy's median averages the middle pair
-            sigma = kept.sort().values[(len(kept) - 1) // 2: len(kept) // 2 + 1].mean()
+            sigma = kept.sort().values[(len(kept) - 1) // 2 : len(kept) // 2 + 1].mean()
         aligned_gram = b @ g64 @ b  # = Â Âᵀ
         sv = torch.linalg.eigvalsh(aligned_gram).flip(0)
         r = len(kept)
         assert torch.allclose(sv[:r], sigma.expand(r), rtol=1e-6), (case, sv[:r] / sigma)
         assert bool((sv[r:].abs() <= 1e-6 * sigma).all()), case
         w = AlignedMTL(scale_mode=mode).weights(g)
-        assert torch.allclose(w.double(), b.sum(1), rtol=1e-5 if jac.dtype == torch.float32 else 1e-12), case
+        assert torch.allclose(
+            w.double(), b.sum(1), rtol=1e-5 if jac.dtype == torch.float32 else 1e-12
+        ), case
 
 
 def test_full_rank_aligned_rows_are_orthogonal_with_equal_norms() -> None:
@@ -43,7 +45,9 @@ def test_full_rank_aligned_rows_are_orthogonal_with_equal_norms() -> None:
         aligned = b @ jac
         gram = aligned @ aligned.T
         sigma = torch.linalg.eigvalsh(jac @ jac.T).min()
-        assert torch.allclose(gram, sigma * torch.eye(k, dtype=torch.float64), rtol=1e-8, atol=1e-8 * float(sigma))
+        assert torch.allclose(
+            gram, sigma * torch.eye(k, dtype=torch.float64), rtol=1e-8, atol=1e-8 * float(sigma)
+        )
         assert torch.allclose(AlignedMTL().aggregate(jac), aligned.sum(0), rtol=1e-10)
 
 
@@ -51,7 +55,9 @@ def test_orthogonal_tasks_by_hand() -> None:
     """J = diag(1, 4): Λ = diag(1, 16), σ = 1, B = diag(1, ¼): the aligned rows are e₁ and
     e₂ — every task counts equally whatever its gradient's norm — and d = (1, 1)."""
     jac = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64))
-    assert torch.allclose(AlignedMTL().weights(jac @ jac.T), torch.tensor([1.0, 0.25], dtype=torch.float64))
+    assert torch.allclose(
+        AlignedMTL().weights(jac @ jac.T), torch.tensor([1.0, 0.25], dtype=torch.float64)
+    )
     assert torch.allclose(AlignedMTL().aggregate(jac), torch.ones(2, dtype=torch.float64))
     rmse = AlignedMTL(scale_mode="rmse").aggregate(jac)  # σ = mean(1, 16) = 8.5
-    assert torch.allclose(rmse, 8.5 ** 0.5 * torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(rmse, 8.5**0.5 * torch.ones(2, dtype=torch.float64))

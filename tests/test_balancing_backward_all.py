@@ -15,8 +15,8 @@ import inspect
 
 import pytest
 import torch
-
 from jacobians import K_VALUES
+
 from polytask import balancing
 from polytask.balancing import GramianWeighting, LossWeighting
 
@@ -36,13 +36,20 @@ def _model(k: int):
 
     def forward():
         z = trunk(x)
-        return z, {f"t{i}": ((h(z).squeeze(1) - y[:, i]) ** 2).mean() * (i + 1) for i, h in enumerate(heads)}
+        return z, {
+            f"t{i}": ((h(z).squeeze(1) - y[:, i]) ** 2).mean() * (i + 1)
+            for i, h in enumerate(heads)
+        }
 
     return trunk, heads, forward
 
 
-CASES = [(name, level) for name in balancing.available() for level in ("features", "params")
-         if level in balancing.METHODS[name].levels]
+CASES = [
+    (name, level)
+    for name in balancing.available()
+    for level in ("features", "params")
+    if level in balancing.METHODS[name].levels
+]
 
 
 @pytest.mark.parametrize("k", K_VALUES)
@@ -59,19 +66,31 @@ def test_backward_equals_the_hand_combination(name: str, level: str, k: int) -> 
     z, losses = forward()
     detached = {t: v.detach() for t, v in losses.items()}
     if isinstance(reference, LossWeighting):
-        expected = torch.autograd.grad(reference.combine(losses), shared + head_params, allow_unused=True)
-        expected = [torch.zeros_like(p) if g is None else g for p, g in zip(shared + head_params, expected)]
+        expected = torch.autograd.grad(
+            reference.combine(losses), shared + head_params, allow_unused=True
+        )
+        expected = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(shared + head_params, expected)
+        ]
     else:
-        own = [torch.autograd.grad(losses[f"t{i}"], list(h.parameters()), retain_graph=True)
-               for i, h in enumerate(heads)]
+        own = [
+            torch.autograd.grad(losses[f"t{i}"], list(h.parameters()), retain_graph=True)
+            for i, h in enumerate(heads)
+        ]
         if level == "params":
-            rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(v, shared, retain_graph=True)])
-                    for v in losses.values()]
+            rows = [
+                torch.cat(
+                    [g.reshape(-1) for g in torch.autograd.grad(v, shared, retain_graph=True)]
+                )
+                for v in losses.values()
+            ]
             update = reference.aggregate(torch.stack(rows), detached)
             trunk_grads = list(update.split([p.numel() for p in shared]))
             trunk_grads = [g.reshape(p.shape) for g, p in zip(trunk_grads, shared)]
         else:
-            jz = torch.stack([torch.autograd.grad(v, z, retain_graph=True)[0] for v in losses.values()])
+            jz = torch.stack(
+                [torch.autograd.grad(v, z, retain_graph=True)[0] for v in losses.values()]
+            )
             if isinstance(reference, GramianWeighting):
                 flat = jz.reshape(k, -1)
                 dz = (reference.weights(flat @ flat.T, detached) @ flat).reshape(z.shape)
@@ -87,8 +106,10 @@ def test_backward_equals_the_hand_combination(name: str, level: str, k: int) -> 
         torch.testing.assert_close(got, e, rtol=1e-7, atol=1e-10)
 
 
-@pytest.mark.parametrize("name, level", [("fixed", None), ("mgda", "features"), ("mgda", "params"),
-                                         ("graddrop", "features")])
+@pytest.mark.parametrize(
+    "name, level",
+    [("fixed", None), ("mgda", "features"), ("mgda", "params"), ("graddrop", "features")],
+)
 def test_a_penalty_adds_its_plain_gradient(name: str, level: str | None) -> None:
     """The model's penalty (soft-sharing tie, representation similarity) is not balanced:
     every parameter gets the balanced update of the losses plus the penalty's gradient."""
@@ -107,6 +128,8 @@ def test_a_penalty_adds_its_plain_gradient(name: str, level: str | None) -> None
     z, _ = forward()
     plain = torch.autograd.grad(penalty_of(z), params, allow_unused=True)
     z, losses = forward()
-    balancing.backward(losses, method=_make(name), features=z, shared=shared, level=level, penalty=penalty_of(z))
+    balancing.backward(
+        losses, method=_make(name), features=z, shared=shared, level=level, penalty=penalty_of(z)
+    )
     for p, w, g in zip(params, without, plain):
         torch.testing.assert_close(p.grad, w + (0 if g is None else g), rtol=1e-7, atol=1e-10)

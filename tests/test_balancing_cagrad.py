@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from jacobians import K_VALUES, jacobian_cases, random_jacobian, structured_jacobian
+
 from polytask.balancing.cagrad import CAGrad, cagrad_simplex_weights
 
 C_VALUES = (0.1, 0.4, 0.7, 0.95)
@@ -32,8 +32,12 @@ def _cases():
 def test_c_zero_is_the_mean() -> None:
     for case, jac in jacobian_cases():
         d = CAGrad(c=0.0).aggregate(jac)
-        assert torch.allclose(d, jac.mean(0), rtol=1e-5 if jac.dtype == torch.float32 else 1e-12,
-                              atol=1e-6 * float(jac.abs().max())), case
+        assert torch.allclose(
+            d,
+            jac.mean(0),
+            rtol=1e-5 if jac.dtype == torch.float32 else 1e-12,
+            atol=1e-6 * float(jac.abs().max()),
+        ), case
 
 
 @pytest.mark.parametrize("c", C_VALUES)
@@ -59,7 +63,9 @@ def test_objective_not_above_random_simplex_points(c: float) -> None:
         k = jac.shape[0]
         w, _ = cagrad_simplex_weights((jac @ jac.T).numpy(), c)
         best = _objective(jac, torch.from_numpy(w), c)
-        points = -torch.rand(200, k, generator=gen, dtype=torch.float64).log() ** 3  # sparse-ish simplex points
+        points = -(
+            torch.rand(200, k, generator=gen, dtype=torch.float64).log() ** 3
+        )  # sparse-ish simplex points
         points = points / points.sum(1, keepdim=True)
         points = torch.cat([points, torch.eye(k, dtype=torch.float64)])  # and every vertex
         others = [_objective(jac, p, c) for p in points]
@@ -79,7 +85,7 @@ def test_properties_of_the_update(c: float) -> None:
         d = CAGrad(c=c, rescale=0).aggregate(jac)
         scale = float((jac @ jac.T).diagonal().max())
         assert math.isclose(float((d - g0).norm()), c * n0, rel_tol=1e-9), case
-        assert float(g0 @ d) >= (1 - c) * n0 ** 2 * (1 - 1e-9), case
+        assert float(g0 @ d) >= (1 - c) * n0**2 * (1 - 1e-9), case
         assert float((jac @ d).min()) >= float((jac @ g0).min()) - 1e-9 * scale, case
 
 
@@ -95,8 +101,11 @@ def test_two_tasks_by_hand() -> None:
     """Orthogonal unit gradients, c = 0.5: by symmetry w = (½, ½), g_w = g₀ = (½, ½),
     d = g₀ + (c‖g₀‖/‖g₀‖) g₀ = 1.5 g₀."""
     jac = torch.eye(2, dtype=torch.float64)
-    assert torch.allclose(CAGrad(c=0.5, rescale=0).aggregate(jac), torch.tensor([0.75, 0.75], dtype=torch.float64),
-                          rtol=1e-12)
+    assert torch.allclose(
+        CAGrad(c=0.5, rescale=0).aggregate(jac),
+        torch.tensor([0.75, 0.75], dtype=torch.float64),
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("k", K_VALUES)

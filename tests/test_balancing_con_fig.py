@@ -5,8 +5,8 @@ also for rank-deficient Jacobians."""
 from __future__ import annotations
 
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, jacobian_cases, random_jacobian, structured_jacobian
+
 from polytask.balancing.con_fig import ConFIG
 
 
@@ -23,7 +23,10 @@ def _full_rank_cases():
     for k in K_VALUES:
         for scale in SCALES:
             for dtype in DTYPES:
-                yield f"K{k}-s{scale:g}-{dtype}", random_jacobian(k, 2 * k + 5, seed=k, scale=scale, dtype=dtype)
+                yield (
+                    f"K{k}-s{scale:g}-{dtype}",
+                    random_jacobian(k, 2 * k + 5, seed=k, scale=scale, dtype=dtype),
+                )
     for k in (2, 3, 10):
         yield f"structured-K{k}", structured_jacobian(k, p=60, seed=k, noise=0.05)
 
@@ -66,4 +69,6 @@ def test_rank_deficient_consistent_rows() -> None:
 def test_two_tasks_by_hand() -> None:
     """g₁ = (1, 0), g₂ = (0, 3): g_u = (1, 1)/√2, length = (1 + 3)/√2, d = (2, 2)."""
     jac = torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
-    assert torch.allclose(ConFIG().aggregate(jac), torch.tensor([2.0, 2.0], dtype=torch.float64), rtol=1e-14)
+    assert torch.allclose(
+        ConFIG().aggregate(jac), torch.tensor([2.0, 2.0], dtype=torch.float64), rtol=1e-14
+    )

@@ -17,7 +17,9 @@ CASE_IDS = [f"K{k}-s{s:g}-{str(d)[6:]}" for k, s, d in CASES]
 
 def _losses(k: int, seed: int = 0, scale: float = 1.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {f"t{i}": scale * (torch.rand((), generator=g, dtype=torch.float64) + 0.1) for i in range(k)}
+    return {
+        f"t{i}": scale * (torch.rand((), generator=g, dtype=torch.float64) + 0.1) for i in range(k)
+    }
 
 
 def _tol(dtype: torch.dtype) -> dict[str, float]:
@@ -31,7 +33,7 @@ def _reference(jacs, losses_seq, beta=0.9, sigma=0.0, eps=1e-8):
     for t, (jac, losses) in enumerate(zip(jacs, losses_seq), start=1):
         vals = torch.tensor([float(v) for v in losses.values()], dtype=torch.float64)
         g = jac.double() / (vals + eps).unsqueeze(1)
-        b = beta / t ** sigma
+        b = beta / t**sigma
         buf = (1 - b) * g if buf is None else b * buf + (1 - b) * g
         norms = buf.norm(dim=1)
         out.append(((norms.max() / (norms + eps)).unsqueeze(1) * buf).sum(0))
@@ -61,8 +63,9 @@ def test_db_mtl_every_rescaled_task_gradient_has_the_largest_norm(k) -> None:
     buf = torch.stack([method.buffers[t] for t in losses])
     norms = buf.norm(dim=1)
     coeff = norms.max() / (norms + method.eps)
-    torch.testing.assert_close(coeff * norms, torch.full((k,), float(norms.max()), dtype=torch.float64),
-                               rtol=1e-5, atol=0)  # up to the ε in the denominator
+    torch.testing.assert_close(
+        coeff * norms, torch.full((k,), float(norms.max()), dtype=torch.float64), rtol=1e-5, atol=0
+    )  # up to the ε in the denominator
 
 
 @pytest.mark.parametrize("k", K_VALUES)
@@ -78,7 +81,9 @@ def test_db_mtl_is_blind_to_each_losss_units(k, unit) -> None:
         scaled_jac[0] *= unit
         scaled = dict(losses)
         scaled["t0"] = losses["t0"] * unit
-        torch.testing.assert_close(b.aggregate(scaled_jac, scaled), a.aggregate(jac, losses), rtol=1e-8, atol=0)
+        torch.testing.assert_close(
+            b.aggregate(scaled_jac, scaled), a.aggregate(jac, losses), rtol=1e-8, atol=0
+        )
 
 
 def test_db_mtl_average_converges_and_losses_none_means_log_gradients() -> None:
@@ -87,9 +92,13 @@ def test_db_mtl_average_converges_and_losses_none_means_log_gradients() -> None:
     method = DBMTL(beta=0.5)
     for _ in range(60):
         d = method.aggregate(jac, losses)
-    g = jac / torch.tensor([float(v) + 1e-8 for v in losses.values()], dtype=torch.float64).unsqueeze(1)
+    g = jac / torch.tensor(
+        [float(v) + 1e-8 for v in losses.values()], dtype=torch.float64
+    ).unsqueeze(1)
     n = g.norm(dim=1)
-    torch.testing.assert_close(d, ((n.max() / (n + 1e-8)).unsqueeze(1) * g).sum(0), rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        d, ((n.max() / (n + 1e-8)).unsqueeze(1) * g).sum(0), rtol=1e-10, atol=0
+    )
     # without losses the rows are taken as gradients of the log-losses already
     other = DBMTL(beta=0.5)
     for _ in range(60):
@@ -120,8 +129,10 @@ def test_db_mtl_missing_tasks_state_round_trip_and_errors() -> None:
     torch.testing.assert_close(single, torch.tensor([3.0, 4.0]) * 0.1 / (2.0 + 1e-8))
 
 
-@pytest.mark.parametrize("option, value", [("beta", 1.0), ("beta", -0.1), ("beta_sigma", -1.0), ("eps", 0.0),
-                                           ("beta", "0.9")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("beta", 1.0), ("beta", -0.1), ("beta_sigma", -1.0), ("eps", 0.0), ("beta", "0.9")],
+)
 def test_db_mtl_bad_options(option, value) -> None:
     with pytest.raises(OptionError) as err:
         DBMTL(**{option: value})

@@ -46,12 +46,15 @@ class RidgeGramian(GramianWeighting):
     def __init__(self) -> None:
         self.seen: list[list[str]] = []
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         self.seen.append(names)
         k = len(names)
         reg = gramian.diagonal().mean().clamp_min(1e-30)
-        w = torch.linalg.solve(gramian + reg * torch.eye(k, dtype=gramian.dtype), torch.ones(k, dtype=gramian.dtype))
+        w = torch.linalg.solve(
+            gramian + reg * torch.eye(k, dtype=gramian.dtype), torch.ones(k, dtype=gramian.dtype)
+        )
         return w / w.sum()
 
 
@@ -94,7 +97,10 @@ class Toy(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(6, 2) for _ in range(k)).double()
         g = torch.Generator().manual_seed(seed + 1)
         self.x = torch.randn(8, 5, generator=g, dtype=torch.float64)
-        self.y = torch.randn(k, 8, 2, generator=g, dtype=torch.float64) * torch.linspace(0.1, 10, k).view(k, 1, 1).double()
+        self.y = (
+            torch.randn(k, 8, 2, generator=g, dtype=torch.float64)
+            * torch.linspace(0.1, 10, k).view(k, 1, 1).double()
+        )
 
     def shared(self) -> list[nn.Parameter]:
         return list(self.trunk.parameters())
@@ -115,13 +121,15 @@ def by_hand(model: Toy, method: GradientAggregator, level: str, scale: float) ->
         grads = torch.autograd.grad(loss, shared + list(model.heads[i].parameters()) + [z])
         per_task.append(grads)
         feature_rows.append(grads[-1].reshape(-1))
-    heads = [scale * g for i in range(k) for g in per_task[i][len(shared):-1]]
+    heads = [scale * g for i in range(k) for g in per_task[i][len(shared) : -1]]
     if level == "params":
-        rows = torch.stack([torch.cat([g.reshape(-1) for g in per_task[i][:len(shared)]]) for i in range(k)])
+        rows = torch.stack(
+            [torch.cat([g.reshape(-1) for g in per_task[i][: len(shared)]]) for i in range(k)]
+        )
         d = expected_update(method, rows) * scale
         out, at = [], 0
         for p in shared:
-            out.append(d[at:at + p.numel()].view_as(p))
+            out.append(d[at : at + p.numel()].view_as(p))
             at += p.numel()
         return out + heads
     dz = expected_update(method, torch.stack(feature_rows)) * scale
@@ -143,7 +151,9 @@ def preset_grads(params: list[nn.Parameter], seed: int = 7) -> list[Tensor | Non
     return before
 
 
-def assert_grads(params: list[nn.Parameter], before: list[Tensor | None], expected: list[Tensor]) -> None:
+def assert_grads(
+    params: list[nn.Parameter], before: list[Tensor | None], expected: list[Tensor]
+) -> None:
     for j, (p, b, e) in enumerate(zip(params, before, expected)):
         assert p.grad is not None, j
         torch.testing.assert_close(p.grad, e if b is None else b + e, **TOL, msg=f"parameter {j}")
@@ -151,8 +161,15 @@ def assert_grads(params: list[nn.Parameter], before: list[Tensor | None], expect
 
 def run_backward(model: Toy, method, level: str, scale: float = 0.5, **kw) -> Tensor:
     losses, z = model()
-    return balancing.backward(losses, method=method, features=z if level == "features" else None,
-                              shared=model.shared(), level=level, scale=scale, **kw)
+    return balancing.backward(
+        losses,
+        method=method,
+        features=z if level == "features" else None,
+        shared=model.shared(),
+        level=level,
+        scale=scale,
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------ exactness
@@ -202,8 +219,12 @@ def test_parameters_the_losses_do_not_reach_keep_no_grad() -> None:
     unused = nn.Linear(2, 2).double()
     losses, _ = model()
     losses = {t: losses[t] for t in ("t0", "t2")}
-    balancing.backward(losses, method=Median(), shared=model.shared() + list(unused.parameters()), level="params")
-    assert all(p.grad is None for p in list(unused.parameters()) + list(model.heads[1].parameters()))
+    balancing.backward(
+        losses, method=Median(), shared=model.shared() + list(unused.parameters()), level="params"
+    )
+    assert all(
+        p.grad is None for p in list(unused.parameters()) + list(model.heads[1].parameters())
+    )
     assert all(p.grad is not None for p in model.shared())
 
 
@@ -248,7 +269,9 @@ def test_feature_rows_split_from_one_pass_equal_k_passes(k: int, monkeypatch) ->
 
 
 @pytest.mark.parametrize("kind", sorted(METHODS))
-def test_feature_level_takes_one_backward_pass_when_heads_are_separate(kind: str, monkeypatch) -> None:
+def test_feature_level_takes_one_backward_pass_when_heads_are_separate(
+    kind: str, monkeypatch
+) -> None:
     """With one head per task the feature-level step is a single backward pass: no
     separate pass through the heads (feature_jacobian / split_jacobian / looped_grad are
     never called) and the heads' backward runs once, yet .grad equals the hand update."""
@@ -274,8 +297,10 @@ def test_feature_level_takes_one_backward_pass_when_heads_are_separate(kind: str
 def test_split_sums_what_several_operations_of_one_loss_send() -> None:
     model = Toy(3)
     _, z = model()
-    losses = [(head(z) - 1).pow(2).mean() + (i + 1) * (z * z[:, :1]).mean() + z.sum() * 0.1
-              for i, head in enumerate(model.heads)]
+    losses = [
+        (head(z) - 1).pow(2).mean() + (i + 1) * (z * z[:, :1]).mean() + z.sum() * 0.1
+        for i, head in enumerate(model.heads)
+    ]
     split = autograd.split_jacobian(losses, z)
     assert split is not None
     torch.testing.assert_close(split, autograd.looped_grad(losses, [z])[0], **TOL)
@@ -288,10 +313,14 @@ def test_split_refuses_operations_shared_by_several_losses() -> None:
     losses = [(head(h) - 1).pow(2).mean() for head in model.heads]
     assert autograd.split_jacobian(losses, z) is None
     total = z.sum()
-    assert autograd.split_jacobian([total], total) is None  # a loss that is the feature tensor itself
+    assert (
+        autograd.split_jacobian([total], total) is None
+    )  # a loss that is the feature tensor itself
     rows = autograd.feature_jacobian(losses, z)
     for i, loss in enumerate(losses):
-        torch.testing.assert_close(rows[i], torch.autograd.grad(loss, z, retain_graph=True)[0], **TOL)
+        torch.testing.assert_close(
+            rows[i], torch.autograd.grad(loss, z, retain_graph=True)[0], **TOL
+        )
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 10, 64])
@@ -324,7 +353,10 @@ def test_jacobian_rows_equal_separate_gradients_and_zero_for_unreached() -> None
     model = Toy(3)
     losses, z = model()
     extra = nn.Parameter(torch.ones(2, dtype=torch.float64))
-    values = list(losses.values()) + [(extra * 0).sum() + 1.0, torch.tensor(2.0, dtype=torch.float64)]
+    values = list(losses.values()) + [
+        (extra * 0).sum() + 1.0,
+        torch.tensor(2.0, dtype=torch.float64),
+    ]
     jz, jw = autograd.jacobian(values, [z, extra])
     assert jz.shape == (5, *z.shape) and jw.shape == (5, 2)
     for i, loss in enumerate(values[:3]):
@@ -348,21 +380,31 @@ class Bypass(Encoder):
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
         x = inputs["x"]
-        return EncoderOutput(layers=[torch.tanh(self.a(x)), torch.tanh(self.b(x)) + 0 * self.a.bias.sum()])
+        return EncoderOutput(
+            layers=[torch.tanh(self.a(x)), torch.tanh(self.b(x)) + 0 * self.a.bias.sum()]
+        )
 
 
 def _hier(**kw) -> Hierarchical:
     torch.manual_seed(0)
     tasks = [Task(t, Regression()) for t in ("a", "b", "c")]
-    model = Hierarchical(MLP(4, [6, 5, 5], activation="tanh"), heads_for(tasks, {"a": 6, "b": 5, "c": 5},
-                                                                        sequence=False),
-                         taps={"a": 1, "b": 2}, **kw)
+    model = Hierarchical(
+        MLP(4, [6, 5, 5], activation="tanh"),
+        heads_for(tasks, {"a": 6, "b": 5, "c": 5}, sequence=False),
+        taps={"a": 1, "b": 2},
+        **kw,
+    )
     return model.double()
 
 
-def _hier_losses(model: Hierarchical, x: Tensor, tasks=None) -> tuple[dict[str, Tensor], MultiTaskOutput]:
+def _hier_losses(
+    model: Hierarchical, x: Tensor, tasks=None
+) -> tuple[dict[str, Tensor], MultiTaskOutput]:
     out = model({"x": x}, tasks=tasks)
-    return {t: (o.squeeze(-1) - float(i + 1)).pow(2).mean() for i, (t, o) in enumerate(out.outputs.items())}, out
+    return {
+        t: (o.squeeze(-1) - float(i + 1)).pow(2).mean()
+        for i, (t, o) in enumerate(out.outputs.items())
+    }, out
 
 
 def test_hierarchical_features_are_the_lowest_tap_of_the_call() -> None:
@@ -392,11 +434,19 @@ def test_feature_level_on_a_hierarchical_model_with_taps() -> None:
     assert autograd.split_jacobian(list(losses.values()), out.shared_features) is None
     below = list(model.encoder.linears[0].parameters())
     above = [p for p in model.parameters() if all(p is not q for q in below)]
-    expected = list(torch.autograd.grad(out.shared_features, below, grad_outputs=dz.view_as(out.shared_features),
-                                        retain_graph=True))
+    expected = list(
+        torch.autograd.grad(
+            out.shared_features,
+            below,
+            grad_outputs=dz.view_as(out.shared_features),
+            retain_graph=True,
+        )
+    )
     expected += list(torch.autograd.grad(sum(losses.values()), above))
     losses, out = _hier_losses(model, x)
-    balancing.backward(losses, method=method, features=out.shared_features, shared=model.shared_parameters())
+    balancing.backward(
+        losses, method=method, features=out.shared_features, shared=model.shared_parameters()
+    )
     for p, e in zip(below + above, expected):
         torch.testing.assert_close(p.grad, e, **TOL)
 
@@ -443,14 +493,20 @@ def test_errors_name_the_field_and_the_fix() -> None:
     with pytest.raises(OptionError, match="'median'.*no shared parameters") as info:
         balancing.backward(losses, method=Median(), features=z, shared=[])
     assert info.value.option == "method" and info.value.fix.startswith("use a loss-weighting")
-    with pytest.raises(OptionError, match="method 'features_only' works at level features only") as info:
-        balancing.backward(losses, method=FeaturesOnly(), features=z, shared=model.shared(), level="params")
+    with pytest.raises(
+        OptionError, match="method 'features_only' works at level features only"
+    ) as info:
+        balancing.backward(
+            losses, method=FeaturesOnly(), features=z, shared=model.shared(), level="params"
+        )
     assert (info.value.option, info.value.fix) == ("level", "set level: features")
     with pytest.raises(OptionError, match="method 'features_only'.*features") as info:
         balancing.backward(losses, method=FeaturesOnly(), shared=model.shared())
     assert info.value.option == "level" and "shared features" in info.value.fix
     with pytest.raises(OptionError, match="unknown level 'layer'") as info:
-        balancing.backward(losses, method=Median(), features=z, shared=model.shared(), level="layer")
+        balancing.backward(
+            losses, method=Median(), features=z, shared=model.shared(), level="layer"
+        )
     assert info.value.option == "level" and info.value.fix.startswith("use features, params")
     with pytest.raises(OptionError, match="level 'params' needs `shared`") as info:
         balancing.backward(losses, method=Median(), level="params")
@@ -472,7 +528,10 @@ def test_level_defaults_and_loss_weightings() -> None:
     assert resolve_level(Median(), None, has_features=False) == "params"
     assert resolve_level(Median(), None, has_features=None) is None  # decided per call
     assert resolve_level(FeaturesOnly(), None, has_features=None) is None
-    assert resolve_level(balancing.make("sum"), "features", has_features=False, has_shared=False) is None
+    assert (
+        resolve_level(balancing.make("sum"), "features", has_features=False, has_shared=False)
+        is None
+    )
     # a loss weighting ignores the level and the features: (scale · combine).backward()
     model = Toy(2)
     losses, _ = model()
@@ -489,14 +548,23 @@ def _regression_setup(k: int = 3, n: int = 16):
     tasks = {f"r{i}": Task(f"r{i}", Regression()) for i in range(k)}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 4, generator=g)
-    examples = [Example(inputs={"features": row.tolist()},
-                        targets={t: float(torch.sin(row.sum() * (i + 1))) * 10 ** (i - 1) for i, t in enumerate(tasks)})
-                for row in x]
+    examples = [
+        Example(
+            inputs={"features": row.tolist()},
+            targets={
+                t: float(torch.sin(row.sum() * (i + 1))) * 10 ** (i - 1)
+                for i, t in enumerate(tasks)
+            },
+        )
+        for row in x
+    ]
     collate = Collator(tasks, input_kind="features")
 
     def model() -> HardSharing:
         torch.manual_seed(0)
-        return HardSharing(MLP(4, [8, 8], activation="tanh"), heads_for(list(tasks.values()), 8, sequence=False))
+        return HardSharing(
+            MLP(4, [8, 8], activation="tanh"), heads_for(list(tasks.values()), 8, sequence=False)
+        )
 
     return tasks, {"rows": examples}, collate, model
 
@@ -510,21 +578,40 @@ def test_trainer_step_applies_the_balanced_update_to_every_parameter(level) -> N
     lr = 0.1
     model = make()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = TrainerConfig(epochs=1, max_steps=1, batch_size=16, optimizer="sgd", momentum=0.0, weight_decay=0.0,
-                        clip_norm=None, lr=lr, threads=1, level=level)
+    cfg = TrainerConfig(
+        epochs=1,
+        max_steps=1,
+        batch_size=16,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        clip_norm=None,
+        lr=lr,
+        threads=1,
+        level=level,
+    )
     Trainer(model, tasks, method=RidgeGramian(), config=cfg).fit(data, data, collate)
 
     ref = make()
     batch = collate(data["rows"], "rows")
     out = ref(batch.inputs)
     losses = {t: tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in tasks}
-    balancing.backward(losses, method=RidgeGramian(), features=out.shared_features,
-                       shared=ref.shared_parameters(), level=level)
-    shared = {n for n, p in model.named_parameters() if any(p is q for q in model.shared_parameters())}
+    balancing.backward(
+        losses,
+        method=RidgeGramian(),
+        features=out.shared_features,
+        shared=ref.shared_parameters(),
+        level=level,
+    )
+    shared = {
+        n for n, p in model.named_parameters() if any(p is q for q in model.shared_parameters())
+    }
     assert shared == {n for n, _ in model.named_parameters() if n.startswith("encoder.")}
     for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
         assert not torch.equal(p.detach(), before[n]), f"{n} did not move"
-        torch.testing.assert_close(p.detach() - before[n], -lr * q.grad, rtol=1e-4, atol=1e-7, msg=n)
+        torch.testing.assert_close(
+            p.detach() - before[n], -lr * q.grad, rtol=1e-4, atol=1e-7, msg=n
+        )
 
 
 def test_trainer_levels_give_different_updates_and_check_the_level() -> None:
@@ -532,8 +619,18 @@ def test_trainer_levels_give_different_updates_and_check_the_level() -> None:
     moved = {}
     for level in ("features", "params"):
         model = make()
-        cfg = TrainerConfig(epochs=1, max_steps=1, batch_size=16, optimizer="sgd", momentum=0.0,
-                            weight_decay=0.0, clip_norm=None, lr=0.1, threads=1, level=level)
+        cfg = TrainerConfig(
+            epochs=1,
+            max_steps=1,
+            batch_size=16,
+            optimizer="sgd",
+            momentum=0.0,
+            weight_decay=0.0,
+            clip_norm=None,
+            lr=0.1,
+            threads=1,
+            level=level,
+        )
         Trainer(model, tasks, method=Median(), config=cfg).fit(data, data, collate)
         moved[level] = model.encoder.linears[0].weight.detach().clone()
     assert (moved["features"] - moved["params"]).abs().max() > 1e-6
@@ -560,35 +657,63 @@ def test_trainer_levels_give_different_updates_and_check_the_level() -> None:
         Trainer(soft, tasks, method=Median())
     assert info.value.option == "method"
     with pytest.raises(OptionError, match="'features' needs the shared feature tensor") as info:
-        Trainer(NoShared(make(), list(tasks), shared=["encoder"], task_params={t: [f"heads.{t}"] for t in tasks}),
-                tasks, method=Median(), config=TrainerConfig(level="features"))
+        Trainer(
+            NoShared(
+                make(),
+                list(tasks),
+                shared=["encoder"],
+                task_params={t: [f"heads.{t}"] for t in tasks},
+            ),
+            tasks,
+            method=Median(),
+            config=TrainerConfig(level="features"),
+        )
     assert info.value.option == "level"
     Trainer(soft, tasks, method=balancing.make("sum"))  # a loss weighting needs no shared part
 
 
 # ------------------------------------------------------------------ config
-ROWS = [{"tokens": ["a", "b", "c"][: 1 + i % 3], "sentiment": "pos" if i % 2 else "neg"} for i in range(12)]
+ROWS = [
+    {"tokens": ["a", "b", "c"][: 1 + i % 3], "sentiment": "pos" if i % 2 else "neg"}
+    for i in range(12)
+]
 
 
 def _config(tmp_path: Path, **balancing_section) -> dict:
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS), encoding="utf-8")
     return {
         "tasks": {"sentiment": {"kind": "classification"}},
-        "data": {"sources": {"rows": {"format": "jsonl", "train": "rows.jsonl", "tasks": {"sentiment": "sentiment"}}}},
+        "data": {
+            "sources": {
+                "rows": {
+                    "format": "jsonl",
+                    "train": "rows.jsonl",
+                    "tasks": {"sentiment": "sentiment"},
+                }
+            }
+        },
         "model": {"encoder": {"type": "cnn", "embed_dim": 4, "channels": [4]}},
         "balancing": balancing_section,
     }
 
 
 def test_config_level_is_validated_and_reaches_the_trainer(tmp_path: Path, monkeypatch) -> None:
-    exp = Experiment(validate(_config(tmp_path, method="test_balancing_engine:Median", level="params")), tmp_path)
+    exp = Experiment(
+        validate(_config(tmp_path, method="test_balancing_engine:Median", level="params")), tmp_path
+    )
     assert isinstance(exp.build_method(), Median)
     assert exp.trainer_config().level == "params"
-    assert "level" not in validate(_config(tmp_path, method="sum", level="features")).balancing.options()
+    assert (
+        "level"
+        not in validate(_config(tmp_path, method="sum", level="features")).balancing.options()
+    )
     with pytest.raises(ConfigError) as err:
         validate(_config(tmp_path, level="layers"))
     assert err.value.where == "balancing.level"
-    exp = Experiment(validate(_config(tmp_path, method="test_balancing_engine:FeaturesOnly", level="params")), tmp_path)
+    exp = Experiment(
+        validate(_config(tmp_path, method="test_balancing_engine:FeaturesOnly", level="params")),
+        tmp_path,
+    )
     with pytest.raises(ConfigError) as err:
         exp.build_method()
     assert err.value.where == "balancing.level" and err.value.fix == "set level: features"
@@ -611,7 +736,9 @@ def test_config_level_is_validated_and_reaches_the_trainer(tmp_path: Path, monke
 # ------------------------------------------------------------------ the real sequence model
 @pytest.mark.parametrize("hard", [True, False])
 @pytest.mark.parametrize("level", ["features", "params"])
-def test_bilstm_crf_model_matches_the_hand_computed_update(zh, make_model, hard: bool, level: str) -> None:
+def test_bilstm_crf_model_matches_the_hand_computed_update(
+    zh, make_model, hard: bool, level: str
+) -> None:
     """Packed BiLSTM encoder, attention-pooled classifier and CRF tagger on a batch that mixes
     reviews (sentiment) and news (NER): the batched product and the split go through them."""
     model = make_model(hard=hard).double()
@@ -620,7 +747,10 @@ def test_bilstm_crf_model_matches_the_hand_computed_update(zh, make_model, hard:
 
     def losses_out():
         out = model(batch.inputs)
-        return {t: zh.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in ("sentiment", "ner")}, out
+        return {
+            t: zh.tasks[t].kind.loss(out.outputs[t], *batch.targets[t])
+            for t in ("sentiment", "ner")
+        }, out
 
     shared = model.shared_parameters()
     params = list(model.parameters())
@@ -635,17 +765,28 @@ def test_bilstm_crf_model_matches_the_hand_computed_update(zh, make_model, hard:
     if level == "params":
         expected = dict(zip(map(id, shared), d.split([p.numel() for p in shared])))
         rest = [p for p in params if id(p) not in expected]
-        expected.update(zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True)))
+        expected.update(
+            zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True))
+        )
     else:
         z = out.shared_features
         below = [p for p in shared if id(p) in {id(q) for q in autograd.reached_leaves([z])}]
-        expected = dict(zip(map(id, below), torch.autograd.grad(z, below, grad_outputs=d.view_as(z), retain_graph=True)))
+        expected = dict(
+            zip(
+                map(id, below),
+                torch.autograd.grad(z, below, grad_outputs=d.view_as(z), retain_graph=True),
+            )
+        )
         rest = [p for p in params if id(p) not in expected]
-        expected.update(zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True)))
+        expected.update(
+            zip(map(id, rest), torch.autograd.grad(sum(losses.values()), rest, allow_unused=True))
+        )
         if not hard:  # z = layer 1; layer 2 is shared but above z: it gets ∇ L_sentiment
             assert any(id(p) not in map(id, below) for p in shared)
     losses, out = losses_out()
-    balancing.backward(losses, method=method, features=out.shared_features, shared=shared, level=level)
+    balancing.backward(
+        losses, method=method, features=out.shared_features, shared=shared, level=level
+    )
     for p in params:
         e = expected[id(p)]
         if e is None:
@@ -658,9 +799,21 @@ def test_bilstm_crf_model_matches_the_hand_computed_update(zh, make_model, hard:
 def test_trainer_runs_a_gradient_method_on_the_sequence_model(zh, make_model, level: str) -> None:
     model = make_model(hard=True)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = TrainerConfig(epochs=1, max_steps=2, batch_size=8, optimizer="sgd", momentum=0.0, weight_decay=0.0,
-                        clip_norm=None, lr=0.1, threads=1, level=level)
-    Trainer(model, zh.tasks, method=RidgeGramian(), config=cfg).fit(zh.sources(n=16), zh.val_of(), zh.collate)
+    cfg = TrainerConfig(
+        epochs=1,
+        max_steps=2,
+        batch_size=8,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        clip_norm=None,
+        lr=0.1,
+        threads=1,
+        level=level,
+    )
+    Trainer(model, zh.tasks, method=RidgeGramian(), config=cfg).fit(
+        zh.sources(n=16), zh.val_of(), zh.collate
+    )
     shared = {id(p) for p in model.shared_parameters()}
     for n, p in model.named_parameters():
         if id(p) in shared:

@@ -44,8 +44,12 @@ def test_excess_mtl_matches_the_paper_and_starts_as_the_mean(k, scale, dtype) ->
     for i, (jac, alpha) in enumerate(zip(jacs, expected)):
         d = method.aggregate(jac)
         assert d.dtype == dtype and d.shape == (15,)
-        assert float(method.last_weights.sum()) == pytest.approx(1.0) and bool((method.last_weights > 0).all())
-        torch.testing.assert_close(method.last_weights, alpha, **_tol(dtype))  # S is kept in the input dtype
+        assert float(method.last_weights.sum()) == pytest.approx(1.0) and bool(
+            (method.last_weights > 0).all()
+        )
+        torch.testing.assert_close(
+            method.last_weights, alpha, **_tol(dtype)
+        )  # S is kept in the input dtype
         torch.testing.assert_close(d.double(), alpha @ jac.double(), **_tol(dtype))
         if i == 0:  # the first estimate is its own baseline: uniform weights, the mean of the rows
             torch.testing.assert_close(d.double(), jac.double().mean(0), **_tol(dtype))
@@ -59,7 +63,7 @@ def test_excess_mtl_favours_the_task_that_stays_far_from_its_optimum(k) -> None:
     method = ExcessMTL()
     for step in range(8):
         jac = torch.randn(k, 30, generator=g, dtype=torch.float64)
-        jac[0] *= 0.5 ** step
+        jac[0] *= 0.5**step
         method.aggregate(jac)
     w = method.last_weights
     assert float(w[0]) < float(w[1:].min())
@@ -84,7 +88,9 @@ def test_excess_mtl_warmup_keeps_uniform_weights_and_averages_the_baseline() -> 
     method = ExcessMTL(warmup_steps=2)
     for jac in jacs[:2]:
         method.aggregate(jac)
-        torch.testing.assert_close(method.last_weights, torch.full((3,), 1 / 3, dtype=torch.float64))
+        torch.testing.assert_close(
+            method.last_weights, torch.full((3,), 1 / 3, dtype=torch.float64)
+        )
     s = jacs[0] ** 2
     e0 = (jacs[0] ** 2 / torch.sqrt(s + 1e-7)).sum(1)
     s = s + jacs[1] ** 2
@@ -92,7 +98,9 @@ def test_excess_mtl_warmup_keeps_uniform_weights_and_averages_the_baseline() -> 
     s = s + jacs[2] ** 2
     e2 = (jacs[2] ** 2 / torch.sqrt(s + 1e-7)).sum(1)
     method.aggregate(jacs[2])
-    torch.testing.assert_close(method.last_weights, torch.softmax(e2 / ((e0 + e1) / 2), 0), rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        method.last_weights, torch.softmax(e2 / ((e0 + e1) / 2), 0), rtol=1e-10, atol=0
+    )
 
 
 def test_excess_mtl_missing_tasks_state_round_trip_and_errors() -> None:
@@ -119,8 +127,15 @@ def test_excess_mtl_missing_tasks_state_round_trip_and_errors() -> None:
     torch.testing.assert_close(single, torch.tensor([3.0, 4.0]))
 
 
-@pytest.mark.parametrize("option, value", [("robust_step_size", 0.0), ("robust_step_size", float("inf")),
-                                           ("warmup_steps", -1), ("warmup_steps", 1.5)])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("robust_step_size", 0.0),
+        ("robust_step_size", float("inf")),
+        ("warmup_steps", -1),
+        ("warmup_steps", 1.5),
+    ],
+)
 def test_excess_mtl_bad_options(option, value) -> None:
     with pytest.raises(OptionError) as err:
         ExcessMTL(**{option: value})

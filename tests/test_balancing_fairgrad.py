@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, random_jacobian
+
 from polytask.balancing.fairgrad import FairGrad
 from polytask.balancing.nash_mtl import NashMTL
 
@@ -23,14 +23,22 @@ def test_weights_solve_the_alpha_fair_equation(alpha: float) -> None:
                 g64, w64 = g.double(), w.double()
                 rhs = w64 ** (-1 / alpha)
                 resid = float((g64 @ w64 - rhs).norm() / rhs.norm())
-                assert resid <= (1e-6 if dtype == torch.float64 else 2e-3), (alpha, k, scale, dtype, resid)
+                assert resid <= (1e-6 if dtype == torch.float64 else 2e-3), (
+                    alpha,
+                    k,
+                    scale,
+                    dtype,
+                    resid,
+                )
 
 
 def test_alpha_one_is_nash_mtl_without_clipping() -> None:
     for k in K_VALUES:
         jac = random_jacobian(k, 2 * k + 5, seed=k)
         g = jac @ jac.T
-        assert torch.allclose(FairGrad(alpha=1.0).weights(g), NashMTL(max_norm=0.0).weights(g), rtol=1e-12)
+        assert torch.allclose(
+            FairGrad(alpha=1.0).weights(g), NashMTL(max_norm=0.0).weights(g), rtol=1e-12
+        )
 
 
 def test_alpha_zero_is_uniform() -> None:

@@ -8,16 +8,19 @@ import math
 
 import pytest
 import torch
+import toy_problems as toy
 from jacobians import DTYPES, K_VALUES, SCALES
 
-import toy_problems as toy
 from polytask.balancing.famo import FAMO, TaskAdam
 from polytask.balancing.fixed import Mean
 from polytask.errors import OptionError
 
 
 def _losses(values, dtype=torch.float64, grad=False) -> dict[str, torch.Tensor]:
-    return {f"t{i}": torch.tensor(float(v), dtype=dtype, requires_grad=grad) for i, v in enumerate(values)}
+    return {
+        f"t{i}": torch.tensor(float(v), dtype=dtype, requires_grad=grad)
+        for i, v in enumerate(values)
+    }
 
 
 def _log_loss_decrease(method, steps: int) -> tuple[list[float], list[float]]:
@@ -42,7 +45,9 @@ def _log_loss_decrease(method, steps: int) -> tuple[list[float], list[float]]:
         after = torch.no_grad()(problem.losses)(net, x, y)
         for i, t in enumerate(problem.tasks):
             on_batch[i] += math.log(float(losses[t].detach()) / float(after[t]))
-        method.after_step({t: v.detach() for t, v in losses.items()}, closure=lambda after=after: after)
+        method.after_step(
+            {t: v.detach() for t, v in losses.items()}, closure=lambda after=after: after
+        )
     with torch.no_grad():
         end = problem.losses(net, problem.x_test, problem.y_test)
     return [math.log(float(start[t]) / float(end[t])) for t in problem.tasks], on_batch
@@ -55,6 +60,7 @@ def test_famo_decreases_all_losses_at_more_similar_rates_than_equal_weights() ->
     mean, _ = _log_loss_decrease(Mean(), 500)
     method = FAMO()
     famo, on_batch = _log_loss_decrease(method, 500)
+
     def ratio(d: list[float]) -> float:
         return min(d) / max(d)
 
@@ -185,8 +191,16 @@ def test_famo_state_round_trip_and_errors() -> None:
         FAMO().combine({})
 
 
-@pytest.mark.parametrize("option, value", [("lr", 0.0), ("weight_decay", -1.0), ("eps", 0.0), ("mode", "every_step"),
-                                           ("min_losses", {"a": float("nan")})])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("lr", 0.0),
+        ("weight_decay", -1.0),
+        ("eps", 0.0),
+        ("mode", "every_step"),
+        ("min_losses", {"a": float("nan")}),
+    ],
+)
 def test_famo_bad_options(option, value) -> None:
     with pytest.raises(OptionError) as err:
         FAMO(**{option: value})
@@ -204,5 +218,9 @@ def test_task_adam_matches_torch_adam() -> None:
         x.grad = grad.clone()
         opt.step()
         values = mine.step(values, {"a": float(grad[0]), "b": float(grad[1])})
-    torch.testing.assert_close(torch.tensor([values["a"], values["b"]], dtype=torch.float64), x.detach(),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.tensor([values["a"], values["b"]], dtype=torch.float64),
+        x.detach(),
+        rtol=1e-12,
+        atol=1e-12,
+    )

@@ -45,14 +45,20 @@ class _Toy(nn.Module):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         h = torch.tanh(self.trunk(x))
-        return {t: (self.heads[t](h).squeeze(-1) - y * (i + 1)).pow(2).mean() for i, t in enumerate("abc")}
+        return {
+            t: (self.heads[t](h).squeeze(-1) - y * (i + 1)).pow(2).mean()
+            for i, t in enumerate("abc")
+        }
 
 
-@pytest.mark.parametrize("method, lam", [
-    (FixedWeights({"a": 0.5, "b": 0.0, "c": 3.0}), {"a": 0.5, "b": 0.0, "c": 3.0}),
-    (Sum(), {"a": 1.0, "b": 1.0, "c": 1.0}),
-    (Mean(), {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),
-])
+@pytest.mark.parametrize(
+    "method, lam",
+    [
+        (FixedWeights({"a": 0.5, "b": 0.0, "c": 3.0}), {"a": 0.5, "b": 0.0, "c": 3.0}),
+        (Sum(), {"a": 1.0, "b": 1.0, "c": 1.0}),
+        (Mean(), {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),
+    ],
+)
 def test_backward_gives_lambda_times_each_task_gradient(method, lam) -> None:
     """Task-specific parameters get λ_i ∇L_i, shared ones Σ_i λ_i ∇L_i (autograd reference)."""
     model = _Toy()
@@ -67,7 +73,7 @@ def test_backward_gives_lambda_times_each_task_gradient(method, lam) -> None:
     total = balancing.backward(model.losses(x, y), method=method, scale=0.5)
     assert not total.requires_grad
     for t in "abc":
-        for p, g in zip(model.heads[t].parameters(), reference[t][len(shared):]):
+        for p, g in zip(model.heads[t].parameters(), reference[t][len(shared) :]):
             torch.testing.assert_close(p.grad, 0.5 * lam[t] * g, rtol=1e-5, atol=1e-7)
     for k, p in enumerate(shared):
         expected = sum(0.5 * lam[t] * reference[t][k] for t in "abc")
@@ -109,13 +115,19 @@ def test_bad_default_weight_is_rejected(default) -> None:
 
 
 def test_registry() -> None:
-    issue_names = ("fixed, uw, gradnorm, dwa, rlw, gls, imtl_l, imtl, db_mtl, famo, mgda, pcgrad, graddrop, gradvac, "
-                   "cagrad, imtl_g, nash_mtl, aligned_mtl, upgrad, dualproj, fairgrad, con_fig, excess_mtl, mean, sum")
+    issue_names = (
+        "fixed, uw, gradnorm, dwa, rlw, gls, imtl_l, imtl, db_mtl, famo, mgda, pcgrad, graddrop, "
+        "gradvac, "
+        "cagrad, imtl_g, nash_mtl, aligned_mtl, upgrad, dualproj, fairgrad, con_fig, excess_mtl, "
+        "mean, sum"
+    )
     assert balancing.available() == sorted(issue_names.split(", "))
     assert isinstance(balancing.make("mean"), Mean)
     made = balancing.make("fixed", weights={"a": 2.0})
     assert isinstance(made, FixedWeights) and made.weight("a") == 2.0 and made.weight("b") == 1.0
-    with pytest.raises(ValueError, match=r"unknown method 'nope'.*\['aligned_mtl', 'cagrad'") as info:
+    with pytest.raises(
+        ValueError, match=r"unknown method 'nope'.*\['aligned_mtl', 'cagrad'"
+    ) as info:
         balancing.make("nope")
     assert all(name in str(info.value) for name in balancing.available())
     with pytest.raises(ValueError, match="bad option for method 'sum'"):

@@ -5,8 +5,8 @@ rule; reproducible draws."""
 from __future__ import annotations
 
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, random_jacobian
+
 from polytask.balancing.graddrop import GradDrop
 
 
@@ -36,10 +36,14 @@ def test_each_coordinate_sums_one_signs_gradients() -> None:
 def test_the_positive_side_wins_with_probability_p() -> None:
     """P = ½(1 + Σg/Σ|g|): over 40,000 draws at a coordinate with gradients (3, −1),
     P = 0.75 and the positive side is kept 75 % of the time (±1.5 %)."""
-    jac = torch.tensor([[3.0, 2.0], [-1.0, -2.0]], dtype=torch.float64).repeat(1, 20000)  # P = 0.75 and 0.5
+    jac = torch.tensor([[3.0, 2.0], [-1.0, -2.0]], dtype=torch.float64).repeat(
+        1, 20000
+    )  # P = 0.75 and 0.5
     d = GradDrop(seed=0).aggregate(jac).reshape(20000, 2)
     kept_pos = (d > 0).double().mean(0)
-    assert abs(float(kept_pos[0]) - 0.75) < 0.015 and abs(float(kept_pos[1]) - 0.5) < 0.015, kept_pos
+    assert abs(float(kept_pos[0]) - 0.75) < 0.015 and abs(float(kept_pos[1]) - 0.5) < 0.015, (
+        kept_pos
+    )
 
 
 def test_leak_lets_a_fraction_through() -> None:
@@ -50,7 +54,9 @@ def test_leak_lets_a_fraction_through() -> None:
     assert torch.allclose(GradDrop(leak=1.0, seed=0).aggregate(jac), jac.sum(0), rtol=1e-14)
     pure = GradDrop(seed=3).aggregate(jac, names)
     half_b = GradDrop(leak={"b": 0.5}, seed=3).aggregate(jac, names)
-    mask_b = ((pure == jac.clamp(min=0).sum(0)) & (jac[1] > 0)) | ((pure == jac.clamp(max=0).sum(0)) & (jac[1] < 0))
+    mask_b = ((pure == jac.clamp(min=0).sum(0)) & (jac[1] > 0)) | (
+        (pure == jac.clamp(max=0).sum(0)) & (jac[1] < 0)
+    )
     expected = pure + torch.where(mask_b, torch.zeros_like(jac[1]), 0.5 * jac[1])
     assert torch.allclose(half_b, expected, rtol=1e-12, atol=1e-15)
 
@@ -92,7 +98,10 @@ def test_through_backward_the_trunk_gets_the_batch_summed_rule() -> None:
     from polytask.balancing import backward
 
     torch.manual_seed(0)
-    trunk, heads = torch.nn.Linear(5, 6).double(), [torch.nn.Linear(6, 1).double() for _ in range(3)]
+    trunk, heads = (
+        torch.nn.Linear(5, 6).double(),
+        [torch.nn.Linear(6, 1).double() for _ in range(3)],
+    )
     x = torch.randn(8, 5, dtype=torch.float64)
 
     def losses_and_z():
@@ -100,11 +109,15 @@ def test_through_backward_the_trunk_gets_the_batch_summed_rule() -> None:
         return {f"t{i}": (h(z) - i).pow(2).mean() for i, h in enumerate(heads)}, z
 
     losses, z = losses_and_z()
-    per_task = torch.stack([torch.autograd.grad(v, z, retain_graph=True)[0] for v in losses.values()])  # (K, B, F)
+    per_task = torch.stack(
+        [torch.autograd.grad(v, z, retain_graph=True)[0] for v in losses.values()]
+    )  # (K, B, F)
     expected_dz = GradDrop(seed=3).aggregate(per_task, {t: v.detach() for t, v in losses.items()})
     expected = torch.autograd.grad(z, trunk.weight, grad_outputs=expected_dz)[0]
     losses, z = losses_and_z()
     backward(losses, method=GradDrop(seed=3), features=z)
     torch.testing.assert_close(trunk.weight.grad, expected, rtol=1e-12, atol=1e-12)
     flat = GradDrop(seed=3).aggregate(per_task.reshape(3, -1))
-    assert not torch.allclose(flat.reshape(8, 6), expected_dz), "the per-example rule must differ here"
+    assert not torch.allclose(flat.reshape(8, 6), expected_dz), (
+        "the per-example rule must differ here"
+    )

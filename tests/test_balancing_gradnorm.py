@@ -11,9 +11,9 @@ import json
 
 import pytest
 import torch
+import toy_problems as toy
 from jacobians import K_VALUES, SCALES, random_jacobian
 
-import toy_problems as toy
 from polytask.balancing.gradnorm import GradNorm
 from polytask.errors import OptionError
 
@@ -38,18 +38,25 @@ def _train(sigmas, steps: int, gradnorm: bool, alpha: float = 0.12) -> tuple[flo
     for _ in range(steps):
         x, y = problem.sample(100, gen)
         losses = problem.losses(net, x, y)
-        jac = torch.stack([torch.autograd.grad(v, w_layer, retain_graph=True)[0].flatten() for v in losses.values()])
+        jac = torch.stack(
+            [
+                torch.autograd.grad(v, w_layer, retain_graph=True)[0].flatten()
+                for v in losses.values()
+            ]
+        )
         w = method.weights(jac @ jac.T, {t: v.detach() for t, v in losses.items()})
         sums.append(float(w.sum()))
         if not gradnorm:
             w = torch.ones_like(w)
-        r_alpha = method.last["targets"] / method.last["weighted_norms"].mean()  # r_i^α of this step
+        r_alpha = (
+            method.last["targets"] / method.last["weighted_norms"].mean()
+        )  # r_i^α of this step
         weighted = w.double() * method.last["norms"]
         spreads.append(float(torch.log(weighted / (weighted.mean() * r_alpha)).std()))
         opt.zero_grad()
         torch.stack([w[i] * v for i, v in enumerate(losses.values())]).sum().backward()
         opt.step()
-    tail = spreads[-steps // 4:]
+    tail = spreads[-steps // 4 :]
     return sum(tail) / len(tail), sums
 
 
@@ -71,7 +78,11 @@ def test_gradnorm_with_constant_losses_equalises_weighted_norms(k) -> None:
     i.e. w ∝ 1/n_i (row norms spread over 1 … 4; the additive update resolves weights to
     about its learning rate, so tiny weights are not a fair check)."""
     jac = random_jacobian(k, 30, seed=k)
-    jac = jac / jac.norm(dim=1, keepdim=True) * torch.linspace(1, 4, k, dtype=torch.float64).unsqueeze(1)
+    jac = (
+        jac
+        / jac.norm(dim=1, keepdim=True)
+        * torch.linspace(1, 4, k, dtype=torch.float64).unsqueeze(1)
+    )
     gramian = jac @ jac.T
     norms = jac.norm(dim=1)
     method = GradNorm(alpha=1.5, lr=0.01)
@@ -103,8 +114,10 @@ def test_gradnorm_raises_the_weight_of_the_task_that_trains_slowest() -> None:
 def test_gradnorm_weights_do_not_depend_on_the_gradients_units(k, dtype) -> None:
     """Scaling the Jacobian by 1e-6 … 1e6 leaves the whole trajectory of weights unchanged,
     and the weights come back in the Gramian's dtype."""
-    jacs = [random_jacobian(k, 20, seed=s) * torch.logspace(-2, 2, k, dtype=torch.float64).unsqueeze(1)
-            for s in range(6)]
+    jacs = [
+        random_jacobian(k, 20, seed=s) * torch.logspace(-2, 2, k, dtype=torch.float64).unsqueeze(1)
+        for s in range(6)
+    ]
     runs = []
     for scale in SCALES:
         method = GradNorm(alpha=0.5)
@@ -116,8 +129,12 @@ def test_gradnorm_weights_do_not_depend_on_the_gradients_units(k, dtype) -> None
             ws.append(w.double())
         runs.append(torch.stack(ws))
     for other in runs[1:]:
-        torch.testing.assert_close(other, runs[0], rtol=1e-4 if dtype == torch.float32 else 1e-9, atol=0)
-    assert not torch.allclose(runs[0][-1], torch.ones(k, dtype=torch.float64))  # the weights did move
+        torch.testing.assert_close(
+            other, runs[0], rtol=1e-4 if dtype == torch.float32 else 1e-9, atol=0
+        )
+    assert not torch.allclose(
+        runs[0][-1], torch.ones(k, dtype=torch.float64)
+    )  # the weights did move
 
 
 def test_gradnorm_aggregate_missing_tasks_single_task_and_errors() -> None:
@@ -163,7 +180,9 @@ def test_gradnorm_state_round_trip() -> None:
         b.load_state_dict({"w": {}})
 
 
-@pytest.mark.parametrize("option, value", [("alpha", -0.1), ("alpha", float("nan")), ("lr", 0.0), ("lr", "0.1")])
+@pytest.mark.parametrize(
+    "option, value", [("alpha", -0.1), ("alpha", float("nan")), ("lr", 0.0), ("lr", "0.1")]
+)
 def test_gradnorm_bad_options(option, value) -> None:
     with pytest.raises(OptionError) as err:
         GradNorm(**{option: value})

@@ -9,14 +9,20 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from jacobians import K_VALUES, jacobian_cases, non_conflicting_jacobian, random_jacobian
+
 from polytask.balancing.gradvac import GradVac, gradvac_coefficients
 from polytask.balancing.pcgrad import PCGrad, random_orders
 
 
-def reference_gradvac(jac: torch.Tensor, orders, targets: dict, names: list[str], beta: float,
-                      record: list | None = None) -> torch.Tensor:
+def reference_gradvac(
+    jac: torch.Tensor,
+    orders,
+    targets: dict,
+    names: list[str],
+    beta: float,
+    record: list | None = None,
+) -> torch.Tensor:
     """Wang et al.'s rule on the P-dimensional rows (float64); updates ``targets`` in place.
 
     ``record`` collects (cos(g_i', g_j) after a correction, the target it had to reach)."""
@@ -31,8 +37,11 @@ def reference_gradvac(jac: torch.Tensor, orders, targets: dict, names: list[str]
             phi = float(g @ jac[j] / (g.norm() * jac[j].norm()))
             hat = targets.get(names[i], {}).get(names[j], 0.0)
             if phi < hat and 1 - hat * hat > 1e-24:
-                a = g.norm() * (hat * math.sqrt(1 - phi * phi) - phi * math.sqrt(1 - hat * hat)) / (
-                    jac[j].norm() * math.sqrt(1 - hat * hat))
+                a = (
+                    g.norm()
+                    * (hat * math.sqrt(1 - phi * phi) - phi * math.sqrt(1 - hat * hat))
+                    / (jac[j].norm() * math.sqrt(1 - hat * hat))
+                )
                 g = g + a * jac[j]
                 if record is not None:
                     record.append((float(g @ jac[j] / (g.norm() * jac[j].norm())), hat))
@@ -47,7 +56,9 @@ def test_first_step_is_pcgrad() -> None:
         d = GradVac(seed=4).aggregate(jac)
         p = PCGrad(seed=4).aggregate(jac)
         tol = 1e-9 if jac.dtype == torch.float64 else 1e-4
-        assert (d - p).double().norm() <= tol * max(float(p.double().norm()), float(jac.double().norm())), case
+        assert (d - p).double().norm() <= tol * max(
+            float(p.double().norm()), float(jac.double().norm())
+        ), case
 
 
 def test_matches_the_p_dimensional_reference_over_steps() -> None:
@@ -60,7 +71,9 @@ def test_matches_the_p_dimensional_reference_over_steps() -> None:
         gen = torch.Generator().manual_seed(9)
         targets: dict = {}
         for step in range(5):
-            jac = random_jacobian(k, 3 * k, seed=step) + 0.8 * random_jacobian(1, 3 * k, seed=50)  # partly aligned
+            jac = random_jacobian(k, 3 * k, seed=step) + 0.8 * random_jacobian(
+                1, 3 * k, seed=50
+            )  # partly aligned
             d = method.aggregate(jac, losses)
             ref = reference_gradvac(jac, random_orders(k, gen), targets, names, 0.3)
             assert (d - ref).norm() <= 1e-9 * ref.norm(), (k, step)
@@ -68,7 +81,11 @@ def test_matches_the_p_dimensional_reference_over_steps() -> None:
         for a in names:
             for b in names:
                 if a != b:
-                    assert math.isclose(state[a][b], targets[a][b], rel_tol=1e-9, abs_tol=1e-12), (k, a, b)
+                    assert math.isclose(state[a][b], targets[a][b], rel_tol=1e-9, abs_tol=1e-12), (
+                        k,
+                        a,
+                        b,
+                    )
 
 
 def test_a_correction_reaches_its_target_cosine() -> None:
@@ -88,8 +105,14 @@ def test_a_correction_reaches_its_target_cosine() -> None:
         names = [f"t{i}" for i in range(k)]
         start = {a: {b: 0.4 for b in names if b != a} for a in names}
         record: list = []
-        reference_gradvac(random_jacobian(k, 40, seed=k), random_orders(k, torch.Generator().manual_seed(2)),
-                          start, names, 0.01, record)
+        reference_gradvac(
+            random_jacobian(k, 40, seed=k),
+            random_orders(k, torch.Generator().manual_seed(2)),
+            start,
+            names,
+            0.01,
+            record,
+        )
         assert len(record) >= k, k
         for cos, target in record:
             assert math.isclose(cos, target, abs_tol=1e-9), (k, cos, target)
@@ -101,7 +124,9 @@ def test_targets_follow_the_ema_and_task_names() -> None:
     jac = non_conflicting_jacobian(3, seed=1)
     cos = (jac @ jac.T) / (jac.norm(dim=1)[:, None] * jac.norm(dim=1)[None, :])
     method = GradVac(beta=0.25, seed=0)
-    d = method.aggregate(jac, {"a": torch.tensor(1.0), "b": torch.tensor(1.0), "c": torch.tensor(1.0)})
+    d = method.aggregate(
+        jac, {"a": torch.tensor(1.0), "b": torch.tensor(1.0), "c": torch.tensor(1.0)}
+    )
     assert torch.allclose(d, jac.sum(0), rtol=1e-12)
     t = method.state_dict()["targets"]
     for i, a in enumerate("abc"):

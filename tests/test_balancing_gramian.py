@@ -14,9 +14,9 @@ from typing import Mapping
 
 import pytest
 import torch
+from jacobians import random_jacobian, structured_jacobian
 from torch import Tensor
 
-from jacobians import random_jacobian, structured_jacobian
 from polytask import balancing
 from polytask.balancing import _gramian
 from polytask.balancing._state import check_state_keys

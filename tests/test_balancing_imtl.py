@@ -44,8 +44,11 @@ def test_imtl_is_imtl_g_on_the_scaled_gradients(k, scale, dtype) -> None:
     assert float(alpha.sum()) == pytest.approx(1.0, rel=1e-4 if dtype == torch.float32 else 1e-9)
     d = method.aggregate(jac)
     reference = IMTLG().aggregate((jac.double() * e.unsqueeze(1)).to(dtype))
-    tol = {"rtol": 2e-3, "atol": 1e-3 * float(reference.abs().max())} if dtype == torch.float32 else \
-        {"rtol": 1e-7, "atol": 1e-9 * float(reference.abs().max())}
+    tol = (
+        {"rtol": 2e-3, "atol": 1e-3 * float(reference.abs().max())}
+        if dtype == torch.float32
+        else {"rtol": 1e-7, "atol": 1e-9 * float(reference.abs().max())}
+    )
     torch.testing.assert_close(d, reference, **tol)
     j64 = jac.double()
     proj = (j64 / j64.norm(dim=1, keepdim=True)) @ d.double()
@@ -58,7 +61,9 @@ def test_imtl_with_zero_scales_is_imtl_g(k) -> None:
     jac = random_jacobian(k, 3 * k, seed=1)
     method = IMTL()
     method.bind([f"t{i}" for i in range(k)])
-    torch.testing.assert_close(method.weights(jac @ jac.T), imtl_g_weights(jac @ jac.T), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        method.weights(jac @ jac.T), imtl_g_weights(jac @ jac.T), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_imtl_scales_get_the_imtl_l_gradient_and_are_learned() -> None:
@@ -72,8 +77,12 @@ def test_imtl_scales_get_the_imtl_l_gradient_and_are_learned() -> None:
     expected = torch.exp(s) * torch.tensor([0.01, 1.0, 50.0], dtype=torch.float64) - 1
     torch.testing.assert_close(grads, expected, rtol=1e-6, atol=1e-6)
     method.weights(jac @ jac.T, losses)  # accumulates, like backward
-    torch.testing.assert_close(torch.tensor([float(p.grad) for p in method.parameters()], dtype=torch.float64),
-                               2 * expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor([float(p.grad) for p in method.parameters()], dtype=torch.float64),
+        2 * expected,
+        rtol=1e-6,
+        atol=1e-6,
+    )
     opt = torch.optim.Adam(method.parameters(), lr=0.1, betas=(0.9, 0.99))
     for _ in range(600):
         opt.zero_grad()
@@ -96,8 +105,10 @@ def test_imtl_through_backward_fills_the_shared_and_scale_gradients() -> None:
         h = torch.tanh(trunk(x))
         return {f"t{i}": (heads[i](h).squeeze(-1) - y[i] * (i + 1)).pow(2).mean() for i in range(3)}
 
-    per_task = [torch.cat([g.flatten() for g in torch.autograd.grad(losses()[t], list(trunk.parameters()))])
-                for t in ("t0", "t1", "t2")]
+    per_task = [
+        torch.cat([g.flatten() for g in torch.autograd.grad(losses()[t], list(trunk.parameters()))])
+        for t in ("t0", "t1", "t2")
+    ]
     jac = torch.stack(per_task).double()
     values = {t: v.detach() for t, v in losses().items()}
     e = torch.exp(s)
@@ -110,8 +121,12 @@ def test_imtl_through_backward_fills_the_shared_and_scale_gradients() -> None:
     got = torch.cat([p.grad.flatten() for p in trunk.parameters()]).double()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
     s_grad = torch.tensor([float(p.grad) for p in method.parameters()], dtype=torch.float64)
-    torch.testing.assert_close(s_grad, e * torch.tensor([float(v) for v in values.values()],
-                                                        dtype=torch.float64) - 1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        s_grad,
+        e * torch.tensor([float(v) for v in values.values()], dtype=torch.float64) - 1,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_imtl_state_round_trip_bind_and_options() -> None:

@@ -4,8 +4,8 @@ non-zero update, the paper's closed form, rank-deficient Gramians (pseudo-invers
 from __future__ import annotations
 
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, random_jacobian, structured_jacobian
+
 from polytask.balancing.imtl_g import IMTLG, imtl_g_weights
 
 
@@ -13,7 +13,10 @@ def _full_rank_cases():
     for k in K_VALUES:
         for scale in SCALES:
             for dtype in DTYPES:
-                yield f"K{k}-s{scale:g}-{dtype}", random_jacobian(k, 2 * k + 5, seed=k, scale=scale, dtype=dtype)
+                yield (
+                    f"K{k}-s{scale:g}-{dtype}",
+                    random_jacobian(k, 2 * k + 5, seed=k, scale=scale, dtype=dtype),
+                )
     for k in (2, 3, 10):
         yield f"structured-K{k}", structured_jacobian(k, p=60, seed=k, noise=0.05)
 
@@ -32,7 +35,9 @@ def test_equal_projections_weights_sum_to_one_non_zero() -> None:
     for case, jac in _full_rank_cases():
         w = imtl_g_weights(jac @ jac.T)
         assert w.dtype == jac.dtype
-        assert abs(float(w.double().sum()) - 1.0) <= (1e-12 if jac.dtype == torch.float64 else 1e-5), case
+        assert abs(float(w.double().sum()) - 1.0) <= (
+            1e-12 if jac.dtype == torch.float64 else 1e-5
+        ), case
         d = IMTLG().aggregate(jac)
         assert float(d.double().norm()) > 0.01 * float(jac.double().norm(dim=1).min()), case
         _check_equal_projections(jac, d, 1e-8 if jac.dtype == torch.float64 else 1e-2, case)
@@ -73,7 +78,9 @@ def test_rank_deficient_gramians_use_the_pseudo_inverse() -> None:
 def test_two_tasks_by_hand() -> None:
     """g₁ = (1, 0), g₂ = (0, 2): equal projections need α₁ = 2α₂ → α = (⅔, ⅓), d = (⅔, ⅔)."""
     jac = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
-    assert torch.allclose(IMTLG().weights(jac @ jac.T), torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    assert torch.allclose(
+        IMTLG().weights(jac @ jac.T), torch.tensor([2 / 3, 1 / 3], dtype=torch.float64)
+    )
     assert torch.allclose(IMTLG().aggregate(jac), torch.tensor([2 / 3, 2 / 3], dtype=torch.float64))
 
 

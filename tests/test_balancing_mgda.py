@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from jacobians import K_VALUES, SCALES, jacobian_cases, random_jacobian, structured_jacobian
+
 from polytask import balancing
 from polytask.balancing.mgda import MGDA
 
@@ -22,12 +22,15 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # an unconverg
 
 CASES = list(jacobian_cases()) + [
     (f"structured-K{k}-noise{noise:g}-seed{seed}", structured_jacobian(k, noise=noise, seed=seed))
-    for k in K_VALUES for noise in (1e-3, 1e-6) for seed in (11, 12)
+    for k in K_VALUES
+    for noise in (1e-3, 1e-6)
+    for seed in (11, 12)
 ]
 
 
 def certificate_violation(jacobian: torch.Tensor, weights: torch.Tensor) -> float:
-    """max_k of (|d|² − 1e-3·max(|d|², 1e-9·max|g|²)) − ⟨g_k, d⟩, relative to max|g|²; ≤ 0 passes."""
+    """max_k of (|d|² − 1e-3·max(|d|², 1e-9·max|g|²)) − ⟨g_k, d⟩, relative to max|g|²; ≤ 0
+    passes."""
     j = jacobian.double()
     d = weights.double() @ j
     dd = d @ d
@@ -65,7 +68,9 @@ def test_min_norm_certificate(case) -> None:
     assert w.dtype == torch.float64 and w.shape == (j.shape[0],)
     assert in_simplex(w)
     assert certificate_violation(j, w) <= 0.0
-    torch.testing.assert_close(method.aggregate(j), w @ j, rtol=1e-12, atol=1e-12 * float(j.abs().max()))
+    torch.testing.assert_close(
+        method.aggregate(j), w @ j, rtol=1e-12, atol=1e-12 * float(j.abs().max())
+    )
 
 
 def test_certificate_rejects_a_loose_solver() -> None:
@@ -86,16 +91,22 @@ def test_certificate_rejects_a_loose_solver() -> None:
 def test_known_answers() -> None:
     eye = torch.eye(3, dtype=torch.float64)
     # orthogonal unit vectors: the centroid
-    torch.testing.assert_close(MGDA().aggregate(eye[:2]), torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        MGDA().aggregate(eye[:2]), torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(MGDA().aggregate(eye), torch.full((3,), 1 / 3, dtype=torch.float64))
     # a row whose every inner product with the others is ≥ its squared norm is the answer
     j = torch.tensor([[1.0, 0.0], [2.0, 5.0], [3.0, -4.0]], dtype=torch.float64)
-    torch.testing.assert_close(MGDA().weights(j @ j.T), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        MGDA().weights(j @ j.T), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(MGDA().aggregate(j), j[0])
     # two rows: the closed form γ = ⟨g₂, g₂ − g₁⟩ / |g₁ − g₂|² clipped to [0, 1]
     j = torch.tensor([[1.0, 0.0], [-0.5, 1.0]], dtype=torch.float64)
     gamma = float(j[1] @ (j[1] - j[0]) / (j[0] - j[1]).pow(2).sum())
-    torch.testing.assert_close(MGDA().weights(j @ j.T), torch.tensor([gamma, 1 - gamma], dtype=torch.float64))
+    torch.testing.assert_close(
+        MGDA().weights(j @ j.T), torch.tensor([gamma, 1 - gamma], dtype=torch.float64)
+    )
     # a zero row puts 0 in the hull: d = 0
     j = random_jacobian(10, 30, seed=5)
     j[7] = 0.0

@@ -5,8 +5,8 @@ cached state. (The solve's time is measured in benchmarks/balancing/step_cost.py
 from __future__ import annotations
 
 import torch
-
 from jacobians import DTYPES, K_VALUES, SCALES, random_jacobian, structured_jacobian
+
 from polytask.balancing.nash_mtl import NashMTL
 
 
@@ -107,10 +107,14 @@ def test_update_every_reuses_the_cached_weights() -> None:
     method.weights(jacs[0] @ jacs[0].T, names)
     j4 = random_jacobian(4, 8, seed=9)
     four = {t: torch.tensor(1.0) for t in "abcd"}
-    assert torch.allclose(method.weights(j4 @ j4.T, four), NashMTL(max_norm=0.0).weights(j4 @ j4.T), rtol=1e-14)
+    assert torch.allclose(
+        method.weights(j4 @ j4.T, four), NashMTL(max_norm=0.0).weights(j4 @ j4.T), rtol=1e-14
+    )
 
 
 def test_two_orthogonal_tasks_by_hand() -> None:
     """G = diag(a², b²): α_i = 1/‖g_i‖, d = Σ g_i/‖g_i‖."""
     jac = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
-    assert torch.allclose(NashMTL(max_norm=0.0).weights(jac @ jac.T), torch.tensor([0.5, 2.0], dtype=torch.float64))
+    assert torch.allclose(
+        NashMTL(max_norm=0.0).weights(jac @ jac.T), torch.tensor([0.5, 2.0], dtype=torch.float64)
+    )

@@ -5,8 +5,15 @@ reference implementation, reproducibility."""
 from __future__ import annotations
 
 import torch
+from jacobians import (
+    K_VALUES,
+    SCALES,
+    conflicting_pair,
+    jacobian_cases,
+    non_conflicting_jacobian,
+    random_jacobian,
+)
 
-from jacobians import K_VALUES, SCALES, conflicting_pair, jacobian_cases, non_conflicting_jacobian, random_jacobian
 from polytask.balancing.pcgrad import PCGrad, random_orders
 
 
@@ -36,11 +43,14 @@ def test_equals_the_sum_when_no_pair_conflicts() -> None:
         jac = non_conflicting_jacobian(k, seed=k)
         d = PCGrad(seed=0).aggregate(jac)
         assert torch.allclose(d, jac.sum(0), rtol=1e-12, atol=0), k
-        assert torch.allclose(PCGrad(seed=0).weights(jac @ jac.T), torch.ones(k, dtype=torch.float64))
+        assert torch.allclose(
+            PCGrad(seed=0).weights(jac @ jac.T), torch.ones(k, dtype=torch.float64)
+        )
 
 
 def test_two_conflicting_gradients_by_hand() -> None:
-    """g1 = (1, 0), g2 = (−½, 1): g1^PC = g1 + ½/1.25 g2 = (0.8, 0.4), g2^PC = g2 + ½ g1 = (0, 1)."""
+    """g1 = (1, 0), g2 = (−½, 1): g1^PC = g1 + ½/1.25 g2 = (0.8, 0.4), g2^PC = g2 + ½ g1 = (0,
+    1)."""
     jac = conflicting_pair()
     d = PCGrad(seed=0).aggregate(jac)
     assert torch.allclose(d, torch.tensor([0.8, 1.4], dtype=torch.float64), rtol=1e-14)
@@ -78,7 +88,9 @@ def test_orders_come_from_the_generator() -> None:
     a = PCGrad(seed=7).aggregate(jac)
     assert torch.equal(a, PCGrad(seed=7).aggregate(jac))
     assert torch.equal(a, PCGrad(generator=torch.Generator().manual_seed(7)).aggregate(jac))
-    assert not torch.allclose(a, PCGrad(seed=8).aggregate(jac))  # K = 10 conflicting rows: order matters
+    assert not torch.allclose(
+        a, PCGrad(seed=8).aggregate(jac)
+    )  # K = 10 conflicting rows: order matters
     torch.manual_seed(11)
     b = PCGrad().aggregate(jac)  # no seed: torch's global generator
     torch.manual_seed(11)
@@ -100,4 +112,7 @@ def test_never_worse_than_projected_for_two_tasks() -> None:
         for seed in range(20):
             jac = random_jacobian(2, 5, seed=seed, scale=scale)
             d = PCGrad(seed=0).aggregate(jac)
-            assert bool(((jac @ d) >= -1e-12 * float(jac.norm()) * float(d.norm())).all()), (scale, seed)
+            assert bool(((jac @ d) >= -1e-12 * float(jac.norm()) * float(d.norm())).all()), (
+                scale,
+                seed,
+            )

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 import toy_problems as toy
+
 from polytask.balancing.base import GradientAggregator
 from polytask.balancing.fixed import Mean
 from polytask.balancing.uw import UncertaintyWeighting
@@ -26,7 +26,14 @@ def _by_hand(x1: float, x2: float, l1_scale: float) -> tuple[float, float]:
 
 
 POINTS = list(toy.TOY_START_POINTS + toy.CAGRAD_EXTRA_START_POINTS) + [
-    (0.0, 0.0), (3.0, 0.0), (-7.0, 0.5), (1.0, 2.0), (-3.0, 1.5), (5.0, -8.3552), (-3.3, 0.3)]
+    (0.0, 0.0),
+    (3.0, 0.0),
+    (-7.0, 0.5),
+    (1.0, 2.0),
+    (-3.0, 1.5),
+    (5.0, -8.3552),
+    (-3.3, 0.3),
+]
 
 
 @pytest.mark.parametrize("l1_scale", [0.1, 1.0])
@@ -38,20 +45,32 @@ def test_toy_losses_are_the_official_definition(l1_scale) -> None:
     # the sign of tanh in f2 matters: the papers' "− tanh(−x2)" gives another value here
     x1, x2 = 1.0, 2.0
     printed = math.log(abs(0.5 * (-x1 + 3) - math.tanh(-x2) + 2)) + 6
-    assert abs(float(toy.toy_losses(torch.tensor([x1, x2]), l1_scale)[1]) - math.tanh(0.5 * x2) * printed) > 0.1
+    assert (
+        abs(
+            float(toy.toy_losses(torch.tensor([x1, x2]), l1_scale)[1])
+            - math.tanh(0.5 * x2) * printed
+        )
+        > 0.1
+    )
 
 
 def test_closed_form_jacobian_equals_autograd() -> None:
     """At the start points, kinks (x2 = 0), near the ε clamp and at 300 random points."""
     g = torch.Generator().manual_seed(0)
-    pts = torch.cat([torch.tensor(POINTS, dtype=torch.float64),
-                     torch.rand(300, 2, generator=g, dtype=torch.float64) * 24 - 12,
-                     torch.tensor([[-7.0 + 2 * math.tanh(1.0), -1.0]], dtype=torch.float64)])  # u1 = 0
+    pts = torch.cat(
+        [
+            torch.tensor(POINTS, dtype=torch.float64),
+            torch.rand(300, 2, generator=g, dtype=torch.float64) * 24 - 12,
+            torch.tensor([[-7.0 + 2 * math.tanh(1.0), -1.0]], dtype=torch.float64),
+        ]
+    )  # u1 = 0
     for l1_scale in (0.1, 1.0):
         for p in pts:
             theta = p.clone().requires_grad_(True)
             values = toy.toy_losses(theta, l1_scale)
-            jac = torch.stack([torch.autograd.grad(values[i], theta, retain_graph=True)[0] for i in range(2)])
+            jac = torch.stack(
+                [torch.autograd.grad(values[i], theta, retain_graph=True)[0] for i in range(2)]
+            )
             v2, j2 = toy.toy_losses_and_jacobian(p, l1_scale)
             torch.testing.assert_close(v2, values.detach(), rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(j2, jac, rtol=1e-10, atol=1e-10)
@@ -65,7 +84,9 @@ def test_pareto_front_points() -> None:
     assert theta.shape == (15, 2) and bool((theta[:, 1] == toy.TOY_PARETO_X2).all())
     assert float(theta[0, 0]) == -7.0 and float(theta[-1, 0]) == 7.0
     # along the front one objective rises while the other falls (a trade-off)
-    assert bool((losses[1:, 0] < losses[:-1, 0]).all()) and bool((losses[1:, 1] > losses[:-1, 1]).all())
+    assert bool((losses[1:, 0] < losses[:-1, 0]).all()) and bool(
+        (losses[1:, 1] > losses[:-1, 1]).all()
+    )
 
 
 class _MeanRows(GradientAggregator):
@@ -104,9 +125,17 @@ def test_gradnorm_problem_data_and_model() -> None:
     a = toy.gradnorm_problem(sigmas, n_train=64, n_test=16, seed=3)
     b = toy.gradnorm_problem(sigmas, n_train=64, n_test=16, seed=3)
     c = toy.gradnorm_problem(sigmas, n_train=64, n_test=16, seed=4)
-    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test) and torch.equal(a.B, b.B)
+    assert (
+        torch.equal(a.x_train, b.x_train)
+        and torch.equal(a.y_test, b.y_test)
+        and torch.equal(a.B, b.B)
+    )
     assert not torch.equal(a.x_train, c.x_train)
-    assert a.x_train.shape == (64, 250) and a.y_train.shape == (2, 64, 100) and a.y_test.shape == (2, 16, 100)
+    assert (
+        a.x_train.shape == (64, 250)
+        and a.y_train.shape == (2, 64, 100)
+        and a.y_test.shape == (2, 16, 100)
+    )
     torch.testing.assert_close(a.x_train.norm(dim=1), torch.ones(64))
     assert float(a.x_train.min()) < 0 < float(a.x_train.max())
     # y_i = σ_i tanh((B + ε_i) x)
@@ -125,7 +154,9 @@ def test_gradnorm_problem_data_and_model() -> None:
     assert net.last_shared is linears[-1] and set(net.heads) == {"task0", "task1"}
     with torch.no_grad():
         losses = a.losses(net, a.x_test, a.y_test)
-    assert set(losses) == {"task0", "task1"} and float(losses["task1"]) > 1000 * float(losses["task0"])
+    assert set(losses) == {"task0", "task1"} and float(losses["task1"]) > 1000 * float(
+        losses["task0"]
+    )
     assert toy.spread_sigmas(10)[0] == 1.0 and toy.spread_sigmas(10)[-1] == pytest.approx(100.0)
     assert len(toy.spread_sigmas(10)) == 10 and toy.spread_sigmas(1) == (1.0,)
     with pytest.raises(ValueError):

@@ -12,9 +12,17 @@ import itertools
 
 import pytest
 import torch
+from jacobians import (
+    DTYPES,
+    K_VALUES,
+    SCALES,
+    conflicting_pair,
+    jacobian_cases,
+    non_conflicting_jacobian,
+    random_jacobian,
+    structured_jacobian,
+)
 
-from jacobians import (DTYPES, K_VALUES, SCALES, conflicting_pair, jacobian_cases, non_conflicting_jacobian,
-                       random_jacobian, structured_jacobian)
 from polytask import balancing
 from polytask.balancing.dualproj import DualProj
 from polytask.balancing.upgrad import UPGrad
@@ -25,7 +33,8 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # an unconverg
 METHODS = [UPGrad, DualProj]
 CASES = list(jacobian_cases()) + [
     (f"structured-K{k}-noise{noise:g}", structured_jacobian(k, noise=noise, seed=k + 50))
-    for k in K_VALUES for noise in (1e-3, 1e-6, 0.0)
+    for k in K_VALUES
+    for noise in (1e-3, 1e-6, 0.0)
 ]
 
 
@@ -104,21 +113,29 @@ def test_known_answers() -> None:
     j = conflicting_pair()  # g1 = (1, 0), g2 = (−0.5, 1)
     # π(g1) = g1 − ⟨g1,g2⟩/|g2|² g2 = (0.8, 0.4); π(g2) = g2 − ⟨g1,g2⟩ g1 = (0, 1); mean (0.4, 0.7)
     torch.testing.assert_close(UPGrad().aggregate(j), torch.tensor([0.4, 0.7], dtype=torch.float64))
-    torch.testing.assert_close(UPGrad(pref_vector=[1.0, 0.0]).aggregate(j),
-                               torch.tensor([0.8, 0.4], dtype=torch.float64))
+    torch.testing.assert_close(
+        UPGrad(pref_vector=[1.0, 0.0]).aggregate(j), torch.tensor([0.8, 0.4], dtype=torch.float64)
+    )
     # the mean (0.25, 0.5) conflicts with neither row: DualProj keeps it
-    torch.testing.assert_close(DualProj().aggregate(j), torch.tensor([0.25, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(
+        DualProj().aggregate(j), torch.tensor([0.25, 0.5], dtype=torch.float64)
+    )
     # mean (−0.5, 0.05) conflicts with g1 = (1, 0): projected onto g1's hyperplane → (0, 0.05)
     j = torch.tensor([[1.0, 0.0], [-2.0, 0.1]], dtype=torch.float64)
-    torch.testing.assert_close(DualProj().aggregate(j), torch.tensor([0.0, 0.05], dtype=torch.float64),
-                               rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        DualProj().aggregate(j), torch.tensor([0.0, 0.05], dtype=torch.float64), rtol=0, atol=1e-15
+    )
     # opposite rows: the dual cone is their orthogonal complement
     j = torch.tensor([[1.0, 2.0, 0.0], [-2.0, -4.0, 0.0], [0.0, 0.0, 3.0]], dtype=torch.float64)
     for cls in METHODS:
-        torch.testing.assert_close(cls().aggregate(j), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+        torch.testing.assert_close(
+            cls().aggregate(j), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        )
 
 
-@pytest.mark.parametrize("k, p, seed", [(2, 2, 0), (3, 2, 1), (3, 3, 2), (5, 3, 3), (6, 4, 4), (6, 8, 5)])
+@pytest.mark.parametrize(
+    "k, p, seed", [(2, 2, 0), (3, 2, 1), (3, 3, 2), (5, 3, 3), (6, 4, 4), (6, 8, 5)]
+)
 def test_matches_brute_force_projection(k: int, p: int, seed: int) -> None:
     """Each projected row (UPGrad with a one-hot preference) and the projected mean (DualProj)
     equal the enumerated projection."""
@@ -126,14 +143,25 @@ def test_matches_brute_force_projection(k: int, p: int, seed: int) -> None:
     top = float(jacobian.norm(dim=1).max())
     for i in range(k):
         one_hot = [1.0 if r == i else 0.0 for r in range(k)]
-        torch.testing.assert_close(UPGrad(pref_vector=one_hot).aggregate(jacobian),
-                                   project_brute_force(jacobian, jacobian[i]), rtol=1e-9, atol=1e-9 * top)
-    torch.testing.assert_close(UPGrad().aggregate(jacobian),
-                               torch.stack([project_brute_force(jacobian, g) for g in jacobian]).mean(dim=0),
-                               rtol=1e-9, atol=1e-9 * top)
+        torch.testing.assert_close(
+            UPGrad(pref_vector=one_hot).aggregate(jacobian),
+            project_brute_force(jacobian, jacobian[i]),
+            rtol=1e-9,
+            atol=1e-9 * top,
+        )
+    torch.testing.assert_close(
+        UPGrad().aggregate(jacobian),
+        torch.stack([project_brute_force(jacobian, g) for g in jacobian]).mean(dim=0),
+        rtol=1e-9,
+        atol=1e-9 * top,
+    )
     pref = torch.rand(k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    torch.testing.assert_close(DualProj(pref_vector=pref.tolist()).aggregate(jacobian),
-                               project_brute_force(jacobian, pref @ jacobian), rtol=1e-9, atol=1e-9 * top)
+    torch.testing.assert_close(
+        DualProj(pref_vector=pref.tolist()).aggregate(jacobian),
+        project_brute_force(jacobian, pref @ jacobian),
+        rtol=1e-9,
+        atol=1e-9 * top,
+    )
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
@@ -143,9 +171,15 @@ def test_invariant_to_row_order(cls, k: int) -> None:
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(k + 1))
     for j in (random_jacobian(k, 30, seed=k), structured_jacobian(k, seed=k + 7)):
         atol = 1e-9 * float(j.norm(dim=1).max())
-        torch.testing.assert_close(cls().aggregate(j[perm]), cls().aggregate(j), rtol=1e-9, atol=atol)
-        torch.testing.assert_close(cls(pref_vector=pref[perm].tolist()).aggregate(j[perm]),
-                                   cls(pref_vector=pref.tolist()).aggregate(j), rtol=1e-9, atol=atol)
+        torch.testing.assert_close(
+            cls().aggregate(j[perm]), cls().aggregate(j), rtol=1e-9, atol=atol
+        )
+        torch.testing.assert_close(
+            cls(pref_vector=pref[perm].tolist()).aggregate(j[perm]),
+            cls(pref_vector=pref.tolist()).aggregate(j),
+            rtol=1e-9,
+            atol=atol,
+        )
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
@@ -154,8 +188,9 @@ def test_linear_under_positive_scaling(cls, k: int) -> None:
     for j in (random_jacobian(k, 30, seed=k + 3), structured_jacobian(k, seed=k + 9)):
         d = cls().aggregate(j)
         for c in SCALES + (2.5e-3, 7e3):
-            torch.testing.assert_close(cls().aggregate(c * j), c * d, rtol=1e-9,
-                                       atol=1e-9 * c * float(j.norm(dim=1).max()))
+            torch.testing.assert_close(
+                cls().aggregate(c * j), c * d, rtol=1e-9, atol=1e-9 * c * float(j.norm(dim=1).max())
+            )
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
@@ -185,9 +220,13 @@ def test_preferences(cls) -> None:
     torch.testing.assert_close(by_name.aggregate(j, losses), listed.aggregate(j))
     # a batch holding only some of the tasks uses their weights
     sub = {"a": losses["a"], "c": losses["c"]}
-    torch.testing.assert_close(by_name.aggregate(j[[0, 2]], sub), cls(pref_vector=[0.2, 0.5]).aggregate(j[[0, 2]]))
+    torch.testing.assert_close(
+        by_name.aggregate(j[[0, 2]], sub), cls(pref_vector=[0.2, 0.5]).aggregate(j[[0, 2]])
+    )
     # the default is the mean (1/K), and weights are used as given
-    torch.testing.assert_close(cls(pref_vector=[1.0, 1.0, 1.0]).aggregate(j), 3 * cls().aggregate(j))
+    torch.testing.assert_close(
+        cls(pref_vector=[1.0, 1.0, 1.0]).aggregate(j), 3 * cls().aggregate(j)
+    )
     with pytest.raises(OptionError, match="3 weights for 2 gradient rows") as err:
         listed.aggregate(j[:2])
     assert err.value.option == "pref_vector"

@@ -26,7 +26,9 @@ CASES = [(k, s, d) for k in K_VALUES for s in SCALES for d in DTYPES]
 CASE_IDS = [f"K{k}-s{s:g}-{str(d)[6:]}" for k, s, d in CASES]
 
 
-def _losses(k: int, scale: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0) -> dict[str, torch.Tensor]:
+def _losses(
+    k: int, scale: float = 1.0, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """K positive leaf losses spread over two decades around ``scale`` (gradients w.r.t. them
     are the effective weights λ_i)."""
     g = torch.Generator().manual_seed(seed + k)
@@ -51,7 +53,9 @@ def _json_round_trip(state: dict) -> dict:
     return json.loads(json.dumps(state, default=lambda o: o.tolist()))
 
 
-# ----------------------------------------------------------------------------- uncertainty weighting
+# ----------------------------------------------------------------------------- uncertainty
+# weighting
+
 
 @pytest.mark.parametrize("k, scale, dtype", CASES, ids=CASE_IDS)
 def test_uw_closed_form_and_stationary_point(k, scale, dtype) -> None:
@@ -62,21 +66,29 @@ def test_uw_closed_form_and_stationary_point(k, scale, dtype) -> None:
     method = UncertaintyWeighting(kind=kinds)
     method.bind(list(losses))
     values = _values(losses)
-    c = torch.tensor([1.0 if kinds[t] == "classification" else 0.5 for t in losses], dtype=torch.float64)
+    c = torch.tensor(
+        [1.0 if kinds[t] == "classification" else 0.5 for t in losses], dtype=torch.float64
+    )
     s = torch.randn(k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     method.load_state_dict({"log_var": dict(zip(losses, s.tolist()))})
-    s = torch.tensor(list(method.state_dict()["log_var"].values()), dtype=torch.float64)  # as stored (float32)
+    s = torch.tensor(
+        list(method.state_dict()["log_var"].values()), dtype=torch.float64
+    )  # as stored (float32)
     total = method.combine(losses)
     assert total.dtype == dtype
     expected = (c * torch.exp(-s) * values + 0.5 * s).sum()
     torch.testing.assert_close(total.double(), expected, **_tol(dtype))
-    torch.testing.assert_close(_grads(method.combine(losses), losses), c * torch.exp(-s), **_tol(dtype))
+    torch.testing.assert_close(
+        _grads(method.combine(losses), losses), c * torch.exp(-s), **_tol(dtype)
+    )
     # at σ_i² = 2 c_i L_i the gradient w.r.t. every s_i vanishes
     method.load_state_dict({"log_var": dict(zip(losses, torch.log(2 * c * values).tolist()))})
     params = method.parameters()
     grads = torch.autograd.grad(method.combine({t: v.detach() for t, v in losses.items()}), params)
     assert max(abs(float(g)) for g in grads) < 2e-6  # s is a float32 parameter
-    assert method.variances()[next(iter(losses))] == pytest.approx(float(2 * c[0] * values[0]), rel=1e-6)
+    assert method.variances()[next(iter(losses))] == pytest.approx(
+        float(2 * c[0] * values[0]), rel=1e-6
+    )
 
 
 def test_uw_learns_the_noise_variance_of_each_task() -> None:
@@ -92,11 +104,16 @@ def test_uw_learns_the_noise_variance_of_each_task() -> None:
     heads = nn.ModuleList([nn.Linear(16, 1) for _ in range(2)])
     method = UncertaintyWeighting()
     method.bind(["quiet", "noisy"])
-    opt = torch.optim.Adam(list(trunk.parameters()) + list(heads.parameters()) + method.parameters(), lr=0.03)
+    opt = torch.optim.Adam(
+        list(trunk.parameters()) + list(heads.parameters()) + method.parameters(), lr=0.03
+    )
 
     def losses() -> dict[str, torch.Tensor]:
         h = trunk(x)
-        return {t: (heads[i](h).squeeze(-1) - y[i]).pow(2).mean() for i, t in enumerate(["quiet", "noisy"])}
+        return {
+            t: (heads[i](h).squeeze(-1) - y[i]).pow(2).mean()
+            for i, t in enumerate(["quiet", "noisy"])
+        }
 
     for _ in range(400):
         opt.zero_grad()
@@ -129,10 +146,13 @@ def test_uw_parameters_need_bind_and_unknown_tasks_are_errors() -> None:
 
 # ----------------------------------------------------------------------------- DWA
 
+
 def _dwa_expected(k: int, epoch_means: list[list[float]], temperature: float) -> torch.Tensor:
     if len(epoch_means) < 2:
         return torch.ones(k, dtype=torch.float64)
-    w = torch.tensor(epoch_means[-1], dtype=torch.float64) / torch.tensor(epoch_means[-2], dtype=torch.float64)
+    w = torch.tensor(epoch_means[-1], dtype=torch.float64) / torch.tensor(
+        epoch_means[-2], dtype=torch.float64
+    )
     e = torch.exp(w / temperature)
     return k * e / e.sum()
 
@@ -149,7 +169,9 @@ def test_dwa_weights_from_a_known_loss_history(k, temperature) -> None:
     for epoch in range(4):
         losses = _losses(k, seed=epoch)
         weights = torch.stack(torch.autograd.grad(method.combine(losses), list(losses.values())))
-        torch.testing.assert_close(weights.double(), _dwa_expected(k, means, temperature), rtol=1e-12, atol=0)
+        torch.testing.assert_close(
+            weights.double(), _dwa_expected(k, means, temperature), rtol=1e-12, atol=0
+        )
         assert float(weights.sum()) == pytest.approx(k)
         steps = torch.rand(5, k, generator=g, dtype=torch.float64) * (epoch + 1)
         for row in steps:
@@ -167,7 +189,9 @@ def test_dwa_faster_falling_loss_gets_smaller_weight_and_state_round_trips() -> 
     method = DynamicWeightAverage()
     for epoch_losses in ([4.0, 4.0], [2.0, 4.0]):  # task a halves, task b stays
         for _ in range(3):
-            method.after_step({"a": torch.tensor(epoch_losses[0]), "b": torch.tensor(epoch_losses[1])})
+            method.after_step(
+                {"a": torch.tensor(epoch_losses[0]), "b": torch.tensor(epoch_losses[1])}
+            )
         method.on_epoch_end()
     lam = method.weights(["a", "b"])
     assert lam[0] < 1 < lam[1]
@@ -178,10 +202,13 @@ def test_dwa_faster_falling_loss_gets_smaller_weight_and_state_round_trips() -> 
     for m in (method, clone):
         m.after_step({"a": torch.tensor(0.5), "b": torch.tensor(4.0)})
         m.on_epoch_end()
-    torch.testing.assert_close(clone.weights(["a", "b"]), method.weights(["a", "b"]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        clone.weights(["a", "b"]), method.weights(["a", "b"]), rtol=0, atol=0
+    )
 
 
 # ----------------------------------------------------------------------------- RLW
+
 
 @pytest.mark.parametrize("k", K_VALUES)
 def test_rlw_weights_are_reproducible_positive_and_sum_to_one(k) -> None:
@@ -216,14 +243,21 @@ def test_rlw_weights_are_uniform_on_average_and_state_round_trips() -> None:
     torch.manual_seed(5)
     first = RandomLossWeighting().draw(4)
     torch.manual_seed(5)
-    assert torch.equal(RandomLossWeighting().draw(4), first) and RandomLossWeighting().state_dict() == {}
+    assert (
+        torch.equal(RandomLossWeighting().draw(4), first)
+        and RandomLossWeighting().state_dict() == {}
+    )
     own = torch.Generator().manual_seed(9)
-    assert torch.equal(RandomLossWeighting(generator=own).draw(3),
-                       torch.softmax(torch.randn(3, generator=torch.Generator().manual_seed(9),
-                                                 dtype=torch.float64), 0))
+    assert torch.equal(
+        RandomLossWeighting(generator=own).draw(3),
+        torch.softmax(
+            torch.randn(3, generator=torch.Generator().manual_seed(9), dtype=torch.float64), 0
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- GLS
+
 
 @pytest.mark.parametrize("k, scale, dtype", CASES, ids=CASE_IDS)
 def test_gls_is_the_geometric_mean_and_its_gradient(k, scale, dtype) -> None:
@@ -234,16 +268,23 @@ def test_gls_is_the_geometric_mean_and_its_gradient(k, scale, dtype) -> None:
     total = method.combine(losses)
     assert total.dtype == dtype
     expected = math.exp(sum(math.log(v) for v in values.tolist()) / k)
-    assert float(total.detach()) == pytest.approx(expected, rel=1e-6 if dtype == torch.float32 else 1e-12)
+    assert float(total.detach()) == pytest.approx(
+        expected, rel=1e-6 if dtype == torch.float32 else 1e-12
+    )
     assert expected > 0 and float(total.detach()) > 0
-    torch.testing.assert_close(_grads(method.combine(losses), losses), expected / (k * values), **_tol(dtype))
+    torch.testing.assert_close(
+        _grads(method.combine(losses), losses), expected / (k * values), **_tol(dtype)
+    )
 
 
 def test_gls_rejects_negative_losses_and_survives_a_zero_loss() -> None:
     method = GeometricLossStrategy()
     with pytest.raises(ValueError, match=r"gls: .*negative ones for \['b'\]"):
         method.combine({"a": torch.tensor(1.0), "b": torch.tensor(-0.5)})
-    losses = {"a": torch.tensor(2.0, requires_grad=True), "b": torch.tensor(0.0, requires_grad=True)}
+    losses = {
+        "a": torch.tensor(2.0, requires_grad=True),
+        "b": torch.tensor(0.0, requires_grad=True),
+    }
     total = method.combine(losses)
     total.backward()
     assert float(total.detach()) < 1e-100 and all(torch.isfinite(v.grad) for v in losses.values())
@@ -252,6 +293,7 @@ def test_gls_rejects_negative_losses_and_survives_a_zero_loss() -> None:
 
 
 # ----------------------------------------------------------------------------- IMTL-L
+
 
 @pytest.mark.parametrize("k, scale, dtype", CASES, ids=CASE_IDS)
 def test_imtl_l_closed_form(k, scale, dtype) -> None:
@@ -263,14 +305,18 @@ def test_imtl_l_closed_form(k, scale, dtype) -> None:
     method.bind(list(losses))
     s = torch.randn(k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     method.load_state_dict({"scale": dict(zip(losses, s.tolist()))})
-    s = torch.tensor(list(method.state_dict()["scale"].values()), dtype=torch.float64)  # as stored (float32)
+    s = torch.tensor(
+        list(method.state_dict()["scale"].values()), dtype=torch.float64
+    )  # as stored (float32)
     total = method.combine(losses)
     assert total.dtype == dtype
     torch.testing.assert_close(total.double(), (torch.exp(s) * values - s).sum(), **_tol(dtype))
     torch.testing.assert_close(_grads(method.combine(losses), losses), torch.exp(s), **_tol(dtype))
     detached = {t: v.detach() for t, v in losses.items()}
     grads = torch.stack(torch.autograd.grad(method.combine(detached), method.parameters())).double()
-    torch.testing.assert_close(grads, (torch.exp(s) * values - 1).float().double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        grads, (torch.exp(s) * values - 1).float().double(), rtol=1e-5, atol=1e-5
+    )
     method.load_state_dict({"scale": dict(zip(losses, (-torch.log(values)).tolist()))})
     grads = torch.stack(torch.autograd.grad(method.combine(detached), method.parameters()))
     assert float(grads.abs().max()) < 1e-5
@@ -289,13 +335,22 @@ def test_imtl_l_training_equalises_the_scaled_losses() -> None:
         method.combine(values).backward()
         opt.step()
     for t, v in values.items():
-        assert method.loss_scales()[t] * float(v) == pytest.approx(1.0, abs=0.02), method.loss_scales()
+        assert method.loss_scales()[t] * float(v) == pytest.approx(1.0, abs=0.02), (
+            method.loss_scales()
+        )
 
 
 # ----------------------------------------------------------------------------- shared lifecycle
 
-@pytest.mark.parametrize("make", [lambda: UncertaintyWeighting(kind="classification", init_log_var=0.3),
-                                  lambda: IMTLL(init_scale=-0.2)], ids=["uw", "imtl_l"])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: UncertaintyWeighting(kind="classification", init_log_var=0.3),
+        lambda: IMTLL(init_scale=-0.2),
+    ],
+    ids=["uw", "imtl_l"],
+)
 def test_learned_scalars_round_trip_in_place(make) -> None:
     """load_state_dict writes into the same Parameters (an optimiser holding them keeps working)."""
     method = make()
@@ -310,7 +365,9 @@ def test_learned_scalars_round_trip_in_place(make) -> None:
     fresh.bind(["a", "b"])
     fresh.load_state_dict(saved)
     assert fresh.state_dict() == method.state_dict()
-    assert float(fresh.combine(losses).detach()) == pytest.approx(float(method.combine(losses).detach()), rel=1e-7)
+    assert float(fresh.combine(losses).detach()) == pytest.approx(
+        float(method.combine(losses).detach()), rel=1e-7
+    )
     method.load_state_dict({next(iter(saved)): {"a": 1.5}})
     assert method.parameters()[0] is params[0] and float(params[0].detach()) == 1.5
     with pytest.raises(ValueError, match="not among the bound tasks"):
@@ -319,25 +376,37 @@ def test_learned_scalars_round_trip_in_place(make) -> None:
         method.load_state_dict({"weights": {}})
 
 
-@pytest.mark.parametrize("build, option", [
-    (lambda: UncertaintyWeighting(kind="poisson"), "kind"),
-    (lambda: UncertaintyWeighting(kind={"a": "ordinal"}), "kind.a"),
-    (lambda: UncertaintyWeighting(init_log_var=float("nan")), "init_log_var"),
-    (lambda: IMTLL(init_scale="0"), "init_scale"),
-    (lambda: DynamicWeightAverage(temperature=0.0), "temperature"),
-    (lambda: DynamicWeightAverage(temperature=float("inf")), "temperature"),
-    (lambda: RandomLossWeighting(seed=-1), "seed"),
-    (lambda: RandomLossWeighting(seed=1, generator=torch.Generator()), "seed"),
-    (lambda: RandomLossWeighting(generator=3), "generator"),
-])
+@pytest.mark.parametrize(
+    "build, option",
+    [
+        (lambda: UncertaintyWeighting(kind="poisson"), "kind"),
+        (lambda: UncertaintyWeighting(kind={"a": "ordinal"}), "kind.a"),
+        (lambda: UncertaintyWeighting(init_log_var=float("nan")), "init_log_var"),
+        (lambda: IMTLL(init_scale="0"), "init_scale"),
+        (lambda: DynamicWeightAverage(temperature=0.0), "temperature"),
+        (lambda: DynamicWeightAverage(temperature=float("inf")), "temperature"),
+        (lambda: RandomLossWeighting(seed=-1), "seed"),
+        (lambda: RandomLossWeighting(seed=1, generator=torch.Generator()), "seed"),
+        (lambda: RandomLossWeighting(generator=3), "generator"),
+    ],
+)
 def test_bad_options_name_the_option(build, option) -> None:
     with pytest.raises(OptionError) as err:
         build()
     assert err.value.option == option and err.value.fix
 
 
-@pytest.mark.parametrize("method", [UncertaintyWeighting(), DynamicWeightAverage(), RandomLossWeighting(seed=0),
-                                    GeometricLossStrategy(), IMTLL()], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "method",
+    [
+        UncertaintyWeighting(),
+        DynamicWeightAverage(),
+        RandomLossWeighting(seed=0),
+        GeometricLossStrategy(),
+        IMTLL(),
+    ],
+    ids=lambda m: m.name,
+)
 def test_single_task_and_empty_batches(method) -> None:
     """K = 1 is a valid batch; no task at all is an error naming the cause."""
     loss = torch.tensor(0.7, requires_grad=True)

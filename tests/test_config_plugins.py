@@ -35,7 +35,9 @@ class BagOfEmbeddings(Encoder):
 
     def forward(self, inputs: Any) -> EncoderOutput:
         mask = inputs["tokens"].ne(0).float().unsqueeze(-1)
-        return EncoderOutput(layers=[(self.embed(inputs["tokens"]) * mask).sum(1) / mask.sum(1).clamp(min=1)])
+        return EncoderOutput(
+            layers=[(self.embed(inputs["tokens"]) * mask).sum(1) / mask.sum(1).clamp(min=1)]
+        )
 
 
 class ScaledHead(nn.Module):
@@ -65,18 +67,31 @@ def _config(tmp_path: Path, **model: Any) -> dict:
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS), encoding="utf-8")
     return {
         "tasks": {"sentiment": {"kind": "test_config_plugins:Sentiment"}},
-        "data": {"sources": {"rows": {"format": "jsonl", "train": "rows.jsonl", "tasks": {"sentiment": "sentiment"}}}},
+        "data": {
+            "sources": {
+                "rows": {
+                    "format": "jsonl",
+                    "train": "rows.jsonl",
+                    "tasks": {"sentiment": "sentiment"},
+                }
+            }
+        },
         "model": {"encoder": {"type": "test_config_plugins:BagOfEmbeddings", "dim": 4}, **model},
         "balancing": {"method": "test_config_plugins:Halved"},
     }
 
 
 def test_import_paths_build_user_pieces(tmp_path: Path) -> None:
-    raw = _config(tmp_path, heads={"sentiment": {"type": "test_config_plugins:ScaledHead", "options": {"scale": 3.0}}})
+    raw = _config(
+        tmp_path,
+        heads={"sentiment": {"type": "test_config_plugins:ScaledHead", "options": {"scale": 3.0}}},
+    )
     exp = Experiment(validate(raw), tmp_path)
     assert isinstance(exp.tasks["sentiment"].kind, Sentiment)
     model = exp.build_model()
-    assert isinstance(model.encoder, BagOfEmbeddings) and model.encoder.embed.num_embeddings == len(exp.vocab)
+    assert isinstance(model.encoder, BagOfEmbeddings) and model.encoder.embed.num_embeddings == len(
+        exp.vocab
+    )
     head = model.heads["sentiment"]
     assert isinstance(head, ScaledHead) and head.scale == 3.0 and head.linear.in_features == 4
     assert head.linear.out_features == 2
@@ -85,12 +100,18 @@ def test_import_paths_build_user_pieces(tmp_path: Path) -> None:
     assert method.combine(losses).item() == 1.0  # the user's weighting, not the built-in one
 
 
-@pytest.mark.parametrize("heads, where", [
-    ({"sentiment": {"type": "classifier"}}, "model.heads.sentiment.type"),
-    ({"sentiment": {"type": "test_config_plugins:Nope"}}, "model.heads.sentiment.type"),
-    ({"sentiment": {"type": "test_config_plugins:ScaledHead", "options": {"bogus": 1}}}, "model.heads.sentiment"),
-    ({"sentiment": {"options": {"scale": 2}}}, "model.heads.sentiment.options"),
-])
+@pytest.mark.parametrize(
+    "heads, where",
+    [
+        ({"sentiment": {"type": "classifier"}}, "model.heads.sentiment.type"),
+        ({"sentiment": {"type": "test_config_plugins:Nope"}}, "model.heads.sentiment.type"),
+        (
+            {"sentiment": {"type": "test_config_plugins:ScaledHead", "options": {"bogus": 1}}},
+            "model.heads.sentiment",
+        ),
+        ({"sentiment": {"options": {"scale": 2}}}, "model.heads.sentiment.options"),
+    ],
+)
 def test_bad_custom_heads_name_the_field(tmp_path: Path, heads: dict, where: str) -> None:
     exp = Experiment(validate(_config(tmp_path, heads=copy.deepcopy(heads))), tmp_path)
     with pytest.raises(ConfigError) as err:

@@ -63,7 +63,12 @@ def _examples() -> list[Example]:
 
 def _collator(**kw: Any) -> Collator:
     vocab = Vocab(["a", "b", "c"])  # a=2, b=3, c=4
-    tasks = {"tags": Tag(["O", "B", "I"]), "sent": Cls(["neg", "pos"]), "ml": Multi(), "other": Cls(["x"])}
+    tasks = {
+        "tags": Tag(["O", "B", "I"]),
+        "sent": Cls(["neg", "pos"]),
+        "ml": Multi(),
+        "other": Cls(["x"]),
+    }
     return Collator(tasks, vocab=vocab, **kw)
 
 
@@ -176,13 +181,21 @@ def test_with_the_real_task_kinds():
     c = Collator(tasks, vocab=Vocab(["Ann", "Lee"]))
     b = c(
         [
-            Example({"tokens": ["Ann", "Lee", "x"]}, {"ner": ["B-PER", "I-PER", "O"], "tox": [1, None]}),
+            Example(
+                {"tokens": ["Ann", "Lee", "x"]}, {"ner": ["B-PER", "I-PER", "O"], "tox": [1, None]}
+            ),
             Example({"tokens": ["x"]}, {"sent": "pos", "y": "2.5"}),
         ]
     )
     assert b.targets["ner"][0].tolist() == [[1, 2, 0], [0, 0, 0]]
     assert b.targets["ner"][1].tolist() == [[True] * 3, [False] * 3]
-    assert b.targets["sent"][0].tolist() == [0, 1] and b.targets["sent"][1].tolist() == [False, True]
+    assert b.targets["sent"][0].tolist() == [0, 1] and b.targets["sent"][1].tolist() == [
+        False,
+        True,
+    ]
     assert b.targets["tox"][0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert b.targets["tox"][1].tolist() == [[True, False], [False, False]]
-    assert b.targets["y"][0].tolist() == [[0.0], [2.5]] and b.targets["y"][1].tolist() == [[False], [True]]
+    assert b.targets["y"][0].tolist() == [[0.0], [2.5]] and b.targets["y"][1].tolist() == [
+        [False],
+        [True],
+    ]

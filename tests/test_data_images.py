@@ -7,7 +7,9 @@ import struct
 
 import pytest
 import torch
+from shared_data import require_data
 
+from polytask.data.base import Example
 from polytask.data.collate import Collator
 from polytask.data.images import (
     FASHION_CLASSES,
@@ -18,9 +20,7 @@ from polytask.data.images import (
     parse_idx,
     read_idx,
 )
-from polytask.data.base import Example
 from polytask.tasks import Classification
-from shared_data import require_data
 
 
 def _idx(values: torch.Tensor) -> bytes:
@@ -36,7 +36,9 @@ def test_parse_idx_round_trip_and_header_errors() -> None:
     assert torch.equal(parse_idx(_idx(labels), dims=1), labels)
     with pytest.raises(ValueError, match="magic number 0x00000801.*expected 3"):
         parse_idx(_idx(labels), dims=3)
-    with pytest.raises(ValueError, match="magic number 0x00000d03"):  # float IDX: not unsigned bytes
+    with pytest.raises(
+        ValueError, match="magic number 0x00000d03"
+    ):  # float IDX: not unsigned bytes
         parse_idx(b"\x00\x00\x0d\x03" + _idx(images)[4:], dims=3)
     with pytest.raises(ValueError, match="24 values but 23 bytes"):
         parse_idx(_idx(images)[:-1], dims=3)
@@ -47,7 +49,7 @@ def test_parse_idx_round_trip_and_header_errors() -> None:
 def test_read_idx_joins_numbered_parts_before_gunzip(tmp_path) -> None:
     images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
     blob = gzip.compress(_idx(images))
-    cut = [blob[i:i + 1000] for i in range(0, len(blob), 1000)]
+    cut = [blob[i : i + 1000] for i in range(0, len(blob), 1000)]
     assert len(cut) > 2
     for k, chunk in enumerate(cut):
         (tmp_path / f"x-images.gz.part-{k:02d}").write_bytes(chunk)
@@ -81,7 +83,9 @@ def test_overlay_geometry_on_a_hand_made_pair() -> None:
     right[0, 0] = 200  # inside the overlap: beats the left item's 100
     canvas = overlay(left, right, (1, 3), (2, 0))
     assert canvas.shape == (36, 36) and canvas.dtype == torch.uint8
-    assert canvas[1, 3] == 7 and canvas[0].sum() == 0 and canvas[:, :3].sum() == 0  # left starts at (1, 3)
+    assert (
+        canvas[1, 3] == 7 and canvas[0].sum() == 0 and canvas[:, :3].sum() == 0
+    )  # left starts at (1, 3)
     assert canvas[33, 35] == 9 and canvas[34:].sum() == 0  # right ends at (33, 35)
     assert canvas[6, 8] == 200  # right's corner inside the overlap, max(100, 200)
     assert canvas[10, 10] == 100  # overlap: max(100, 50)
@@ -105,11 +109,17 @@ def test_make_pairs_is_deterministic_and_matches_overlay() -> None:
     assert torch.equal(a["left_index"], pool)
     assert set(a["right_index"].tolist()) <= set(pool.tolist())
     assert bool((a["right_index"] != a["left_index"]).all())  # never paired with itself
-    assert torch.equal(a["left"], labels[pool]) and torch.equal(a["right"], labels[a["right_index"]])
+    assert torch.equal(a["left"], labels[pool]) and torch.equal(
+        a["right"], labels[a["right_index"]]
+    )
     assert int(a["left_shift"].min()) >= 0 and int(a["left_shift"].max()) <= 4
     for k in range(5):
-        want = overlay(images[a["left_index"][k]], images[a["right_index"][k]],
-                       tuple(a["left_shift"][k].tolist()), tuple(a["right_shift"][k].tolist()))
+        want = overlay(
+            images[a["left_index"][k]],
+            images[a["right_index"][k]],
+            tuple(a["left_shift"][k].tolist()),
+            tuple(a["right_shift"][k].tolist()),
+        )
         assert torch.equal(a["image"][k], want)
     with pytest.raises(ValueError, match="max_shift"):
         make_pairs(images, labels, pool, seed=0, max_shift=9)
@@ -136,9 +146,14 @@ def test_real_pairs_sizes_labels_and_determinism() -> None:
         for e in pairs[split]:
             assert e.inputs["image"].shape == (36, 36) and e.inputs["image"].dtype == torch.uint8
             assert e.targets["left"] in FASHION_CLASSES and e.targets["right"] in FASHION_CLASSES
-        assert all(torch.equal(x.inputs["image"], y.inputs["image"]) and x.targets == y.targets
-                   for x, y in zip(pairs[split], again[split]))
-        assert not all(torch.equal(x.inputs["image"], y.inputs["image"]) for x, y in zip(pairs[split], other[split]))
+        assert all(
+            torch.equal(x.inputs["image"], y.inputs["image"]) and x.targets == y.targets
+            for x, y in zip(pairs[split], again[split])
+        )
+        assert not all(
+            torch.equal(x.inputs["image"], y.inputs["image"])
+            for x, y in zip(pairs[split], other[split])
+        )
     # both tasks see every class in 300 pairs, and the two labels are not the same task
     for t in ("left", "right"):
         assert {e.targets[t] for e in pairs["train"]} == set(FASHION_CLASSES)
@@ -153,8 +168,12 @@ def test_real_pairs_are_built_from_the_split_images() -> None:
     pool = torch.randperm(10000, generator=g)[:50]
     pairs = make_pairs(images, labels, pool, seed=1)
     k = 0
-    want = overlay(images[pairs["left_index"][k]], images[pairs["right_index"][k]],
-                   tuple(pairs["left_shift"][k].tolist()), tuple(pairs["right_shift"][k].tolist()))
+    want = overlay(
+        images[pairs["left_index"][k]],
+        images[pairs["right_index"][k]],
+        tuple(pairs["left_shift"][k].tolist()),
+        tuple(pairs["right_shift"][k].tolist()),
+    )
     assert torch.equal(pairs["image"][k], want)
     assert int(pairs["image"][k].max()) > 0
 
@@ -165,13 +184,25 @@ def test_collator_stacks_images_and_scales_uint8() -> None:
     collate = Collator({"left": kind, "right": kind}, input_kind="image")
     img = torch.zeros(36, 36, dtype=torch.uint8)
     img[0, 0] = 255
-    examples = [Example(inputs={"image": img}, targets={"left": "Bag", "right": None}),
-                Example(inputs={"image": torch.full((1, 36, 36), 0.5)}, targets={"left": "Coat", "right": "Bag"})]
+    examples = [
+        Example(inputs={"image": img}, targets={"left": "Bag", "right": None}),
+        Example(
+            inputs={"image": torch.full((1, 36, 36), 0.5)}, targets={"left": "Coat", "right": "Bag"}
+        ),
+    ]
     batch = collate(examples)
-    assert batch.inputs["image"].shape == (2, 1, 36, 36) and batch.inputs["image"].dtype == torch.float32
+    assert (
+        batch.inputs["image"].shape == (2, 1, 36, 36)
+        and batch.inputs["image"].dtype == torch.float32
+    )
     assert batch.inputs["image"][0, 0, 0, 0] == 1.0 and batch.inputs["image"][1].max() == 0.5
-    assert batch.targets["left"][0].tolist() == [8, 4] and batch.targets["right"][1].tolist() == [False, True]
+    assert batch.targets["left"][0].tolist() == [8, 4] and batch.targets["right"][1].tolist() == [
+        False,
+        True,
+    ]
     with pytest.raises(ValueError, match="different shapes"):
-        collate([examples[0], Example(inputs={"image": torch.zeros(28, 28)}, targets={"left": "Bag"})])
+        collate(
+            [examples[0], Example(inputs={"image": torch.zeros(28, 28)}, targets={"left": "Bag"})]
+        )
     with pytest.raises(ValueError, match="no inputs\\['image'\\]"):
         collate([Example(inputs={"features": [1.0]}, targets={"left": "Bag"})])

@@ -22,14 +22,18 @@ def _source(name: str, n: int) -> list[Example]:
 
 
 def _collate(examples: list[Example], source: str) -> Batch:
-    return Batch(inputs={}, targets={}, source=source, size=len(examples), ids=[e.id for e in examples])
+    return Batch(
+        inputs={}, targets={}, source=source, size=len(examples), ids=[e.id for e in examples]
+    )
 
 
 SOURCES = {"a": _source("a", 25), "b": _source("b", 7), "c": _source("c", 3)}
 
 
 def _loader(**kw) -> MultiTaskLoader:
-    opts = dict(sources=SOURCES, collate=_collate, batch_size=4, sampler=ProportionalSampler(), seed=0)
+    opts = dict(
+        sources=SOURCES, collate=_collate, batch_size=4, sampler=ProportionalSampler(), seed=0
+    )
     opts.update(kw)
     return MultiTaskLoader(**opts)
 
@@ -39,7 +43,9 @@ def test_default_epoch_length():
 
 
 def test_single_source_epoch_is_one_pass():
-    loader = MultiTaskLoader({"all": SOURCES["a"]}, _collate, batch_size=4, sampler=ProportionalSampler(), seed=3)
+    loader = MultiTaskLoader(
+        {"all": SOURCES["a"]}, _collate, batch_size=4, sampler=ProportionalSampler(), seed=3
+    )
     steps = list(loader.iterate(0))
     assert all(list(step) == ["all"] for step in steps)  # one source per step
     batches = [step["all"] for step in steps]
@@ -98,8 +104,15 @@ def test_streams_cycle_with_fresh_permutations_without_straddling():
 
 
 def test_shuffle_false_uses_file_order():
-    loader = MultiTaskLoader({"c": SOURCES["c"]}, _collate, batch_size=2, sampler=ProportionalSampler(),
-                             seed=0, shuffle=False, steps_per_epoch=4)
+    loader = MultiTaskLoader(
+        {"c": SOURCES["c"]},
+        _collate,
+        batch_size=2,
+        sampler=ProportionalSampler(),
+        seed=0,
+        shuffle=False,
+        steps_per_epoch=4,
+    )
     assert loader.plan(0) == [{"c": [0, 1]}, {"c": [2]}, {"c": [0, 1]}, {"c": [2]}]
 
 

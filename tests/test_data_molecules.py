@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("rdkit", reason="needs the chem extra: pip install 'polytask[chem]'")
 
 import numpy as np  # noqa: E402
+from shared_data import require_data  # noqa: E402
 
 from polytask.data.molecules import (  # noqa: E402
     TOX21_TASKS,
@@ -16,7 +17,6 @@ from polytask.data.molecules import (  # noqa: E402
     murcko_scaffold,
     scaffold_split,
 )
-from shared_data import require_data  # noqa: E402
 
 
 def test_ecfp_bits_and_invalid_smiles() -> None:
@@ -73,7 +73,9 @@ def tox21_head(tmp_path_factory: pytest.TempPathFactory):
     path = require_data("tox21/tox21.csv")
     lines = path.read_text(encoding="utf-8").splitlines()[:201]
     out = tmp_path_factory.mktemp("tox21")
-    (out / "tox21.csv").write_text("\n".join(lines + ["0,,,,,,,,,,,1,TOXBAD,C1CC"]) + "\n", encoding="utf-8")
+    (out / "tox21.csv").write_text(
+        "\n".join(lines + ["0,,,,,,,,,,,1,TOXBAD,C1CC"]) + "\n", encoding="utf-8"
+    )
     return out
 
 
@@ -88,7 +90,9 @@ def test_tox21_loader_random_and_scaffold(tox21_head) -> None:
     assert None in labels and set(labels) == {0, 1, None}
     again = load_tox21(tox21_head, split_by="random", seed=1, n_bits=256)
     assert [e.id for e in again.test] == [e.id for e in data.test]
-    assert [e.id for e in load_tox21(tox21_head, seed=2, n_bits=256).test] != [e.id for e in data.test]
+    assert [e.id for e in load_tox21(tox21_head, seed=2, n_bits=256).test] != [
+        e.id for e in data.test
+    ]
     scaf = load_tox21(tox21_head, split_by="scaffold", n_bits=256)
     assert len(scaf.train) + len(scaf.val) + len(scaf.test) == 200 and len(scaf.train) <= 160
     with pytest.raises(InvalidSmilesError, match="C1CC"):
@@ -104,6 +108,10 @@ def test_tox21_tasks_mask_missing_labels() -> None:
     tasks = tox21_tasks()
     assert list(tasks) == list(TOX21_TASKS) and tasks["SR-p53"].primary_metric == "roc_auc"
     collate = Collator(tasks, input_kind="features")
-    batch = collate([Example({"features": np.ones(4, dtype=np.uint8)}, {"NR-AR": 1, "SR-p53": None})])
-    assert batch.targets["NR-AR"][1].tolist() == [[True]] and batch.targets["SR-p53"][1].tolist() == [[False]]
+    batch = collate(
+        [Example({"features": np.ones(4, dtype=np.uint8)}, {"NR-AR": 1, "SR-p53": None})]
+    )
+    assert batch.targets["NR-AR"][1].tolist() == [[True]] and batch.targets["SR-p53"][
+        1
+    ].tolist() == [[False]]
     assert "SR-p53" not in batch.tasks

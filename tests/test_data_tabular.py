@@ -6,9 +6,9 @@ import math
 import statistics
 
 import pytest
+from shared_data import require_data
 
 from polytask.data.tabular import OOV_INDEX, TabularPreprocessor
-from shared_data import require_data
 
 ROWS = [
     {"age": 20, "gain": 0, "job": "a", "city": "x"},
@@ -23,11 +23,16 @@ def test_standardises_with_training_statistics_and_indexes_categories() -> None:
     assert prep.mean["age"] == 35.0 and prep.std["age"] == pytest.approx(math.sqrt(125.0))
     logs = [math.log1p(v) for v in (0, 99, 0, 9)]
     assert prep.mean["gain"] == pytest.approx(sum(logs) / 4)
-    assert prep.categories == {"job": ["a", "b", "c"], "city": ["x", "y"]}  # '?' is missing, not a category
+    assert prep.categories == {
+        "job": ["a", "b", "c"],
+        "city": ["x", "y"],
+    }  # '?' is missing, not a category
     assert prep.cardinalities == [3, 2]
     out = prep.transform({"age": 45, "gain": 99, "job": "c", "city": "y"})
     assert out["features"][0] == pytest.approx(10 / math.sqrt(125.0))
-    assert out["features"][1] == pytest.approx((math.log1p(99) - prep.mean["gain"]) / prep.std["gain"])
+    assert out["features"][1] == pytest.approx(
+        (math.log1p(99) - prep.mean["gain"]) / prep.std["gain"]
+    )
     assert out["categorical"] == [3, 2]
     standardised = [prep.transform(r)["features"][0] for r in ROWS]
     assert statistics.fmean(standardised) == pytest.approx(0.0)
@@ -37,9 +42,18 @@ def test_standardises_with_training_statistics_and_indexes_categories() -> None:
 def test_unknown_missing_and_rare_categories_map_to_oov() -> None:
     prep = TabularPreprocessor(["age"], ["job", "city"], min_count=2).fit(ROWS)
     assert prep.categories["job"] == ["a"] and prep.categories["city"] == ["x"]
-    assert prep.transform({"age": 1, "job": "b", "city": "?"})["categorical"] == [OOV_INDEX, OOV_INDEX]
-    assert prep.transform({"age": 1, "job": "never seen", "city": "x"})["categorical"] == [OOV_INDEX, 1]
-    assert prep.transform({"age": "?", "job": "a", "city": None}) == {"features": [0.0], "categorical": [1, 0]}
+    assert prep.transform({"age": 1, "job": "b", "city": "?"})["categorical"] == [
+        OOV_INDEX,
+        OOV_INDEX,
+    ]
+    assert prep.transform({"age": 1, "job": "never seen", "city": "x"})["categorical"] == [
+        OOV_INDEX,
+        1,
+    ]
+    assert prep.transform({"age": "?", "job": "a", "city": None}) == {
+        "features": [0.0],
+        "categorical": [1, 0],
+    }
 
 
 def test_constant_column_and_errors() -> None:
@@ -69,7 +83,10 @@ def test_adult_loader_tasks_inputs_and_splits() -> None:
     ex = data.test[0]  # "25, Private, ..., Never-married, ..., <=50K."
     assert ex.targets == {"income": 0, "never_married": 1}
     assert sum(e.targets["income"] for e in data.test) == 3846
-    assert all(len(e.inputs["features"]) == 6 and len(e.inputs["categorical"]) == 6 for e in data.train[:50])
+    assert all(
+        len(e.inputs["features"]) == 6 and len(e.inputs["categorical"]) == 6
+        for e in data.train[:50]
+    )
     age = [e.inputs["features"][0] for e in data.train]
     assert statistics.fmean(age) == pytest.approx(0.0, abs=1e-9)
     assert statistics.pstdev(age) == pytest.approx(1.0)

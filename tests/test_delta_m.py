@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from polytask.evaluation import delta_m, mean_std, paired_ci95, paired_delta_m_ci, t_interval, t_quantile_975
+from polytask.evaluation import (
+    delta_m,
+    mean_std,
+    paired_ci95,
+    paired_delta_m_ci,
+    t_interval,
+    t_quantile_975,
+)
 
 
 def test_delta_m_hand_computed():
@@ -61,8 +68,16 @@ def test_paired_delta_m_ci_hand_computed():
 
 
 def test_t_quantile_textbook_values_and_limit():
-    for df, value in [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042),
-                      (40, 2.021), (60, 2.000), (120, 1.980)]:
+    for df, value in [
+        (1, 12.706),
+        (2, 4.303),
+        (5, 2.571),
+        (10, 2.228),
+        (30, 2.042),
+        (40, 2.021),
+        (60, 2.000),
+        (120, 1.980),
+    ]:
         assert t_quantile_975(df) == pytest.approx(value, abs=1e-3)
     values = [t_quantile_975(df) for df in range(1, 500)]
     assert all(a > b for a, b in zip(values, values[1:]))

@@ -10,17 +10,25 @@ import pytest
 import torch
 from conftest import assert_same_tensors, weights
 
-from polytask.engine import CheckpointError, Trainer, TrainerConfig, load_checkpoint, save_checkpoint
+from polytask.engine import (
+    CheckpointError,
+    Trainer,
+    TrainerConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from polytask.engine import checkpoint as ckpt
 
 
 def _model(seed: int = 0, hidden: int = 4) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2))
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2)
+    )
 
 
 def _model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def _trained_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -33,8 +41,13 @@ def _trained_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
 def test_round_trip_of_weights_optimizer_and_state(tmp_path) -> None:
     model = _model()
     opt = _trained_optimizer(model)
-    save_checkpoint(tmp_path / "last", model=model, optimizer=opt, state={"step": 7, "history": [{"a": 1.5}]},
-                    extra_tensors={"balancer.w": torch.tensor([1.0, 2.0])})
+    save_checkpoint(
+        tmp_path / "last",
+        model=model,
+        optimizer=opt,
+        state={"step": 7, "history": [{"a": 1.5}]},
+        extra_tensors={"balancer.w": torch.tensor([1.0, 2.0])},
+    )
     tensors, meta = load_checkpoint(tmp_path / "last")
     assert_same_tensors(_model_tensors(tensors), weights(model))
     assert meta["state"] == {"step": 7, "history": [{"a": 1.5}]}
@@ -54,7 +67,9 @@ def _save(path: Path, model: torch.nn.Module) -> None:
     save_checkpoint(path, model=model, state={"step": 1})
 
 
-def test_a_failure_while_writing_tensors_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+def test_a_failure_while_writing_tensors_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch
+) -> None:
     first = _model(seed=0)
     _save(tmp_path / "last", first)
     real_save = ckpt.save_file
@@ -156,7 +171,9 @@ def test_corrupt_or_missing_files_raise_checkpoint_error_with_the_path(tmp_path)
 def test_a_checkpoint_that_does_not_fit_the_model(tmp_path) -> None:
     _save(tmp_path / "last", _model(hidden=4))
     tensors, _ = load_checkpoint(tmp_path / "last")
-    with pytest.raises(CheckpointError, match=f"{tmp_path / 'last'}: checkpoint does not fit the model"):
+    with pytest.raises(
+        CheckpointError, match=f"{tmp_path / 'last'}: checkpoint does not fit the model"
+    ):
         ckpt.restore_model(_model(hidden=5), tensors, where=str(tmp_path / "last"))
     bigger = torch.nn.Sequential(*_model(hidden=4), torch.nn.Linear(2, 2))
     with pytest.raises(CheckpointError, match="does not fit"):
@@ -165,25 +182,41 @@ def test_a_checkpoint_that_does_not_fit_the_model(tmp_path) -> None:
 
 def test_resume_into_another_model_raises_checkpoint_error(zh, make_model, tmp_path) -> None:
     cfg = TrainerConfig(epochs=1, batch_size=16, threads=1)
-    Trainer(make_model(), zh.tasks, config=cfg).fit(zh.sources(n=16), zh.val_of(), zh.collate, run_dir=tmp_path)
+    Trainer(make_model(), zh.tasks, config=cfg).fit(
+        zh.sources(n=16), zh.val_of(), zh.collate, run_dir=tmp_path
+    )
     other = make_model(tasks=["sentiment"])
     with pytest.raises(CheckpointError, match="does not fit the model"):
         Trainer(other, {"sentiment": zh.tasks["sentiment"]}, config=cfg).fit(
-            zh.sources("reviews", n=16), zh.val_of("reviews"), zh.collate, run_dir=tmp_path, resume=True)
+            zh.sources("reviews", n=16),
+            zh.val_of("reviews"),
+            zh.collate,
+            run_dir=tmp_path,
+            resume=True,
+        )
 
 
 def _looks_pickled(data: bytes) -> bool:
-    return (len(data) > 2 and data[0] == 0x80 and 2 <= data[1] <= 5 and data.rstrip().endswith(b".")) \
-        or data.startswith(b"PK\x03\x04")  # torch.save's zip container
+    return (
+        len(data) > 2 and data[0] == 0x80 and 2 <= data[1] <= 5 and data.rstrip().endswith(b".")
+    ) or data.startswith(b"PK\x03\x04")  # torch.save's zip container
 
 
 def test_a_run_directory_holds_no_pickle(zh, make_model, tmp_path) -> None:
     cfg = TrainerConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=2, log_every=1)
-    Trainer(make_model(), zh.tasks, config=cfg).fit(zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path)
+    Trainer(make_model(), zh.tasks, config=cfg).fit(
+        zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path
+    )
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     names = {p.relative_to(tmp_path).as_posix() for p in files}
-    assert {"best/tensors.safetensors", "best/state.json", "checkpoints/last/tensors.safetensors",
-            "checkpoints/last/state.json", "train_log.csv", "metrics.csv"} <= names
+    assert {
+        "best/tensors.safetensors",
+        "best/state.json",
+        "checkpoints/last/tensors.safetensors",
+        "checkpoints/last/state.json",
+        "train_log.csv",
+        "metrics.csv",
+    } <= names
     for p in files:
         assert p.suffix not in {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}, p
         assert not _looks_pickled(p.read_bytes()), p
@@ -195,7 +228,11 @@ def test_balancer_tensors_go_to_safetensors_not_json() -> None:
     """A method's state with tensors (DB-MTL's gradient averages) is split out of state.json."""
     from polytask.engine.checkpoint import join_tensors, split_tensors
 
-    state = {"ema": {"a": torch.arange(4.0), "b": torch.ones(2, 2)}, "step": 3, "hist": [torch.zeros(1), 1.5]}
+    state = {
+        "ema": {"a": torch.arange(4.0), "b": torch.ones(2, 2)},
+        "step": 3,
+        "hist": [torch.zeros(1), 1.5],
+    }
     structure, tensors = split_tensors(state, "balancer")
     assert set(tensors) == {"balancer.ema.a", "balancer.ema.b", "balancer.hist.0"}
     import json
@@ -203,4 +240,6 @@ def test_balancer_tensors_go_to_safetensors_not_json() -> None:
     json.dumps(structure)  # JSON-able
     back = join_tensors(json.loads(json.dumps(structure)), tensors)
     assert back["step"] == 3 and back["hist"][1] == 1.5
-    assert torch.equal(back["ema"]["a"], state["ema"]["a"]) and torch.equal(back["hist"][0], state["hist"][0])
+    assert torch.equal(back["ema"]["a"], state["ema"]["a"]) and torch.equal(
+        back["hist"][0], state["hist"][0]
+    )

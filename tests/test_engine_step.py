@@ -55,8 +55,14 @@ def test_the_closure_gives_the_losses_at_the_updated_parameters(zh, make_model) 
     """Without dropout the closure's losses are the step's batch evaluated after the update
     (and they differ from the losses before it: the step moved the parameters)."""
     model = make_model()
-    trainer = Trainer(model, zh.tasks, method=RecordingSum(), config=TrainerConfig(
-        epochs=1, batch_size=16, threads=1, lr=0.05, optimizer="sgd", momentum=0.0))
+    trainer = Trainer(
+        model,
+        zh.tasks,
+        method=RecordingSum(),
+        config=TrainerConfig(
+            epochs=1, batch_size=16, threads=1, lr=0.05, optimizer="sgd", momentum=0.0
+        ),
+    )
     loader = trainer.make_loader(zh.sources(n=48), zh.collate)
     step = next(loader.iterate(0))
     losses, closure = trainer.train_step(step)
@@ -97,6 +103,8 @@ def test_famo_in_the_trainer_uses_the_same_batch_rule(zh, make_model) -> None:
     method = FAMO()
     mixed = {"mixed": zh.train["reviews"][:40] + zh.train["news"][:40]}  # both tasks per batch
     config = TrainerConfig(epochs=1, batch_size=32, threads=1, lr=0.05, max_steps=8)
-    Trainer(make_model(), zh.tasks, method=method, config=config).fit(mixed, zh.val_of(), zh.collate)
+    Trainer(make_model(), zh.tasks, method=method, config=config).fit(
+        mixed, zh.val_of(), zh.collate
+    )
     assert method.mode == "same_batch"
     assert method.logits and any(abs(v) > 1e-3 for v in method.logits.values()), method.logits

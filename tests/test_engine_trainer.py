@@ -13,9 +13,9 @@ from conftest import assert_same_tensors, weights
 
 from polytask.engine import ParamGroupRule, Trainer, TrainerConfig, TrainingError
 from polytask.engine import trainer as trainer_module
+from polytask.engine.optim import lr_factor
 from polytask.errors import OptionError
 from polytask.evaluation import criterion as criterion_module
-from polytask.engine.optim import lr_factor
 from polytask.tasks import Classification, Regression, Task
 
 
@@ -67,7 +67,10 @@ def test_accumulating_two_half_batches_equals_one_full_batch(zh, make_model) -> 
 def test_frozen_parameters_do_not_change(zh, make_model) -> None:
     model = make_model()
     init = weights(model)
-    rules = [ParamGroupRule("encoder.embedding.*", freeze=True), ParamGroupRule("encoder.lstms.0.*", freeze=True)]
+    rules = [
+        ParamGroupRule("encoder.embedding.*", freeze=True),
+        ParamGroupRule("encoder.lstms.0.*", freeze=True),
+    ]
     _trainer(zh, model, param_groups=rules).fit(zh.sources(n=32), zh.val_of(), zh.collate)
     after = weights(model)
     frozen = [k for k in init if k.startswith(("encoder.embedding.", "encoder.lstms.0."))]
@@ -84,7 +87,9 @@ def test_per_group_learning_rates_scale_the_update(zh, make_model) -> None:
     def step(rules) -> dict:
         model = make_model(tasks=["sentiment"])
         before = weights(model)
-        _trainer(zh, model, tasks=["sentiment"], **_sgd(lr=0.1, max_steps=1, param_groups=rules)).fit(*data, zh.collate)
+        _trainer(
+            zh, model, tasks=["sentiment"], **_sgd(lr=0.1, max_steps=1, param_groups=rules)
+        ).fit(*data, zh.collate)
         return _delta(before, weights(model))
 
     base = step([])
@@ -100,7 +105,8 @@ def test_per_group_learning_rates_scale_the_update(zh, make_model) -> None:
 def test_a_param_group_pattern_that_matches_nothing_is_an_error(zh, make_model) -> None:
     with pytest.raises(OptionError, match=r"param_groups: pattern 'decoder\.\*'"):
         _trainer(zh, make_model(), param_groups=[ParamGroupRule("decoder.*", lr=0.1)]).fit(
-            zh.sources(n=16), zh.val_of(), zh.collate)
+            zh.sources(n=16), zh.val_of(), zh.collate
+        )
 
 
 # ------------------------------------------------------------------ early stopping / best epoch
@@ -122,7 +128,9 @@ def test_early_stopping_and_best_epoch(zh, make_model, monkeypatch, tmp_path, wi
     # epochs 0, 1 improve; 2 is worse; 3 improves (the count restarts); 4, 5 are worse -> stop
     seen = _scripted_scores(monkeypatch, [0.1, 0.5, 0.3, 0.6, 0.2, 0.55, 0.9, 0.9], model)
     run = tmp_path if with_run_dir else None
-    report = _trainer(zh, model, epochs=8, patience=2).fit(zh.sources(n=16), zh.val_of(), zh.collate, run_dir=run)
+    report = _trainer(zh, model, epochs=8, patience=2).fit(
+        zh.sources(n=16), zh.val_of(), zh.collate, run_dir=run
+    )
     assert len(report.history) == 6 and [h["epoch"] for h in report.history] == list(range(6))
     assert report.steps == 6 * 2
     assert report.best_epoch == 3 and report.best_score == 0.6
@@ -132,9 +140,18 @@ def test_early_stopping_and_best_epoch(zh, make_model, monkeypatch, tmp_path, wi
         from safetensors.torch import load_file
 
         best = load_file(str(tmp_path / "best" / "tensors.safetensors"))
-        assert_same_tensors({k[len("model."):]: v for k, v in best.items() if k.startswith("model.")}, seen[3])
+        assert_same_tensors(
+            {k[len("model.") :]: v for k, v in best.items() if k.startswith("model.")}, seen[3]
+        )
         rows = _rows(tmp_path / "metrics.csv")
-        assert [float(r["value"]) for r in rows if r["task"] == "*"] == [0.1, 0.5, 0.3, 0.6, 0.2, 0.55]
+        assert [float(r["value"]) for r in rows if r["task"] == "*"] == [
+            0.1,
+            0.5,
+            0.3,
+            0.6,
+            0.2,
+            0.55,
+        ]
 
 
 def test_without_patience_every_epoch_runs(zh, make_model, monkeypatch) -> None:
@@ -166,39 +183,59 @@ def test_bf16_autocast_on_cpu_trains_with_finite_losses(zh, make_model, tmp_path
     model = make_model()
     init = weights(model)
     dtypes: set[torch.dtype] = set()
-    hook = model.heads["sentiment"].projection[-1].register_forward_hook(
-        lambda m, i, out: dtypes.add(out.dtype) if m.training else None)
+    hook = (
+        model.heads["sentiment"]
+        .projection[-1]
+        .register_forward_hook(lambda m, i, out: dtypes.add(out.dtype) if m.training else None)
+    )
     report = _trainer(zh, model, precision="bf16", log_every=1).fit(
-        zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path)
+        zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path
+    )
     hook.remove()
     assert dtypes == {torch.bfloat16}  # the forward pass really ran in bf16
     rows = _rows(tmp_path / "train_log.csv")
     losses = [float(r[c]) for r in rows for c in ("loss_sentiment", "loss_ner") if r[c]]
-    assert len(rows) == report.steps == 4 and len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert (
+        len(rows) == report.steps == 4
+        and len(losses) == 4
+        and all(math.isfinite(v) for v in losses)
+    )
     after = weights(model)
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in after.values())
     assert any(not torch.equal(after[k], init[k]) for k in init)
 
 
 # ------------------------------------------------------------------ schedules
-@pytest.mark.parametrize("schedule, warmup, total, expected", [
-    ("constant", 0, 5, [1, 1, 1, 1, 1]),
-    ("constant", 2, 5, [0.5, 1, 1, 1, 1]),
-    ("linear", 2, 6, [0.5, 1, 1, 0.75, 0.5, 0.25]),
-    ("linear", 0, 4, [1, 0.75, 0.5, 0.25]),
-    ("cosine", 0, 4, [1, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)]),
-    ("cosine", 1, 3, [1, 1, 0.5]),
-])
+@pytest.mark.parametrize(
+    "schedule, warmup, total, expected",
+    [
+        ("constant", 0, 5, [1, 1, 1, 1, 1]),
+        ("constant", 2, 5, [0.5, 1, 1, 1, 1]),
+        ("linear", 2, 6, [0.5, 1, 1, 0.75, 0.5, 0.25]),
+        ("linear", 0, 4, [1, 0.75, 0.5, 0.25]),
+        (
+            "cosine",
+            0,
+            4,
+            [1, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)],
+        ),
+        ("cosine", 1, 3, [1, 1, 0.5]),
+    ],
+)
 def test_lr_factor_known_values(schedule, warmup, total, expected) -> None:
     got = [lr_factor(s, total, warmup, schedule) for s in range(total)]
     assert got == pytest.approx(expected, abs=1e-12)
-    assert lr_factor(total, total, warmup, schedule) == pytest.approx(0.0 if schedule != "constant" else 1.0)
+    assert lr_factor(total, total, warmup, schedule) == pytest.approx(
+        0.0 if schedule != "constant" else 1.0
+    )
     with pytest.raises(OptionError, match="scheduler: unknown schedule 'step'"):
         lr_factor(3, 10, 0, "step")
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, tmp_path, accumulate) -> None:
+def test_the_schedule_sets_the_lr_of_every_update(
+    zh, make_model, monkeypatch, tmp_path, accumulate
+) -> None:
     """warm-up 2 then linear decay over 6 updates; a 2x group follows the same factors;
     train_log.csv shows the rate each step's update used."""
     used: list[list[float]] = []
@@ -209,9 +246,18 @@ def test_the_schedule_sets_the_lr_of_every_update(zh, make_model, monkeypatch, t
         real_update(self, optimizer, scaler)
 
     monkeypatch.setattr(Trainer, "_update", update)
-    trainer = _trainer(zh, make_model(), lr=0.01, scheduler="linear", warmup_steps=2, max_steps=6 * accumulate,
-                       epochs=10, accumulate=accumulate, param_groups=[ParamGroupRule("heads.*", lr=0.02)],
-                       log_every=1)
+    trainer = _trainer(
+        zh,
+        make_model(),
+        lr=0.01,
+        scheduler="linear",
+        warmup_steps=2,
+        max_steps=6 * accumulate,
+        epochs=10,
+        accumulate=accumulate,
+        param_groups=[ParamGroupRule("heads.*", lr=0.02)],
+        log_every=1,
+    )
     trainer.fit(zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path)
     factors = [0.5, 1, 1, 0.75, 0.5, 0.25]
     assert [u[0] for u in used] == pytest.approx([0.01 * f for f in factors], rel=1e-9)
@@ -250,7 +296,8 @@ def test_accumulation_never_crosses_an_epoch_boundary(zh, make_model, monkeypatc
 # ------------------------------------------------------------------ logs
 def test_csv_logs_have_the_expected_columns_and_rows(zh, make_model, tmp_path) -> None:
     report = _trainer(zh, make_model(), epochs=2, log_every=2).fit(
-        zh.sources(n=48), zh.val_of(), zh.collate, run_dir=tmp_path)
+        zh.sources(n=48), zh.val_of(), zh.collate, run_dir=tmp_path
+    )
     assert report.steps == 12
     with open(tmp_path / "train_log.csv", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -271,40 +318,59 @@ def test_csv_logs_have_the_expected_columns_and_rows(zh, make_model, tmp_path) -
         assert {int(r["step"]) for r in mine} == {6 * (epoch + 1)}
         assert {(r["task"], r["metric"]) for r in mine} == (
             {("sentiment", m) for m in ("accuracy", "macro_f1")}
-            | {("ner", m) for m in ("precision", "recall", "f1", "token_accuracy")} | {("*", "criterion")})
+            | {("ner", m) for m in ("precision", "recall", "f1", "token_accuracy")}
+            | {("*", "criterion")}
+        )
         by_key = {(r["task"], r["metric"]): float(r["value"]) for r in mine}
         assert by_key[("*", "criterion")] == pytest.approx(hist["score"])
-        assert by_key[("sentiment", "accuracy")] == pytest.approx(hist["metrics"]["sentiment"]["accuracy"])
-        assert hist["score"] == pytest.approx((hist["metrics"]["sentiment"]["accuracy"]
-                                               + hist["metrics"]["ner"]["f1"]) / 2)
+        assert by_key[("sentiment", "accuracy")] == pytest.approx(
+            hist["metrics"]["sentiment"]["accuracy"]
+        )
+        assert hist["score"] == pytest.approx(
+            (hist["metrics"]["sentiment"]["accuracy"] + hist["metrics"]["ner"]["f1"]) / 2
+        )
 
 
 # ------------------------------------------------------------------ criterion
-TASKS = {"sentiment": Task("sentiment", Classification(["neg", "pos"])), "reg": Task("reg", Regression())}
-METRICS = {"sentiment": {"accuracy": 0.88, "macro_f1": 0.7}, "reg": {"mae": 1.2, "rmse": 1.5, "r2": 0.3}}
+TASKS = {
+    "sentiment": Task("sentiment", Classification(["neg", "pos"])),
+    "reg": Task("reg", Regression()),
+}
+METRICS = {
+    "sentiment": {"accuracy": 0.88, "macro_f1": 0.7},
+    "reg": {"mae": 1.2, "rmse": 1.5, "r2": 0.3},
+}
 
 
-@pytest.mark.parametrize("criterion, expected", [
-    ("mean", (0.88 - 1.5) / 2),
-    ("delta_m", 100 * ((0.88 - 0.8) / 0.8 - (1.5 - 2.0) / 2.0) / 2),
-    ("sentiment", 0.88),
-    ("sentiment.macro_f1", 0.7),
-    ("reg", -1.5),
-    ("reg.mae", -1.2),
-    ("reg.r2", 0.3),
-])
+@pytest.mark.parametrize(
+    "criterion, expected",
+    [
+        ("mean", (0.88 - 1.5) / 2),
+        ("delta_m", 100 * ((0.88 - 0.8) / 0.8 - (1.5 - 2.0) / 2.0) / 2),
+        ("sentiment", 0.88),
+        ("sentiment.macro_f1", 0.7),
+        ("reg", -1.5),
+        ("reg.mae", -1.2),
+        ("reg.r2", 0.3),
+    ],
+)
 def test_criterion_score(criterion, expected) -> None:
     baselines = {"sentiment": 0.8, "reg": 2.0}
     criterion_module.validate_criterion(criterion, TASKS, baselines)
-    assert criterion_module.criterion_score(criterion, METRICS, TASKS, baselines) == pytest.approx(expected)
+    assert criterion_module.criterion_score(criterion, METRICS, TASKS, baselines) == pytest.approx(
+        expected
+    )
 
 
-@pytest.mark.parametrize("criterion, baselines, option, problem", [
-    ("delta_m", {"sentiment": 0.8}, "baselines", r"no single-task score for \['reg'\]"),
-    ("pos", {}, "criterion", r"'pos' names no task"),
-    ("pos.f1", {}, "criterion", r"'pos\.f1' names no task"),
-    ("reg.accuracy", {}, "criterion", r"'accuracy'"),
-])
+@pytest.mark.parametrize(
+    "criterion, baselines, option, problem",
+    [
+        ("delta_m", {"sentiment": 0.8}, "baselines", r"no single-task score for \['reg'\]"),
+        ("pos", {}, "criterion", r"'pos' names no task"),
+        ("pos.f1", {}, "criterion", r"'pos\.f1' names no task"),
+        ("reg.accuracy", {}, "criterion", r"'accuracy'"),
+    ],
+)
 def test_bad_criteria_are_rejected_before_training(criterion, baselines, option, problem) -> None:
     with pytest.raises(OptionError, match=problem) as err:
         criterion_module.validate_criterion(criterion, TASKS, baselines)
@@ -334,8 +400,12 @@ def test_validation_data_without_the_needed_labels_fails_before_training(zh, mak
     init = weights(model)
     with pytest.raises(ValueError, match="validation data label no task"):
         _trainer(zh, model).fit(zh.sources(n=16), {"reviews": [], "news": []}, zh.collate)
-    with pytest.raises(OptionError, match=r"criterion: 'ner\.f1' needs validation labels for task 'ner'"):
-        _trainer(zh, model, criterion="ner.f1").fit(zh.sources(n=16), zh.val_of("reviews"), zh.collate)
+    with pytest.raises(
+        OptionError, match=r"criterion: 'ner\.f1' needs validation labels for task 'ner'"
+    ):
+        _trainer(zh, model, criterion="ner.f1").fit(
+            zh.sources(n=16), zh.val_of("reviews"), zh.collate
+        )
     assert_same_tensors(weights(model), init)  # nothing was trained
     # "mean" and "delta_m" score the tasks that have validation labels
     report = _trainer(zh, model).fit(zh.sources(n=16), zh.val_of("reviews"), zh.collate)

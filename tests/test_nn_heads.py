@@ -136,8 +136,9 @@ def test_heads_for_builds_the_right_head_per_kind() -> None:
         _Task("pos", _tagging(["NN", "VB", "DT", "O"], crf=True)),
         _Task("chunk", _tagging(["O", "B-NP", "I-NP"], crf=False)),
     ]
-    heads = heads_for(tasks, dim={"sentiment": 8, "topics": 8, "ner": 6, "pos": 6, "chunk": 6},
-                      pooling="max")
+    heads = heads_for(
+        tasks, dim={"sentiment": 8, "topics": 8, "ner": 6, "pos": 6, "chunk": 6}, pooling="max"
+    )
     assert list(heads) == ["sentiment", "topics", "ner", "pos", "chunk"]
     assert isinstance(heads["sentiment"], ClassifierHead) and heads["sentiment"].pooling == "max"
     assert heads["topics"](torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.bool)).shape == (2, 5)
@@ -173,8 +174,12 @@ def test_heads_for_errors() -> None:
 
 def test_registries_and_exports() -> None:
     assert pnn.ENCODERS == {
-        "mlp": pnn.MLP, "cnn": pnn.CNN, "bilstm": pnn.BiLSTM, "transformer": pnn.Transformer,
-        "lenet": pnn.LeNet, "tabular": pnn.TabularMLP,
+        "mlp": pnn.MLP,
+        "cnn": pnn.CNN,
+        "bilstm": pnn.BiLSTM,
+        "transformer": pnn.Transformer,
+        "lenet": pnn.LeNet,
+        "tabular": pnn.TabularMLP,
     }
     for name in pnn.__all__:
         assert hasattr(pnn, name), name

@@ -1,4 +1,5 @@
-"""LeNet encoder: layer shapes, exact values on fixed weights, layer-by-layer stepping, gradients."""
+"""LeNet encoder: layer shapes, exact values on fixed weights, layer-by-layer stepping,
+gradients."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ def test_default_is_the_multimnist_lenet_on_36_pixel_images() -> None:
     assert net.layer_dims == [10, 20, 50] and net.num_layers == 3 and net.output_dim == 50
     assert net.layer_shapes == [(10, 16, 16), (20, 6, 6), (50,)]
     assert (net.conv1.in_channels, net.conv1.out_channels, net.conv1.kernel_size) == (1, 10, (5, 5))
-    assert (net.conv2.in_channels, net.conv2.out_channels, net.conv2.kernel_size) == (10, 20, (5, 5))
+    assert (net.conv2.in_channels, net.conv2.out_channels, net.conv2.kernel_size) == (
+        10,
+        20,
+        (5, 5),
+    )
     assert (net.fc.in_features, net.fc.out_features) == (720, 50)
     out = net({"image": torch.rand(3, 1, 36, 36)})
     assert [tuple(h.shape) for h in out.layers] == [(3, 10, 16, 16), (3, 20, 6, 6), (3, 50)]
@@ -24,10 +29,13 @@ def test_default_is_the_multimnist_lenet_on_36_pixel_images() -> None:
     assert ENCODERS["lenet"] is LeNet
 
 
-@pytest.mark.parametrize("size, shapes", [
-    (28, [(10, 12, 12), (20, 4, 4), (50,)]),      # the MNIST LeNet: 320 inputs to the fc layer
-    ((40, 30), [(10, 18, 13), (20, 7, 4), (50,)]),  # floor pooling of odd sizes
-])
+@pytest.mark.parametrize(
+    "size, shapes",
+    [
+        (28, [(10, 12, 12), (20, 4, 4), (50,)]),  # the MNIST LeNet: 320 inputs to the fc layer
+        ((40, 30), [(10, 18, 13), (20, 7, 4), (50,)]),  # floor pooling of odd sizes
+    ],
+)
 def test_layer_shapes_follow_the_image_size(size, shapes) -> None:
     net = LeNet(image_size=size)
     assert net.layer_shapes == shapes
@@ -102,28 +110,34 @@ def test_input_dtype_follows_the_weights() -> None:
     assert out.last.dtype == torch.float64
 
 
-@pytest.mark.parametrize("inputs, error, match", [
-    ({"x": torch.rand(2, 1, 36, 36)}, KeyError, "inputs\\['image'\\]"),
-    ({"image": torch.rand(2, 36, 36)}, ValueError, r"\(B, 1, 36, 36\)"),
-    ({"image": torch.rand(2, 3, 36, 36)}, ValueError, r"\(B, 1, 36, 36\)"),
-    ({"image": torch.rand(2, 1, 28, 28)}, ValueError, r"got \(2, 1, 28, 28\)"),
-])
+@pytest.mark.parametrize(
+    "inputs, error, match",
+    [
+        ({"x": torch.rand(2, 1, 36, 36)}, KeyError, "inputs\\['image'\\]"),
+        ({"image": torch.rand(2, 36, 36)}, ValueError, r"\(B, 1, 36, 36\)"),
+        ({"image": torch.rand(2, 3, 36, 36)}, ValueError, r"\(B, 1, 36, 36\)"),
+        ({"image": torch.rand(2, 1, 28, 28)}, ValueError, r"got \(2, 1, 28, 28\)"),
+    ],
+)
 def test_bad_inputs_are_named(inputs, error, match) -> None:
     with pytest.raises(error, match=match):
         LeNet()(inputs)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"image_size": 12}, "image_size"),     # too small for two 5x5 conv + pool blocks
-    ({"image_size": 0}, "image_size[0]"),
-    ({"image_size": (36,)}, "image_size"),
-    ({"channels": [10]}, "channels"),
-    ({"channels": [10, 0]}, "channels[1]"),
-    ({"kernel_size": 0}, "kernel_size"),
-    ({"hidden": -1}, "hidden"),
-    ({"in_channels": 0}, "in_channels"),
-    ({"dropout": 1.0}, "dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"image_size": 12}, "image_size"),  # too small for two 5x5 conv + pool blocks
+        ({"image_size": 0}, "image_size[0]"),
+        ({"image_size": (36,)}, "image_size"),
+        ({"channels": [10]}, "channels"),
+        ({"channels": [10, 0]}, "channels[1]"),
+        ({"kernel_size": 0}, "kernel_size"),
+        ({"hidden": -1}, "hidden"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
 def test_bad_options_raise_naming_the_option(kwargs, name) -> None:
     with pytest.raises(OptionError) as err:
         LeNet(**kwargs)

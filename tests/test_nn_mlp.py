@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from routing import set_linear as _set
 
 from polytask.errors import OptionError
 from polytask.nn import MLP, EncoderOutput
-from routing import set_linear as _set
 
 
 def test_contract_attributes_and_shapes() -> None:

@@ -7,13 +7,13 @@ import copy
 
 import pytest
 import torch
+from routing import IdentityHead
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.nn import ClassifierHead, Encoder
 from polytask.nn.base import EncoderState, steps_layerwise
 from polytask.sharing import MTAN, CrossStitch
-from routing import IdentityHead
 
 
 class Residual(Encoder):
@@ -70,8 +70,9 @@ def test_only_encoders_whose_layers_read_the_state_can_be_stepped() -> None:
 
 def test_identity_stitch_is_independent_towers_then_training_moves_the_stitch() -> None:
     torch.manual_seed(0)
-    model = CrossStitch.from_parts(encoder=Residual, heads=_heads, tasks=["a", "b"],
-                                   init="identity")
+    model = CrossStitch.from_parts(
+        encoder=Residual, heads=_heads, tasks=["a", "b"], init="identity"
+    )
     towers = {t: copy.deepcopy(model.towers[t]) for t in "ab"}
     heads = {t: copy.deepcopy(model.heads[t]) for t in "ab"}
     out = model({"x": X})
@@ -106,8 +107,12 @@ def test_the_next_layer_reads_the_stitched_state() -> None:
 
 def test_mtan_attends_to_a_user_encoder() -> None:
     torch.manual_seed(0)
-    model = MTAN.from_parts(encoder=Residual, heads=lambda d: {t: IdentityHead() for t in d},
-                            tasks=["a", "b"], depths=[2, 3])
+    model = MTAN.from_parts(
+        encoder=Residual,
+        heads=lambda d: {t: IdentityHead() for t in d},
+        tasks=["a", "b"],
+        depths=[2, 3],
+    )
     out = model({"x": X})
     assert out.outputs["a"].shape == (6, 4)
     grads = torch.autograd.grad(out.outputs["a"].sum(), list(model.encoder.parameters()))

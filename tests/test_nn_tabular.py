@@ -7,14 +7,15 @@ import math
 
 import pytest
 import torch
+from routing import set_linear as _set
+from routing import stitched_layers
 
-from polytask.errors import OptionError
 from polytask.data import Collator, Example
+from polytask.errors import OptionError
 from polytask.nn import ENCODERS, MLP, TabularEmbedding, TabularMLP, heads_for
 from polytask.nn.tabular import embedding_dim
 from polytask.sharing import ARCHITECTURES, MMoE
 from polytask.tasks import Multilabel, Task
-from routing import set_linear as _set, stitched_layers
 
 TASKS = {"a": Task("a", Multilabel(["a"])), "b": Task("b", Multilabel(["b"]))}
 
@@ -24,7 +25,17 @@ def _x(numeric: list[list[float]], codes: list[list[float]]) -> torch.Tensor:
 
 
 def test_width_rule() -> None:
-    assert [embedding_dim(k) for k in (0, 1, 2, 3, 8, 31, 32, 41, 1000)] == [1, 1, 1, 2, 4, 16, 16, 16, 16]
+    assert [embedding_dim(k) for k in (0, 1, 2, 3, 8, 31, 32, 41, 1000)] == [
+        1,
+        1,
+        1,
+        2,
+        4,
+        16,
+        16,
+        16,
+        16,
+    ]
     assert embedding_dim(100, max_dim=4) == 4
     enc = TabularMLP(2, [2, 8, 41], [5, 3])
     assert enc.embedding_dims == [1, 4, 16]
@@ -39,7 +50,9 @@ def test_embedded_row_equals_the_hand_concatenation() -> None:
     emb = TabularEmbedding(2, [2, 3], embedding_dims=[1, 2])
     with torch.no_grad():
         emb.embeddings[0].weight.copy_(torch.tensor([[0.0], [10.0], [20.0]]))
-        emb.embeddings[1].weight.copy_(torch.tensor([[0.0, -1.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
+        emb.embeddings[1].weight.copy_(
+            torch.tensor([[0.0, -1.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+        )
     x = _x([[0.5, -2.0], [1.0, 3.0]], [[2, 3], [1, 0]])
     expected = torch.tensor([[0.5, -2.0, 20.0, 3.0, 3.0], [1.0, 3.0, 10.0, 0.0, -1.0]])
     torch.testing.assert_close(emb({"x": x}).last, expected)
@@ -47,7 +60,10 @@ def test_embedded_row_equals_the_hand_concatenation() -> None:
     enc = TabularMLP(2, [2, 3], [1], embedding_dims=[1, 2])
     enc.embedding.load_state_dict(emb.state_dict())
     _set(enc.linears[0].linear, [[1.0, 1.0, 0.1, 1.0, -1.0]], [0.5])
-    torch.testing.assert_close(enc({"x": x}).last, torch.relu(expected @ torch.tensor([1.0, 1.0, 0.1, 1.0, -1.0])[:, None] + 0.5))
+    torch.testing.assert_close(
+        enc({"x": x}).last,
+        torch.relu(expected @ torch.tensor([1.0, 1.0, 0.1, 1.0, -1.0])[:, None] + 0.5),
+    )
 
 
 def test_unknown_indices_use_the_oov_row() -> None:
@@ -69,7 +85,11 @@ def test_gradient_reaches_the_embeddings_of_the_rows_used() -> None:
     g0 = enc.embedding.embeddings[0].weight.grad
     g1 = enc.embedding.embeddings[1].weight.grad
     assert [bool(r.abs().sum() > 0) for r in g0] == [False, True, False, True]
-    assert [bool(r.abs().sum() > 0) for r in g1] == [True, False, False]  # both rows read the OOV row
+    assert [bool(r.abs().sum() > 0) for r in g1] == [
+        True,
+        False,
+        False,
+    ]  # both rows read the OOV row
     assert all(p.grad is not None for p in enc.parameters())
 
 
@@ -116,8 +136,13 @@ def test_errors() -> None:
 @pytest.mark.parametrize("name", ["hard", "soft", "cross_stitch", "mtan", "mmoe", "cgc", "ple"])
 def test_every_architecture_trains_on_it(name: str) -> None:
     torch.manual_seed(0)
-    make = lambda: TabularMLP(2, [3, 4], [8, 6])  # noqa: E731
-    heads = lambda widths: {t: heads_for([TASKS[t]], dim=widths[t], sequence=False)[t] for t in TASKS}  # noqa: E731
+
+    def make() -> TabularMLP:
+        return TabularMLP(2, [3, 4], [8, 6])
+
+    def heads(widths):
+        return {t: heads_for([TASKS[t]], dim=widths[t], sequence=False)[t] for t in TASKS}
+
     arch = ARCHITECTURES[name]
     if name == "hard":
         enc = make()
@@ -133,24 +158,36 @@ def test_every_architecture_trains_on_it(name: str) -> None:
 
 
 def test_gated_experts_gate_on_an_encoder_of_the_row_not_on_raw_indices() -> None:
-    make = lambda: TabularMLP(2, [3], [4])  # noqa: E731
-    heads = lambda widths: {t: heads_for([TASKS[t]], dim=widths[t], sequence=False)[t] for t in TASKS}  # noqa: E731
+    def make() -> TabularMLP:
+        return TabularMLP(2, [3], [4])
+
+    def heads(widths):
+        return {t: heads_for([TASKS[t]], dim=widths[t], sequence=False)[t] for t in TASKS}
+
     model = MMoE.from_parts(encoder=make, tasks=list(TASKS), heads=heads, experts=2)
     assert model.gate_input.encoder is not None  # default for a non-"features" encoder
     with pytest.raises(OptionError) as err:
         MMoE.from_parts(encoder=make, tasks=list(TASKS), heads=heads, experts=2, gate_input="x")
     assert err.value.option == "gate_input"
     # the papers' gates read the (embedded) input
-    gated = MMoE([make(), make()], heads({t: 4 for t in TASKS}), gate_encoder=TabularEmbedding(2, [3]))
+    gated = MMoE(
+        [make(), make()], heads({t: 4 for t in TASKS}), gate_encoder=TabularEmbedding(2, [3])
+    )
     assert gated.gate_input.dim == 2 + 2
     gated({"x": _x([[0.0, 1.0]], [[2]])})
 
 
 def test_collator_packs_numbers_then_codes() -> None:
     collate = Collator(TASKS, input_kind="tabular")
-    batch = collate([Example({"features": [0.5, -1.0], "categorical": [2, 0]}, {"a": 1, "b": None}),
-                     Example({"features": [1.5, 2.0], "categorical": [1, 7]}, {"a": 0, "b": 1})])
-    torch.testing.assert_close(batch.inputs["x"], torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.5, 2.0, 1.0, 7.0]]))
+    batch = collate(
+        [
+            Example({"features": [0.5, -1.0], "categorical": [2, 0]}, {"a": 1, "b": None}),
+            Example({"features": [1.5, 2.0], "categorical": [1, 7]}, {"a": 0, "b": 1}),
+        ]
+    )
+    torch.testing.assert_close(
+        batch.inputs["x"], torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.5, 2.0, 1.0, 7.0]])
+    )
     assert batch.targets["b"][1].tolist() == [[False], [True]]
     only_codes = collate([Example({"categorical": [3, 1]}, {"a": 1})])
     assert only_codes.inputs["x"].tolist() == [[3.0, 1.0]]
@@ -159,7 +196,9 @@ def test_collator_packs_numbers_then_codes() -> None:
     with pytest.raises(ValueError, match="neither"):
         collate([Example({}, {"a": 1})])
     with pytest.raises(ValueError, match="different lengths"):
-        collate([Example({"categorical": [1]}, {"a": 1}), Example({"categorical": [1, 2]}, {"a": 1})])
+        collate(
+            [Example({"categorical": [1]}, {"a": 1}), Example({"categorical": [1, 2]}, {"a": 1})]
+        )
 
 
 def test_collator_stacks_feature_arrays() -> None:

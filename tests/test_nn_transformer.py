@@ -84,7 +84,8 @@ def test_outputs_are_word_level_hidden_states(
     with torch.no_grad():
         out = encoder(enc)
         reference = encoder.model(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
             output_hidden_states=True,
         ).hidden_states
     assert encoder.input_kind == "subwords" and encoder.layer_dims == [384] * 6
@@ -126,10 +127,12 @@ def test_gradients_reach_an_unfrozen_model(
 
 
 def test_bad_arguments(path: str, tmp_path) -> None:
-    for build, option in [(lambda: Transformer(path, layers=[7]), "layers"),
-                          (lambda: Transformer(path, max_length=1000), "max_length"),
-                          (lambda: SubwordTokenizer(path, max_length=2), "max_length"),
-                          (lambda: Transformer(str(tmp_path)), "path")]:
+    for build, option in [
+        (lambda: Transformer(path, layers=[7]), "layers"),
+        (lambda: Transformer(path, max_length=1000), "max_length"),
+        (lambda: SubwordTokenizer(path, max_length=2), "max_length"),
+        (lambda: Transformer(str(tmp_path)), "path"),
+    ]:
         with pytest.raises(OptionError) as err:
             build()
         assert err.value.option == option

@@ -38,11 +38,20 @@ def plugin_config(tmp: Path) -> Path:
         "name": "plugins",
         "seed": 0,
         "tasks": {"liked": {"kind": "plugins.yes_no:YesNo"}, "topic": {"kind": "classification"}},
-        "data": {"sources": {"lines": {"format": "plugins.bar_format:BarLines",
-                                       "train": "lines.txt", "tasks": {"liked": 0, "topic": 1},
-                                       "options": {"lowercase": True}}}},
-        "model": {"encoder": {"type": "bilstm", "embed_dim": 8, "hidden": 8, "layers": 1},
-                  "sharing": "plugins.gated:Gated"},
+        "data": {
+            "sources": {
+                "lines": {
+                    "format": "plugins.bar_format:BarLines",
+                    "train": "lines.txt",
+                    "tasks": {"liked": 0, "topic": 1},
+                    "options": {"lowercase": True},
+                }
+            }
+        },
+        "model": {
+            "encoder": {"type": "bilstm", "embed_dim": 8, "hidden": 8, "layers": 1},
+            "sharing": "plugins.gated:Gated",
+        },
         "balancing": {"method": "plugins.inverse_loss:InverseLoss"},
         "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.01, "threads": 1, "progress": False},
     }
@@ -57,15 +66,17 @@ def plugins_importable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(TESTS))
 
 
-def test_plugins_named_by_import_path_train_and_evaluate(tmp_path: Path,
-                                                         plugins_importable: None) -> None:
+def test_plugins_named_by_import_path_train_and_evaluate(
+    tmp_path: Path, plugins_importable: None
+) -> None:
     from plugins import inverse_loss
     from plugins.gated import Gated
 
     inverse_loss.BUILT.clear()
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(plugin_config(tmp_path)), "--out", str(run_dir),
-                                      "--json"])
+    result = CliRunner().invoke(
+        app, ["train", str(plugin_config(tmp_path)), "--out", str(run_dir), "--json"]
+    )
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
 
@@ -91,13 +102,16 @@ def test_plugins_named_by_import_path_train_and_evaluate(tmp_path: Path,
         assert values == pytest.approx(results["test"][task])
 
 
-def test_the_plugin_format_checks_its_own_field_mapping(tmp_path: Path,
-                                                        plugins_importable: None) -> None:
+def test_the_plugin_format_checks_its_own_field_mapping(
+    tmp_path: Path, plugins_importable: None
+) -> None:
     config = plugin_config(tmp_path)
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
     raw["data"]["sources"]["lines"]["tasks"]["topic"] = "topic"
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     result = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: data.sources.lines.tasks.topic: a bar-lines source "
-                                    "names columns by index, got 'topic'; fix: ")
+    assert result.stderr.startswith(
+        "error: data.sources.lines.tasks.topic: a bar-lines source "
+        "names columns by index, got 'topic'; fix: "
+    )

@@ -29,8 +29,14 @@ def test_readme_has_examples() -> None:
 def test_python_example_runs(index: int, tmp_path: Path) -> None:
     code = blocks("python")[index]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -41,9 +47,16 @@ def test_shell_example_runs(tmp_path: Path) -> None:
         argv = shlex.split(line)
         assert argv[0] == "polytask"
         argv = [sys.executable, "-m", "polytask.cli"] + [
-            str(ROOT / a) if a.startswith("examples/") else a for a in argv[1:]]
-        proc = subprocess.run(argv + ["--set", "trainer.threads=1"] if argv[3] in ("train", "compare") else argv,
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+            str(ROOT / a) if a.startswith("examples/") else a for a in argv[1:]
+        ]
+        proc = subprocess.run(
+            argv + ["--set", "trainer.threads=1"] if argv[3] in ("train", "compare") else argv,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
         outputs.append(proc.stdout)
     metrics = json.loads(outputs[1])

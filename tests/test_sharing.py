@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from routing import param_names as _names
+from routing import reached as _reached
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.sharing import Custom, HardSharing, Hierarchical, MultiTaskOutput
 from polytask.sharing.task_layers import DenseLayer, SequenceLayer
-from routing import reached as _reached, param_names as _names
 
 
 def _batch(zh, source: str, n: int = 8):
@@ -60,7 +61,11 @@ def test_hierarchical_low_tap_never_reaches_the_upper_layer(zh, make_model) -> N
     model = make_model(taps={"ner": 1, "sentiment": 2})
     _assert_partition(model)
     layer2 = {n for n, _ in model.named_parameters() if n.startswith("encoder.lstms.1.")}
-    layer1 = {n for n, _ in model.named_parameters() if n.startswith(("encoder.lstms.0.", "encoder.embedding."))}
+    layer1 = {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith(("encoder.lstms.0.", "encoder.embedding."))
+    }
     assert layer1 and layer2
 
     ner = _reached(model, _task_loss(model, zh, "ner"))
@@ -93,28 +98,39 @@ def test_task_layers_are_owned_by_their_task_and_routed(zh, make_model) -> None:
     torch.manual_seed(0)
     encoder = BiLSTM(vocab_size=len(zh.vocab), embed_dim=8, hidden=4, layers=2)
     heads = heads_for(list(zh.tasks.values()), dim={"ner": 6, "sentiment": 5})
-    model = Hierarchical(encoder, heads, taps={"ner": 1},
-                         task_layers={"ner": SequenceLayer(8, 3), "sentiment": DenseLayer(8, 5)})
+    model = Hierarchical(
+        encoder,
+        heads,
+        taps={"ner": 1},
+        task_layers={"ner": SequenceLayer(8, 3), "sentiment": DenseLayer(8, 5)},
+    )
     _assert_partition(model)
-    assert _names(model, model.task_parameters("ner")) >= {n for n, _ in model.named_parameters()
-                                                            if n.startswith("task_layers.ner.")}
+    assert _names(model, model.task_parameters("ner")) >= {
+        n for n, _ in model.named_parameters() if n.startswith("task_layers.ner.")
+    }
     ner = _reached(model, _task_loss(model, zh, "ner"))
     assert all(ner[n] for n in ner if n.startswith("task_layers.ner."))
-    assert not any(ner[n] for n in ner if n.startswith(("task_layers.sentiment.", "heads.sentiment.",
-                                                         "encoder.lstms.1.")))
+    assert not any(
+        ner[n]
+        for n in ner
+        if n.startswith(("task_layers.sentiment.", "heads.sentiment.", "encoder.lstms.1."))
+    )
     sent = _reached(model, _task_loss(model, zh, "sentiment"))
     assert all(sent[n] for n in sent if n.startswith("task_layers.sentiment."))
     assert not any(sent[n] for n in sent if n.startswith(("task_layers.ner.", "heads.ner.")))
 
 
-@pytest.mark.parametrize("taps, field", [
-    ({"ner": 0}, "taps.ner"),
-    ({"ner": 3}, "taps.ner"),
-    ({"ner": "1"}, "taps.ner"),
-    ({"ner": 1.0}, "taps.ner"),
-    ({"ner": True}, "taps.ner"),
-    ({"pos": 1}, "taps"),
-])
+@pytest.mark.parametrize(
+    "taps, field",
+    [
+        ({"ner": 0}, "taps.ner"),
+        ({"ner": 3}, "taps.ner"),
+        ({"ner": "1"}, "taps.ner"),
+        ({"ner": 1.0}, "taps.ner"),
+        ({"ner": True}, "taps.ner"),
+        ({"pos": 1}, "taps"),
+    ],
+)
 def test_bad_taps_raise_naming_the_field(zh, make_model, taps, field) -> None:
     with pytest.raises(OptionError) as err:
         make_model(taps=taps)
@@ -166,15 +182,23 @@ class _TwoTower(nn.Module):
 
 def _custom() -> Custom:
     torch.manual_seed(0)
-    return Custom(_TwoTower(), ["a", "b"], shared=["trunk"],
-                  task_params={"a": ["head_a"], "b": ["private_b.", "head_b"]})
+    return Custom(
+        _TwoTower(),
+        ["a", "b"],
+        shared=["trunk"],
+        task_params={"a": ["head_a"], "b": ["private_b.", "head_b"]},
+    )
 
 
 def test_custom_routes_and_partitions() -> None:
     model = _custom()
     _assert_partition(model)
     assert _names(model, model.task_parameters("b")) == {
-        "module.private_b.weight", "module.private_b.bias", "module.head_b.weight", "module.head_b.bias"}
+        "module.private_b.weight",
+        "module.private_b.bias",
+        "module.head_b.weight",
+        "module.head_b.bias",
+    }
     x = torch.randn(7, 5)
     out = model({"x": x})
     assert isinstance(out, MultiTaskOutput) and set(out.features) == {"a", "b"}
@@ -189,16 +213,34 @@ def test_custom_routes_and_partitions() -> None:
 
 def test_custom_declaration_errors() -> None:
     with pytest.raises(ValueError, match="not declared.*private_b"):
-        Custom(_TwoTower(), ["a", "b"], shared=["trunk"], task_params={"a": ["head_a"], "b": ["head_b"]})
+        Custom(
+            _TwoTower(),
+            ["a", "b"],
+            shared=["trunk"],
+            task_params={"a": ["head_a"], "b": ["head_b"]},
+        )
     with pytest.raises(ValueError, match="owned by both"):
-        Custom(_TwoTower(), ["a", "b"], shared=["trunk", "head_a"],
-               task_params={"a": ["head_a"], "b": ["private_b", "head_b"]})
+        Custom(
+            _TwoTower(),
+            ["a", "b"],
+            shared=["trunk", "head_a"],
+            task_params={"a": ["head_a"], "b": ["private_b", "head_b"]},
+        )
     with pytest.raises(OptionError, match=r"unknown task\(s\) \['c'\]") as err:
-        Custom(_TwoTower(), ["a", "b"], shared=["trunk"],
-               task_params={"a": ["head_a"], "b": ["private_b", "head_b"], "c": []})
+        Custom(
+            _TwoTower(),
+            ["a", "b"],
+            shared=["trunk"],
+            task_params={"a": ["head_a"], "b": ["private_b", "head_b"], "c": []},
+        )
     assert err.value.option == "task_params"
     with pytest.raises(OptionError, match="not built from an encoder and heads"):
         Custom.from_parts(encoder=lambda: None, heads=lambda widths: {}, tasks=["a"])
     # a prefix matches whole name components only: "head" is not "head_a"
     with pytest.raises(ValueError, match="not declared"):
-        Custom(_TwoTower(), ["a", "b"], shared=["trunk"], task_params={"a": ["head"], "b": ["private_b", "head_b"]})
+        Custom(
+            _TwoTower(),
+            ["a", "b"],
+            shared=["trunk"],
+            task_params={"a": ["head"], "b": ["private_b", "head_b"]},
+        )

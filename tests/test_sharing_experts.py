@@ -6,12 +6,23 @@ import math
 
 import pytest
 import torch
+from routing import (
+    IdentityHead as _Identity,
+)
+from routing import (
+    param_names as _names,
+)
+from routing import (
+    reached as _reached,
+)
+from routing import (
+    set_linear as _set,
+)
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.nn import CNN, MLP, ClassifierHead, TaggerHead
 from polytask.sharing.experts import CGC, PLE, Gate, MMoE
-from routing import IdentityHead as _Identity, reached as _reached, param_names as _names, set_linear as _set
 
 BIG = 40.0  # softmax of logits ±BIG apart: the other weight is < 1e-34
 LN3 = math.log(3)
@@ -38,12 +49,20 @@ def test_mmoe_forward_equals_hand_computation() -> None:
     x = torch.tensor([[1.0, 2.0], [2.0, 0.0]])
     out = model({"x": x})
     e = math.e
-    torch.testing.assert_close(out.task_features["a"], torch.tensor([[1.0, 2.0], [2.0, 0.0]]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out.task_features["b"], torch.tensor([[1.75, 1.25], [2 * e / (e + 3), 6 / (e + 3)]]),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.task_features["a"], torch.tensor([[1.0, 2.0], [2.0, 0.0]]), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        out.task_features["b"],
+        torch.tensor([[1.75, 1.25], [2 * e / (e + 3), 6 / (e + 3)]]),
+        atol=1e-6,
+        rtol=0,
+    )
     torch.testing.assert_close(out.outputs["b"], out.task_features["b"])
     assert out.shared_features is None
-    torch.testing.assert_close(model.gates["b"](x), torch.tensor([[0.25, 0.75], [e / (e + 3), 3 / (e + 3)]]))
+    torch.testing.assert_close(
+        model.gates["b"](x), torch.tensor([[0.25, 0.75], [e / (e + 3), 3 / (e + 3)]])
+    )
 
 
 @pytest.mark.parametrize("hidden", [None, 3])
@@ -58,16 +77,21 @@ def test_gates_are_distributions(hidden) -> None:
 
 def _mmoe(seed: int = 0, **opts) -> MMoE:
     torch.manual_seed(seed)
-    return MMoE.from_parts(encoder=lambda: MLP(5, [8, 6], activation="tanh"),
-                           heads=lambda d: {"a": ClassifierHead(d["a"], 3), "b": ClassifierHead(d["b"], 2)},
-                           tasks=["a", "b"], **opts)
+    return MMoE.from_parts(
+        encoder=lambda: MLP(5, [8, 6], activation="tanh"),
+        heads=lambda d: {"a": ClassifierHead(d["a"], 3), "b": ClassifierHead(d["b"], 2)},
+        tasks=["a", "b"],
+        **opts,
+    )
 
 
 def _losses(model, x):
     out = model({"x": x})
     n = x.shape[0]
-    return {"a": nn.functional.cross_entropy(out.outputs["a"], torch.arange(n) % 3),
-            "b": nn.functional.cross_entropy(out.outputs["b"], torch.arange(n) % 2)}
+    return {
+        "a": nn.functional.cross_entropy(out.outputs["a"], torch.arange(n) % 3),
+        "b": nn.functional.cross_entropy(out.outputs["b"], torch.arange(n) % 2),
+    }
 
 
 @pytest.mark.parametrize("opts", [{"experts": 3}, {"experts": 2, "gate_hidden": 4}])
@@ -80,7 +104,9 @@ def test_mmoe_routing_all_experts_and_only_own_gate_and_head(opts) -> None:
     losses = _losses(model, torch.randn(16, 5))
     for t, other in (("a", "b"), ("b", "a")):
         own = _names(model, model.task_parameters(t))
-        assert own == {n for n, _ in model.named_parameters() if n.startswith((f"gates.{t}.", f"heads.{t}."))}
+        assert own == {
+            n for n, _ in model.named_parameters() if n.startswith((f"gates.{t}.", f"heads.{t}."))
+        }
         reached = _reached(model, losses[t])
         assert all(reached[n] for n in shared | own), t
         assert not any(reached[n] for n in _names(model, model.task_parameters(other))), t
@@ -89,8 +115,11 @@ def test_mmoe_routing_all_experts_and_only_own_gate_and_head(opts) -> None:
 # ------------------------------------------------------------------ CGC
 def _cgc_hand() -> CGC:
     """task experts E_a = relu(x), E_b = relu(swap x); shared E_s = relu(2x)."""
-    model = CGC([_expert([[2, 0], [0, 2]])], {"a": [_expert(I2)], "b": [_expert(SWAP)]},
-                {"a": _Identity(), "b": _Identity()})
+    model = CGC(
+        [_expert([[2, 0], [0, 2]])],
+        {"a": [_expert(I2)], "b": [_expert(SWAP)]},
+        {"a": _Identity(), "b": _Identity()},
+    )
     return model
 
 
@@ -103,12 +132,20 @@ def test_cgc_forward_equals_hand_computation() -> None:
     _set(level.task_gates["b"].net[0], ZERO, [-BIG, BIG])
     assert level.shared_gate is None  # one level: nothing reads a shared gate
     out = model({"x": torch.tensor([[1.0, 2.0]])})
-    torch.testing.assert_close(out.task_features["a"], torch.tensor([[1.75, 3.5]]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out.task_features["b"], torch.tensor([[2.0, 4.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.task_features["a"], torch.tensor([[1.75, 3.5]]), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        out.task_features["b"], torch.tensor([[2.0, 4.0]]), atol=1e-6, rtol=0
+    )
     # gate b selecting its own expert instead: b's output is E_b exactly
     _set(level.task_gates["b"].net[0], ZERO, [BIG, -BIG])
-    torch.testing.assert_close(model({"x": torch.tensor([[1.0, 2.0]])}).task_features["b"],
-                               torch.tensor([[2.0, 1.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model({"x": torch.tensor([[1.0, 2.0]])}).task_features["b"],
+        torch.tensor([[2.0, 1.0]]),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_ple_two_levels_forward_equals_hand_computation() -> None:
@@ -116,10 +153,16 @@ def test_ple_two_levels_forward_equals_hand_computation() -> None:
     [E_b; E_s] = [3/4, 1/4] (y_b = [2, 1.75]), shared gate [1/4, 1/4, 1/2] over [E_a; E_b; E_s]
     (s = [3/4 + 1, 3/4 + 2] = [1.75, 2.75]).
     Level 2: a's expert relu(y_a) = [1.75, 3.5], b's expert relu(-y_b) = [0, 0],
-    shared expert relu(s - 1) = [0.75, 1.75]; gate a2 = [3/4, 1/4] -> 3/4 [1.75, 3.5] + 1/4 [0.75, 1.75];
+    shared expert relu(s - 1) = [0.75, 1.75];
+    gate a2 = [3/4, 1/4] -> 3/4 [1.75, 3.5] + 1/4 [0.75, 1.75];
     gate b2 = [1/4, 3/4] -> 3/4 [0.75, 1.75]."""
-    model = PLE([_expert([[2, 0], [0, 2]])], {"a": [_expert(I2)], "b": [_expert(SWAP)]},
-                {"a": _Identity(), "b": _Identity()}, levels=2, expert_hidden=2)
+    model = PLE(
+        [_expert([[2, 0], [0, 2]])],
+        {"a": [_expert(I2)], "b": [_expert(SWAP)]},
+        {"a": _Identity(), "b": _Identity()},
+        levels=2,
+        expert_hidden=2,
+    )
     l1, l2 = model.extraction
     _set(l1.task_gates["a"].net[0], ZERO, [0, LN3])
     _set(l1.task_gates["b"].net[0], ZERO, [LN3, 0])
@@ -134,22 +177,32 @@ def test_ple_two_levels_forward_equals_hand_computation() -> None:
     out = model({"x": torch.tensor([[1.0, 2.0]])})
     ya = [0.75 * 1.75 + 0.25 * 0.75, 0.75 * 3.5 + 0.25 * 1.75]
     torch.testing.assert_close(out.task_features["a"], torch.tensor([ya]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out.task_features["b"], torch.tensor([[0.75 * 0.75, 0.75 * 1.75]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.task_features["b"], torch.tensor([[0.75 * 0.75, 0.75 * 1.75]]), atol=1e-6, rtol=0
+    )
     # the level-2 task gate reads y_a^(1): a weight on it changes the mixture by hand, too:
     # logits = [ln 3, 3.5 * (-ln 3 / 3.5)] = [ln 3, -ln 3] -> [9/10, 1/10]
     _set(l2.task_gates["a"].net[0], [[0, 0], [0, -LN3 / 3.5]], [LN3, 0])
     ya = [0.9 * 1.75 + 0.1 * 0.75, 0.9 * 3.5 + 0.1 * 1.75]
-    torch.testing.assert_close(model({"x": torch.tensor([[1.0, 2.0]])}).task_features["a"],
-                               torch.tensor([ya]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model({"x": torch.tensor([[1.0, 2.0]])}).task_features["a"],
+        torch.tensor([ya]),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def _ple(levels: int, seed: int = 0, **opts) -> PLE:
     torch.manual_seed(seed)
     cls = CGC if levels == 1 else PLE
     extra = {} if levels == 1 else {"levels": levels, "expert_hidden": 7}
-    return cls.from_parts(encoder=lambda: MLP(5, [8, 6], activation="tanh"),
-                          heads=lambda d: {"a": ClassifierHead(d["a"], 3), "b": ClassifierHead(d["b"], 2)},
-                          tasks=["a", "b"], **extra, **opts)
+    return cls.from_parts(
+        encoder=lambda: MLP(5, [8, 6], activation="tanh"),
+        heads=lambda d: {"a": ClassifierHead(d["a"], 3), "b": ClassifierHead(d["b"], 2)},
+        tasks=["a", "b"],
+        **extra,
+        **opts,
+    )
 
 
 def test_cgc_routing_own_and_shared_experts_never_the_other_tasks() -> None:
@@ -157,16 +210,25 @@ def test_cgc_routing_own_and_shared_experts_never_the_other_tasks() -> None:
     assert isinstance(model, CGC)
     model.check_ownership()
     shared = _names(model, model.shared_parameters())
-    assert shared == {n for n, _ in model.named_parameters() if n.startswith("extraction.0.shared.")}
+    assert shared == {
+        n for n, _ in model.named_parameters() if n.startswith("extraction.0.shared.")
+    }
     losses = _losses(model, torch.randn(16, 5))
     for t, other in (("a", "b"), ("b", "a")):
         own = _names(model, model.task_parameters(t))
-        assert own == {n for n, _ in model.named_parameters()
-                       if n.startswith((f"extraction.0.task.{t}.", f"extraction.0.task_gates.{t}.", f"heads.{t}."))}
+        assert own == {
+            n
+            for n, _ in model.named_parameters()
+            if n.startswith(
+                (f"extraction.0.task.{t}.", f"extraction.0.task_gates.{t}.", f"heads.{t}.")
+            )
+        }
         reached = _reached(model, losses[t])
         assert all(reached[n] for n in shared | own), t
         assert not any(reached[n] for n in _names(model, model.task_parameters(other))), t
-        assert not any(reached[n] for n in reached if n.startswith(f"extraction.0.task.{other}.")), t
+        assert not any(
+            reached[n] for n in reached if n.startswith(f"extraction.0.task.{other}.")
+        ), t
 
 
 @pytest.mark.parametrize("levels", [2, 3])
@@ -178,22 +240,29 @@ def test_ple_ownership_follows_routing_exactly(levels) -> None:
     model.check_ownership()
     top = levels - 1
     shared = _names(model, model.shared_parameters())
-    assert {n for n in shared if n.startswith("extraction.0.task.a.")}  # lower task experts are shared
+    assert {
+        n for n in shared if n.startswith("extraction.0.task.a.")
+    }  # lower task experts are shared
     losses = _losses(model, torch.randn(16, 5))
     for t, other in (("a", "b"), ("b", "a")):
         own = _names(model, model.task_parameters(t))
-        assert {n for n, _ in model.named_parameters() if n.startswith(f"extraction.{top}.task.{t}.")} <= own
+        assert {
+            n for n, _ in model.named_parameters() if n.startswith(f"extraction.{top}.task.{t}.")
+        } <= own
         reached = _reached(model, losses[t])
         assert all(reached[n] for n in shared), (t, sorted(n for n in shared if not reached[n]))
         assert all(reached[n] for n in own), t
         assert not any(reached[n] for n in _names(model, model.task_parameters(other))), t
 
 
-@pytest.mark.parametrize("build", [
-    lambda: _mmoe(seed=1, experts=3),
-    lambda: _ple(1, seed=1, shared_experts=1, task_experts=1),
-    lambda: _ple(2, seed=1, shared_experts=1, task_experts=1),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _mmoe(seed=1, experts=3),
+        lambda: _ple(1, seed=1, shared_experts=1, task_experts=1),
+        lambda: _ple(2, seed=1, shared_experts=1, task_experts=1),
+    ],
+)
 def test_overfits_a_small_batch(build) -> None:
     model = build()
     g = torch.Generator().manual_seed(0)
@@ -203,8 +272,9 @@ def test_overfits_a_small_batch(build) -> None:
 
     def loss_fn():
         out = model({"x": x})
-        return (nn.functional.cross_entropy(out.outputs["a"], ya)
-                + nn.functional.cross_entropy(out.outputs["b"], yb))
+        return nn.functional.cross_entropy(out.outputs["a"], ya) + nn.functional.cross_entropy(
+            out.outputs["b"], yb
+        )
 
     first = loss_fn().item()
     for _ in range(300):
@@ -215,13 +285,20 @@ def test_overfits_a_small_batch(build) -> None:
     assert loss_fn().item() < 1e-2 < first
 
 
-@pytest.mark.parametrize("arch, opts", [(MMoE, {"experts": 2}), (CGC, {}), (PLE, {"levels": 2, "expert_hidden": 5})])
+@pytest.mark.parametrize(
+    "arch, opts", [(MMoE, {"experts": 2}), (CGC, {}), (PLE, {"levels": 2, "expert_hidden": 5})]
+)
 def test_token_encoders_gate_per_token_through_a_shared_gate_encoder(arch, opts) -> None:
     torch.manual_seed(0)
     model = arch.from_parts(
         encoder=lambda: CNN(vocab_size=20, embed_dim=4, channels=[6]),
-        heads=lambda d: {"tag": TaggerHead(d["tag"], 3), "cls": ClassifierHead(d["cls"], 2, pooling="mean")},
-        tasks=["tag", "cls"], **opts).eval()
+        heads=lambda d: {
+            "tag": TaggerHead(d["tag"], 3),
+            "cls": ClassifierHead(d["cls"], 2, pooling="mean"),
+        },
+        tasks=["tag", "cls"],
+        **opts,
+    ).eval()
     model.check_ownership()
     assert model.gate_input.encoder is not None
     gate_params = _names(model, model.gate_input.parameters())
@@ -239,25 +316,36 @@ def test_token_encoders_gate_per_token_through_a_shared_gate_encoder(arch, opts)
     torch.testing.assert_close(only.outputs["cls"], out.outputs["cls"])
 
 
-@pytest.mark.parametrize("arch, opts, field", [
-    (MMoE, {"experts": 0}, "experts"),
-    (MMoE, {"gate_hidden": 0}, "gate_hidden"),
-    (MMoE, {"gate_input": "tokens"}, "gate_input"),
-    (CGC, {"shared_experts": -1}, "shared_experts"),
-    (CGC, {"shared_experts": 0, "task_experts": 0}, "shared_experts"),
-    (PLE, {"levels": 0}, "levels"),
-    (PLE, {"expert_hidden": 1.5}, "expert_hidden"),
-])
+@pytest.mark.parametrize(
+    "arch, opts, field",
+    [
+        (MMoE, {"experts": 0}, "experts"),
+        (MMoE, {"gate_hidden": 0}, "gate_hidden"),
+        (MMoE, {"gate_input": "tokens"}, "gate_input"),
+        (CGC, {"shared_experts": -1}, "shared_experts"),
+        (CGC, {"shared_experts": 0, "task_experts": 0}, "shared_experts"),
+        (PLE, {"levels": 0}, "levels"),
+        (PLE, {"expert_hidden": 1.5}, "expert_hidden"),
+    ],
+)
 def test_bad_options_raise_naming_the_field(arch, opts, field) -> None:
     with pytest.raises(OptionError) as err:
-        arch.from_parts(encoder=lambda: MLP(5, [6]), heads=lambda d: {"a": ClassifierHead(d["a"], 2)},
-                        tasks=["a"], **opts)
+        arch.from_parts(
+            encoder=lambda: MLP(5, [6]),
+            heads=lambda d: {"a": ClassifierHead(d["a"], 2)},
+            tasks=["a"],
+            **opts,
+        )
     assert err.value.option == field
 
 
 def test_raw_x_gates_need_a_feature_encoder() -> None:
     with pytest.raises(OptionError) as err:
-        MMoE.from_parts(encoder=lambda: CNN(vocab_size=9, embed_dim=3, channels=[4]),
-                        heads=lambda d: {"a": ClassifierHead(d["a"], 2, pooling="mean")},
-                        tasks=["a"], experts=2, gate_input="x")
+        MMoE.from_parts(
+            encoder=lambda: CNN(vocab_size=9, embed_dim=3, channels=[4]),
+            heads=lambda d: {"a": ClassifierHead(d["a"], 2, pooling="mean")},
+            tasks=["a"],
+            experts=2,
+            gate_input="x",
+        )
     assert err.value.option == "gate_input"

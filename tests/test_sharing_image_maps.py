@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
+from routing import param_names, reached, stitched_layers
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.nn import ClassifierHead, Encoder, EncoderOutput, LeNet
 from polytask.sharing.cross_stitch import CrossStitch
 from polytask.sharing.mtan import MTAN, AttentionBlock
-from routing import param_names, reached, stitched_layers
 
 
 def _heads(dims):
@@ -29,11 +29,21 @@ def test_mtan_on_lenet_builds_conv_attention_on_maps_and_linear_on_the_vector() 
     torch.manual_seed(0)
     model = MTAN.from_parts(encoder=LeNet, heads=_heads, tasks=["left", "right"])
     b1, b2, b3 = model.attention["left"]
-    assert isinstance(b1.gate[0], nn.Conv2d) and b1.gate[0].kernel_size == (1, 1) and b1.project is None
+    assert (
+        isinstance(b1.gate[0], nn.Conv2d)
+        and b1.gate[0].kernel_size == (1, 1)
+        and b1.project is None
+    )
     assert (b1.gate[0].in_channels, b1.gate[0].out_channels) == (10, 10)
-    assert isinstance(b2.project, nn.Conv2d) and (b2.project.in_channels, b2.project.out_channels) == (10, 20)
+    assert isinstance(b2.project, nn.Conv2d) and (
+        b2.project.in_channels,
+        b2.project.out_channels,
+    ) == (10, 20)
     assert (b2.gate[0].in_channels, b2.gate[0].out_channels) == (40, 20)
-    assert isinstance(b3.project, nn.Linear) and (b3.project.in_features, b3.project.out_features) == (720, 50)
+    assert isinstance(b3.project, nn.Linear) and (
+        b3.project.in_features,
+        b3.project.out_features,
+    ) == (720, 50)
     assert isinstance(b3.gate[0], nn.Linear) and b3.gate[0].in_features == 100
     x = _image()
     enc = model.encoder(x)
@@ -42,9 +52,13 @@ def test_mtan_on_lenet_builds_conv_attention_on_maps_and_linear_on_the_vector() 
     # masks are per channel and position: they vary along both
     a = b1.mask(enc.layers[0], None)
     assert a.shape == enc.layers[0].shape
-    assert not torch.allclose(a[0, 0, 0, 0], a[0, 0, 8, 8]) and not torch.allclose(a[0, 0, 8, 8], a[0, 1, 8, 8])
+    assert not torch.allclose(a[0, 0, 0, 0], a[0, 0, 8, 8]) and not torch.allclose(
+        a[0, 0, 8, 8], a[0, 1, 8, 8]
+    )
     out = model(x)
-    assert out.outputs["left"].shape == (4, 10) and torch.equal(out.features["left"], enc.layers[-1])
+    assert out.outputs["left"].shape == (4, 10) and torch.equal(
+        out.features["left"], enc.layers[-1]
+    )
     torch.testing.assert_close(out.task_features["left"], hats[-1])
 
 
@@ -58,13 +72,17 @@ def test_map_attention_block_equals_a_hand_computation() -> None:
         block.gate[0].weight.copy_(torch.tensor([2.0, -1.0]).reshape(1, 2, 1, 1))
         block.gate[0].bias.fill_(0.5)
     f = torch.tensor([[[[1.0, 0.0], [-1.0, 2.0]]]])
-    prev = torch.tensor([[[[0.0, 0.2, 1.0, 0.0],
-                           [0.1, 0.3, 0.0, 0.0],
-                           [0.0, 0.0, 0.4, 0.0],
-                           [0.5, 0.0, 0.0, 0.1]]]])
+    prev = torch.tensor(
+        [[[[0.0, 0.2, 1.0, 0.0], [0.1, 0.3, 0.0, 0.0], [0.0, 0.0, 0.4, 0.0], [0.5, 0.0, 0.0, 0.1]]]]
+    )
     pooled = [[0.3, 1.0], [0.5, 0.4]]
-    expected = [[1 / (1 + math.exp(-(2 * f[0, 0, i, j].item() - max(3 * pooled[i][j] - 1, 0.0) + 0.5)))
-                 for j in range(2)] for i in range(2)]
+    expected = [
+        [
+            1 / (1 + math.exp(-(2 * f[0, 0, i, j].item() - max(3 * pooled[i][j] - 1, 0.0) + 0.5)))
+            for j in range(2)
+        ]
+        for i in range(2)
+    ]
     torch.testing.assert_close(block.mask(f, prev), torch.tensor([[expected]]))
 
 
@@ -73,7 +91,9 @@ def test_map_to_vector_attention_reads_the_flattened_map() -> None:
     prev = torch.randn(5, 3, 2, 2)
     f = torch.randn(5, 2)
     p = torch.relu(block.project(prev.flatten(1)))
-    torch.testing.assert_close(block.mask(f, prev), torch.sigmoid(block.gate(torch.cat([f, p], dim=-1))))
+    torch.testing.assert_close(
+        block.mask(f, prev), torch.sigmoid(block.gate(torch.cat([f, p], dim=-1)))
+    )
 
 
 class _VectorThenMap(Encoder):
@@ -123,8 +143,9 @@ def test_cross_stitch_layerwise_execution_reproduces_lenet_exactly() -> None:
 
 def test_cross_stitch_identity_frozen_is_separate_lenets() -> None:
     torch.manual_seed(0)
-    model = CrossStitch.from_parts(encoder=LeNet, heads=_heads, tasks=["left", "right"],
-                                   init="identity", freeze_stitch=True)
+    model = CrossStitch.from_parts(
+        encoder=LeNet, heads=_heads, tasks=["left", "right"], init="identity", freeze_stitch=True
+    )
     assert model.after == [1, 2] and model.shared_parameters() == []
     x = _image()
     out = model(x)
@@ -136,8 +157,14 @@ def test_cross_stitch_identity_frozen_is_separate_lenets() -> None:
 def test_cross_stitch_uniform_frozen_tied_is_one_shared_lenet() -> None:
     """K = 2: ½x + ½x = x exactly, so every tower's every layer is the shared network's."""
     torch.manual_seed(0)
-    model = CrossStitch.from_parts(encoder=LeNet, heads=_heads, tasks=["left", "right"],
-                                   init="uniform", freeze_stitch=True, tie_init=True)
+    model = CrossStitch.from_parts(
+        encoder=LeNet,
+        heads=_heads,
+        tasks=["left", "right"],
+        init="uniform",
+        freeze_stitch=True,
+        tie_init=True,
+    )
     x = _image()
     shared = copy.deepcopy(model.towers["left"])(x).layers
     layers, _ = model.tower_outputs(x)

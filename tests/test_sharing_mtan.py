@@ -6,12 +6,23 @@ import math
 
 import pytest
 import torch
+from routing import (
+    IdentityHead as _Identity,
+)
+from routing import (
+    param_names as _names,
+)
+from routing import (
+    reached as _reached,
+)
+from routing import (
+    set_linear as _set,
+)
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.nn import CNN, MLP, ClassifierHead, Encoder, EncoderOutput, TaggerHead
 from polytask.sharing.mtan import MTAN
-from routing import IdentityHead as _Identity, reached as _reached, param_names as _names, set_linear as _set
 
 BIG = 30.0  # sigmoid(±30) is 1 / 0 to float32 precision (within 1e-13)
 
@@ -43,8 +54,12 @@ def test_forward_equals_hand_computation() -> None:
     model = _hand_model()
     out = model({"x": torch.tensor([[1.0, 2.0]])})
     s1 = 1 / (1 + math.exp(-1))
-    torch.testing.assert_close(out.task_features["a"], torch.tensor([[0.0, 2.0]]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(out.task_features["b"], torch.tensor([[3 * s1, 1.5]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.task_features["a"], torch.tensor([[0.0, 2.0]]), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        out.task_features["b"], torch.tensor([[3 * s1, 1.5]]), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(out.outputs["b"], out.task_features["b"])
     torch.testing.assert_close(out.features["a"], torch.tensor([[3.0, 2.0]]))
     assert out.shared_features is None and out.mask is None
@@ -55,7 +70,9 @@ def test_forward_equals_hand_computation() -> None:
     # a mask at exactly 0 removes the feature: changing f2[0] leaves task a's output alone
     model.encoder.linears[1].bias.data[0] = 5.0
     out2 = model({"x": torch.tensor([[1.0, 2.0]])})
-    torch.testing.assert_close(out2.task_features["a"], torch.tensor([[0.0, 2.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out2.task_features["a"], torch.tensor([[0.0, 2.0]]), atol=1e-6, rtol=0
+    )
     assert not torch.allclose(out2.task_features["b"], out.task_features["b"])
 
 
@@ -76,7 +93,9 @@ def _model(seed: int = 0, hidden: int | None = None) -> MTAN:
     return MTAN.from_parts(
         encoder=lambda: MLP(5, [8, 8, 6], activation="tanh"),
         heads=lambda dims: {"a": ClassifierHead(dims["a"], 3), "b": ClassifierHead(dims["b"], 2)},
-        tasks=["a", "b"], hidden=hidden)
+        tasks=["a", "b"],
+        hidden=hidden,
+    )
 
 
 @pytest.mark.parametrize("hidden", [None, 4])
@@ -85,13 +104,17 @@ def test_routing_each_loss_reaches_backbone_and_only_its_attention(hidden) -> No
     model.check_ownership()
     x = torch.randn(16, 5)
     out = model({"x": x})
-    losses = {"a": nn.functional.cross_entropy(out.outputs["a"], torch.arange(16) % 3),
-              "b": nn.functional.cross_entropy(out.outputs["b"], torch.arange(16) % 2)}
+    losses = {
+        "a": nn.functional.cross_entropy(out.outputs["a"], torch.arange(16) % 3),
+        "b": nn.functional.cross_entropy(out.outputs["b"], torch.arange(16) % 2),
+    }
     shared = _names(model, model.shared_parameters())
     assert shared == {n for n, _ in model.named_parameters() if n.startswith("encoder.")}
     for t, other in (("a", "b"), ("b", "a")):
         own = _names(model, model.task_parameters(t))
-        assert {n for n in own if n.startswith(f"attention.{t}.")} and {n for n in own if n.startswith(f"heads.{t}.")}
+        assert {n for n in own if n.startswith(f"attention.{t}.")} and {
+            n for n in own if n.startswith(f"heads.{t}.")
+        }
         reached = _reached(model, losses[t])
         assert all(reached[n] for n in shared), t
         assert all(reached[n] for n in own), t
@@ -102,8 +125,12 @@ def test_sequence_encoder_per_token_attention_and_padding_stays_zero() -> None:
     torch.manual_seed(0)
     model = MTAN.from_parts(
         encoder=lambda: CNN(vocab_size=20, embed_dim=4, channels=[5, 6]),
-        heads=lambda dims: {"tag": TaggerHead(dims["tag"], 3), "cls": ClassifierHead(dims["cls"], 2, pooling="mean")},
-        tasks=["tag", "cls"]).eval()
+        heads=lambda dims: {
+            "tag": TaggerHead(dims["tag"], 3),
+            "cls": ClassifierHead(dims["cls"], 2, pooling="mean"),
+        },
+        tasks=["tag", "cls"],
+    ).eval()
     tokens = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]])
     padded = torch.cat([tokens, torch.zeros(2, 3, dtype=torch.long)], dim=1)
     out, out_p = model({"tokens": tokens}), model({"tokens": padded})
@@ -161,8 +188,9 @@ def test_overfits_a_small_batch() -> None:
 
     def loss_fn():
         out = model({"x": x})
-        return (nn.functional.cross_entropy(out.outputs["a"], ya)
-                + nn.functional.cross_entropy(out.outputs["b"], yb))
+        return nn.functional.cross_entropy(out.outputs["a"], ya) + nn.functional.cross_entropy(
+            out.outputs["b"], yb
+        )
 
     first = loss_fn().item()
     for _ in range(300):
@@ -173,17 +201,24 @@ def test_overfits_a_small_batch() -> None:
     assert loss_fn().item() < 1e-2 < first
 
 
-@pytest.mark.parametrize("opts, field", [
-    ({"depths": [0, 3]}, "depths"),
-    ({"depths": [1, 2]}, "depths"),  # omits the top layer
-    ({"depths": [3, 3]}, "depths"),
-    ({"depths": []}, "depths"),
-    ({"depths": 3}, "depths"),
-    ({"hidden": 0}, "hidden"),
-    ({"hidden": True}, "hidden"),
-])
+@pytest.mark.parametrize(
+    "opts, field",
+    [
+        ({"depths": [0, 3]}, "depths"),
+        ({"depths": [1, 2]}, "depths"),  # omits the top layer
+        ({"depths": [3, 3]}, "depths"),
+        ({"depths": []}, "depths"),
+        ({"depths": 3}, "depths"),
+        ({"hidden": 0}, "hidden"),
+        ({"hidden": True}, "hidden"),
+    ],
+)
 def test_bad_options_raise_naming_the_field(opts, field) -> None:
     with pytest.raises(OptionError) as err:
-        MTAN.from_parts(encoder=lambda: MLP(5, [8, 8, 6]),
-                        heads=lambda dims: {"a": ClassifierHead(dims["a"], 3)}, tasks=["a"], **opts)
+        MTAN.from_parts(
+            encoder=lambda: MLP(5, [8, 8, 6]),
+            heads=lambda dims: {"a": ClassifierHead(dims["a"], 3)},
+            tasks=["a"],
+            **opts,
+        )
     assert err.value.option == field

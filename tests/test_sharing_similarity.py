@@ -31,7 +31,7 @@ def test_cka_hand_values() -> None:
     torch.testing.assert_close(linear_cka(x + 5.0, y), torch.tensor(0.5))
     # a 2-D case: X = [x z] (two orthogonal unit-variance columns), Y = x:
     # ‖YᵀX‖² = 2² = 4, ‖XᵀX‖ = ‖diag(2, 2)‖ = 2√2, ‖YᵀY‖ = 2 -> 4 / (4√2) = 1/√2
-    torch.testing.assert_close(linear_cka(torch.cat([x, z], 1), x), torch.tensor(2 ** -0.5))
+    torch.testing.assert_close(linear_cka(torch.cat([x, z], 1), x), torch.tensor(2**-0.5))
 
 
 def test_cka_properties() -> None:
@@ -46,7 +46,10 @@ def test_cka_properties() -> None:
     value = float(linear_cka(x, y))
     assert 0.0 < value < 1.0
     # not invariant to anisotropic scaling (the test above could fail)
-    assert float(linear_cka(x, x * torch.tensor([1.0, 10.0, 1.0, 1.0, 1.0], dtype=torch.float64))) < 0.99
+    assert (
+        float(linear_cka(x, x * torch.tensor([1.0, 10.0, 1.0, 1.0, 1.0], dtype=torch.float64)))
+        < 0.99
+    )
 
 
 def test_cka_rejects_mismatched_examples() -> None:
@@ -66,8 +69,11 @@ class _Fixed(MultiTaskModel):
 
     def forward(self, inputs, tasks=None):
         tasks = self._check_tasks(tasks)
-        return MultiTaskOutput(outputs={t: self.feats[t].sum(1) for t in tasks},
-                               task_features={t: self.feats[t] for t in tasks}, mask=inputs.get("mask"))
+        return MultiTaskOutput(
+            outputs={t: self.feats[t].sum(1) for t in tasks},
+            task_features={t: self.feats[t] for t in tasks},
+            mask=inputs.get("mask"),
+        )
 
     def shared_parameters(self):
         return []
@@ -85,7 +91,9 @@ B = [[1.0], [-1.0], [1.0], [-1.0]]
 
 def test_penalty_hand_values() -> None:
     # l2: (a − b)² = 0, 0, 1, 1 -> mean 0.5; λ = 0.2 -> 0.1; plus the inner penalty 0.3
-    model = RepresentationSimilarity(_Fixed({"a": A, "b": B}, penalty=0.3), weight=0.2, measure="l2")
+    model = RepresentationSimilarity(
+        _Fixed({"a": A, "b": B}, penalty=0.3), weight=0.2, measure="l2"
+    )
     torch.testing.assert_close(model.penalty(model({})), torch.tensor(0.4))
     # cka: three tasks, c = a: pairs (a,b) 1 − 0.5, (a,c) 0, (b,c) 0.5 -> mean 1/3; λ = 0.6 -> 0.2
     model = RepresentationSimilarity(_Fixed({"a": A, "b": B, "c": A}), weight=0.6, measure="cka")
@@ -126,11 +134,15 @@ def test_errors() -> None:
 
 def test_wrapper_delegates_forward_and_ownership() -> None:
     torch.manual_seed(0)
-    inner = SoftSharing.from_parts(encoder=lambda: MLP(3, [4]), heads=_heads, tasks=["a", "b"], weight=0.0)
+    inner = SoftSharing.from_parts(
+        encoder=lambda: MLP(3, [4]), heads=_heads, tasks=["a", "b"], weight=0.0
+    )
     model = RepresentationSimilarity(inner, weight=1.0)
     model.check_ownership()
     assert model.task_names == ["a", "b"] and model.provides_shared_features is False
-    assert model.shared_parameters() == [] and model.task_parameters("a") == inner.task_parameters("a")
+    assert model.shared_parameters() == [] and model.task_parameters("a") == inner.task_parameters(
+        "a"
+    )
     x = {"x": torch.randn(5, 3)}
     assert torch.equal(model(x).outputs["b"], inner(x).outputs["b"])
 
@@ -138,8 +150,9 @@ def test_wrapper_delegates_forward_and_ownership() -> None:
 @pytest.mark.parametrize("measure", ["l2", "cka"])
 def test_gradient_reaches_the_towers_and_a_step_pulls_features_together(measure) -> None:
     torch.manual_seed(0)
-    inner = SoftSharing.from_parts(encoder=lambda: MLP(3, [6], activation="tanh"), heads=_heads,
-                                   tasks=["a", "b"], weight=0.0)
+    inner = SoftSharing.from_parts(
+        encoder=lambda: MLP(3, [6], activation="tanh"), heads=_heads, tasks=["a", "b"], weight=0.0
+    )
     model = RepresentationSimilarity(inner, weight=1.0, measure=measure)
     x = {"x": torch.randn(16, 3)}
     out = model(x)

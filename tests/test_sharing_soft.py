@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
+from routing import reached as _reached
+from routing import set_linear as _set
 from torch import nn
 
 from polytask.errors import OptionError
 from polytask.nn import CNN, MLP, ClassifierHead
 from polytask.sharing.soft import SoftSharing
-from routing import set_linear as _set, reached as _reached
 
 
 def _heads(dims):
@@ -20,8 +21,13 @@ def _heads(dims):
 
 def _hand_towers(k: int = 3, norm: str = "l2", weight: float = 0.5) -> SoftSharing:
     torch.manual_seed(0)
-    model = SoftSharing.from_parts(encoder=lambda: MLP(2, [2]), heads=_heads,
-                                   tasks=["a", "b", "c"][:k], weight=weight, norm=norm)
+    model = SoftSharing.from_parts(
+        encoder=lambda: MLP(2, [2]),
+        heads=_heads,
+        tasks=["a", "b", "c"][:k],
+        weight=weight,
+        norm=norm,
+    )
     return model
 
 
@@ -70,10 +76,20 @@ def test_routing_each_loss_reaches_only_its_tower_and_head_the_penalty_all_tower
     out = model({"x": x})
     assert out.shared_features is None
     for t in model.task_names:
-        torch.testing.assert_close(out.task_features[t], model.towers[t]({"x": x}).last, rtol=0, atol=0)
-    own = {t: {n for n, p in model.named_parameters() if id(p) in {id(q) for q in model.task_parameters(t)}}
-           for t in model.task_names}
-    assert own["a"] == {n for n, _ in model.named_parameters() if n.startswith(("towers.a.", "heads.a."))}
+        torch.testing.assert_close(
+            out.task_features[t], model.towers[t]({"x": x}).last, rtol=0, atol=0
+        )
+    own = {
+        t: {
+            n
+            for n, p in model.named_parameters()
+            if id(p) in {id(q) for q in model.task_parameters(t)}
+        }
+        for t in model.task_names
+    }
+    assert own["a"] == {
+        n for n, _ in model.named_parameters() if n.startswith(("towers.a.", "heads.a."))
+    }
     for t in model.task_names:
         loss = nn.functional.cross_entropy(out.outputs[t], torch.arange(6) % 2)
         reached = {n for n, r in _reached(model, loss).items() if r}
@@ -84,9 +100,11 @@ def test_routing_each_loss_reaches_only_its_tower_and_head_the_penalty_all_tower
 
 def test_sequence_towers_give_masked_sequence_features() -> None:
     torch.manual_seed(0)
-    model = SoftSharing.from_parts(encoder=lambda: CNN(12, 4, [5, 3]),
-                                   heads=lambda d: {t: ClassifierHead(w, 2, pooling="mean") for t, w in d.items()},
-                                   tasks=["a", "b"])
+    model = SoftSharing.from_parts(
+        encoder=lambda: CNN(12, 4, [5, 3]),
+        heads=lambda d: {t: ClassifierHead(w, 2, pooling="mean") for t, w in d.items()},
+        tasks=["a", "b"],
+    )
     tokens = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
     out = model({"tokens": tokens}, tasks=["b"])
     assert set(out.outputs) == {"b"} and out.task_features["b"].shape == (2, 4, 3)
@@ -98,8 +116,9 @@ def test_overfits_a_fixed_batch() -> None:
     torch.manual_seed(0)
     x = torch.randn(16, 6)
     y = {"a": (x[:, 0] > 0).long(), "b": (x[:, 1] * x[:, 2] > 0).long()}
-    model = SoftSharing.from_parts(encoder=lambda: MLP(6, [32, 32]), heads=_heads, tasks=["a", "b"],
-                                   weight=1e-4)
+    model = SoftSharing.from_parts(
+        encoder=lambda: MLP(6, [32, 32]), heads=_heads, tasks=["a", "b"], weight=1e-4
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
         out = model({"x": x})
@@ -111,11 +130,19 @@ def test_overfits_a_fixed_batch() -> None:
     assert max(float(loss.detach()) for loss in losses) < 1e-2
 
 
-@pytest.mark.parametrize("options, field", [
-    ({"norm": "l1"}, "norm"), ({"weight": -1.0}, "weight"), ({"weight": "big"}, "weight"),
-    ({"weight": True}, "weight"), ({"lam": 1.0}, "lam"),
-])
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"norm": "l1"}, "norm"),
+        ({"weight": -1.0}, "weight"),
+        ({"weight": "big"}, "weight"),
+        ({"weight": True}, "weight"),
+        ({"lam": 1.0}, "lam"),
+    ],
+)
 def test_bad_options_name_the_field(options, field) -> None:
     with pytest.raises(OptionError) as err:
-        SoftSharing.from_parts(encoder=lambda: MLP(2, [2]), heads=_heads, tasks=["a", "b"], **options)
+        SoftSharing.from_parts(
+            encoder=lambda: MLP(2, [2]), heads=_heads, tasks=["a", "b"], **options
+        )
     assert err.value.option == field

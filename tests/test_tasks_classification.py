@@ -32,7 +32,9 @@ def test_masked_example_changes_neither_loss_nor_gradient():
 def test_loss_without_labels_raises():
     kind = Classification(["a", "b"])
     with pytest.raises(ValueError, match="selects no labelled entry"):
-        kind.loss(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool))
+        kind.loss(
+            torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool)
+        )
 
 
 def test_encode_target():

@@ -56,7 +56,8 @@ def test_probabilities_sum_to_one_and_padding_is_ignored():
     mask[0, 2] = False
     total = sum(
         crf_log_likelihood(e, torch.tensor([[a, b, 0]]), mask, trans, start, end).exp()
-        for a in range(3) for b in range(3)
+        for a in range(3)
+        for b in range(3)
     )
     torch.testing.assert_close(total, torch.tensor([1.0], dtype=torch.float64))
     # emissions and tags past the mask do not matter
@@ -64,8 +65,10 @@ def test_probabilities_sum_to_one_and_padding_is_ignored():
     e2[0, 2] += 50.0
     tags = torch.tensor([[1, 2, 0]])
     tags2 = torch.tensor([[1, 2, 2]])
-    torch.testing.assert_close(crf_log_likelihood(e2, tags2, mask, trans, start, end),
-                               crf_log_likelihood(e, tags, mask, trans, start, end))
+    torch.testing.assert_close(
+        crf_log_likelihood(e2, tags2, mask, trans, start, end),
+        crf_log_likelihood(e, tags, mask, trans, start, end),
+    )
 
 
 def test_nll_gradcheck():

@@ -25,8 +25,11 @@ def test_masked_entries_change_neither_loss_nor_gradient():
     l1 = kind.loss(x1, target, mask)
     l1.backward()
     x2 = torch.cat([base, torch.tensor([[7.0, -7.0, 2.0]])]).requires_grad_()
-    l2 = kind.loss(x2, torch.cat([target, torch.tensor([[0.0, 1.0, 0.0]])]),
-                   torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)]))
+    l2 = kind.loss(
+        x2,
+        torch.cat([target, torch.tensor([[0.0, 1.0, 0.0]])]),
+        torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)]),
+    )
     l2.backward()
     torch.testing.assert_close(l1, l2)
     torch.testing.assert_close(x1.grad, x2.grad[:2])

@@ -24,8 +24,11 @@ def test_masked_entries_change_neither_loss_nor_gradient():
     l1 = kind.loss(x1, target, mask)
     l1.backward()
     x2 = torch.cat([base, torch.tensor([[100.0, -50.0]])]).requires_grad_()
-    l2 = kind.loss(x2, torch.cat([target, torch.tensor([[3.0, 3.0]])]),
-                   torch.cat([mask, torch.tensor([[False, False]])]))
+    l2 = kind.loss(
+        x2,
+        torch.cat([target, torch.tensor([[3.0, 3.0]])]),
+        torch.cat([mask, torch.tensor([[False, False]])]),
+    )
     l2.backward()
     torch.testing.assert_close(l1, l2)
     # d/dŷ of mean (ŷ − y)² over 3 entries = 2(ŷ − y)/3 on present entries, 0 elsewhere
@@ -76,7 +79,10 @@ def test_decode_format_and_direction():
     assert kind.decode(torch.tensor([[1.5], [2.0]])) == [1.5, 2.0]
     assert kind.format_prediction(1.5) == {"value": 1.5}
     two = Regression(dim=2, names=["v", "a"])
-    assert two.format_prediction([1.0, 2.0]) == {"value": [1.0, 2.0], "values": {"v": 1.0, "a": 2.0}}
+    assert two.format_prediction([1.0, 2.0]) == {
+        "value": [1.0, 2.0],
+        "values": {"v": 1.0, "a": 2.0},
+    }
     task = Task("score", kind)
     assert task.primary_metric == "rmse" and task.higher_is_better is False
     assert kind.higher_is_better("mae") is False and kind.higher_is_better("r2") is True

@@ -51,7 +51,10 @@ def test_spans_hand_cases():
     # strict: an I- without its B- is no entity; a type change ends the entity
     assert spans(["I-PER", "B-LOC", "I-PER", "O"], "BIO") == [("LOC", 1, 2)]
     assert spans(["S-X", "B-Y", "I-Y", "E-Y", "B-Z", "O", "B-W", "E-W"], "BIOES") == [
-        ("X", 0, 1), ("Y", 1, 4), ("W", 6, 8)]
+        ("X", 0, 1),
+        ("Y", 1, 4),
+        ("W", 6, 8),
+    ]
     assert spans([], "BIO") == []
 
 
@@ -59,12 +62,16 @@ def _random_tags(rng, prefixes, n):
     return [rng.choice(["O"] + [f"{p}-{t}" for p in prefixes for t in "AB"]) for _ in range(n)]
 
 
-@pytest.mark.parametrize("scheme,prefixes,seqeval_scheme", [("BIO", "BI", IOB2), ("BIOES", "BIES", IOBES)])
+@pytest.mark.parametrize(
+    "scheme,prefixes,seqeval_scheme", [("BIO", "BI", IOB2), ("BIOES", "BIES", IOBES)]
+)
 def test_spans_equal_seqeval_strict_entities(scheme, prefixes, seqeval_scheme):
     rng = random.Random(0)
     for _ in range(400):
         tags = _random_tags(rng, prefixes, rng.randint(1, 9))
-        expected = sorted((e.tag, e.start, e.end) for e in Entities([tags], seqeval_scheme).entities[0])
+        expected = sorted(
+            (e.tag, e.start, e.end) for e in Entities([tags], seqeval_scheme).entities[0]
+        )
         assert sorted(spans(tags, scheme)) == expected, tags
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from polytask.errors import OptionError
-from polytask.tasks import TagScores, Tagging, Task
+from polytask.tasks import Tagging, TagScores, Task
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -58,12 +58,21 @@ def test_crf_needs_prefix_mask_and_matching_output():
     with pytest.raises(ValueError, match="not a prefix"):
         kind.loss(scores, torch.zeros(1, 3, dtype=torch.long), torch.tensor([[True, False, True]]))
     with pytest.raises(ValueError, match="needs TagScores"):
-        kind.loss(torch.zeros(1, 3, 2), torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool))
+        kind.loss(
+            torch.zeros(1, 3, 2),
+            torch.zeros(1, 3, dtype=torch.long),
+            torch.ones(1, 3, dtype=torch.bool),
+        )
     with pytest.raises(ValueError, match="set crf=True"):
-        Tagging(["O", "B-X"]).loss(scores, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool))
+        Tagging(["O", "B-X"]).loss(
+            scores, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match=r"expected \(B, T, C\)"):
-        Tagging(["O", "B-X", "I-X"]).loss(torch.zeros(1, 3, 2), torch.zeros(1, 3, dtype=torch.long),
-                                          torch.ones(1, 3, dtype=torch.bool))
+        Tagging(["O", "B-X", "I-X"]).loss(
+            torch.zeros(1, 3, 2),
+            torch.zeros(1, 3, dtype=torch.long),
+            torch.ones(1, 3, dtype=torch.bool),
+        )
 
 
 def test_decode_argmax_vs_viterbi():
@@ -137,7 +146,9 @@ def test_metrics_errors():
         kind.metrics([["O", "O"]], [["O"]])
     # a prediction cut short by max_length: the cut tokens are predicted "O"
     cut = kind.metrics([["B-PER"]], [["B-PER", "O", "B-LOC"]])
-    assert (cut["precision"], cut["recall"], cut["token_accuracy"]) == pytest.approx((1.0, 0.5, 2 / 3))
+    assert (cut["precision"], cut["recall"], cut["token_accuracy"]) == pytest.approx(
+        (1.0, 0.5, 2 / 3)
+    )
     with pytest.raises(ValueError, match="unknown tag 'B-ORG'"):
         kind.metrics([["O"]], [["B-ORG"]])
     assert all(math.isnan(v) for v in kind.metrics([["O"]], [None]).values())
@@ -147,7 +158,10 @@ def test_format_prediction_and_task_defaults():
     kind = Tagging(LABELS)
     out = kind.format_prediction([1, 2, 0, 3, 4])
     assert out["tags"] == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
-    assert out["spans"] == [{"type": "PER", "start": 0, "end": 2}, {"type": "LOC", "start": 3, "end": 5}]
+    assert out["spans"] == [
+        {"type": "PER", "start": 0, "end": 2},
+        {"type": "LOC", "start": 3, "end": 5},
+    ]
     task = Task("ner", kind)
     assert task.primary_metric == "f1" and task.higher_is_better is True
     assert kind.is_token_level and kind.output_size == 5

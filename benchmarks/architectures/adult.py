@@ -21,13 +21,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stl_vs_mtl import (Split, load_partial, per_task_diff_table, run_seed, save_partial, summarise,  # noqa: E402
-                        table, write_json)
+from stl_vs_mtl import (
+    Split,
+    load_partial,
+    per_task_diff_table,
+    run_seed,
+    save_partial,
+    summarise,  # noqa: E402
+    table,
+    write_json,
+)
 
-from polytask.data.adult import load_adult, adult_tasks  # noqa: E402
+from polytask.data.adult import adult_tasks, load_adult  # noqa: E402
 from polytask.engine.trainer import TrainerConfig  # noqa: E402
 from polytask.nn import ClassifierHead, TabularEmbedding, TabularMLP  # noqa: E402
-from polytask.sharing import CGC, MMoE, MTAN, PLE, CrossStitch, HardSharing, SoftSharing  # noqa: E402
+from polytask.sharing import CGC, MTAN, PLE, CrossStitch, HardSharing, MMoE, SoftSharing  # noqa: E402
 
 ARCHS = ("hard", "mmoe", "cgc", "ple", "soft", "mtan", "cross_stitch")
 
@@ -45,17 +53,26 @@ def builders(numeric: int, cards: list[int], args: argparse.Namespace) -> tuple:
         return TabularEmbedding(numeric, cards)
 
     def from_parts(cls, **options):
-        return lambda names: cls.from_parts(encoder=enc, tasks=list(names),
-                                            heads=lambda w: {t: ClassifierHead(w[t], 1) for t in names}, **options)
+        return lambda names: cls.from_parts(
+            encoder=enc,
+            tasks=list(names),
+            heads=lambda w: {t: ClassifierHead(w[t], 1) for t in names},
+            **options,
+        )
 
     width = args.hidden[-1]
     stl = lambda names: HardSharing(enc(), heads(names, width))  # noqa: E731
     archs = {
         "hard": stl,
-        "mmoe": lambda names: MMoE([enc() for _ in range(args.experts)], heads(names, width), gate_encoder=gate()),
-        "cgc": lambda names: CGC([enc()], {t: [enc()] for t in names}, heads(names, width), gate_encoder=gate()),
-        "ple": lambda names: PLE([enc()], {t: [enc()] for t in names}, heads(names, width), levels=2,
-                                 gate_encoder=gate()),
+        "mmoe": lambda names: MMoE(
+            [enc() for _ in range(args.experts)], heads(names, width), gate_encoder=gate()
+        ),
+        "cgc": lambda names: CGC(
+            [enc()], {t: [enc()] for t in names}, heads(names, width), gate_encoder=gate()
+        ),
+        "ple": lambda names: PLE(
+            [enc()], {t: [enc()] for t in names}, heads(names, width), levels=2, gate_encoder=gate()
+        ),
         "soft": from_parts(SoftSharing, weight=args.soft_weight),
         "mtan": from_parts(MTAN),
         "cross_stitch": from_parts(CrossStitch),
@@ -64,7 +81,9 @@ def builders(numeric: int, cards: list[int], args: argparse.Namespace) -> tuple:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
@@ -77,14 +96,25 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--resume", action="store_true", help="keep the seeds an interrupted run finished")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the seeds an interrupted run finished"
+    )
     ap.add_argument("--out", default="adult_architectures.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tasks = adult_tasks()
-    config = TrainerConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                           eval_batch_size=2048, threads=args.threads)
-    results, started = (load_partial(args.out, vars(args)) if args.resume else []), time.perf_counter()
+    config = TrainerConfig(
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_batch_size=2048,
+        threads=args.threads,
+    )
+    results, started = (
+        (load_partial(args.out, vars(args)) if args.resume else []),
+        time.perf_counter(),
+    )
     resumed = [r.seed for r in results]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if seed in resumed:
@@ -98,14 +128,24 @@ def main() -> None:
     results.sort(key=lambda r: r.seed)
     summary = summarise(results, tasks)
     names = list(tasks)
-    print(f"\nUCI Adult, test ROC-AUC, {len(results)} seeds ({results[0].seed}..{results[-1].seed}), "
-          f"wall {wall / 60:.1f} min\n")
+    print(
+        f"\nUCI Adult, test ROC-AUC, {len(results)} seeds ({results[0].seed}..{results[-1].seed}), "
+        f"wall {wall / 60:.1f} min\n"
+    )
     print(table(summary, names, "AUC"))
     print("\nPer-task AUC difference to single-task, paired over seeds: mean [95% CI]\n")
     print(per_task_diff_table(summary, names))
-    path = write_json(args.out, {"benchmark": "uci-adult", "args": vars(args), "wall_seconds": wall,
-                                 "resumed_seeds": resumed, "summary": summary,
-                                 "per_seed": [r.__dict__ for r in results]})
+    path = write_json(
+        args.out,
+        {
+            "benchmark": "uci-adult",
+            "args": vars(args),
+            "wall_seconds": wall,
+            "resumed_seeds": resumed,
+            "summary": summary,
+            "per_seed": [r.__dict__ for r in results],
+        },
+    )
     print(f"\nwrote {path}")
 
 

@@ -51,7 +51,10 @@ def builders(args: argparse.Namespace) -> tuple:
         return LeNet(dropout=args.dropout)
 
     def heads(widths):
-        return {t: ClassifierHead(w, len(FASHION_CLASSES), hidden=args.head_hidden) for t, w in widths.items()}
+        return {
+            t: ClassifierHead(w, len(FASHION_CLASSES), hidden=args.head_hidden)
+            for t, w in widths.items()
+        }
 
     def shared(names):
         encoder = enc()
@@ -60,18 +63,26 @@ def builders(args: argparse.Namespace) -> tuple:
     archs = {
         "hard": shared,
         "mtan": lambda names: MTAN.from_parts(encoder=enc, heads=heads, tasks=list(names)),
-        "cross_stitch": lambda names: CrossStitch.from_parts(encoder=enc, heads=heads, tasks=list(names)),
+        "cross_stitch": lambda names: CrossStitch.from_parts(
+            encoder=enc, heads=heads, tasks=list(names)
+        ),
     }
     return shared, {a: archs[a] for a in args.archs}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    ap.add_argument("--train", type=int, default=10000, help="training pairs (of the 60 000 training images)")
-    ap.add_argument("--val", type=int, default=2000, help="validation pairs (disjoint training images)")
+    ap.add_argument(
+        "--train", type=int, default=10000, help="training pairs (of the 60 000 training images)"
+    )
+    ap.add_argument(
+        "--val", type=int, default=2000, help="validation pairs (disjoint training images)"
+    )
     ap.add_argument("--test", type=int, default=10000, help="test pairs (t10k images)")
     ap.add_argument("--head-hidden", type=int, default=50)
     ap.add_argument("--dropout", type=float, default=0.0)
@@ -84,8 +95,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tasks = pair_tasks()
-    config = TrainerConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                           eval_batch_size=1000, threads=args.threads)
+    config = TrainerConfig(
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_batch_size=1000,
+        threads=args.threads,
+    )
     stl, archs = builders(args)
     results, started = [], time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -95,14 +112,25 @@ def main() -> None:
     wall = time.perf_counter() - started
     summary = summarise(results, tasks)
     names = list(tasks)
-    print(f"\nFashion-MNIST pairs, test accuracy, {len(results)} seeds ({results[0].seed}..{results[-1].seed}), "
-          f"{args.train} train / {args.val} val / {args.test} test pairs, {args.epochs} epochs, "
-          f"wall {wall / 60:.1f} min\n")
+    print(
+        f"\nFashion-MNIST pairs, test accuracy, {len(results)} seeds "
+        f"({results[0].seed}..{results[-1].seed}), "
+        f"{args.train} train / {args.val} val / {args.test} test pairs, {args.epochs} epochs, "
+        f"wall {wall / 60:.1f} min\n"
+    )
     print(table(summary, names, "accuracy"))
     print("\nPer-task accuracy difference to single-task, paired over seeds: mean [95% CI]\n")
     print(per_task_diff_table(summary, names))
-    path = write_json(args.out, {"benchmark": "fashion-mnist-pairs", "args": vars(args), "wall_seconds": wall,
-                                 "summary": summary, "per_seed": [r.__dict__ for r in results]})
+    path = write_json(
+        args.out,
+        {
+            "benchmark": "fashion-mnist-pairs",
+            "args": vars(args),
+            "wall_seconds": wall,
+            "summary": summary,
+            "per_seed": [r.__dict__ for r in results],
+        },
+    )
     print(f"\nwrote {path}")
 
 

@@ -72,29 +72,50 @@ class CachedCollate:
 
     def __init__(self, collator: Collator) -> None:
         self.collator = collator
-        self.rows: dict[int, tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self.rows: dict[
+            int, tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]
+        ] = {}
 
     def __call__(self, examples: Sequence[Example], source: str = "") -> Batch:
         new = [ex for ex in examples if id(ex) not in self.rows]
         if new:
             b = self.collator(new, source)
             for i, ex in enumerate(new):
-                self.rows[id(ex)] = ({k: v[i] for k, v in b.inputs.items()},
-                                     {t: (y[i], m[i]) for t, (y, m) in b.targets.items()})
+                self.rows[id(ex)] = (
+                    {k: v[i] for k, v in b.inputs.items()},
+                    {t: (y[i], m[i]) for t, (y, m) in b.targets.items()},
+                )
         cached = [self.rows[id(ex)] for ex in examples]
         inputs = {k: torch.stack([c[0][k] for c in cached]) for k in cached[0][0]}
-        targets = {t: (torch.stack([c[1][t][0] for c in cached]), torch.stack([c[1][t][1] for c in cached]))
-                   for t in cached[0][1]}
-        return Batch(inputs=inputs, targets=targets, source=source, size=len(examples),
-                     ids=[ex.id for ex in examples])
+        targets = {
+            t: (
+                torch.stack([c[1][t][0] for c in cached]),
+                torch.stack([c[1][t][1] for c in cached]),
+            )
+            for t in cached[0][1]
+        }
+        return Batch(
+            inputs=inputs,
+            targets=targets,
+            source=source,
+            size=len(examples),
+            ids=[ex.id for ex in examples],
+        )
 
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_and_test(build: Builder, names: Sequence[str], tasks: Mapping[str, Task], split: Split,
-                   input_kind: str, config: TrainerConfig, seed: int) -> RunResult:
+def train_and_test(
+    build: Builder,
+    names: Sequence[str],
+    tasks: Mapping[str, Task],
+    split: Split,
+    input_kind: str,
+    config: TrainerConfig,
+    seed: int,
+) -> RunResult:
     """Build (seeded), fit with validation early stopping, and score on the test split."""
     chosen = {t: tasks[t] for t in names}
     torch.manual_seed(seed)
@@ -105,13 +126,27 @@ def train_and_test(build: Builder, names: Sequence[str], tasks: Mapping[str, Tas
     start = time.perf_counter()
     report = trainer.fit({"train": split.train}, {"val": split.val}, collate)
     test = evaluate(model, chosen, {"test": split.test}, collate, batch_size=config.eval_batch_size)
-    return RunResult(test=test, val=report.best_metrics, best_epoch=report.best_epoch,
-                     epochs_run=len(report.history), seconds=time.perf_counter() - start, parameters=count(model))
+    return RunResult(
+        test=test,
+        val=report.best_metrics,
+        best_epoch=report.best_epoch,
+        epochs_run=len(report.history),
+        seconds=time.perf_counter() - start,
+        parameters=count(model),
+    )
 
 
-def run_seed(seed: int, split_name: str, split: Split, tasks: Mapping[str, Task], stl: Builder | None,
-             architectures: Mapping[str, Builder], input_kind: str, config: TrainerConfig,
-             log: Callable[[str], None] = print) -> SeedResult:
+def run_seed(
+    seed: int,
+    split_name: str,
+    split: Split,
+    tasks: Mapping[str, Task],
+    stl: Builder | None,
+    architectures: Mapping[str, Builder],
+    input_kind: str,
+    config: TrainerConfig,
+    log: Callable[[str], None] = print,
+) -> SeedResult:
     """One seed: a single-task model per task (unless ``stl`` is None), then each architecture."""
     out = SeedResult(seed=seed, split=split_name)
     names = list(tasks)
@@ -119,18 +154,22 @@ def run_seed(seed: int, split_name: str, split: Split, tasks: Mapping[str, Task]
         r = train_and_test(stl, [t], tasks, split, input_kind, config, seed)
         out.stl[t] = r.test[t]
         out.stl_runs[t] = {k: v for k, v in asdict(r).items() if k not in ("test",)}
-        log(f"  seed {seed} [{split_name}] STL {t:<14} val {r.val[t][tasks[t].primary_metric]:.4f} "
+        log(
+            f"  seed {seed} [{split_name}] STL {t:<14} val {r.val[t][tasks[t].primary_metric]:.4f} "
             f"test {fmt_metrics(r.test[t])} "
-            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.seconds:.0f}s)")
+            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.seconds:.0f}s)"
+        )
     for arch, build in architectures.items():
         r = train_and_test(build, names, tasks, split, input_kind, config, seed)
         out.mtl[arch] = r.test
         out.mtl_runs[arch] = {k: v for k, v in asdict(r).items() if k not in ("test",)}
         primary = {t: r.test[t][tasks[t].primary_metric] for t in names}
         val = {t: r.val[t][tasks[t].primary_metric] for t in names}
-        log(f"  seed {seed} [{split_name}] {arch:<12} val mean {sum(val.values()) / len(val):.4f} "
+        log(
+            f"  seed {seed} [{split_name}] {arch:<12} val mean {sum(val.values()) / len(val):.4f} "
             f"test mean {sum(primary.values()) / len(primary):.4f} "
-            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.seconds:.0f}s, {r.parameters} params)")
+            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.seconds:.0f}s, {r.parameters} params)"
+        )
     return out
 
 
@@ -153,10 +192,13 @@ def summarise(results: Sequence[SeedResult], tasks: Mapping[str, Task]) -> dict[
     stl_mean_over_tasks = [sum(r.stl[t][prim[t]] for t in names) / len(names) for r in results]
     summary: dict[str, Any] = {
         "seeds": [r.seed for r in results],
-        "stl": {"per_task": {t: _pm(stl_vals[t]) for t in names}, "mean_over_tasks": _pm(stl_mean_over_tasks),
-                "seconds": _pm([sum(r.stl_runs[t]["seconds"] for t in names) for r in results]),
-                "parameters": sum(results[0].stl_runs[t]["parameters"] for t in names),
-                "best_epoch": {t: [r.stl_runs[t]["best_epoch"] for r in results] for t in names}},
+        "stl": {
+            "per_task": {t: _pm(stl_vals[t]) for t in names},
+            "mean_over_tasks": _pm(stl_mean_over_tasks),
+            "seconds": _pm([sum(r.stl_runs[t]["seconds"] for t in names) for r in results]),
+            "parameters": sum(results[0].stl_runs[t]["parameters"] for t in names),
+            "best_epoch": {t: [r.stl_runs[t]["best_epoch"] for r in results] for t in names},
+        },
         "architectures": {},
     }
     for arch in results[0].mtl:
@@ -164,7 +206,11 @@ def summarise(results: Sequence[SeedResult], tasks: Mapping[str, Task]) -> dict[
         over = [sum(r.mtl[arch][t][prim[t]] for t in names) / len(names) for r in results]
         per_seed_mtl = [{t: r.mtl[arch][t][prim[t]] for t in names} for r in results]
         per_seed_stl = [{t: r.stl[t][prim[t]] for t in names} for r in results]
-        dm_means = delta_m({t: mean_std(vals[t])[0] for t in names}, {t: mean_std(stl_vals[t])[0] for t in names}, hib)
+        dm_means = delta_m(
+            {t: mean_std(vals[t])[0] for t in names},
+            {t: mean_std(stl_vals[t])[0] for t in names},
+            hib,
+        )
         entry: dict[str, Any] = {
             "per_task": {t: _pm(vals[t]) for t in names},
             "mean_over_tasks": _pm(over),
@@ -176,7 +222,9 @@ def summarise(results: Sequence[SeedResult], tasks: Mapping[str, Task]) -> dict[
         }
         if len(results) > 1:
             entry["delta_m_ci95"] = list(paired_delta_m_ci(per_seed_mtl, per_seed_stl, hib))
-            entry["per_task_diff_ci95"] = {t: list(paired_ci95(vals[t], stl_vals[t])) for t in names}
+            entry["per_task_diff_ci95"] = {
+                t: list(paired_ci95(vals[t], stl_vals[t])) for t in names
+            }
             entry["mean_over_tasks_diff_ci95"] = list(paired_ci95(over, stl_mean_over_tasks))
         summary["architectures"][arch] = entry
     return summary
@@ -188,25 +236,52 @@ def _ci(ci: Sequence[float] | None, scale: float = 1.0, digits: int = 4) -> str:
     return f"{ci[0] * scale:+.{digits}f} [{ci[1] * scale:+.{digits}f}, {ci[2] * scale:+.{digits}f}]"
 
 
-def table(summary: Mapping[str, Any], tasks: Sequence[str], metric: str, show_tasks: bool = True) -> str:
+def table(
+    summary: Mapping[str, Any], tasks: Sequence[str], metric: str, show_tasks: bool = True
+) -> str:
     """Markdown: one row per model; per-task metric mean ± std (optional), mean over tasks,
     Δm [paired 95% CI], training seconds per seed, parameters."""
-    head = ["model"] + (list(tasks) if show_tasks else []) + [f"mean {metric}", "Δm % (paired 95% CI)",
-                                                               "Δ mean (paired 95% CI)", "train s/seed", "params"]
+    head = (
+        ["model"]
+        + (list(tasks) if show_tasks else [])
+        + [
+            f"mean {metric}",
+            "Δm % (paired 95% CI)",
+            "Δ mean (paired 95% CI)",
+            "train s/seed",
+            "params",
+        ]
+    )
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     stl = summary["stl"]
-    cells = ["single-task"] + ([f"{stl['per_task'][t]['mean']:.4f} ± {stl['per_task'][t]['std']:.4f}" for t in tasks]
-                               if show_tasks else [])
-    cells += [f"{stl['mean_over_tasks']['mean']:.4f} ± {stl['mean_over_tasks']['std']:.4f}", "—", "—",
-              f"{stl['seconds']['mean']:.0f}", str(stl["parameters"])]
+    cells = ["single-task"] + (
+        [f"{stl['per_task'][t]['mean']:.4f} ± {stl['per_task'][t]['std']:.4f}" for t in tasks]
+        if show_tasks
+        else []
+    )
+    cells += [
+        f"{stl['mean_over_tasks']['mean']:.4f} ± {stl['mean_over_tasks']['std']:.4f}",
+        "—",
+        "—",
+        f"{stl['seconds']['mean']:.0f}",
+        str(stl["parameters"]),
+    ]
     rows.append("| " + " | ".join(cells) + " |")
     for arch, e in summary["architectures"].items():
-        cells = [arch] + ([f"{e['per_task'][t]['mean']:.4f} ± {e['per_task'][t]['std']:.4f}" for t in tasks]
-                          if show_tasks else [])
+        cells = [arch] + (
+            [f"{e['per_task'][t]['mean']:.4f} ± {e['per_task'][t]['std']:.4f}" for t in tasks]
+            if show_tasks
+            else []
+        )
         ci = e.get("delta_m_ci95")
         dm = f"{e['delta_m']:+.2f}" + (f" [{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "")
-        cells += [f"{e['mean_over_tasks']['mean']:.4f} ± {e['mean_over_tasks']['std']:.4f}", dm,
-                  _ci(e.get("mean_over_tasks_diff_ci95")), f"{e['seconds']['mean']:.0f}", str(e["parameters"])]
+        cells += [
+            f"{e['mean_over_tasks']['mean']:.4f} ± {e['mean_over_tasks']['std']:.4f}",
+            dm,
+            _ci(e.get("mean_over_tasks_diff_ci95")),
+            f"{e['seconds']['mean']:.0f}",
+            str(e["parameters"]),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -228,8 +303,13 @@ def load_partial(name: str, args: Mapping[str, Any]) -> list[SeedResult]:
         return []
     saved = json.loads(path.read_text(encoding="utf-8"))
     same = {k: v for k, v in saved["args"].items() if k not in ("resume", "seeds")}
-    if same != {k: v for k, v in json.loads(json.dumps(dict(args))).items() if k not in ("resume", "seeds")}:
-        raise SystemExit(f"{path} was written with other arguments {saved['args']}; remove it or rerun with those")
+    if same != {
+        k: v for k, v in json.loads(json.dumps(dict(args))).items() if k not in ("resume", "seeds")
+    }:
+        raise SystemExit(
+            f"{path} was written with other arguments {saved['args']}; remove it or rerun with "
+            "those"
+        )
     return [SeedResult(**r) for r in saved["per_seed"]]
 
 
@@ -238,13 +318,19 @@ def save_partial(name: str, args: Mapping[str, Any], results: Sequence[SeedResul
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.partial"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"args": dict(args), "per_seed": [asdict(r) for r in results]}, default=_jsonable),
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(
+            {"args": dict(args), "per_seed": [asdict(r) for r in results]}, default=_jsonable
+        ),
+        encoding="utf-8",
+    )
     tmp.replace(path)
 
 
 def write_json(name: str, record: dict[str, Any]) -> Path:
-    record = dict(record, versions=versions(), machine=platform.platform(), threads=torch.get_num_threads())
+    record = dict(
+        record, versions=versions(), machine=platform.platform(), threads=torch.get_num_threads()
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     path.write_text(json.dumps(record, indent=2, default=_jsonable), encoding="utf-8")

@@ -35,11 +35,18 @@ def discover(include_unregistered: bool = True) -> dict[str, str]:
         try:
             module = importlib.import_module(f"polytask.balancing.{mod}")
         except Exception as err:  # noqa: BLE001 - a module being written may not import
-            specs.setdefault(mod, f"!import of polytask.balancing.{mod} failed: {type(err).__name__}: {err}")
+            specs.setdefault(
+                mod, f"!import of polytask.balancing.{mod} failed: {type(err).__name__}: {err}"
+            )
             continue
         for cls_name, cls in vars(module).items():
-            if (inspect.isclass(cls) and issubclass(cls, Balancer) and cls.__module__ == module.__name__
-                    and not inspect.isabstract(cls) and getattr(cls, "name", "")):
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, Balancer)
+                and cls.__module__ == module.__name__
+                and not inspect.isabstract(cls)
+                and getattr(cls, "name", "")
+            ):
                 specs.setdefault(cls.name, f"polytask.balancing.{mod}:{cls_name}")
     return specs
 

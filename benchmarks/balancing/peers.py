@@ -52,18 +52,29 @@ def _torchjd_aggregators(k: int) -> dict[str, Callable[[], Any]]:
     from torchjd import aggregation as A
 
     return {
-        "sum": A.Sum, "mean": A.Mean, "upgrad": A.UPGrad, "dualproj": A.DualProj,
-        "mgda": A.MGDA, "pcgrad": A.PCGrad, "cagrad": lambda: A.CAGrad(c=0.5),
-        "imtl_g": A.IMTLG, "nash_mtl": lambda: A.NashMTL(n_tasks=k), "gradvac": A.GradVac,
-        "aligned_mtl": A.AlignedMTL, "con_fig": A.ConFIG, "fairgrad": lambda: A.FairGrad(alpha=1.0),
-        "excess_mtl": A.ExcessMTL, "graddrop": A.GradDrop,
+        "sum": A.Sum,
+        "mean": A.Mean,
+        "upgrad": A.UPGrad,
+        "dualproj": A.DualProj,
+        "mgda": A.MGDA,
+        "pcgrad": A.PCGrad,
+        "cagrad": lambda: A.CAGrad(c=0.5),
+        "imtl_g": A.IMTLG,
+        "nash_mtl": lambda: A.NashMTL(n_tasks=k),
+        "gradvac": A.GradVac,
+        "aligned_mtl": A.AlignedMTL,
+        "con_fig": A.ConFIG,
+        "fairgrad": lambda: A.FairGrad(alpha=1.0),
+        "excess_mtl": A.ExcessMTL,
+        "graddrop": A.GradDrop,
     }
 
 
 def torchjd_version() -> str | None:
     try:
-        import torchjd  # noqa: F401
         from importlib.metadata import version
+
+        import torchjd  # noqa: F401
 
         return version("torchjd")
     except ImportError:
@@ -71,7 +82,8 @@ def torchjd_version() -> str | None:
 
 
 def torchjd_methods(k: int) -> dict[str, Callable[[], Any]]:
-    """polytask name -> factory of the torchjd aggregator for the same method ({} without torchjd)."""
+    """polytask name -> factory of the torchjd aggregator for the same method ({} without
+    torchjd)."""
     if torchjd_version() is None:
         return {}
     return _torchjd_aggregators(k)
@@ -89,6 +101,7 @@ def import_libmtl() -> Any | None:
         return None
     added: list[str] = []
     if importlib.util.find_spec("torchvision") is None:
+
         def _unavailable(*_args: Any, **_kwargs: Any) -> Any:
             raise RuntimeError("torchvision stand-in: pretrained weights are not available here")
 
@@ -115,7 +128,9 @@ def libmtl_version() -> str | None:
     return version("LibMTL")
 
 
-def libmtl_model(method: str, trunk: nn.Module, heads: dict[str, nn.Module], rep_grad: bool) -> tuple[nn.Module, dict[str, Any]]:
+def libmtl_model(
+    method: str, trunk: nn.Module, heads: dict[str, nn.Module], rep_grad: bool
+) -> tuple[nn.Module, dict[str, Any]]:
     """LibMTL's HPS model mixed with the weighting class for ``method`` (a polytask name), on CPU,
     in the state its Trainer would give it at epoch 2 (so GradNorm and DWA run their adaptive
     branch: their loss history is filled with ones). Returns (model, backward kwargs)."""
@@ -130,8 +145,14 @@ def libmtl_model(method: str, trunk: nn.Module, heads: dict[str, nn.Module], rep
 
     class MTLmodel(HPS, weighting):  # as LibMTL.Trainer._prepare_model builds it
         def __init__(self) -> None:
-            super().__init__(task_name=list(heads), encoder_class=lambda: trunk, decoders=nn.ModuleDict(heads),
-                             rep_grad=rep_grad, multi_input=False, device=torch.device("cpu"))
+            super().__init__(
+                task_name=list(heads),
+                encoder_class=lambda: trunk,
+                decoders=nn.ModuleDict(heads),
+                rep_grad=rep_grad,
+                multi_input=False,
+                device=torch.device("cpu"),
+            )
             self.init_param()
 
         def zero_grad_share_params(self) -> None:

@@ -37,7 +37,8 @@ Separately: Nash-MTL's weight solve alone at K = 10 on Gramians of the real per-
 gradients of this model, polytask ``weights(G)`` vs torchjd's cvxpy/ECOS solve.
 
     benchmarks/.venv-peers/bin/python benchmarks/balancing/step_cost.py [--rounds 20]
-        [--steps 3] [--threads 2] [--K 2 10 40] [--methods upgrad mgda ...] [--libs polytask torchjd libmtl]
+        [--steps 3] [--threads 2] [--K 2 10 40] [--methods upgrad mgda ...]
+        [--libs polytask torchjd libmtl]
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-warnings.filterwarnings("ignore", message=".*not DPP.*")  # cvxpy, inside torchjd's NashMTL, on every solve
+warnings.filterwarnings(
+    "ignore", message=".*not DPP.*"
+)  # cvxpy, inside torchjd's NashMTL, on every solve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -99,7 +102,7 @@ def build_model(k: int, seed: int = 0) -> tuple[nn.Sequential, dict[str, nn.Line
 
 def make_batches(k: int, n: int = 4, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    w = torch.randn(IN_DIM, k, generator=g) / IN_DIM ** 0.5
+    w = torch.randn(IN_DIM, k, generator=g) / IN_DIM**0.5
     out = []
     for _ in range(n):
         x = torch.randn(BATCH, IN_DIM, generator=g)
@@ -108,8 +111,13 @@ def make_batches(k: int, n: int = 4, seed: int = 1) -> list[tuple[torch.Tensor, 
     return out
 
 
-def task_losses(heads: dict[str, nn.Module] | nn.ModuleDict, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {t: nn.functional.mse_loss(h(z).squeeze(-1), y[:, i]) for i, (t, h) in enumerate(heads.items())}
+def task_losses(
+    heads: dict[str, nn.Module] | nn.ModuleDict, z: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    return {
+        t: nn.functional.mse_loss(h(z).squeeze(-1), y[:, i])
+        for i, (t, h) in enumerate(heads.items())
+    }
 
 
 # --------------------------------------------------------------------------- runners
@@ -169,8 +177,10 @@ def polytask_runner(name: str, level: str, k: int, base: tuple, batches: list) -
         opt.zero_grad(set_to_none=True)
         balancing.backward(losses, method=method, features=z, shared=shared, level=lvl)
         opt.step()
-        method.after_step({t: v.detach() for t, v in losses.items()},
-                          torch.no_grad()(lambda: task_losses(heads, trunk(x), y)))
+        method.after_step(
+            {t: v.detach() for t, v in losses.items()},
+            torch.no_grad()(lambda: task_losses(heads, trunk(x), y)),
+        )
 
     return Runner("polytask", name, level, k, step, trunk, note=note)
 
@@ -207,13 +217,17 @@ def libmtl_runner(name: str, rep_grad: bool, k: int, base: tuple, batches: list)
     def step() -> None:  # the body of LibMTL.Trainer.train's inner loop
         x, y = nxt()
         preds = model(x)
-        losses = torch.stack([nn.functional.mse_loss(preds[t].squeeze(-1), y[:, i]) for i, t in enumerate(names)])
+        losses = torch.stack(
+            [nn.functional.mse_loss(preds[t].squeeze(-1), y[:, i]) for i, t in enumerate(names)]
+        )
         opt.zero_grad()
         model.backward(losses, **kwargs)
         opt.step()
 
     level = "features" if rep_grad else "params"
-    return Runner("LibMTL", name, level, k, step, trunk, note=f"{peers.LIBMTL_METHODS[name][0]}{kwargs or ''}")
+    return Runner(
+        "LibMTL", name, level, k, step, trunk, note=f"{peers.LIBMTL_METHODS[name][0]}{kwargs or ''}"
+    )
 
 
 POLYTASK_SPECS: dict[str, str] = {}
@@ -223,8 +237,9 @@ def make_method(name: str, **options: Any) -> Any:
     return methods.build(POLYTASK_SPECS, name, **options)[0]
 
 
-def configurations(k: int, libs: list[str], methods: list[str] | None,
-                   only_levels: list[str] | None = None) -> list[tuple[str, str, str, Callable]]:
+def configurations(
+    k: int, libs: list[str], methods: list[str] | None, only_levels: list[str] | None = None
+) -> list[tuple[str, str, str, Callable]]:
     """(library, method, level, factory(base, batches) -> Runner) for every configuration
     (only those at ``only_levels`` where given)."""
     out: list[tuple[str, str, str, Callable]] = []
@@ -235,28 +250,57 @@ def configurations(k: int, libs: list[str], methods: list[str] | None,
             try:
                 probe = make_method(name)
             except Exception as err:  # noqa: BLE001 - a method that cannot be built is reported
-                out.append(("polytask", name, "?", _raiser(f"make({name!r}) failed: {type(err).__name__}: {err}")))
+                out.append(
+                    (
+                        "polytask",
+                        name,
+                        "?",
+                        _raiser(f"make({name!r}) failed: {type(err).__name__}: {err}"),
+                    )
+                )
                 continue
             if isinstance(probe, LossWeighting) or getattr(probe, "needs", "") == "losses":
                 levels = ["-"]
             else:
                 levels = [lv for lv in LEVELS if lv in tuple(getattr(probe, "levels", LEVELS))]
             for lv in levels:
-                out.append(("polytask", name, lv,
-                            lambda base, batches, name=name, lv=lv: polytask_runner(name, lv, k, base, batches)))
+                out.append(
+                    (
+                        "polytask",
+                        name,
+                        lv,
+                        lambda base, batches, name=name, lv=lv: polytask_runner(
+                            name, lv, k, base, batches
+                        ),
+                    )
+                )
     if "torchjd" in libs:
         for name in peers.torchjd_methods(k):
             if methods and name not in methods:
                 continue
-            out.append(("torchjd", name, "params",
-                        lambda base, batches, name=name: torchjd_runner(name, k, base, batches)))
+            out.append(
+                (
+                    "torchjd",
+                    name,
+                    "params",
+                    lambda base, batches, name=name: torchjd_runner(name, k, base, batches),
+                )
+            )
     if "libmtl" in libs and peers.libmtl_version() is not None:
         for name in peers.LIBMTL_METHODS:
             if methods and name not in methods:
                 continue
             for rep in (False, True):
-                out.append(("LibMTL", name, "features" if rep else "params",
-                            lambda base, batches, name=name, rep=rep: libmtl_runner(name, rep, k, base, batches)))
+                out.append(
+                    (
+                        "LibMTL",
+                        name,
+                        "features" if rep else "params",
+                        lambda base, batches, name=name, rep=rep: libmtl_runner(
+                            name, rep, k, base, batches
+                        ),
+                    )
+                )
     return out if not only_levels else [c for c in out if c[2] in only_levels]
 
 
@@ -329,11 +373,16 @@ def time_config(runner: Runner, plain: Runner, rounds: int, steps: int, warmup: 
     res.ms = 1e3 * statistics.median(method_t)
     res.sum_ms = 1e3 * statistics.median(sum_t)
     res.ratio = statistics.median(res.round_ratios)
-    res.ratio_q25, res.ratio_q75 = _quantile(res.round_ratios, 0.25), _quantile(res.round_ratios, 0.75)
+    res.ratio_q25, res.ratio_q75 = (
+        _quantile(res.round_ratios, 0.25),
+        _quantile(res.round_ratios, 0.75),
+    )
     res.ratio_min, res.ratio_max = min(res.round_ratios), max(res.round_ratios)
     res.rounds = rounds
     if not res.updates_trunk:
-        res.note = (res.note + "; " if res.note else "") + "the step leaves the shared trunk unchanged"
+        res.note = (
+            res.note + "; " if res.note else ""
+        ) + "the step leaves the shared trunk unchanged"
     return res
 
 
@@ -374,8 +423,18 @@ def memory_phase(args: argparse.Namespace) -> None:
 
 def measure_memory(args: argparse.Namespace) -> dict[str, float | str]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, __file__, "--phase", "memory", "--threads", str(args.threads),
-           "--K", *map(str, args.K), "--libs", *args.libs] + (["--no-discover"] if args.no_discover else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        "memory",
+        "--threads",
+        str(args.threads),
+        "--K",
+        *map(str, args.K),
+        "--libs",
+        *args.libs,
+    ] + (["--no-discover"] if args.no_discover else [])
     if args.methods:
         cmd += ["--methods", *args.methods]
     if args.levels:
@@ -383,7 +442,7 @@ def measure_memory(args: argparse.Namespace) -> dict[str, float | str]:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("MEMORY-JSON "):
-            return json.loads(line[len("MEMORY-JSON "):])
+            return json.loads(line[len("MEMORY-JSON ") :])
     print(f"memory phase failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
     return {}
 
@@ -401,7 +460,7 @@ def nash_reference(g: torch.Tensor, iters: int = 100) -> torch.Tensor:
         grad = g @ a - 1 / a
         if float(grad.norm()) <= 1e-13 * float((1 / a).norm()):
             break
-        step = torch.linalg.solve(g + torch.diag(1 / a ** 2), grad)
+        step = torch.linalg.solve(g + torch.diag(1 / a**2), grad)
         t = 1.0
         while bool(((a - t * step) <= 0).any()) or phi(a - t * step) > phi(a):
             t /= 2
@@ -417,7 +476,9 @@ def nash_solve(k: int = 10, n: int = 20, reps: int = 3) -> dict[str, Any]:
     trunk, heads = base
     shared = list(trunk.parameters())
     grams = []
-    opt = torch.optim.SGD(list(trunk.parameters()) + [p for h in heads.values() for p in h.parameters()], lr=LR)
+    opt = torch.optim.SGD(
+        list(trunk.parameters()) + [p for h in heads.values() for p in h.parameters()], lr=LR
+    )
     for x, y in make_batches(k, n=n, seed=7):
         losses = list(task_losses(heads, trunk(x), y).values())
         rows = []
@@ -429,7 +490,11 @@ def nash_solve(k: int = 10, n: int = 20, reps: int = 3) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         sum(losses).backward()
         opt.step()  # the next Gramian comes from the next training step
-    out: dict[str, Any] = {"K": k, "gramians": n, "source": "params-level Gramians of consecutive SGD steps"}
+    out: dict[str, Any] = {
+        "K": k,
+        "gramians": n,
+        "source": "params-level Gramians of consecutive SGD steps",
+    }
 
     def residual(g: torch.Tensor, a: torch.Tensor) -> float:
         g64, a64 = g.double(), a.double()
@@ -445,7 +510,9 @@ def nash_solve(k: int = 10, n: int = 20, reps: int = 3) -> dict[str, Any]:
 
     # polytask
     try:
-        method, out["polytask_options"] = methods.build(POLYTASK_SPECS, "nash_mtl", update_every=1, max_norm=0.0)
+        method, out["polytask_options"] = methods.build(
+            POLYTASK_SPECS, "nash_mtl", update_every=1, max_norm=0.0
+        )
         method.bind([f"t{i}" for i in range(k)])
         losses = {f"t{i}": torch.tensor(1.0) for i in range(k)}
         method.weights(grams[0], losses)  # warm-up
@@ -486,7 +553,9 @@ def nash_solve(k: int = 10, n: int = 20, reps: int = 3) -> dict[str, Any]:
         out["torchjd_max_rel_diff_to_reference"] = rel_to_ref(theirs)
         if ours:
             out["speedup"] = out["torchjd_ms"] / out["polytask_ms"]
-            rel = [float((a.double() - b).abs().max() / b.abs().max()) for a, b in zip(ours, theirs)]
+            rel = [
+                float((a.double() - b).abs().max() / b.abs().max()) for a, b in zip(ours, theirs)
+            ]
             out["max_rel_diff_to_torchjd"] = max(rel)
             out["median_rel_diff_to_torchjd"] = statistics.median(rel)
     return out
@@ -502,10 +571,18 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "polytask": polytask.__version__, "torchjd": peers.torchjd_version(),
-            "LibMTL": peers.libmtl_version(), "load_before": os.getloadavg(),
-            "date": dt.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "polytask": polytask.__version__,
+        "torchjd": peers.torchjd_version(),
+        "LibMTL": peers.libmtl_version(),
+        "load_before": os.getloadavg(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def fmt_ratio(r: Result) -> str:
@@ -517,21 +594,33 @@ def fmt_ratio(r: Result) -> str:
 def print_table(results: list[Result]) -> None:
     by = {(r.library, r.method, r.level, r.k): r for r in results}
     tj = {(r.method, r.k): r for r in results if r.library == "torchjd" and r.status == "ok"}
-    print(f"\n{'library':9} {'method':12} {'level':8} {'K':>3} {'ms':>8} {'×sum [IQR]':>18} "
-          f"{'÷torchjd':>9} {'peak MiB':>9}  note")
+    print(
+        f"\n{'library':9} {'method':12} {'level':8} {'K':>3} {'ms':>8} {'×sum [IQR]':>18} "
+        f"{'÷torchjd':>9} {'peak MiB':>9}  note"
+    )
     for key in sorted(by, key=lambda kk: (kk[3], kk[1], kk[0], kk[2])):
         r = by[key]
         rel = ""
-        if r.library == "polytask" and r.level == "params" and (r.method, r.k) in tj and r.status == "ok":
+        if (
+            r.library == "polytask"
+            and r.level == "params"
+            and (r.method, r.k) in tj
+            and r.status == "ok"
+        ):
             rel = f"{r.ratio / tj[(r.method, r.k)].ratio:.2f}"
         ms = f"{r.ms:8.2f}" if r.ms is not None else f"{'—':>8}"
         peak = f"{r.peak_mib:9.1f}" if isinstance(r.peak_mib, float) else f"{'—':>9}"
         note = r.error if r.status != "ok" else r.note
-        print(f"{r.library:9} {r.method:12} {r.level:8} {r.k:>3} {ms} {fmt_ratio(r):>18} {rel:>9} {peak}  {note[:90]}")
+        print(
+            f"{r.library:9} {r.method:12} {r.level:8} {r.k:>3} {ms} {fmt_ratio(r):>18} {rel:>9} "
+            f"{peak}  {note[:90]}"
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed block")
     ap.add_argument("--warmup", type=int, default=3)
@@ -539,21 +628,38 @@ def main() -> None:
     ap.add_argument("--K", type=int, nargs="+", default=[2, 10, 40])
     ap.add_argument("--methods", nargs="*", default=None, help="only these method names")
     ap.add_argument("--libs", nargs="+", default=["polytask", "torchjd", "libmtl"])
-    ap.add_argument("--levels", nargs="+", default=None, choices=["features", "params", "-"],
-                    help="only configurations at these levels ('-': loss weightings)")
-    ap.add_argument("--load-tolerance", type=float, default=2.0,
-                    help="re-measure a configuration whose paired plain-sum blocks are off the K's reference "
-                         "time by more than this factor (external load)")
+    ap.add_argument(
+        "--levels",
+        nargs="+",
+        default=None,
+        choices=["features", "params", "-"],
+        help="only configurations at these levels ('-': loss weightings)",
+    )
+    ap.add_argument(
+        "--load-tolerance",
+        type=float,
+        default=2.0,
+        help="re-measure a configuration whose paired plain-sum blocks are off the K's reference "
+        "time by more than this factor (external load)",
+    )
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--no-discover", action="store_true",
-                    help="only registered polytask methods (default: also Balancer classes found in "
-                         "polytask/balancing/*.py that are not registered yet)")
+    ap.add_argument(
+        "--no-discover",
+        action="store_true",
+        help="only registered polytask methods (default: also Balancer classes found in "
+        "polytask/balancing/*.py that are not registered yet)",
+    )
     ap.add_argument("--no-nash", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "balancing_step_cost.json")
-    ap.add_argument("--merge", action="store_true",
-                    help="re-measure: replace the configurations measured now in the existing --out file "
-                         "(and its Nash-MTL solve unless --no-nash), keep the others")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "balancing_step_cost.json"
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="re-measure: replace the configurations measured now in the existing --out file "
+        "(and its Nash-MTL solve unless --no-nash), keep the others",
+    )
     ap.add_argument("--phase", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase == "memory":
@@ -562,16 +668,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     info = machine()
-    info.update(threads=args.threads, openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS"),
-                load_tolerance=args.load_tolerance, retries=args.retries, rounds=args.rounds, steps_per_block=args.steps, warmup=args.warmup,
-                model=f"{IN_DIM} -> {DEPTH} x {WIDTH} ReLU -> K x Linear({WIDTH}, 1), MSE, batch {BATCH}, float32, "
-                      f"SGD lr {LR}")
+    info.update(
+        threads=args.threads,
+        openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS"),
+        load_tolerance=args.load_tolerance,
+        retries=args.retries,
+        rounds=args.rounds,
+        steps_per_block=args.steps,
+        warmup=args.warmup,
+        model=f"{IN_DIM} -> {DEPTH} x {WIDTH} ReLU -> K x Linear({WIDTH}, 1), MSE, "
+        f"batch {BATCH}, float32, SGD lr {LR}",
+    )
     print(json.dumps(info))
     POLYTASK_SPECS.update(methods.discover(not args.no_discover))
     info["polytask_registered"] = balancing.available()
     info["polytask_unregistered"] = {n: s for n, s in POLYTASK_SPECS.items() if n != s}
-    print(f"polytask methods: {sorted(POLYTASK_SPECS)} (unregistered, found by module: "
-          f"{sorted(info['polytask_unregistered'])})")
+    print(
+        f"polytask methods: {sorted(POLYTASK_SPECS)} (unregistered, found by module: "
+        f"{sorted(info['polytask_unregistered'])})"
+    )
     results: list[Result] = []
     for k in args.K:
         base = build_model(k)
@@ -587,7 +702,16 @@ def main() -> None:
             try:
                 runner = factory(base, batches)
             except Exception as err:  # noqa: BLE001
-                results.append(Result(lib, name, level, k, status="unavailable", error=f"{type(err).__name__}: {err}"))
+                results.append(
+                    Result(
+                        lib,
+                        name,
+                        level,
+                        k,
+                        status="unavailable",
+                        error=f"{type(err).__name__}: {err}",
+                    )
+                )
                 print(f"K={k:<3} {lib:9} {name:12} {level:8} unavailable: {err}", flush=True)
                 continue
             attempt = 0
@@ -597,8 +721,15 @@ def main() -> None:
                     res = time_config(runner, plain, args.rounds, args.steps, args.warmup)
                 except Exception as err:  # noqa: BLE001
                     tb = traceback.format_exc().strip().splitlines()
-                    res = Result(lib, name, level, k, status="failed", error=f"{type(err).__name__}: {err}"[:300],
-                                 note=tb[-3] if len(tb) >= 3 else "")
+                    res = Result(
+                        lib,
+                        name,
+                        level,
+                        k,
+                        status="failed",
+                        error=f"{type(err).__name__}: {err}"[:300],
+                        note=tb[-3] if len(tb) >= 3 else "",
+                    )
                     break
                 res.attempts, res.sum_ref_ms = attempt, 1e3 * ref
                 off = max(res.sum_ms / res.sum_ref_ms, res.sum_ref_ms / res.sum_ms)
@@ -606,14 +737,27 @@ def main() -> None:
                     break
                 if attempt > args.retries:
                     res.note = (res.note + "; " if res.note else "") + (
-                        f"plain sum {off:.1f}x off its reference in all {attempt} attempts: external load")
+                        f"plain sum {off:.1f}x off its reference in all {attempt} attempts: "
+                        "external load"
+                    )
                     break
-                print(f"K={k:<3} {lib:9} {name:12} {level:8} plain sum {res.sum_ms:.1f} ms vs reference "
-                      f"{res.sum_ref_ms:.1f} ms: external load, measuring again", flush=True)
+                print(
+                    f"K={k:<3} {lib:9} {name:12} {level:8} plain sum {res.sum_ms:.1f} ms vs "
+                    "reference "
+                    f"{res.sum_ref_ms:.1f} ms: external load, measuring again",
+                    flush=True,
+                )
             results.append(res)
-            print(f"K={k:<3} {lib:9} {name:12} {level:8} "
-                  + (f"{res.ms:8.2f} ms  ×sum {fmt_ratio(res)}" if res.status == "ok" else f"{res.status}: {res.error}")
-                  + (f"  ({res.note})" if res.note and res.status == "ok" else ""), flush=True)
+            print(
+                f"K={k:<3} {lib:9} {name:12} {level:8} "
+                + (
+                    f"{res.ms:8.2f} ms  ×sum {fmt_ratio(res)}"
+                    if res.status == "ok"
+                    else f"{res.status}: {res.error}"
+                )
+                + (f"  ({res.note})" if res.note and res.status == "ok" else ""),
+                flush=True,
+            )
             del runner
             gc.collect()
     nash = None if args.no_nash else nash_solve()
@@ -633,19 +777,36 @@ def main() -> None:
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
         new_keys = {(r["library"], r["method"], r["level"], r["k"]) for r in rows}
-        kept = [r for r in old["results"] if (r["library"], r["method"], r["level"], r["k"]) not in new_keys]
+        kept = [
+            r
+            for r in old["results"]
+            if (r["library"], r["method"], r["level"], r["k"]) not in new_keys
+        ]
         for r in rows:
             r["remeasured"] = info["date"]
         rows = kept + rows
         remeasured = old["machine"].get("remeasured", []) + [
-            {"date": info["date"], "configs": sorted(f"{a}|{b}|{c}|{d}" for a, b, c, d in new_keys),
-             "load_before": info["load_before"], "load_after": info["load_after"]}]
+            {
+                "date": info["date"],
+                "configs": sorted(f"{a}|{b}|{c}|{d}" for a, b, c, d in new_keys),
+                "load_before": info["load_before"],
+                "load_after": info["load_after"],
+            }
+        ]
         info = dict(old["machine"], remeasured=remeasured)
         nash = nash if nash is not None else old.get("nash_solve")
-    args.out.write_text(json.dumps({"machine": info, "results": rows, "nash_solve": nash,
-                                    "memory_method": "VmHWM - VmRSS around 2 steps after one warm-up step, "
-                                                     "/proc/self/clear_refs reset, MALLOC_MMAP_THRESHOLD_=65536"},
-                                   indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "results": rows,
+                "nash_solve": nash,
+                "memory_method": "VmHWM - VmRSS around 2 steps after one warm-up step, "
+                "/proc/self/clear_refs reset, MALLOC_MMAP_THRESHOLD_=65536",
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {args.out}")
 
 

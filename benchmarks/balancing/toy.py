@@ -73,7 +73,7 @@ def pareto_set(l1_scale: float, n: int = 281) -> torch.Tensor:
 
     grid = torch.linspace(-9.5, -7.5, 4001, dtype=torch.float64)
     c = cross(x1[:, None].expand(-1, grid.numel()), grid[None, :].expand(n, -1))
-    change = (torch.sign(c[:, :-1]) != torch.sign(c[:, 1:]))
+    change = torch.sign(c[:, :-1]) != torch.sign(c[:, 1:])
     idx = change.float().argmax(dim=1)
     lo, hi = grid[idx], grid[idx + 1]
     for _ in range(60):
@@ -92,7 +92,8 @@ def distance_to_polyline(p: torch.Tensor, line: torch.Tensor) -> float:
 
 
 def stationarity_gap(theta: torch.Tensor, l1_scale: float) -> float:
-    """min over λ ∈ [0, 1] of |λ u1 + (1 − λ) u2| with u_i the unit gradients (0: Pareto-stationary)."""
+    """min over λ ∈ [0, 1] of |λ u1 + (1 − λ) u2| with u_i the unit gradients (0:
+    Pareto-stationary)."""
     _, jac = toy.toy_losses_and_jacobian(theta, l1_scale)
     n = jac.norm(dim=-1, keepdim=True)
     if bool((n == 0).any()):
@@ -107,9 +108,17 @@ def stationarity_gap(theta: torch.Tensor, l1_scale: float) -> float:
 def run_pareto(names: list[str], specs: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     front = pareto_set(args.l1_scale)
     drawn = torch.tensor([[-7.0, toy.TOY_PARETO_X2], [7.0, toy.TOY_PARETO_X2]], dtype=torch.float64)
-    starts = list(toy.TOY_START_POINTS) + (list(toy.CAGRAD_EXTRA_START_POINTS) if args.cagrad_starts else [])
-    out: dict[str, Any] = {"steps": args.steps, "l1_scale": args.l1_scale, "tol": args.tol, "starts": starts,
-                           "pareto_x2_range": [float(front[:, 1].min()), float(front[:, 1].max())], "methods": {}}
+    starts = list(toy.TOY_START_POINTS) + (
+        list(toy.CAGRAD_EXTRA_START_POINTS) if args.cagrad_starts else []
+    )
+    out: dict[str, Any] = {
+        "steps": args.steps,
+        "l1_scale": args.l1_scale,
+        "tol": args.tol,
+        "starts": starts,
+        "pareto_x2_range": [float(front[:, 1].min()), float(front[:, 1].max())],
+        "methods": {},
+    }
     trajectories: dict[str, list[torch.Tensor]] = {}
     for name in names:
         rec: dict[str, Any] = {"runs": []}
@@ -119,15 +128,25 @@ def run_pareto(names: list[str], specs: dict[str, str], args: argparse.Namespace
             try:
                 method, note = methods.build(specs, name, **toy_options(name, args.l1_scale))
                 rec["note"] = note
-                traj = toy.toy_trajectory(method, start, steps=args.steps, l1_scale=args.l1_scale, every=args.every)
+                traj = toy.toy_trajectory(
+                    method, start, steps=args.steps, l1_scale=args.l1_scale, every=args.every
+                )
             except Exception as err:  # noqa: BLE001 - reported, not fatal
-                rec["runs"].append({"start": list(start), "error": f"{type(err).__name__}: {err}"[:300]})
+                rec["runs"].append(
+                    {"start": list(start), "error": f"{type(err).__name__}: {err}"[:300]}
+                )
                 continue
             end = traj[-1]
             finite = bool(torch.isfinite(traj).all())
-            run: dict[str, Any] = {"start": list(start), "end": [float(v) for v in end], "finite": finite}
+            run: dict[str, Any] = {
+                "start": list(start),
+                "end": [float(v) for v in end],
+                "finite": finite,
+            }
             # how far θ still moved over the last 10 % of the steps (stuck vs still travelling)
-            run["moved_last_10pct"] = float((traj[-1] - traj[int(0.9 * (len(traj) - 1))]).norm()) if finite else None
+            run["moved_last_10pct"] = (
+                float((traj[-1] - traj[int(0.9 * (len(traj) - 1))]).norm()) if finite else None
+            )
             if finite:
                 run["dist_pareto_set"] = distance_to_polyline(end, front)
                 run["dist_drawn_front"] = distance_to_polyline(end, drawn)
@@ -143,10 +162,19 @@ def run_pareto(names: list[str], specs: dict[str, str], args: argparse.Namespace
         out["methods"][name] = rec
         trajectories[name] = trajs
         ends = ", ".join(
-            (f"{r['dist_pareto_set']:.3f}" if "dist_pareto_set" in r else ("err" if "error" in r else "nan"))
-            for r in rec["runs"])
-        print(f"{name:12} reached {rec['reached']}/{len(starts)}  distances to the Pareto set: {ends}  "
-              f"({rec['seconds']:.0f} s){'  ' + rec['note'] if rec.get('note') else ''}", flush=True)
+            (
+                f"{r['dist_pareto_set']:.3f}"
+                if "dist_pareto_set" in r
+                else ("err" if "error" in r else "nan")
+            )
+            for r in rec["runs"]
+        )
+        print(
+            f"{name:12} reached {rec['reached']}/{len(starts)}  distances to the Pareto set: "
+            f"{ends}  "
+            f"({rec['seconds']:.0f} s){'  ' + rec['note'] if rec.get('note') else ''}",
+            flush=True,
+        )
         for r in rec["runs"]:
             if "error" in r:
                 print(f"{'':12} start {r['start']}: {r['error']}")
@@ -155,8 +183,12 @@ def run_pareto(names: list[str], specs: dict[str, str], args: argparse.Namespace
     return out
 
 
-def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, Any], front: torch.Tensor,
-                args: argparse.Namespace) -> None:
+def plot_pareto(
+    trajectories: dict[str, list[torch.Tensor]],
+    summary: dict[str, Any],
+    front: torch.Tensor,
+    args: argparse.Namespace,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,9 +203,13 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
     colors = plt.cm.tab10.colors
 
     def draw(ax_param: Any, ax_loss: Any, name: str) -> None:
-        ax_param.contourf(gx.numpy(), gy.numpy(), grid_loss.numpy(), levels=40, cmap="Greys", alpha=0.6)
+        ax_param.contourf(
+            gx.numpy(), gy.numpy(), grid_loss.numpy(), levels=40, cmap="Greys", alpha=0.6
+        )
         ax_param.plot(front[:, 0], front[:, 1], color="black", lw=3, label="Pareto set")
-        ax_loss.plot(front_losses[:, 0], front_losses[:, 1], color="#72727A", lw=5, label="Pareto front")
+        ax_loss.plot(
+            front_losses[:, 0], front_losses[:, 1], color="#72727A", lw=5, label="Pareto front"
+        )
         runs = summary["methods"][name]["runs"]
         ok_runs = [r for r in runs if "error" not in r]
         for i, (traj, _run) in enumerate(zip(trajectories[name], ok_runs)):
@@ -183,11 +219,15 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
                 continue
             ax_param.plot(t[:, 0], t[:, 1], color=c, lw=1.5)
             ax_param.scatter([t[0, 0]], [t[0, 1]], color=c, s=30, zorder=5)
-            ax_param.scatter([t[-1, 0]], [t[-1, 1]], color=c, marker="*", s=120, edgecolor="k", zorder=6)
+            ax_param.scatter(
+                [t[-1, 0]], [t[-1, 1]], color=c, marker="*", s=120, edgecolor="k", zorder=6
+            )
             lt = toy.toy_losses(t, s)
             ax_loss.plot(lt[:, 0], lt[:, 1], color=c, lw=1.5)
             ax_loss.scatter([lt[0, 0]], [lt[0, 1]], color=c, s=30, zorder=5)
-            ax_loss.scatter([lt[-1, 0]], [lt[-1, 1]], color=c, marker="*", s=120, edgecolor="k", zorder=6)
+            ax_loss.scatter(
+                [lt[-1, 0]], [lt[-1, 1]], color=c, marker="*", s=120, edgecolor="k", zorder=6
+            )
         ax_param.set_xlim(-10, 10)
         ax_param.set_ylim(-10, 10)
         ax_param.set_xlabel("x1")
@@ -201,7 +241,10 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
     for name in trajectories:
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.6))
         draw(a, b, name)
-        fig.suptitle(f"two-objective toy, Adam lr 1e-3, {summary['steps']} steps (● start, ★ end)", fontsize=9)
+        fig.suptitle(
+            f"two-objective toy, Adam lr 1e-3, {summary['steps']} steps (● start, ★ end)",
+            fontsize=9,
+        )
         fig.tight_layout()
         fig.savefig(RESULTS / f"toy_{name}.png", dpi=110)
         plt.close(fig)
@@ -209,15 +252,21 @@ def plot_pareto(trajectories: dict[str, list[torch.Tensor]], summary: dict[str, 
     cols = 4
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
         draw(ax, ax.inset_axes([0.6, 0.62, 0.38, 0.36]), name)
-        ax.set_title(f"{name} ({summary['methods'][name]['reached']}/{len(summary['starts'])})", fontsize=10)
+        ax.set_title(
+            f"{name} ({summary['methods'][name]['reached']}/{len(summary['starts'])})", fontsize=10
+        )
         ax.set_xlabel("")
         ax.set_ylabel("")
-    fig.suptitle(f"two-objective toy (L1 scaled by {args.l1_scale:g}), Adam lr 1e-3, {summary['steps']} steps; "
-                 "inset: loss space", fontsize=11)
+    fig.suptitle(
+        f"two-objective toy (L1 scaled by {args.l1_scale:g}), Adam lr 1e-3, {summary['steps']} "
+        "steps; "
+        "inset: loss space",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(RESULTS / "toy_all.png", dpi=90)
     plt.close(fig)
@@ -228,9 +277,17 @@ def gradnorm_options(name: str) -> dict[str, Any]:
     return {"gradnorm": {"alpha": 0.12}, "cagrad": {"c": 0.5}}.get(name, {})
 
 
-def run_gradnorm(names: list[str], specs: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"steps": args.gn_steps, "batch": args.gn_batch, "lr": args.gn_lr, "seeds": args.seeds,
-                           "eval_every": args.gn_eval, "problems": {}}
+def run_gradnorm(
+    names: list[str], specs: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "steps": args.gn_steps,
+        "batch": args.gn_batch,
+        "lr": args.gn_lr,
+        "seeds": args.seeds,
+        "eval_every": args.gn_eval,
+        "problems": {},
+    }
     for t in (2, 10):
         sigmas = (1.0, 100.0) if t == 2 else toy.spread_sigmas(t)
         prob_out: dict[str, Any] = {"sigmas": list(sigmas), "methods": {}}
@@ -253,13 +310,23 @@ def run_gradnorm(names: list[str], specs: dict[str, str], args: argparse.Namespa
             if rec["final"]:
                 finite = [v for v in rec["final"] if math.isfinite(v)]
                 rec["mean"] = sum(finite) / len(finite) if finite else float("nan")
-                rec["std"] = (sum((v - rec["mean"]) ** 2 for v in finite) / max(len(finite) - 1, 1)) ** 0.5 \
-                    if finite else float("nan")
+                rec["std"] = (
+                    (sum((v - rec["mean"]) ** 2 for v in finite) / max(len(finite) - 1, 1)) ** 0.5
+                    if finite
+                    else float("nan")
+                )
             prob_out["methods"][name] = rec
-            print(f"GradNorm T={t:<2} {name:12} Σ L_i/L_i(0) on test after {args.gn_steps} steps: "
-                  + (f"{rec['mean']:.4f} ± {rec['std']:.4f} over {len(rec['final'])} seeds" if rec["final"] else "—")
-                  + (f"  errors: {rec['errors'][0]}" if rec["errors"] else "")
-                  + (f"  ({rec['note']})" if rec.get("note") else ""), flush=True)
+            print(
+                f"GradNorm T={t:<2} {name:12} Σ L_i/L_i(0) on test after {args.gn_steps} steps: "
+                + (
+                    f"{rec['mean']:.4f} ± {rec['std']:.4f} over {len(rec['final'])} seeds"
+                    if rec["final"]
+                    else "—"
+                )
+                + (f"  errors: {rec['errors'][0]}" if rec["errors"] else "")
+                + (f"  ({rec['note']})" if rec.get("note") else ""),
+                flush=True,
+            )
         prob_out["curves"] = curves
         out["problems"][f"T{t}"] = prob_out
         if not args.no_plots:
@@ -267,8 +334,9 @@ def run_gradnorm(names: list[str], specs: dict[str, str], args: argparse.Namespa
     return out
 
 
-def gradnorm_train(problem: Any, name: str, specs: dict[str, str], args: argparse.Namespace,
-                   seed: int) -> tuple[list[float], str]:
+def gradnorm_train(
+    problem: Any, name: str, specs: dict[str, str], args: argparse.Namespace, seed: int
+) -> tuple[list[float], str]:
     method, note = methods.build(specs, name, **gradnorm_options(name))
     method.bind(problem.tasks)
     model = problem.model(seed)
@@ -277,12 +345,18 @@ def gradnorm_train(problem: Any, name: str, specs: dict[str, str], args: argpars
     gen = torch.Generator().manual_seed(1000 + seed)
     level = None
     if isinstance(method, GradientAggregator):
-        level = "features" if "features" in tuple(getattr(method, "levels", ("features", "params"))) else "params"
+        level = (
+            "features"
+            if "features" in tuple(getattr(method, "levels", ("features", "params")))
+            else "params"
+        )
         note = "; ".join(x for x in (note, f"level={level}") if x)
 
     def test_losses() -> list[float]:
         with torch.no_grad():
-            return [float(v) for v in problem.losses(model, problem.x_test, problem.y_test).values()]
+            return [
+                float(v) for v in problem.losses(model, problem.x_test, problem.y_test).values()
+            ]
 
     initial = test_losses()
     curve = [float(len(initial))]
@@ -336,14 +410,26 @@ def plot_gradnorm(curves: dict[str, list[list[float]]], t: int, args: argparse.N
 
 # --------------------------------------------------------------------------- main
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", nargs="+", default=["pareto", "gradnorm"], choices=["pareto", "gradnorm"])
-    ap.add_argument("--methods", nargs="*", default=None, help="only these (default: every method found)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--problems", nargs="+", default=["pareto", "gradnorm"], choices=["pareto", "gradnorm"]
+    )
+    ap.add_argument(
+        "--methods", nargs="*", default=None, help="only these (default: every method found)"
+    )
     ap.add_argument("--steps", type=int, default=35_000, help="Adam steps on the two-objective toy")
     ap.add_argument("--every", type=int, default=25, help="keep every n-th point of a trajectory")
-    ap.add_argument("--l1-scale", type=float, default=0.1, help="0.1: Nash-MTL/FAMO codes; 1: CAGrad's")
-    ap.add_argument("--cagrad-starts", action="store_true", help="add CAGrad's two extra start points")
-    ap.add_argument("--tol", type=float, default=0.05, help="distance to the Pareto set that counts as reached")
+    ap.add_argument(
+        "--l1-scale", type=float, default=0.1, help="0.1: Nash-MTL/FAMO codes; 1: CAGrad's"
+    )
+    ap.add_argument(
+        "--cagrad-starts", action="store_true", help="add CAGrad's two extra start points"
+    )
+    ap.add_argument(
+        "--tol", type=float, default=0.05, help="distance to the Pareto set that counts as reached"
+    )
     ap.add_argument("--gn-steps", type=int, default=3000)
     ap.add_argument("--gn-batch", type=int, default=100)
     ap.add_argument("--gn-lr", type=float, default=1e-3)
@@ -361,10 +447,16 @@ def main() -> None:
         missing = sorted(set(args.methods) - set(specs))
         if missing:
             print(f"not available in polytask: {missing}")
-    info = {"date": dt.datetime.now().isoformat(timespec="seconds"), "platform": platform.platform(),
-            "torch": torch.__version__, "polytask": polytask.__version__, "threads": args.threads,
-            "load_before": os.getloadavg(), "registered": balancing.available(),
-            "unregistered": {n: s for n, s in specs.items() if n != s}}
+    info = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "polytask": polytask.__version__,
+        "threads": args.threads,
+        "load_before": os.getloadavg(),
+        "registered": balancing.available(),
+        "unregistered": {n: s for n, s in specs.items() if n != s},
+    }
     print(json.dumps(info))
     result: dict[str, Any] = {"machine": info}
     if "pareto" in args.problems:

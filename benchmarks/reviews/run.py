@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/reviews/run.py                      # everything (hours on 2 cores)
     .venv/bin/python benchmarks/reviews/run.py --only en_scratch_hier --seeds 3
-    .venv/bin/python benchmarks/reviews/run.py --only en_minilm_hard --seeds 1 --set trainer.epochs=2
-    .venv/bin/python benchmarks/reviews/run.py --table              # print the tables of what was measured
+    .venv/bin/python benchmarks/reviews/run.py --only en_minilm_hard --seeds 1 \
+        --set trainer.epochs=2
+    .venv/bin/python benchmarks/reviews/run.py --table  # print the tables of what was measured
 
 Each configuration runs `polytask compare` (the multi-task model and one single-task model
 per task, same encoder, splits, stopping rule and per-task step budget) on seeds
@@ -43,7 +44,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {
     "en_scratch_hier": "en / scratch / hierarchical (headline)",
     "en_scratch_hard": "en / scratch / hard",
-    "en_scratch_hier_wd": "en / scratch / hierarchical + word dropout 0.25 (chosen after measuring)",
+    "en_scratch_hier_wd": (
+        "en / scratch / hierarchical + word dropout 0.25 (chosen after measuring)"
+    ),
     "en_minilm_hier": "en / MiniLM / hierarchical",
     "en_minilm_hard": "en / MiniLM / hard",
     "zh_scratch_hier": "zh / scratch / hierarchical",
@@ -52,8 +55,13 @@ CONFIGS = {
     "en_scratch_hier_scarce": "en / scratch / hierarchical, aspects on 10 % of the data",
 }
 #: (task, metric, column) in table order; absent pairs are left out of a row
-COLUMNS = [("sentiment", "accuracy", "sent. acc"), ("sentiment", "macro_f1", "sent. macro-F1"),
-           ("aspects", "f1", "aspect F1"), ("ner", "f1", "entity F1"), ("absa", "f1", "ABSA-F1")]
+COLUMNS = [
+    ("sentiment", "accuracy", "sent. acc"),
+    ("sentiment", "macro_f1", "sent. macro-F1"),
+    ("aspects", "f1", "aspect F1"),
+    ("ner", "f1", "entity F1"),
+    ("absa", "f1", "ABSA-F1"),
+]
 
 
 def _per_seed(summary: dict[str, Any], side: str, task: str, metric: str) -> list[float]:
@@ -72,22 +80,47 @@ def measure(name: str, seeds: int, overrides: list[str], resume: bool = False) -
         print(f"{name}: {err}")
     summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     # seeds read back by --resume: their own timing, not this invocation's
-    wall = sum(s["cost"].get("compare_seconds", 0.0) for s in summary["per_seed"]) or time.perf_counter() - start
+    wall = (
+        sum(s["cost"].get("compare_seconds", 0.0) for s in summary["per_seed"])
+        or time.perf_counter() - start
+    )
     best_epochs = []
     for s in summary["seeds"]:
-        results = json.loads((out / f"seed{s}" / "mtl" / "results.json").read_text(encoding="utf-8"))
+        results = json.loads(
+            (out / f"seed{s}" / "mtl" / "results.json").read_text(encoding="utf-8")
+        )
         best_epochs.append(results["best_epoch"] + 1)  # 1-based, as in "after epoch k"
     metrics: dict[str, Any] = {}
     for task, metric, _ in COLUMNS:
         if task in summary["stl"]:
-            stl, mtl = _per_seed(summary, "stl", task, metric), _per_seed(summary, "mtl", task, metric)
-            metrics[f"{task}.{metric}"] = {"stl": mean_std(stl), "mtl": mean_std(mtl), "stl_per_seed": stl,
-                                           "mtl_per_seed": mtl, "paired_ci95": paired_ci95(mtl, stl)}
-    return {"config": str(path.relative_to(ROOT)), "overrides": overrides, "seeds": summary["seeds"],
-            "epochs": cfg.trainer.epochs, "patience": cfg.trainer.patience, "best_epochs_mtl": best_epochs,
-            "metrics": metrics, "delta_m": summary["delta_m"], "delta_m_per_seed": summary["delta_m_per_seed"],
-            "delta_m_ci95": summary.get("ci95"), "wall_seconds": wall, "cost": summary["cost"],
-            "versions": versions(), "machine": platform.platform(), "threads": torch.get_num_threads()}
+            stl, mtl = (
+                _per_seed(summary, "stl", task, metric),
+                _per_seed(summary, "mtl", task, metric),
+            )
+            metrics[f"{task}.{metric}"] = {
+                "stl": mean_std(stl),
+                "mtl": mean_std(mtl),
+                "stl_per_seed": stl,
+                "mtl_per_seed": mtl,
+                "paired_ci95": paired_ci95(mtl, stl),
+            }
+    return {
+        "config": str(path.relative_to(ROOT)),
+        "overrides": overrides,
+        "seeds": summary["seeds"],
+        "epochs": cfg.trainer.epochs,
+        "patience": cfg.trainer.patience,
+        "best_epochs_mtl": best_epochs,
+        "metrics": metrics,
+        "delta_m": summary["delta_m"],
+        "delta_m_per_seed": summary["delta_m_per_seed"],
+        "delta_m_ci95": summary.get("ci95"),
+        "wall_seconds": wall,
+        "cost": summary["cost"],
+        "versions": versions(),
+        "machine": platform.platform(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _pm(pair: tuple[float, float] | list[float], n: int) -> str:
@@ -97,8 +130,11 @@ def _pm(pair: tuple[float, float] | list[float], n: int) -> str:
 
 def tables(results: dict[str, Any]) -> str:
     """Markdown: one row per configuration and side (STL, MTL), then the scarce study."""
-    head = ["configuration", "model"] + [c for _, _, c in COLUMNS] + ["Δm % [95% CI]", "seeds", "epochs (best)",
-                                                                      "wall"]
+    head = (
+        ["configuration", "model"]
+        + [c for _, _, c in COLUMNS]
+        + ["Δm % [95% CI]", "seeds", "epochs (best)", "wall"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, label in CONFIGS.items():
         r = results.get(name)
@@ -115,7 +151,11 @@ def tables(results: dict[str, Any]) -> str:
             else:
                 dm = r["delta_m"]
                 ci = r["delta_m_ci95"]
-                cells.append("undefined" if dm is None else f"{dm:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""))
+                cells.append(
+                    "undefined"
+                    if dm is None
+                    else f"{dm:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                )
                 cells.append(", ".join(str(s) for s in r["seeds"]))
                 cells.append(f"{r['epochs']} ({', '.join(str(e) for e in r['best_epochs_mtl'])})")
                 cells.append(f"{r['wall_seconds'] / 60:.0f} min")
@@ -125,13 +165,24 @@ def tables(results: dict[str, Any]) -> str:
         m = scarce["metrics"]["aspects.f1"]
         n = len(scarce["seeds"])
         d, lo, hi = m["paired_ci95"]
-        lines += ["", "Data-scarce: aspects trained on 10 % of the training sentences (en / scratch / hierarchical)",
-                  "", "| aspect F1 | alone (STL) | beside full sentiment (MTL) | MTL − STL [paired 95% CI] | seeds | wall |",
-                  "|---|---|---|---|---|---|",
-                  (f"| laptop test | {_pm(m['stl'], n)} | {_pm(m['mtl'], n)} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                   f"{', '.join(str(s) for s in scarce['seeds'])} | {scarce['wall_seconds'] / 60:.0f} min |"),
-                  "", "per seed (STL → MTL): " + ", ".join(
-                      f"{a:.3f} → {b:.3f}" for a, b in zip(m["stl_per_seed"], m["mtl_per_seed"]))]
+        lines += [
+            "",
+            "Data-scarce: aspects trained on 10 % of the training sentences (en / scratch / "
+            "hierarchical)",
+            "",
+            "| aspect F1 | alone (STL) | beside full sentiment (MTL) | MTL − STL [paired 95% CI] "
+            "| seeds | wall |",
+            "|---|---|---|---|---|---|",
+            (
+                f"| laptop test | {_pm(m['stl'], n)} | {_pm(m['mtl'], n)} | {d:+.3f} [{lo:+.3f}, "
+                f"{hi:+.3f}] | "
+                f"{', '.join(str(s) for s in scarce['seeds'])} | "
+                f"{scarce['wall_seconds'] / 60:.0f} min |"
+            ),
+            "",
+            "per seed (STL → MTL): "
+            + ", ".join(f"{a:.3f} → {b:.3f}" for a, b in zip(m["stl_per_seed"], m["mtl_per_seed"])),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -139,37 +190,68 @@ def goals(results: dict[str, Any]) -> str:
     """The issue's goals, on the test set: aspect F1 of the STL and the MTL model of each
     configuration (mean over seeds), and Δm of the headline configuration."""
     out = []
-    for label, names, goal in (("MiniLM", ("en_minilm_hier", "en_minilm_hard"), 0.78),
-                               ("scratch", ("en_scratch_hier", "en_scratch_hard", "en_scratch_hier_wd"), 0.70)):
+    for label, names, goal in (
+        ("MiniLM", ("en_minilm_hier", "en_minilm_hard"), 0.78),
+        ("scratch", ("en_scratch_hier", "en_scratch_hard", "en_scratch_hier_wd"), 0.70),
+    ):
         for n in names:
             r = results.get(n)
             if r is None:
                 continue
             f1 = r["metrics"]["aspects.f1"]
-            cells = ", ".join(f"{side.upper()} {f1[side][0]:.3f} ({'reached' if f1[side][0] >= goal else 'not reached'})"
-                              for side in ("stl", "mtl"))
+            cells = ", ".join(
+                f"{side.upper()} {f1[side][0]:.3f} "
+                f"({'reached' if f1[side][0] >= goal else 'not reached'})"
+                for side in ("stl", "mtl")
+            )
             out.append(f"- laptop aspect F1 ≥ {goal} ({label}, {n}): {cells}")
     head = results.get("en_scratch_hier")
     if head is not None and head["delta_m"] is not None:
-        out.append(f"- Δm ≥ 0 for the headline (en_scratch_hier): {head['delta_m']:+.2f} % -> "
-                   f"{'reached' if head['delta_m'] >= 0 else 'NOT reached'}")
+        out.append(
+            f"- Δm ≥ 0 for the headline (en_scratch_hier): {head['delta_m']:+.2f} % -> "
+            f"{'reached' if head['delta_m'] >= 0 else 'NOT reached'}"
+        )
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), help="configurations to measure (default: all)")
-    ap.add_argument("--seeds", type=int, default=None,
-                    help="seeds per configuration (default: 3 scratch, 1 MiniLM, 1 unified ABSA, 5 scarce)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. trainer.epochs=2")
-    ap.add_argument("--resume", action="store_true",
-                    help="reuse the seeds an interrupted run finished (benchmarks/results/reviews/<config>/seed<s>/)")
-    ap.add_argument("--table", action="store_true", help="only print the tables of benchmarks/results/reviews.json")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--only", nargs="*", choices=list(CONFIGS), help="configurations to measure (default: all)"
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per configuration (default: 3 scratch, 1 MiniLM, 1 unified ABSA, 5 scarce)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. trainer.epochs=2",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the seeds an interrupted run finished "
+        "(benchmarks/results/reviews/<config>/seed<s>/)",
+    )
+    ap.add_argument(
+        "--table",
+        action="store_true",
+        help="only print the tables of benchmarks/results/reviews.json",
+    )
     args = ap.parse_args()
     path = RESULTS / "reviews.json"
     if not args.table:
         for name in args.only or list(CONFIGS):
-            seeds = args.seeds or (5 if name.endswith("scarce") else 1 if "minilm" in name or "absa" in name else 3)
+            seeds = args.seeds or (
+                5 if name.endswith("scarce") else 1 if "minilm" in name or "absa" in name else 3
+            )
             print(f"== {name}: {seeds} seed(s) {args.overrides}", flush=True)
             entry = measure(name, seeds, args.overrides, args.resume)
             # re-read: another invocation may have written other configurations meanwhile

@@ -13,5 +13,21 @@ from .engine import Trainer, TrainerConfig  # noqa: E402
 from .runs import load  # noqa: E402
 from .tasks import Classification, Multilabel, Regression, Tagging, Task  # noqa: E402
 
-__all__ = ["Batch", "Classification", "Example", "Multilabel", "Regression", "Tagging", "Task", "Trainer",
-           "TrainerConfig", "balancing", "data", "load", "nn", "sharing", "tasks", "__version__"]
+__all__ = [
+    "Batch",
+    "Classification",
+    "Example",
+    "Multilabel",
+    "Regression",
+    "Tagging",
+    "Task",
+    "Trainer",
+    "TrainerConfig",
+    "balancing",
+    "data",
+    "load",
+    "nn",
+    "sharing",
+    "tasks",
+    "__version__",
+]

@@ -17,10 +17,14 @@ def import_object(path: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"import path {path!r}: cannot import module {module_name!r} ({err})") from err
+        raise ValueError(
+            f"import path {path!r}: cannot import module {module_name!r} ({err})"
+        ) from err
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"import path {path!r}: {module_name!r} has no attribute {attr!r}") from None
+            raise ValueError(
+                f"import path {path!r}: {module_name!r} has no attribute {attr!r}"
+            ) from None
     return obj

@@ -10,15 +10,18 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
 from .config.errors import ConfigError
 from .errors import PolytaskError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Multi-task learning: train, evaluate, predict, and compare against single-task models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Multi-task learning: train, evaluate, predict, and compare against single-task models.",
+)
 
 _STATE = {"debug": False}
 
@@ -28,7 +31,9 @@ def _fail(err: BaseException) -> None:
         traceback.print_exc()
     msg = " ".join(str(err).split())  # one line, whatever the message
     if not isinstance(err, PolytaskError):  # where, problem and fix are known for those only
-        msg = f"{type(err).__name__}: {msg}; fix: see the message (run with --debug for a traceback)"
+        msg = (
+            f"{type(err).__name__}: {msg}; fix: see the message (run with --debug for a traceback)"
+        )
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
@@ -44,14 +49,16 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(err)
 
 
-def _read(config: Path, overrides: Optional[List[str]]) -> tuple[Any, Any]:
+def _read(config: Path, overrides: list[str] | None) -> tuple[Any, Any]:
     from .config.load import read_config
 
     return read_config(config, overrides or [])
 
 
 @app.callback()
-def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
     _STATE["debug"] = debug
 
 
@@ -71,8 +78,8 @@ def _print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="YAML config."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoints/last."),
     as_json: bool = typer.Option(False, "--json", help="Print test metrics as JSON."),
 ) -> None:
@@ -91,17 +98,23 @@ def train_cmd(
         _print_metrics(result.test, f"test metrics ({result.run_dir})")
 
 
-def _parse_tests(items: Optional[List[str]]) -> dict[str, Path]:
+def _parse_tests(items: list[str] | None) -> dict[str, Path]:
     out = {}
     for item in items or []:
         task, sep, path = item.partition("=")
         if not sep:
-            raise ConfigError(f"--test {item}", "not of the form TASK=PATH", "write e.g. --test aspects=test.jsonl")
+            raise ConfigError(
+                f"--test {item}",
+                "not of the form TASK=PATH",
+                "write e.g. --test aspects=test.jsonl",
+            )
         out[task] = Path(path)
     return out
 
 
-def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> dict[str, dict[str, float]]:
+def evaluate_run(
+    run_dir: Path, tests: dict[str, Path], fmt: str | None
+) -> dict[str, dict[str, float]]:
     """Metrics of a trained run on its own test split, or on other files per task."""
     from .config.build import Experiment
     from .config.schema import SourceConfig
@@ -111,21 +124,35 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
     run = load(run_dir)
     cfg = run.cfg
     if not tests:
-        exp = Experiment(cfg, run.base_dir, vocab=json.loads((run.run_dir / "vocab.json").read_text()),
-                         labels={t: list(k.kind.labels) for t, k in run.tasks.items() if hasattr(k.kind, "labels")})
+        exp = Experiment(
+            cfg,
+            run.base_dir,
+            vocab=json.loads((run.run_dir / "vocab.json").read_text()),
+            labels={
+                t: list(k.kind.labels) for t, k in run.tasks.items() if hasattr(k.kind, "labels")
+            },
+        )
         return run.evaluate(exp.train_sources(split="test"))
     results: dict[str, dict[str, float]] = {}
     for task, path in tests.items():
         if task not in run.tasks:
             raise ConfigError(f"--test {task}", "undefined task", f"use one of {sorted(run.tasks)}")
-        name, src = next(((n, s) for n, s in cfg.data.sources.items() if task in s.tasks), (None, None))
+        name, src = next(
+            ((n, s) for n, s in cfg.data.sources.items() if task in s.tasks), (None, None)
+        )
         if src is None:
-            raise ConfigError(f"--test {task}", "no source of the run labels this task", "check the task name")
+            raise ConfigError(
+                f"--test {task}", "no source of the run labels this task", "check the task name"
+            )
         same = (fmt or src.format) == src.format
         # another format reads the task's labels from its default field (CoNLL: the last column)
         field = src.tasks[task] if same else _default_field(str(fmt), task)
-        source = SourceConfig(format=fmt or src.format, train=str(path.resolve()), tasks={task: field},
-                              options=src.options if same else {})
+        source = SourceConfig(
+            format=fmt or src.format,
+            train=str(path.resolve()),
+            tasks={task: field},
+            options=src.options if same else {},
+        )
         data_cfg = cfg.data.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})
         examples = load_source(f"--test {task}", source, data_cfg, Path.cwd(), cfg.seed).train
         for i, ex in enumerate(examples):
@@ -134,7 +161,9 @@ def evaluate_run(run_dir: Path, tests: dict[str, Path], fmt: Optional[str]) -> d
                 try:
                     run.tasks[task].kind.encode_target(raw)
                 except ValueError as err:
-                    raise ConfigError(str(path), f"example {ex.id or i}: {err}", "the run's label set is fixed") from None
+                    raise ConfigError(
+                        str(path), f"example {ex.id or i}: {err}", "the run's label set is fixed"
+                    ) from None
         metrics = run.evaluate({"test": examples})
         results[task] = metrics.get(task, {})
     return results
@@ -154,11 +183,16 @@ def _default_field(fmt: str, task: str) -> Any:
 @app.command("eval")
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
-    test: Optional[List[str]] = typer.Option(None, "--test", help="TASK=PATH: evaluate TASK on another file."),
-    fmt: Optional[str] = typer.Option(
-        None, "--format", help="Format of the --test files (see `polytask list formats`, or "
+    test: list[str] | None = typer.Option(
+        None, "--test", help="TASK=PATH: evaluate TASK on another file."
+    ),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        help="Format of the --test files (see `polytask list formats`, or "
         "package.module:Class); another format than the run's reads labels from its default "
-        "field (CoNLL: the last column; others: the field named TASK)."),
+        "field (CoNLL: the last column; others: the field named TASK).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
 ) -> None:
     """Evaluate a trained run (its test split, or --test files)."""
@@ -170,7 +204,8 @@ def eval_cmd(
 
 
 def read_inputs(path: Path, text_field: str) -> list[Any]:
-    """Text (one input per line), JSONL (``tokens`` list or ``text_field``) or CSV (``text_field`` column)."""
+    """Text (one input per line), JSONL (``tokens`` list or ``text_field``) or CSV
+    (``text_field`` column)."""
     import csv
 
     if not path.is_file():
@@ -183,19 +218,29 @@ def read_inputs(path: Path, text_field: str) -> list[Any]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{i}", f"not JSON ({err.msg})", "one JSON object per line") from None
+                raise ConfigError(
+                    f"{path}:{i}", f"not JSON ({err.msg})", "one JSON object per line"
+                ) from None
             if "tokens" in obj:
                 items.append(list(obj["tokens"]))
             elif text_field in obj:
                 items.append(str(obj[text_field]))
             else:
-                raise ConfigError(f"{path}:{i}", f"no 'tokens' or {text_field!r} field", "add one or use --text-field")
+                raise ConfigError(
+                    f"{path}:{i}",
+                    f"no 'tokens' or {text_field!r} field",
+                    "add one or use --text-field",
+                )
         return items
     if path.suffix in (".csv", ".tsv"):
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
             if text_field not in (reader.fieldnames or []):
-                raise ConfigError(str(path), f"no column {text_field!r}", "use --text-field to name the text column")
+                raise ConfigError(
+                    str(path),
+                    f"no column {text_field!r}",
+                    "use --text-field to name the text column",
+                )
             return [row[text_field] for row in reader]
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -203,9 +248,15 @@ def read_inputs(path: Path, text_field: str) -> list[Any]:
 @app.command("predict")
 def predict_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="Text (a line each), .jsonl or .csv file."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (default stdout)."),
-    text_field: str = typer.Option("text", "--text-field", help="JSONL field / CSV column with the text."),
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="Text (a line each), .jsonl or .csv file."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="JSONL output file (default stdout)."
+    ),
+    text_field: str = typer.Option(
+        "text", "--text-field", help="JSONL field / CSV column with the text."
+    ),
 ) -> None:
     """Predict every task for each input (one forward pass); writes JSONL."""
     from .runs import load
@@ -213,7 +264,10 @@ def predict_cmd(
     def go() -> list[dict[str, Any]]:
         run = load(run_dir)
         inputs = read_inputs(input_path, text_field)
-        return [{"input": x if isinstance(x, str) else " ".join(x), **p} for x, p in zip(inputs, run.predict(inputs))]
+        return [
+            {"input": x if isinstance(x, str) else " ".join(x), **p}
+            for x, p in zip(inputs, run.predict(inputs))
+        ]
 
     rows = _guard(go)
     lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
@@ -226,11 +280,19 @@ def predict_cmd(
 @app.command("compare")
 def compare_cmd(
     config: Path = typer.Argument(..., help="YAML config."),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds (seed, seed+1, ...): mean ± std and a paired 95% CI."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>-compare)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
-    as_json: bool = typer.Option(False, "--json", help="Print {stl, mtl, delta_m[, ci95]} as JSON."),
-    resume: bool = typer.Option(False, "--resume", help="Reuse the seeds an interrupted compare into --out finished."),
+    seeds: int = typer.Option(
+        1, "--seeds", help="Seeds (seed, seed+1, ...): mean ± std and a paired 95% CI."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output directory (default runs/<name>-compare)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print {stl, mtl, delta_m[, ci95]} as JSON."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Reuse the seeds an interrupted compare into --out finished."
+    ),
 ) -> None:
     """Train MTL and one STL model per task on the same data; print the table and Δm."""
     from .runs import compare
@@ -238,7 +300,9 @@ def compare_cmd(
     def go() -> Any:
         cfg, raw = _read(config, set_)
         directory = out or Path("runs") / f"{cfg.name}-compare"
-        return compare(cfg, raw, config.resolve().parent, directory, seeds=seeds, resume=resume), directory
+        return compare(
+            cfg, raw, config.resolve().parent, directory, seeds=seeds, resume=resume
+        ), directory
 
     summary, directory = _guard(go)
     if as_json:
@@ -251,10 +315,16 @@ def compare_cmd(
 @app.command("sweep")
 def sweep_cmd(
     config: Path = typer.Argument(..., help="YAML config."),
-    grid: Optional[List[str]] = typer.Option(None, "--grid", help="KEY=V1,V2,... e.g. balancing.weights.ner=0.1,1"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to train beside, e.g. uw,famo."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<name>-sweep)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    grid: list[str] | None = typer.Option(
+        None, "--grid", help="KEY=V1,V2,... e.g. balancing.weights.ner=0.1,1"
+    ),
+    methods: str | None = typer.Option(
+        None, "--methods", help="Comma-separated methods to train beside, e.g. uw,famo."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output directory (default runs/<name>-sweep)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Search fixed task weights on validation data; report the best beside adaptive methods."""
@@ -264,7 +334,9 @@ def sweep_cmd(
         cfg, raw = _read(config, set_)
         names = [m.strip() for m in (methods or "").split(",") if m.strip()]
         directory = out or Path("runs") / f"{cfg.name}-sweep"
-        return sweep(raw, config.resolve().parent, directory, parse_grid(grid or []), names), directory
+        return sweep(
+            raw, config.resolve().parent, directory, parse_grid(grid or []), names
+        ), directory
 
     summary, directory = _guard(go)
     if as_json:
@@ -274,10 +346,15 @@ def sweep_cmd(
 
 
 #: ``polytask list KIND``: each pluggable kind's registry, by the word a user types
-REGISTRIES = {"methods": "polytask.balancing:METHODS", "kinds": "polytask.tasks:KINDS",
-              "encoders": "polytask.nn:ENCODERS", "architectures": "polytask.sharing:ARCHITECTURES",
-              "task-layers": "polytask.sharing:TASK_LAYERS",
-              "samplers": "polytask.data.samplers:SAMPLERS", "formats": "polytask.data.formats:FORMATS"}
+REGISTRIES = {
+    "methods": "polytask.balancing:METHODS",
+    "kinds": "polytask.tasks:KINDS",
+    "encoders": "polytask.nn:ENCODERS",
+    "architectures": "polytask.sharing:ARCHITECTURES",
+    "task-layers": "polytask.sharing:TASK_LAYERS",
+    "samplers": "polytask.data.samplers:SAMPLERS",
+    "formats": "polytask.data.formats:FORMATS",
+}
 
 
 @app.command("list")

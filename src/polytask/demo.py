@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     for text, pred in zip(REVIEWS, run.predict(REVIEWS)):
         sentiment = pred["sentiment"]
         entities = [f"{s['text']}/{s['type']}" for s in pred["ner"]["spans"]]
-        print(f"  {text}\n    sentiment={sentiment['label']} "
-              f"(p={sentiment['probabilities'][sentiment['label']]:.2f})  entities={entities}")
+        print(
+            f"  {text}\n    sentiment={sentiment['label']} "
+            f"(p={sentiment['probabilities'][sentiment['label']]:.2f})  entities={entities}"
+        )
     print(json.dumps({"delta_m": round(summary["delta_m"], 3)}))
     return 0
 

@@ -51,7 +51,7 @@ class OptionError(PolytaskError, ValueError):
         fix: what to do about it.
     """
 
-    def at(self, prefix: str) -> "OptionError":
+    def at(self, prefix: str) -> OptionError:
         """The same error located under ``prefix`` (``"balancing"`` + ``"c"`` ->
         ``"balancing.c"``); its class is kept."""
         option = f"{prefix}.{self.option}" if prefix and self.option else (prefix or self.option)

@@ -52,10 +52,16 @@ class Registry(MutableMapping[str, T], Generic[T]):
     order); setting an item registers it, with the same check.
     """
 
-    def __init__(self, kind: str, *, base: type | None = None,
-                 check: Callable[[Any], bool] | None = None,
-                 builtins: Mapping[str, T] | None = None, option: str = "type",
-                 expects: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        base: type | None = None,
+        check: Callable[[Any], bool] | None = None,
+        builtins: Mapping[str, T] | None = None,
+        option: str = "type",
+        expects: str | None = None,
+    ) -> None:
         if (base is None) == (check is None):
             raise TypeError("Registry: give exactly one of base= or check=")
         if check is not None and expects is None:
@@ -86,11 +92,15 @@ class Registry(MutableMapping[str, T], Generic[T]):
         ``name`` is not a plain name.
         """
         if not isinstance(name, str) or not name or ":" in name:
-            raise OptionError(self.option, f"cannot register under {name!r}",
-                              "register under a plain name without ':'")
+            raise OptionError(
+                self.option,
+                f"cannot register under {name!r}",
+                "register under a plain name without ':'",
+            )
         if not self.accepts(obj):
-            raise OptionError(self.option, f"{obj!r} is not {self.expects}",
-                              f"register {self.expects}")
+            raise OptionError(
+                self.option, f"{obj!r} is not {self.expects}", f"register {self.expects}"
+            )
         self._entries[name] = obj
         return obj
 
@@ -116,9 +126,11 @@ class Registry(MutableMapping[str, T], Generic[T]):
         except ValueError as err:
             raise OptionError(self.option, f"cannot import {text!r} ({err})", self._fix()) from None
         if not self.accepts(obj):
-            raise OptionError(self.option, f"{text!r} is not {self.expects}",
-                              f"name {self.expects} by its import path, "
-                              f"or use one of {self.names()}")
+            raise OptionError(
+                self.option,
+                f"{text!r} is not {self.expects}",
+                f"name {self.expects} by its import path, or use one of {self.names()}",
+            )
         return cast(T, obj)
 
     def describe(self, name: str) -> str:

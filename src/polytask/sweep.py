@@ -29,49 +29,79 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
-            raise ConfigError(f"--grid {item}", "not of the form KEY=V1,V2,...",
-                              "write e.g. --grid balancing.weights.ner=0.1,0.3,1")
+            raise ConfigError(
+                f"--grid {item}",
+                "not of the form KEY=V1,V2,...",
+                "write e.g. --grid balancing.weights.ner=0.1,0.3,1",
+            )
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     return grid
 
 
-def _trial_config(raw: Mapping[str, Any], assignments: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _trial_config(
+    raw: Mapping[str, Any], assignments: Mapping[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     trial = copy.deepcopy(dict(raw))
     for key, value in assignments.items():
         apply_override(trial, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
     return validate(trial), trial
 
 
-def sweep(raw: Mapping[str, Any], base_dir: Path, out: Path, grid: Mapping[str, Sequence[Any]],
-          methods: Sequence[str] = ()) -> dict[str, Any]:
+def sweep(
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    out: Path,
+    grid: Mapping[str, Sequence[Any]],
+    methods: Sequence[str] = (),
+) -> dict[str, Any]:
     """Train every grid point and every method; write sweep.json and sweep.md under ``out``."""
     if not grid and not methods:
-        raise ConfigError("--grid", "nothing to sweep", "give --grid KEY=V1,V2 and/or --methods NAME,...")
+        raise ConfigError(
+            "--grid", "nothing to sweep", "give --grid KEY=V1,V2 and/or --methods NAME,..."
+        )
     out.mkdir(parents=True, exist_ok=True)
     keys = list(grid)
-    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] if keys else []
+    points = (
+        [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        if keys
+        else []
+    )
     trials: list[dict[str, Any]] = []
     for i, point in enumerate(points):
         cfg, trial_raw = _trial_config(raw, point)
         result = train(cfg, trial_raw, base_dir, out / f"fixed_{i}")
-        trials.append({"settings": point, "val_score": result.score, "val": result.val, "test": result.test})
+        trials.append(
+            {"settings": point, "val_score": result.score, "val": result.val, "test": result.test}
+        )
     runs = []
     for name in methods:
         cfg, trial_raw = _trial_config(raw, {"balancing": {"method": name}})
         result = train(cfg, trial_raw, base_dir, out / f"method_{name}")
-        runs.append({"method": name, "val_score": result.score, "val": result.val, "test": result.test})
+        runs.append(
+            {"method": name, "val_score": result.score, "val": result.val, "test": result.test}
+        )
     best = max(range(len(trials)), key=lambda i: trials[i]["val_score"]) if trials else None
-    summary = {"criterion": validate(dict(raw)).trainer.criterion, "grid": {k: list(v) for k, v in grid.items()},
-               "trials": trials, "best": best, "methods": runs}
+    summary = {
+        "criterion": validate(dict(raw)).trainer.criterion,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "trials": trials,
+        "best": best,
+        "methods": runs,
+    }
     write_json(out / "sweep.json", summary)
     (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
     return summary
 
 
 def sweep_markdown(summary: Mapping[str, Any]) -> str:
-    """Validation criterion of every trial; test metrics of the selected weighting and the methods."""
-    lines = [f"# Fixed-weight sweep (selection by validation {summary['criterion']})", "",
-             "| trial | settings | val criterion |", "|---|---|---|"]
+    """Validation criterion of every trial; test metrics of the selected weighting and the
+    methods."""
+    lines = [
+        f"# Fixed-weight sweep (selection by validation {summary['criterion']})",
+        "",
+        "| trial | settings | val criterion |",
+        "|---|---|---|",
+    ]
     for i, t in enumerate(summary["trials"]):
         mark = " **(selected)**" if i == summary["best"] else ""
         settings = ", ".join(f"{k}={v}" for k, v in t["settings"].items())
@@ -83,9 +113,13 @@ def sweep_markdown(summary: Mapping[str, Any]) -> str:
     if rows:
         tasks = list(rows[0][1]["test"])
         metrics = [(t, m) for t in tasks for m in rows[0][1]["test"][t]]
-        lines += ["", "Test metrics (read once, after selection):", "",
-                  "| weighting | val criterion | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
-                  "|---|---|" + "---|" * len(metrics)]
+        lines += [
+            "",
+            "Test metrics (read once, after selection):",
+            "",
+            "| weighting | val criterion | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
+            "|---|---|" + "---|" * len(metrics),
+        ]
         for name, r in rows:
             vals = " | ".join(f"{r['test'][t][m]:.4f}" for t, m in metrics)
             lines.append(f"| {name} | {r['val_score']:.4f} | {vals} |")

@@ -19,14 +19,20 @@ class BarLines(Reader):
 
     def check_field(self, task: str, field: Any) -> None:
         if isinstance(field, bool) or not isinstance(field, int) or field < 0:
-            raise OptionError(f"tasks.{task}", f"a bar-lines source names columns by index, got "
-                              f"{field!r}", f"give the label column's index, e.g. {{{task}: 0}}")
+            raise OptionError(
+                f"tasks.{task}",
+                f"a bar-lines source names columns by index, got {field!r}",
+                f"give the label column's index, e.g. {{{task}: 0}}",
+            )
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         for key, value in options.items():
             if key != "lowercase" or not isinstance(value, bool):
-                raise OptionError(f"options.{key}", f"{value!r} is not an option of BarLines",
-                                  "give lowercase: true or false, or nothing")
+                raise OptionError(
+                    f"options.{key}",
+                    f"{value!r} is not an option of BarLines",
+                    "give lowercase: true or false, or nothing",
+                )
 
     def read(self, path: Path) -> list[Example]:
         out = []
@@ -35,8 +41,10 @@ class BarLines(Reader):
                 continue
             *labels, text = [cell.strip() for cell in line.split("|")]
             if len(labels) <= max(self.targets.values(), default=-1):
-                raise ValueError(f"{path} line {lineno}: {len(labels)} label column(s); write "
-                                 "'label | ... | text'")
+                raise ValueError(
+                    f"{path} line {lineno}: {len(labels)} label column(s); write "
+                    "'label | ... | text'"
+                )
             if self.options.get("lowercase"):
                 text = text.lower()
             targets = {t: None if labels[c] == "-" else labels[c] for t, c in self.targets.items()}

@@ -30,20 +30,21 @@ class Gated(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: Any, heads: Any, tasks: Sequence[str],
-                   **options: Any) -> Gated:
+    def from_parts(cls, *, encoder: Any, heads: Any, tasks: Sequence[str], **options: Any) -> Gated:
         """One ``encoder()``; heads read its top layer (the config's way to build it)."""
         enc = encoder()
         return cls(enc, heads({t: enc.layer_dims[-1] for t in tasks}), **options)
 
-    def forward(self, inputs: Mapping[str, Tensor],
-                tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         enc = self.encoder(inputs)
         top = enc.layers[-1]
         outputs = {t: self.heads[t](torch.sigmoid(self.gates[t]) * top, enc.mask) for t in tasks}
-        return MultiTaskOutput(outputs=outputs, features={t: top for t in tasks}, mask=enc.mask,
-                               shared_features=top)
+        return MultiTaskOutput(
+            outputs=outputs, features={t: top for t in tasks}, mask=enc.mask, shared_features=top
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())

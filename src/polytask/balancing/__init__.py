@@ -39,18 +39,41 @@ from .upgrad import UPGrad
 from .uw import UncertaintyWeighting
 
 #: the balancing methods: a name or ``package.module:Class`` -> a :class:`Balancer` subclass
-METHODS: Registry[type[Balancer]] = Registry("method", base=Balancer, option="method",
-                                             expects="a subclass of polytask.balancing.Balancer",
-                                             builtins={
-    # loss weighting
-    "fixed": FixedWeights, "sum": Sum, "mean": Mean, "uw": UncertaintyWeighting, "gradnorm": GradNorm,
-    "dwa": DynamicWeightAverage, "rlw": RandomLossWeighting, "gls": GeometricLossStrategy, "imtl_l": IMTLL,
-    "imtl": IMTL, "db_mtl": DBMTL, "famo": FAMO, "excess_mtl": ExcessMTL,
-    # gradient aggregation
-    "mgda": MGDA, "pcgrad": PCGrad, "graddrop": GradDrop, "gradvac": GradVac, "cagrad": CAGrad, "imtl_g": IMTLG,
-    "nash_mtl": NashMTL, "aligned_mtl": AlignedMTL, "upgrad": UPGrad, "dualproj": DualProj, "fairgrad": FairGrad,
-    "con_fig": ConFIG,
-})
+METHODS: Registry[type[Balancer]] = Registry(
+    "method",
+    base=Balancer,
+    option="method",
+    expects="a subclass of polytask.balancing.Balancer",
+    builtins={
+        # loss weighting
+        "fixed": FixedWeights,
+        "sum": Sum,
+        "mean": Mean,
+        "uw": UncertaintyWeighting,
+        "gradnorm": GradNorm,
+        "dwa": DynamicWeightAverage,
+        "rlw": RandomLossWeighting,
+        "gls": GeometricLossStrategy,
+        "imtl_l": IMTLL,
+        "imtl": IMTL,
+        "db_mtl": DBMTL,
+        "famo": FAMO,
+        "excess_mtl": ExcessMTL,
+        # gradient aggregation
+        "mgda": MGDA,
+        "pcgrad": PCGrad,
+        "graddrop": GradDrop,
+        "gradvac": GradVac,
+        "cagrad": CAGrad,
+        "imtl_g": IMTLG,
+        "nash_mtl": NashMTL,
+        "aligned_mtl": AlignedMTL,
+        "upgrad": UPGrad,
+        "dualproj": DualProj,
+        "fairgrad": FairGrad,
+        "con_fig": ConFIG,
+    },
+)
 
 
 def available() -> list[str]:
@@ -68,12 +91,44 @@ def make(name: str, **options: Any) -> Balancer:
     try:
         return cls(**options)
     except TypeError as err:
-        raise OptionError("", f"bad option for method {name!r}: {err}",
-                          f"see the options of {cls.__name__}") from None
+        raise OptionError(
+            "", f"bad option for method {name!r}: {err}", f"see the options of {cls.__name__}"
+        ) from None
 
 
-__all__ = ["Balancer", "LossWeighting", "GradientAggregator", "GramianWeighting", "backward", "make", "available",
-           "METHODS", "resolve_level", "AlignedMTL", "CAGrad", "ConFIG", "DBMTL", "DualProj", "DynamicWeightAverage", "ExcessMTL",
-           "FAMO", "FairGrad", "FixedWeights", "GeometricLossStrategy", "GradDrop", "GradNorm", "GradVac", "IMTL",
-           "IMTLG", "IMTLL", "MGDA", "Mean", "NashMTL", "PCGrad", "RandomLossWeighting", "Sum", "UPGrad",
-           "UncertaintyWeighting"]
+__all__ = [
+    "Balancer",
+    "LossWeighting",
+    "GradientAggregator",
+    "GramianWeighting",
+    "backward",
+    "make",
+    "available",
+    "METHODS",
+    "resolve_level",
+    "AlignedMTL",
+    "CAGrad",
+    "ConFIG",
+    "DBMTL",
+    "DualProj",
+    "DynamicWeightAverage",
+    "ExcessMTL",
+    "FAMO",
+    "FairGrad",
+    "FixedWeights",
+    "GeometricLossStrategy",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
+    "IMTL",
+    "IMTLG",
+    "IMTLL",
+    "MGDA",
+    "Mean",
+    "NashMTL",
+    "PCGrad",
+    "RandomLossWeighting",
+    "Sum",
+    "UPGrad",
+    "UncertaintyWeighting",
+]

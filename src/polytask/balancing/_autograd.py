@@ -44,11 +44,20 @@ def _log_once(key: str, message: str, level: int = logging.WARNING) -> None:
         log.log(level, message)
 
 
-def batched_grad(outputs: Tensor, inputs: Sequence[Tensor], cotangents: Tensor) -> tuple[Tensor, ...]:
+def batched_grad(
+    outputs: Tensor, inputs: Sequence[Tensor], cotangents: Tensor
+) -> tuple[Tensor, ...]:
     """``torch.autograd.grad`` of ``outputs`` (K,) w.r.t. ``inputs`` with C cotangent rows
     (C, K) at once; returns tensors of shape (C, *input.shape). Keeps the graph."""
-    return torch.autograd.grad(outputs, list(inputs), grad_outputs=cotangents, retain_graph=True,
-                               allow_unused=True, materialize_grads=True, is_grads_batched=True)
+    return torch.autograd.grad(
+        outputs,
+        list(inputs),
+        grad_outputs=cotangents,
+        retain_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+        is_grads_batched=True,
+    )
 
 
 def looped_grad(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tensor]:
@@ -56,8 +65,9 @@ def looped_grad(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tens
     rows: list[list[Tensor]] = [[] for _ in inputs]
     for loss in losses:
         if loss.requires_grad:
-            grads = torch.autograd.grad(loss, list(inputs), retain_graph=True, allow_unused=True,
-                                        materialize_grads=True)
+            grads = torch.autograd.grad(
+                loss, list(inputs), retain_graph=True, allow_unused=True, materialize_grads=True
+            )
         else:
             grads = tuple(torch.zeros_like(x) for x in inputs)
         for r, g in zip(rows, grads):
@@ -65,16 +75,21 @@ def looped_grad(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tens
     return [torch.stack(r) for r in rows]
 
 
-def jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int | None = None) -> list[Tensor]:
+def jacobian(
+    losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int | None = None
+) -> list[Tensor]:
     """Per-task gradients: for each input x a tensor (K, *x.shape) whose row i is ∇_x L_i.
 
     One batched vector-Jacobian product over all K rows (or ``ceil(K / chunk_size)``
     products of ``chunk_size`` rows each). Inputs a loss does not reach get zero rows. The
     graph is kept (the caller finishes with its own backward pass).
     """
-    require(chunk_size is None or (is_integer(chunk_size) and chunk_size >= 1), "chunk_size",
-            f"{chunk_size!r} must be an integer ≥ 1 (rows per batched product)",
-            "give a positive integer or None")
+    require(
+        chunk_size is None or (is_integer(chunk_size) and chunk_size >= 1),
+        "chunk_size",
+        f"{chunk_size!r} must be an integer ≥ 1 (rows per batched product)",
+        "give a positive integer or None",
+    )
     if not inputs:
         return []
     k = len(losses)
@@ -84,16 +99,18 @@ def jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int
     step = k if chunk_size is None else min(chunk_size, k)
     eye = torch.eye(k, dtype=stacked.dtype, device=stacked.device)
     try:
-        parts = [batched_grad(stacked, inputs, eye[i:i + step]) for i in range(0, k, step)]
+        parts = [batched_grad(stacked, inputs, eye[i : i + step]) for i in range(0, k, step)]
         if len(parts) == 1:
             return list(parts[0])
         return [torch.cat([p[j] for p in parts]) for j in range(len(inputs))]
     except (RuntimeError, NotImplementedError) as err:
-        _log_once("batched", "polytask.balancing: the batched vector-Jacobian product failed on this "
-                   f"model ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                   "falling back to one backward pass per task, which is slower")
+        _log_once(
+            "batched",
+            "polytask.balancing: the batched vector-Jacobian product failed on this "
+            f"model ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "falling back to one backward pass per task, which is slower",
+        )
     return looped_grad(list(losses), inputs)
-
 
 
 def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int, list[int]]] | None:
@@ -128,8 +145,12 @@ def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int,
                     return None
                 owners[node] = (i, idxs)
             stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
-    require(bool(owners), "features", "no loss depends on the feature tensor given",
-            "pass the tensor the task heads read (the model output's shared_features)")
+    require(
+        bool(owners),
+        "features",
+        "no loss depends on the feature tensor given",
+        "pass the tensor the task heads read (the model output's shared_features)",
+    )
     return owners
 
 
@@ -141,7 +162,9 @@ class _RowCapture:
         self.rows = torch.empty((rows, *z.shape), dtype=z.dtype, device=z.device)
         self.written = [False] * rows
         self.shape = z.shape
-        self.handles = [node.register_hook(self._hook(i, idxs)) for node, (i, idxs) in owners.items()]
+        self.handles = [
+            node.register_hook(self._hook(i, idxs)) for node, (i, idxs) in owners.items()
+        ]
 
     def _hook(self, i: int, idxs: list[int]) -> Callable[..., None]:
         def hook(grad_inputs: tuple[Any, ...], _grad_outputs: tuple[Any, ...]) -> None:
@@ -153,6 +176,7 @@ class _RowCapture:
                     else:
                         self.rows[i].copy_(g.detach().reshape(self.shape))
                         self.written[i] = True
+
         return hook
 
     def finish(self) -> Tensor:
@@ -191,8 +215,13 @@ def split_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor | None:
     return capture.finish()
 
 
-def one_pass_feature_backward(losses: Sequence[Tensor], z: Tensor, total: Tensor,
-                              replace: Callable[[Tensor], Tensor], extra: Tensor | None = None) -> bool:
+def one_pass_feature_backward(
+    losses: Sequence[Tensor],
+    z: Tensor,
+    total: Tensor,
+    replace: Callable[[Tensor], Tensor],
+    extra: Tensor | None = None,
+) -> bool:
     """``total.backward()`` in ONE pass in which z's gradient is replaced by
     ``replace(rows)``, where ``rows`` (K [+1], *z.shape) holds what each loss (and ``extra``,
     a regulariser, as the last row) sends to z in this pass — the per-task feature
@@ -209,7 +238,8 @@ def one_pass_feature_backward(losses: Sequence[Tensor], z: Tensor, total: Tensor
         return False
     capture = _RowCapture(owners, len(roots), z)
     handle = z.register_hook(  # type: ignore[no-untyped-call]
-        lambda _grad: replace(capture.finish()))
+        lambda _grad: replace(capture.finish())
+    )
     try:
         torch.autograd.backward(total)
     finally:
@@ -226,8 +256,12 @@ def feature_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor:
     rows = split_jacobian(losses, z)
     if rows is not None:
         return rows
-    _log_once("split", "polytask.balancing: the losses share operations above the feature tensor, so "
-              "its per-task gradients take one pass through the heads per task", logging.DEBUG)
+    _log_once(
+        "split",
+        "polytask.balancing: the losses share operations above the feature tensor, so "
+        "its per-task gradients take one pass through the heads per task",
+        logging.DEBUG,
+    )
     return looped_grad(list(losses), [z])[0]
 
 

@@ -45,7 +45,6 @@ import warnings
 import torch
 from torch import Tensor
 
-
 _EPS = torch.finfo(torch.float64).eps
 #: KKT tolerance in units of K · eps · (|H|·|x| + |c|), the rounding error of one gradient
 _TOL_FACTOR = 8.0
@@ -109,7 +108,9 @@ def _solve_free(h: Tensor, eye: Tensor, neg_c: Tensor, free: Tensor) -> Tensor:
     zb = zb.squeeze(2)
     worse = (info_b != 0) | ~torch.isfinite(zb).all(dim=1)
     if bool(worse.any()):
-        zb[worse] = torch.linalg.lstsq(m[bad][worse], rhs[bad][worse], driver="gelsd").solution.squeeze(2)
+        zb[worse] = torch.linalg.lstsq(
+            m[bad][worse], rhs[bad][worse], driver="gelsd"
+        ).solution.squeeze(2)
     z[bad] = zb
     return z.masked_fill(~free, 0.0)
 
@@ -227,7 +228,9 @@ def _lawson_hanson(p: _NNQP, x0: Tensor, max_iter: int) -> tuple[Tensor, Tensor]
             if not bool(moving.any()):
                 break
             # largest step towards z that keeps x ≥ 0; the coordinate that hits 0 is fixed
-            ratio = torch.where(leaving, xr / (xr - z).clamp_min(torch.finfo(torch.float64).tiny), torch.inf)
+            ratio = torch.where(
+                leaving, xr / (xr - z).clamp_min(torch.finfo(torch.float64).tiny), torch.inf
+            )
             alpha, j = ratio.min(dim=1)
             alpha = torch.where(moving, alpha.clamp(0.0, 1.0), 0.0)
             xr = xr + alpha.unsqueeze(1) * (z - xr)
@@ -242,7 +245,9 @@ def _lawson_hanson(p: _NNQP, x0: Tensor, max_iter: int) -> tuple[Tensor, Tensor]
     return x, p.kkt(x)
 
 
-def nonneg_qp(h: Tensor, c: Tensor, free: Tensor | None = None, eps: float = _EPS) -> tuple[Tensor, bool]:
+def nonneg_qp(
+    h: Tensor, c: Tensor, free: Tensor | None = None, eps: float = _EPS
+) -> tuple[Tensor, bool]:
     """Solve ``min_{x ≥ 0} ½ xᵀ H x + c_bᵀ x`` for every row ``c_b`` of ``c``.
 
     ``h``: (K, K) symmetric positive semi-definite, float64; ``c``: (B, K) float64 (the B
@@ -288,9 +293,13 @@ def nonneg_qp(h: Tensor, c: Tensor, free: Tensor | None = None, eps: float = _EP
 
 
 def _warn_unconverged(what: str) -> None:
-    warnings.warn(f"{what}: the active-set solver stopped short of the KKT conditions to rounding "
-                  "(a badly conditioned Gramian); the returned weights are feasible but may be "
-                  "slightly suboptimal", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"{what}: the active-set solver stopped short of the KKT conditions to rounding "
+        "(a badly conditioned Gramian); the returned weights are feasible but may be "
+        "slightly suboptimal",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def min_norm_weights(g: Tensor, eps: float = _EPS) -> Tensor:

@@ -27,8 +27,11 @@ def check_state_keys(owner: str, state: Mapping[str, Any], known: Iterable[str])
     saved by another method, or by another version of this one."""
     unknown = sorted(set(state) - set(known))
     if unknown:
-        raise OptionError("state", f"balancing method {owner!r}: unknown state keys {unknown}",
-                          f"load a state saved by {owner!r} (known keys: {sorted(set(known))})")
+        raise OptionError(
+            "state",
+            f"balancing method {owner!r}: unknown state keys {unknown}",
+            f"load a state saved by {owner!r} (known keys: {sorted(set(known))})",
+        )
 
 
 class Seeded:
@@ -152,16 +155,22 @@ class LearnedTaskScalars:
 
     def parameters(self) -> list[torch.nn.Parameter]:
         if not self.bound:
-            raise OptionError(self.owner, "parameters() before bind()",
-                              "call method.bind(task names) first (the Trainer does), then build "
-                              "the optimiser with method.parameters()")
+            raise OptionError(
+                self.owner,
+                "parameters() before bind()",
+                "call method.bind(task names) first (the Trainer does), then build "
+                "the optimiser with method.parameters()",
+            )
         return list(self.values.values())
 
     def get(self, task: str) -> torch.nn.Parameter:
         if task not in self.values:
             if self.bound:
-                raise OptionError(self.owner, f"task {task!r} was not bound (bound: "
-                                  f"{list(self.values)})", "bind every task name the losses use")
+                raise OptionError(
+                    self.owner,
+                    f"task {task!r} was not bound (bound: {list(self.values)})",
+                    "bind every task name the losses use",
+                )
             self.values[task] = torch.nn.Parameter(torch.tensor(self.init))
         return self.values[task]
 
@@ -175,9 +184,12 @@ class LearnedTaskScalars:
                 with torch.no_grad():  # in place: an optimiser holding the parameter keeps it
                     self.values[t].fill_(value)
             elif self.bound:
-                raise OptionError("state", f"{self.owner}: the saved state has task {t!r}, not "
-                                  f"among the bound tasks {list(self.values)}",
-                                  "resume with the task set the run was saved with")
+                raise OptionError(
+                    "state",
+                    f"{self.owner}: the saved state has task {t!r}, not "
+                    f"among the bound tasks {list(self.values)}",
+                    "resume with the task set the run was saved with",
+                )
             else:
                 self.values[t] = torch.nn.Parameter(torch.tensor(value))
 

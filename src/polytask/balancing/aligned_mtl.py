@@ -35,7 +35,9 @@ def aligned_mtl_transform(gramian: np.ndarray, scale_mode: str = "min") -> np.nd
         return np.zeros((k, k))
     keep = lam > top * k * _RANK_EPS
     lam, vec = lam[keep], vec[:, keep]
-    sigma = {"min": float(lam.min()), "median": float(np.median(lam)), "rmse": float(lam.mean())}[scale_mode]
+    sigma = {"min": float(lam.min()), "median": float(np.median(lam)), "rmse": float(lam.mean())}[
+        scale_mode
+    ]
     transform: np.ndarray = np.sqrt(sigma) * (vec / np.sqrt(lam)) @ vec.T
     return transform
 
@@ -64,12 +66,16 @@ class AlignedMTL(GramianWeighting):
     name = "aligned_mtl"
 
     def __init__(self, scale_mode: str = "min") -> None:
-        require(scale_mode in SCALE_MODES, "scale_mode",
-                f"{scale_mode!r} is not one of {list(SCALE_MODES)}",
-                "'min' (the paper's choice) rescales by the smallest singular value")
+        require(
+            scale_mode in SCALE_MODES,
+            "scale_mode",
+            f"{scale_mode!r} is not one of {list(SCALE_MODES)}",
+            "'min' (the paper's choice) rescales by the smallest singular value",
+        )
         self.scale_mode = scale_mode
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         b = aligned_mtl_transform(gramian.numpy(), self.scale_mode)
         return from_numpy(b.sum(axis=1))

@@ -47,8 +47,13 @@ def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Te
     return {str(i): loss for i, loss in enumerate(losses)}
 
 
-def resolve_level(method: Balancer, level: str | None, *, has_features: bool | None,
-                  has_shared: bool | None = None) -> str | None:
+def resolve_level(
+    method: Balancer,
+    level: str | None,
+    *,
+    has_features: bool | None,
+    has_shared: bool | None = None,
+) -> str | None:
     """The level at which ``method`` takes per-task gradients, or raise an
     :class:`~polytask.errors.OptionError` naming ``level`` (or ``method``) and the fix.
 
@@ -58,31 +63,47 @@ def resolve_level(method: Balancer, level: str | None, *, has_features: bool | N
     what is known is checked). Returns ``None`` for a loss weighting (no per-task gradients)
     and where the choice must wait for the model's output.
     """
-    require(level is None or level in LEVELS, "level", f"unknown level {level!r}",
-            "use features, params, or leave it out to choose automatically")
+    require(
+        level is None or level in LEVELS,
+        "level",
+        f"unknown level {level!r}",
+        "use features, params, or leave it out to choose automatically",
+    )
     if isinstance(method, LossWeighting) or method.needs == "losses":
         return None
     name = method.name or type(method).__name__
     allowed = tuple(getattr(method, "levels", LEVELS))
-    require(has_shared is not False, "method",
-            f"{name!r} balances per-task gradients of the shared part, but the model has no "
-            "shared parameters (e.g. pure soft sharing)",
-            "use a loss-weighting method (fixed, uw, dwa, ...) or a model with shared parameters")
+    require(
+        has_shared is not False,
+        "method",
+        f"{name!r} balances per-task gradients of the shared part, but the model has no "
+        "shared parameters (e.g. pure soft sharing)",
+        "use a loss-weighting method (fixed, uw, dwa, ...) or a model with shared parameters",
+    )
     if level is None:
         if "features" in allowed and has_features is not False:
             return "features" if has_features else None
         level = "params"
     if level not in allowed:
         hint = "features" if "features" in allowed else "params"
-        where = (" with a model that gives shared features (hard or hierarchical sharing)"
-                 if hint == "features" and has_features is False else "")
+        where = (
+            " with a model that gives shared features (hard or hierarchical sharing)"
+            if hint == "features" and has_features is False
+            else ""
+        )
         levels = " or ".join(allowed)
-        raise OptionError("level", f"method {name!r} works at level {levels} only, not {level!r}",
-                          f"set level: {hint}{where}")
-    require(not (level == "features" and has_features is False), "level",
-            "'features' needs the shared feature tensor, but the model gives none",
-            "use level: params, or a model that declares shared features "
-            "(hard or hierarchical sharing; a Custom module returns shared_features)")
+        raise OptionError(
+            "level",
+            f"method {name!r} works at level {levels} only, not {level!r}",
+            f"set level: {hint}{where}",
+        )
+    require(
+        not (level == "features" and has_features is False),
+        "level",
+        "'features' needs the shared feature tensor, but the model gives none",
+        "use level: params, or a model that declares shared features "
+        "(hard or hierarchical sharing; a Custom module returns shared_features)",
+    )
     return level
 
 
@@ -129,8 +150,12 @@ def backward(
     if not named:
         raise ValueError("no task losses to balance: the batch has no labels for any task")
     shared_list = None if shared is None else list(shared)
-    resolved = resolve_level(method, level, has_features=features is not None,
-                             has_shared=None if shared_list is None else bool(shared_list))
+    resolved = resolve_level(
+        method,
+        level,
+        has_features=features is not None,
+        has_shared=None if shared_list is None else bool(shared_list),
+    )
     if penalty is not None and penalty.dim() != 0:
         raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
     if isinstance(method, LossWeighting):
@@ -138,7 +163,9 @@ def backward(
         torch.autograd.backward((total if penalty is None else total + penalty) * scale)
         return total.detach()
     if not isinstance(method, GradientAggregator):
-        raise TypeError(f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator")
+        raise TypeError(
+            f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator"
+        )
     values = list(named.values())
     for t, v in named.items():
         if v.dim() != 0:
@@ -150,14 +177,18 @@ def backward(
         _feature_backward(stacked, values, detached, method, features, scale, chunk_size, penalty)
     else:
         if shared_list is None:
-            raise OptionError("shared", "level 'params' needs `shared`, the shared parameters",
-                              "pass shared=model.shared_parameters() (or features=... for the "
-                              "feature level)")
+            raise OptionError(
+                "shared",
+                "level 'params' needs `shared`, the shared parameters",
+                "pass shared=model.shared_parameters() (or features=... for the feature level)",
+            )
         _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
     return stacked.detach().sum()
 
 
-def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mapping[str, Tensor]) -> list[Tensor]:
+def _combine(
+    method: GradientAggregator, blocks: Sequence[Tensor], losses: Mapping[str, Tensor]
+) -> list[Tensor]:
     """The update from per-task gradient blocks (K, P_b) of one Jacobian [J_1 … J_B]: for a
     Gramian method ``wᵀJ_b`` with ``w = weights(Σ_b J_b J_bᵀ)`` (J is never concatenated;
     :func:`._gramian.combine`, the path ``aggregate()`` takes too), else the split of
@@ -167,12 +198,17 @@ def _combine(method: GradientAggregator, blocks: Sequence[Tensor], losses: Mappi
     jac = blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=1)
     d = method.aggregate(jac, losses)
     if tuple(d.shape) != (jac.shape[1],):
-        raise ValueError(f"{method.name}: aggregate() returned shape {tuple(d.shape)}, expected ({jac.shape[1]},)")
+        raise ValueError(
+            f"{method.name}: aggregate() returned shape {tuple(d.shape)}, expected "
+            f"({jac.shape[1]},)"
+        )
     d = d.to(jac.dtype)
     return list(torch.split(d, [b.shape[1] for b in blocks]))
 
 
-def _feature_update(method: GradientAggregator, jz: Tensor, losses: Mapping[str, Tensor], shape: torch.Size) -> Tensor:
+def _feature_update(
+    method: GradientAggregator, jz: Tensor, losses: Mapping[str, Tensor], shape: torch.Size
+) -> Tensor:
     """The aggregated feature gradient (``shape``) from the rows ∇_z L_i (K, *shape)."""
     k = jz.shape[0]
     if isinstance(method, GramianWeighting):
@@ -181,13 +217,23 @@ def _feature_update(method: GradientAggregator, jz: Tensor, losses: Mapping[str,
     # a Jacobian aggregator sees (K, *feature shape): batch-aware rules (GradDrop) need it
     dz = method.aggregate(jz.reshape(k, *shape), losses)
     if tuple(dz.shape) != tuple(shape):
-        raise ValueError(f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
-                         f"level, expected the feature shape {tuple(shape)}")
+        raise ValueError(
+            f"{method.name}: aggregate() returned shape {tuple(dz.shape)} at the feature "
+            f"level, expected the feature shape {tuple(shape)}"
+        )
     return dz
 
 
-def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
-                      z: Tensor, scale: float | Tensor, chunk_size: int | None, penalty: Tensor | None) -> None:
+def _feature_backward(
+    stacked: Tensor,
+    values: list[Tensor],
+    losses: Mapping[str, Tensor],
+    method: GradientAggregator,
+    z: Tensor,
+    scale: float | Tensor,
+    chunk_size: int | None,
+    penalty: Tensor | None,
+) -> None:
     if not stacked.requires_grad:
         return
     total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
@@ -223,9 +269,16 @@ def _feature_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str
         handle.remove()
 
 
-def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, Tensor], method: GradientAggregator,
-                    shared: list[torch.nn.Parameter], scale: float | Tensor, chunk_size: int | None,
-                    penalty: Tensor | None) -> None:
+def _param_backward(
+    stacked: Tensor,
+    values: list[Tensor],
+    losses: Mapping[str, Tensor],
+    method: GradientAggregator,
+    shared: list[torch.nn.Parameter],
+    scale: float | Tensor,
+    chunk_size: int | None,
+    penalty: Tensor | None,
+) -> None:
     if not stacked.requires_grad:
         return
     reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
@@ -236,7 +289,9 @@ def _param_backward(stacked: Tensor, values: list[Tensor], losses: Mapping[str, 
     extra = None
     if penalty is not None and params and penalty.requires_grad:  # unbalanced: its plain gradient
         extra = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
-    if others:  # task-specific parameters: ∇ Σ_i L_i (+ penalty), one backward pass restricted to them
+    if (
+        others
+    ):  # task-specific parameters: ∇ Σ_i L_i (+ penalty), one backward pass restricted to them
         total = stacked.sum() if penalty is None else stacked.sum() + penalty
         torch.autograd.backward(total * scale, inputs=others)
     if not params:

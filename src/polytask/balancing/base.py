@@ -24,7 +24,6 @@ from torch import Tensor
 
 from ._gramian import check_gramian, combine, for_solver, input_eps
 
-
 #: the step hook: the losses of the step's batches re-evaluated at the current parameters
 Closure = Callable[[], Mapping[str, Tensor]]
 
@@ -69,7 +68,9 @@ class Balancer(ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
-            raise ValueError(f"balancing method {self.name!r} has no state, got keys {sorted(state)}")
+            raise ValueError(
+                f"balancing method {self.name!r} has no state, got keys {sorted(state)}"
+            )
 
 
 class LossWeighting(Balancer):
@@ -135,8 +136,9 @@ class GramianWeighting(GradientAggregator):
         return task_names(k, losses)
 
     @abstractmethod
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         """The weights (K,) in float64 from the symmetrised float64 CPU Gramian (K ≥ 1).
 
         ``eps``: the unit roundoff of the dtype the Gramian was accumulated in (what the
@@ -146,7 +148,9 @@ class GramianWeighting(GradientAggregator):
 
     def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if jacobian.dim() != 2:
-            raise ValueError(f"{self.name}: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
+            raise ValueError(
+                f"{self.name}: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}"
+            )
         return combine(self, [jacobian], losses)[0]
 
 

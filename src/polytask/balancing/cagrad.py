@@ -26,8 +26,9 @@ def _sum_zero_basis(m: int) -> np.ndarray:
     return z
 
 
-def _face_step(g: np.ndarray, b: np.ndarray, s: float, support: list[int],
-               w: np.ndarray) -> tuple[str, np.ndarray]:
+def _face_step(
+    g: np.ndarray, b: np.ndarray, s: float, support: list[int], w: np.ndarray
+) -> tuple[str, np.ndarray]:
     """Minimiser of f(x) = bᵀx + s √(xᵀGx) on the affine hull {x_S free, Σ x_S = 1, rest 0}.
 
     Returns ("point", x_S) when the minimiser exists, or ("ray", r_S), a direction
@@ -98,8 +99,9 @@ def _face_point_regular(gs: np.ndarray, bs: np.ndarray, s: float) -> np.ndarray 
     return x
 
 
-def _newton_direction(g: np.ndarray, b: np.ndarray, s: float, support: list[int],
-                      w: np.ndarray) -> np.ndarray | None:
+def _newton_direction(
+    g: np.ndarray, b: np.ndarray, s: float, support: list[int], w: np.ndarray
+) -> np.ndarray | None:
     """Newton direction of f on the face (Σ over the support fixed), or None at g_w = 0.
 
     Used where the face's exact minimiser is infeasible: the quadratic model's minimiser
@@ -234,7 +236,11 @@ def cagrad_simplex_weights(gramian: np.ndarray, c: float) -> tuple[np.ndarray, f
             trial[sup] = np.clip(w[sup] + t_a * d, 0.0, None)
             best = (value(trial), trial, hit_a if t_a < 1.0 or kind == "ray" else -1)
         # (b) where (a) makes no progress: a damped Newton step on the face, cut at the boundary
-        dn = None if best is not None and best[0] < current else _newton_direction(g, b, s, support, w)
+        dn = (
+            None
+            if best is not None and best[0] < current
+            else _newton_direction(g, b, s, support, w)
+        )
         if dn is not None:
             t_max, hit_n = _blocked(w, sup, dn)
             t = min(1.0, t_max)
@@ -296,17 +302,25 @@ class CAGrad(GramianWeighting):
     name = "cagrad"
 
     def __init__(self, c: float = 0.4, rescale: int = 1) -> None:
-        require(is_real(c) and 0.0 <= c < 1.0, "c", f"{c!r} is not in [0, 1)",
-                "give the ball radius factor, e.g. 0.4 (0 gives the mean; CAGrad's convergence "
-                "result needs c < 1)")
-        require(rescale in (0, 1, 2) and not isinstance(rescale, bool), "rescale",
-                f"{rescale!r} is not 0, 1 or 2",
-                "1 divides by 1 + c² (official default), 2 by 1 + c, 0 keeps d")
+        require(
+            is_real(c) and 0.0 <= c < 1.0,
+            "c",
+            f"{c!r} is not in [0, 1)",
+            "give the ball radius factor, e.g. 0.4 (0 gives the mean; CAGrad's convergence "
+            "result needs c < 1)",
+        )
+        require(
+            rescale in (0, 1, 2) and not isinstance(rescale, bool),
+            "rescale",
+            f"{rescale!r} is not 0, 1 or 2",
+            "1 divides by 1 + c² (official default), 2 by 1 + c, 0 keeps d",
+        )
         self.c = float(c)
         self.rescale = int(rescale)
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         k = len(names)
         g = gramian.numpy()
         w, norm_w = cagrad_simplex_weights(g, self.c)
@@ -317,5 +331,5 @@ class CAGrad(GramianWeighting):
             out = np.zeros(k)
         else:
             out = np.full(k, 1.0 / k) + (self.c * g0 / norm_w) * w
-        out = out / {0: 1.0, 1: 1.0 + self.c ** 2, 2: 1.0 + self.c}[self.rescale]
+        out = out / {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
         return from_numpy(out)

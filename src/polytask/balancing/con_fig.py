@@ -56,6 +56,7 @@ class ConFIG(GramianWeighting):
 
     name = "con_fig"
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         return from_numpy(con_fig_weights(gramian.numpy(), len(names) * eps))

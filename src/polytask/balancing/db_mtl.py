@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
-from .base import GradientAggregator, task_names
 from ._options import number, require
 from ._state import check_state_keys
+from .base import GradientAggregator, task_names
 
 
 class DBMTL(GradientAggregator):
@@ -54,29 +54,42 @@ class DBMTL(GradientAggregator):
         beta_fix = "the EMA factor β in [0, 1), e.g. 0.9"
         self.beta = number("beta", beta, low=0.0, strict=False, fix=beta_fix)
         require(self.beta < 1, "beta", f"{beta!r} must be < 1", beta_fix)
-        self.beta_sigma = number("beta_sigma", beta_sigma, low=0.0, strict=False,
-                                 fix="the decay exponent σ ≥ 0 of β_t = β / t^σ, e.g. 0")
-        self.eps = number("eps", eps, low=0.0, strict=True,
-                          fix="a small positive number, e.g. 1e-8")
+        self.beta_sigma = number(
+            "beta_sigma",
+            beta_sigma,
+            low=0.0,
+            strict=False,
+            fix="the decay exponent σ ≥ 0 of β_t = β / t^σ, e.g. 0",
+        )
+        self.eps = number(
+            "eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8"
+        )
         self.step = 0
         self.buffers: dict[str, Tensor] = {}
 
     def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if jacobian.dim() != 2:
-            raise ValueError(f"db_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
+            raise ValueError(
+                f"db_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}"
+            )
         names = task_names(jacobian.shape[0], losses)
         rows = jacobian.detach()
         if losses is not None:
-            scale = torch.tensor([float(v.detach()) + self.eps for v in losses.values()], dtype=torch.float64)
+            scale = torch.tensor(
+                [float(v.detach()) + self.eps for v in losses.values()], dtype=torch.float64
+            )
             rows = rows / scale.to(rows.device, rows.dtype).unsqueeze(1)
         for t in names:
             b = self.buffers.get(t)
             if b is not None and b.shape != rows.shape[1:]:
-                raise DataError(f"task {t!r}", f"db_mtl: {rows.shape[1]} gradient entries but "
-                                f"the task's average has {b.shape[0]}", "keep the shared parameters "
-                                "fixed during a run (and use level=params)")
+                raise DataError(
+                    f"task {t!r}",
+                    f"db_mtl: {rows.shape[1]} gradient entries but "
+                    f"the task's average has {b.shape[0]}",
+                    "keep the shared parameters fixed during a run (and use level=params)",
+                )
         self.step += 1
-        beta = self.beta / self.step ** self.beta_sigma
+        beta = self.beta / self.step**self.beta_sigma
         averaged = []
         for i, t in enumerate(names):
             b = self.buffers.get(t)
@@ -91,10 +104,15 @@ class DBMTL(GradientAggregator):
         return update
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "buffers": {t: b.detach().cpu().clone() for t, b in self.buffers.items()}}
+        return {
+            "step": self.step,
+            "buffers": {t: b.detach().cpu().clone() for t, b in self.buffers.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_keys(self.name, state, {"step", "buffers"})
         self.step = int(state.get("step", 0))
-        self.buffers = {t: (b.clone() if torch.is_tensor(b) else torch.tensor(b, dtype=torch.float64)) for t, b in
-                        state.get("buffers", {}).items()}
+        self.buffers = {
+            t: (b.clone() if torch.is_tensor(b) else torch.tensor(b, dtype=torch.float64))
+            for t, b in state.get("buffers", {}).items()
+        }

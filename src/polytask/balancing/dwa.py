@@ -1,4 +1,5 @@
-"""DWA: weights from the rate at which each task's epoch loss falls (Liu, Johns & Davison, CVPR 2019)."""
+"""DWA: weights from the rate at which each task's epoch loss falls (Liu, Johns & Davison, CVPR
+2019)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ class DynamicWeightAverage(LossWeighting):
     name = "dwa"
 
     def __init__(self, temperature: float = 2.0) -> None:
-        self.temperature = number("temperature", temperature, low=0.0, strict=True,
-                                   fix="use e.g. 2.0 (the paper's value)")
+        self.temperature = number(
+            "temperature", temperature, low=0.0, strict=True, fix="use e.g. 2.0 (the paper's value)"
+        )
         self.history: dict[str, list[float]] = {}
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
@@ -75,8 +77,11 @@ class DynamicWeightAverage(LossWeighting):
         return torch.stack([lam[i].to(v.dtype) * v for i, v in enumerate(losses.values())]).sum()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": {t: list(h) for t, h in self.history.items()},
-                "sums": dict(self.sums), "counts": dict(self.counts)}
+        return {
+            "history": {t: list(h) for t, h in self.history.items()},
+            "sums": dict(self.sums),
+            "counts": dict(self.counts),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_keys(self.name, state, {"history", "sums", "counts"})

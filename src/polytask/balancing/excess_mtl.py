@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
-from .base import GradientAggregator, task_names
 from ._options import is_integer, number, require
 from ._state import check_state_keys
+from .base import GradientAggregator, task_names
 
 
 class ExcessMTL(GradientAggregator):
@@ -63,11 +63,18 @@ class ExcessMTL(GradientAggregator):
 
     def __init__(self, robust_step_size: float = 1.0, warmup_steps: int = 0) -> None:
         self.robust_step_size = number(
-            "robust_step_size", robust_step_size, low=0.0, strict=True,
-            fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0")
-        require(is_integer(warmup_steps) and warmup_steps >= 0, "warmup_steps",
-                f"{warmup_steps!r} must be an integer ≥ 0",
-                "e.g. 0, or 3 epochs' worth of steps as in the paper")
+            "robust_step_size",
+            robust_step_size,
+            low=0.0,
+            strict=True,
+            fix="the step η > 0 of the weights' exponentiated update, e.g. 1.0",
+        )
+        require(
+            is_integer(warmup_steps) and warmup_steps >= 0,
+            "warmup_steps",
+            f"{warmup_steps!r} must be an integer ≥ 0",
+            "e.g. 0, or 3 epochs' worth of steps as in the paper",
+        )
         self.warmup_steps = warmup_steps
         self.steps = 0
         self.sq_sum: dict[str, Tensor] = {}
@@ -79,15 +86,20 @@ class ExcessMTL(GradientAggregator):
 
     def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if jacobian.dim() != 2:
-            raise ValueError(f"excess_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}")
+            raise ValueError(
+                f"excess_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}"
+            )
         names = task_names(jacobian.shape[0], losses)
         g = jacobian.detach()
         for t in names:
             s = self.sq_sum.get(t)
             if s is not None and s.shape != g.shape[1:]:
-                raise DataError(f"task {t!r}", f"excess_mtl: {g.shape[1]} gradient entries but "
-                                f"the task's statistics have {s.shape[0]}", "keep the shared "
-                                "parameters fixed during a run (and use level=params)")
+                raise DataError(
+                    f"task {t!r}",
+                    f"excess_mtl: {g.shape[1]} gradient entries but "
+                    f"the task's statistics have {s.shape[0]}",
+                    "keep the shared parameters fixed during a run (and use level=params)",
+                )
         sq = g * g
         excess = []
         for i, t in enumerate(names):
@@ -115,22 +127,34 @@ class ExcessMTL(GradientAggregator):
             top = max(self.log_alpha.values())
             if math.isfinite(top):
                 self.log_alpha = {t: v - top for t, v in self.log_alpha.items()}
-        alpha = torch.softmax(torch.tensor([self.log_alpha.get(t, 0.0) for t in names], dtype=torch.float64), 0)
+        alpha = torch.softmax(
+            torch.tensor([self.log_alpha.get(t, 0.0) for t in names], dtype=torch.float64), 0
+        )
         self.last_weights = alpha
         return (alpha.to(g.device) @ g.double()).to(g.dtype)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "log_alpha": dict(self.log_alpha), "baseline": dict(self.baseline),
-                "warm_sum": dict(self.warm_sum), "warm_count": dict(self.warm_count),
-                "sq_grad_sum": {t: s.detach().cpu().clone() for t, s in self.sq_sum.items()}}
+        return {
+            "steps": self.steps,
+            "log_alpha": dict(self.log_alpha),
+            "baseline": dict(self.baseline),
+            "warm_sum": dict(self.warm_sum),
+            "warm_count": dict(self.warm_count),
+            "sq_grad_sum": {t: s.detach().cpu().clone() for t, s in self.sq_sum.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        check_state_keys(self.name, state, {"steps", "log_alpha", "baseline", "warm_sum",
-                                            "warm_count", "sq_grad_sum"})
+        check_state_keys(
+            self.name,
+            state,
+            {"steps", "log_alpha", "baseline", "warm_sum", "warm_count", "sq_grad_sum"},
+        )
         self.steps = int(state.get("steps", 0))
         self.log_alpha = {t: float(v) for t, v in state.get("log_alpha", {}).items()}
         self.baseline = {t: float(v) for t, v in state.get("baseline", {}).items()}
         self.warm_sum = {t: float(v) for t, v in state.get("warm_sum", {}).items()}
         self.warm_count = {t: int(v) for t, v in state.get("warm_count", {}).items()}
-        self.sq_sum = {t: (s.clone() if torch.is_tensor(s) else torch.tensor(s, dtype=torch.float64)) for t, s in
-                       state.get("sq_grad_sum", {}).items()}
+        self.sq_sum = {
+            t: (s.clone() if torch.is_tensor(s) else torch.tensor(s, dtype=torch.float64))
+            for t, s in state.get("sq_grad_sum", {}).items()
+        }

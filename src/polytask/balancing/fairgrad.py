@@ -12,7 +12,6 @@ from ._options import is_real, require
 from ._power_equation import solve_power_equation
 from .base import GramianWeighting
 
-
 #: the α for which the solver is tested to reach the equation (relative residual ≤ 1e-5)
 ALPHA_RANGE = (0.1, 20.0)
 
@@ -48,13 +47,17 @@ class FairGrad(GramianWeighting):
 
     def __init__(self, alpha: float = 1.0) -> None:
         low, high = ALPHA_RANGE
-        require(is_real(alpha) and (alpha == 0 or low <= alpha <= high), "alpha",
-                f"{alpha!r} is not 0 or in [{low:g}, {high:g}]",
-                "give the fairness parameter, e.g. 1.0 (proportional) or 2.0 (0 is the mean)")
+        require(
+            is_real(alpha) and (alpha == 0 or low <= alpha <= high),
+            "alpha",
+            f"{alpha!r} is not 0 or in [{low:g}, {high:g}]",
+            "give the fairness parameter, e.g. 1.0 (proportional) or 2.0 (0 is the mean)",
+        )
         self.alpha = float(alpha)
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         if self.alpha == 0.0:
             return from_numpy(np.full(len(names), 1.0 / len(names)))
         return from_numpy(solve_power_equation(gramian.numpy(), 1.0 / self.alpha))

@@ -1,4 +1,5 @@
-"""FAMO: fast adaptive multitask optimisation with one backward pass per step (Liu et al., NeurIPS 2023)."""
+"""FAMO: fast adaptive multitask optimisation with one backward pass per step (Liu et al.,
+NeurIPS 2023)."""
 
 from __future__ import annotations
 
@@ -70,20 +71,44 @@ class FAMO(LossWeighting):
 
     name = "famo"
 
-    def __init__(self, lr: float = 0.025, weight_decay: float = 1e-3, eps: float = 1e-8,
-                 min_losses: Mapping[str, float] | None = None, mode: str = "same_batch") -> None:
-        self.lr = number("lr", lr, low=0.0, strict=True,
-                         fix="the logits' learning rate, e.g. 0.025")
-        self.weight_decay = number("weight_decay", weight_decay, low=0.0, strict=False,
-                                   fix="the logits' decay γ ≥ 0, e.g. 0.001")
-        self.eps = number("eps", eps, low=0.0, strict=True,
-                          fix="a small positive number, e.g. 1e-8")
+    def __init__(
+        self,
+        lr: float = 0.025,
+        weight_decay: float = 1e-3,
+        eps: float = 1e-8,
+        min_losses: Mapping[str, float] | None = None,
+        mode: str = "same_batch",
+    ) -> None:
+        self.lr = number(
+            "lr", lr, low=0.0, strict=True, fix="the logits' learning rate, e.g. 0.025"
+        )
+        self.weight_decay = number(
+            "weight_decay",
+            weight_decay,
+            low=0.0,
+            strict=False,
+            fix="the logits' decay γ ≥ 0, e.g. 0.001",
+        )
+        self.eps = number(
+            "eps", eps, low=0.0, strict=True, fix="a small positive number, e.g. 1e-8"
+        )
         self.min_losses = {}
         for t, m in (min_losses or {}).items():
-            self.min_losses[t] = number(f"min_losses.{t}", m, low=-math.inf, strict=True,
-                                        fix="give each task's lower bound of its loss, e.g. 0")
-        require(mode in MODES, "mode", f"{mode!r}", f"use one of {list(MODES)} (same_batch: losses "
-                "re-evaluated on the same batch after the step; next_step: the losses of the next step)")
+            self.min_losses[t] = number(
+                f"min_losses.{t}",
+                m,
+                low=-math.inf,
+                strict=True,
+                fix="give each task's lower bound of its loss, e.g. 0",
+            )
+        require(
+            mode in MODES,
+            "mode",
+            f"{mode!r}",
+            f"use one of {list(MODES)} (same_batch: losses "
+            "re-evaluated on the same batch after the step; next_step: the losses of the next "
+            "step)",
+        )
         self.mode = mode
         self.logits: dict[str, float] = {}
         self.adam = TaskAdam(self.lr, weight_decay=self.weight_decay)
@@ -100,8 +125,10 @@ class FAMO(LossWeighting):
     def weights(self, losses: Mapping[str, Tensor]) -> Tensor:
         """The effective weights z_i / (c D_i) of ∇L_i (float64, summing to 1)."""
         z = self._z(list(losses))
-        d = torch.tensor([v - self.min_losses.get(t, 0.0) + self.eps for t, v in _floats(losses).items()],
-                         dtype=torch.float64)
+        d = torch.tensor(
+            [v - self.min_losses.get(t, 0.0) + self.eps for t, v in _floats(losses).items()],
+            dtype=torch.float64,
+        )
         return (z / d) / (z / d).sum()
 
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
@@ -111,9 +138,16 @@ class FAMO(LossWeighting):
         z = self._z(tasks)
         d = torch.stack([v - self.min_losses.get(t, 0.0) + self.eps for t, v in losses.items()])
         if bool((d.detach() <= 0).any()):
-            bad = [t for t, v in _floats(losses).items() if v - self.min_losses.get(t, 0.0) + self.eps <= 0]
-            raise DataError("losses", f"famo: losses of {bad} are not above their min_losses",
-                            "set min_losses below the lowest value each loss can take")
+            bad = [
+                t
+                for t, v in _floats(losses).items()
+                if v - self.min_losses.get(t, 0.0) + self.eps <= 0
+            ]
+            raise DataError(
+                "losses",
+                f"famo: losses of {bad} are not above their min_losses",
+                "set min_losses below the lowest value each loss can take",
+            )
         c = (z / d.detach().double()).sum()
         if self.mode == "same_batch":
             self.before = _floats(losses)
@@ -124,9 +158,14 @@ class FAMO(LossWeighting):
         if not tasks:
             return
         z = self._z(tasks)
-        delta = torch.tensor([math.log(before[t] - self.min_losses.get(t, 0.0) + self.eps)
-                              - math.log(after[t] - self.min_losses.get(t, 0.0) + self.eps) for t in tasks],
-                             dtype=torch.float64)
+        delta = torch.tensor(
+            [
+                math.log(before[t] - self.min_losses.get(t, 0.0) + self.eps)
+                - math.log(after[t] - self.min_losses.get(t, 0.0) + self.eps)
+                for t in tasks
+            ],
+            dtype=torch.float64,
+        )
         grad = z * (delta - (z * delta).sum())
         values = {t: self.logits.get(t, 0.0) for t in tasks}
         self.logits.update(self.adam.step(values, {t: float(g) for t, g in zip(tasks, grad)}))
@@ -138,15 +177,22 @@ class FAMO(LossWeighting):
             before, after = self.before, _floats(losses)
         for t, v in after.items():
             if not v - self.min_losses.get(t, 0.0) + self.eps > 0:
-                raise DataError("losses", f"famo: loss of {t!r} ({v}) is not above its min_loss",
-                                "set min_losses below the lowest value each loss can take")
+                raise DataError(
+                    "losses",
+                    f"famo: loss of {t!r} ({v}) is not above its min_loss",
+                    "set min_losses below the lowest value each loss can take",
+                )
         self._update(before, after)
         # next_step: this step's losses are the "before" of the next update; same_batch:
         # combine() sets "before" again for the next step
         self.before = after if self.mode == "next_step" else {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": dict(self.logits), "adam": self.adam.state_dict(), "before": dict(self.before)}
+        return {
+            "logits": dict(self.logits),
+            "adam": self.adam.state_dict(),
+            "before": dict(self.before),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_keys(self.name, state, {"logits", "adam", "before"})

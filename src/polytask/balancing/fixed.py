@@ -26,8 +26,12 @@ class FixedWeights(LossWeighting):
         self.weights = dict(weights or {})
         named = [(f"weights.{t}", w) for t, w in self.weights.items()]
         for where, w in [("default", default), *named]:
-            require(is_real(w) and w >= 0, where, f"{w!r} is not a finite non-negative number",
-                    "give each task a weight ≥ 0")
+            require(
+                is_real(w) and w >= 0,
+                where,
+                f"{w!r} is not a finite non-negative number",
+                "give each task a weight ≥ 0",
+            )
         self.default = float(default)
 
     def bind(self, tasks: Sequence[str]) -> None:

@@ -37,7 +37,11 @@ class GeometricLossStrategy(LossWeighting):
         stacked = torch.stack(list(losses.values()))
         if bool((stacked.detach() < 0).any()):
             negative = [t for t, v in losses.items() if float(v.detach()) < 0]
-            raise DataError("losses", "gls: the geometric mean needs non-negative losses, got "
-                            f"negative ones for {negative}", "use a method that accepts them (e.g. mean)")
+            raise DataError(
+                "losses",
+                "gls: the geometric mean needs non-negative losses, got "
+                f"negative ones for {negative}",
+                "use a method that accepts them (e.g. mean)",
+            )
         logs = torch.log(stacked.double().clamp_min(torch.finfo(torch.float64).tiny))
         return torch.exp(logs.mean()).to(stacked.dtype)

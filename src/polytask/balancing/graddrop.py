@@ -54,14 +54,23 @@ class GradDrop(GradientAggregator, Seeded):
     needs = "jacobian"
     levels = ("features",)
 
-    def __init__(self, leak: float | Mapping[str, float] = 0.0, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        leak: float | Mapping[str, float] = 0.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         values = leak.items() if isinstance(leak, Mapping) else [(None, leak)]
         for task, value in values:
-            require(is_real(value) and 0.0 <= value <= 1.0,
-                    "leak" if task is None else f"leak.{task}", f"{value!r} is not in [0, 1]",
-                    "0 is pure GradDrop, 1 lets the task's whole gradient through")
-        self.leak: float | dict[str, float] = dict(leak) if isinstance(leak, Mapping) else float(leak)
+            require(
+                is_real(value) and 0.0 <= value <= 1.0,
+                "leak" if task is None else f"leak.{task}",
+                f"{value!r} is not in [0, 1]",
+                "0 is pure GradDrop, 1 lets the task's whole gradient through",
+            )
+        self.leak: float | dict[str, float] = (
+            dict(leak) if isinstance(leak, Mapping) else float(leak)
+        )
         self._init_generator(seed, generator)
 
     def bind(self, tasks: Sequence[str]) -> None:
@@ -76,8 +85,10 @@ class GradDrop(GradientAggregator, Seeded):
 
     def aggregate(self, jacobian: Tensor, losses: Mapping[str, Tensor] | None = None) -> Tensor:
         if jacobian.dim() < 2:
-            raise ValueError(f"{self.name}: the Jacobian must be (K, P) or (K, B, *F), "
-                             f"got shape {tuple(jacobian.shape)}")
+            raise ValueError(
+                f"{self.name}: the Jacobian must be (K, P) or (K, B, *F), "
+                f"got shape {tuple(jacobian.shape)}"
+            )
         k = int(jacobian.shape[0])
         names = task_names(k, losses)
         if k == 0:
@@ -86,8 +97,12 @@ class GradDrop(GradientAggregator, Seeded):
         summed = jacobian.sum(dim=1) if batched else jacobian  # (K, *F)
         total = summed.sum(dim=0)
         spread = summed.abs().sum(dim=0)
-        purity = 0.5 * (1.0 + torch.where(spread > 0, total / torch.where(spread > 0, spread, 1.0),
-                                          torch.zeros_like(total)))
+        purity = 0.5 * (
+            1.0
+            + torch.where(
+                spread > 0, total / torch.where(spread > 0, spread, 1.0), torch.zeros_like(total)
+            )
+        )
         draws = torch.rand(tuple(purity.shape), generator=self.generator, dtype=torch.float64)
         draws = draws.to(device=purity.device, dtype=purity.dtype)
         keep = ((purity > draws) & (summed > 0)) | ((purity < draws) & (summed < 0))  # (K, *F)

@@ -1,4 +1,5 @@
-"""GradNorm: weights that equalise the task gradients' norms, adjusted by training rates (Chen et al., ICML 2018)."""
+"""GradNorm: weights that equalise the task gradients' norms, adjusted by training rates (Chen et
+al., ICML 2018)."""
 
 from __future__ import annotations
 
@@ -51,29 +52,41 @@ class GradNorm(GramianWeighting):
     name = "gradnorm"
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025) -> None:
-        self.alpha = number("alpha", alpha, low=0.0, strict=False,
-                            fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its "
-                                "synthetic task)")
-        self.lr = number("lr", lr, low=0.0, strict=True,
-                         fix="the weights' learning rate, e.g. 0.025")
+        self.alpha = number(
+            "alpha",
+            alpha,
+            low=0.0,
+            strict=False,
+            fix="the asymmetry α ≥ 0 (1.5 in the paper's NYUv2 runs, 0.12 on its synthetic task)",
+        )
+        self.lr = number(
+            "lr", lr, low=0.0, strict=True, fix="the weights' learning rate, e.g. 0.025"
+        )
         self.w: dict[str, float] = {}
         self.initial: dict[str, float] = {}
         self.adam = TaskAdam(self.lr)
-        #: diagnostics of the last call (float64): norms n_i, weighted norms w_i n_i, targets Ḡ r_i^α
+        #: diagnostics of the last call (float64): norms n_i, weighted norms w_i n_i,
+        #: targets Ḡ r_i^α
         self.last: dict[str, Tensor] = {}
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         if losses is None:
-            raise OptionError("losses", "gradnorm needs the task losses (for the training rates r_i)",
-                              "pass losses= to weights()/aggregate()")
+            raise OptionError(
+                "losses",
+                "gradnorm needs the task losses (for the training rates r_i)",
+                "pass losses= to weights()/aggregate()",
+            )
         loss = torch.tensor([float(v.detach()) for v in losses.values()], dtype=torch.float64)
         for t, v in zip(names, loss.tolist()):
             self.initial.setdefault(t, v)
         w_old = torch.tensor([self.w.get(t, 1.0) for t in names], dtype=torch.float64)
         norms = torch.diagonal(gramian).clamp_min(0).sqrt()
         l0 = torch.tensor([self.initial[t] for t in names], dtype=torch.float64)
-        ratio = torch.where(l0 > 0, loss / torch.where(l0 > 0, l0, torch.ones_like(l0)), torch.ones_like(l0))
+        ratio = torch.where(
+            l0 > 0, loss / torch.where(l0 > 0, l0, torch.ones_like(l0)), torch.ones_like(l0)
+        )
         r = ratio / ratio.mean()
         weighted = w_old * norms
         target = weighted.mean() * r.pow(self.alpha)
@@ -93,7 +106,11 @@ class GradNorm(GramianWeighting):
         return {t: self.w.get(t, 1.0) for t in tasks}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": dict(self.w), "initial_losses": dict(self.initial), "adam": self.adam.state_dict()}
+        return {
+            "weights": dict(self.w),
+            "initial_losses": dict(self.initial),
+            "adam": self.adam.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_keys(self.name, state, {"weights", "initial_losses", "adam"})

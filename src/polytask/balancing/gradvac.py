@@ -15,8 +15,9 @@ from ._state import Seeded, check_state_keys, random_orders
 from .base import GramianWeighting
 
 
-def gradvac_coefficients(gramian: np.ndarray, orders: np.ndarray, targets: np.ndarray,
-                         beta: float) -> tuple[np.ndarray, np.ndarray]:
+def gradvac_coefficients(
+    gramian: np.ndarray, orders: np.ndarray, targets: np.ndarray, beta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows c_i with g_i' = c_iᵀ J, and the updated targets φ̂ (both float64).
 
     For task i and each j ≠ i in ``orders[i]``: φ_ij = cos(g_i', g_j) from the Gramian;
@@ -31,7 +32,9 @@ def gradvac_coefficients(gramian: np.ndarray, orders: np.ndarray, targets: np.nd
     inner = gramian.copy()  # row i: ⟨g_i', g_j⟩ for every j
     sq = np.clip(np.diag(gramian), 0.0, None)
     norms = np.sqrt(sq)
-    own = sq.copy()  # ‖g_i'‖², kept up to date: ‖g_i' + a g_j‖² = ‖g_i'‖² + 2a⟨g_i', g_j⟩ + a²‖g_j‖²
+    own = (
+        sq.copy()
+    )  # ‖g_i'‖², kept up to date: ‖g_i' + a g_j‖² = ‖g_i'‖² + 2a⟨g_i', g_j⟩ + a²‖g_j‖²
     phi_hat = targets.copy()
     rows = np.arange(k)
     for t in range(k):
@@ -49,8 +52,11 @@ def gradvac_coefficients(gramian: np.ndarray, orders: np.ndarray, targets: np.nd
         fix = valid & (phi < target) & (room > 1e-12)
         if fix.any():
             a = np.zeros(k)
-            a[fix] = norm_i[fix] * (target[fix] * np.sqrt(1.0 - phi[fix] ** 2) - phi[fix] * room[fix]) / (
-                norm_j[fix] * room[fix])
+            a[fix] = (
+                norm_i[fix]
+                * (target[fix] * np.sqrt(1.0 - phi[fix] ** 2) - phi[fix] * room[fix])
+                / (norm_j[fix] * room[fix])
+            )
             coeff[rows, j] += a
             own += 2.0 * a * dots + a * a * sq[j]
             inner += a[:, None] * gramian[j]
@@ -70,7 +76,8 @@ class GradVac(GramianWeighting, Seeded):
     .. math::
         \text{if } \phi_{ij} < \hat\phi_{ij}:\quad
         g_i' \leftarrow g_i' + \frac{\lVert g_i'\rVert\,(\hat\phi_{ij}\sqrt{1-\phi_{ij}^2}
-              - \phi_{ij}\sqrt{1-\hat\phi_{ij}^2})}{\lVert g_j\rVert \sqrt{1-\hat\phi_{ij}^2}}\, g_j,
+              - \phi_{ij}\sqrt{1-\hat\phi_{ij}^2})}
+             {\lVert g_j\rVert \sqrt{1-\hat\phi_{ij}^2}}\, g_j,
         \qquad \hat\phi_{ij} \leftarrow (1-\beta)\hat\phi_{ij} + \beta\,\phi_{ij},
 
     and the update is :math:`d = \sum_i g_i'`. Targets start at 0, so the first step is
@@ -84,23 +91,29 @@ class GradVac(GramianWeighting, Seeded):
     present; plus the generator state when the method owns one.
 
     ``beta`` is the EMA rate: default 0.01, a slowly moving target as in the paper's
-    experiments (β = 1e-2); LibMTL and torchjd default to 0.5. Properties: **scale-linear** (cosines and the correction
-    coefficients are scale-free); **permutation-invariant** exactly for K = 2 (with the
-    targets relabelled) and in distribution for K > 2.
+    experiments (β = 1e-2); LibMTL and torchjd default to 0.5. Properties: **scale-linear**
+    (cosines and the correction coefficients are scale-free); **permutation-invariant**
+    exactly for K = 2 (with the targets relabelled) and in distribution for K > 2.
     """
 
     name = "gradvac"
 
-    def __init__(self, beta: float = 0.01, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
-        require(is_real(beta) and 0.0 <= beta <= 1.0, "beta", f"{beta!r} is not in [0, 1]",
-                "give the EMA rate, e.g. 0.01")
+    def __init__(
+        self, beta: float = 0.01, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        require(
+            is_real(beta) and 0.0 <= beta <= 1.0,
+            "beta",
+            f"{beta!r} is not in [0, 1]",
+            "give the EMA rate, e.g. 0.01",
+        )
         self.beta = float(beta)
         self._init_generator(seed, generator)
         self.targets: dict[str, dict[str, float]] = {}
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         k = len(names)
         g = gramian.numpy()
         before = np.zeros((k, k))
@@ -126,5 +139,7 @@ class GradVac(GramianWeighting, Seeded):
             for b, value in row.items():
                 if not math.isfinite(float(value)) or abs(float(value)) > 1.0:
                     raise ValueError(f"gradvac state: target {a}->{b} = {value!r} is not a cosine")
-        self.targets = {str(a): {str(b): float(v) for b, v in row.items()} for a, row in targets.items()}
+        self.targets = {
+            str(a): {str(b): float(v) for b, v in row.items()} for a, row in targets.items()
+        }
         self.load_random_state(state)

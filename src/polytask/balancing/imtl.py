@@ -55,8 +55,9 @@ class IMTL(LearnedLogScales, GramianWeighting):
             return list(bound)
         return task_names(k, losses)
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         params = [self.scales.get(t) for t in names]
         e = torch.stack([p.detach().cpu() for p in params]).double().exp()
         scaled = e.unsqueeze(1) * gramian * e.unsqueeze(0)

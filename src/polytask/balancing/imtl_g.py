@@ -60,6 +60,7 @@ class IMTLG(GramianWeighting):
 
     name = "imtl_g"
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         return from_numpy(imtl_g_alpha(gramian.numpy(), len(names) * eps))

@@ -41,8 +41,9 @@ class MGDA(GramianWeighting):
     def __init__(self) -> None:
         pass
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         k = len(names)
         g, scale = prepare_gramian(gramian)
         if math.isnan(scale):  # non-finite Gramian: no meaningful update

@@ -14,6 +14,7 @@ from ._power_equation import solve_power_equation
 from ._state import check_state_keys
 from .base import GramianWeighting
 
+
 class NashMTL(GramianWeighting):
     r"""Nash-MTL: the Nash bargaining solution among tasks (Navon, Shamsian, Achituve,
     Maron, Kawaguchi, Chechik, Fetaya, 2022, "Multi-Task Learning as a Bargaining Game",
@@ -48,19 +49,26 @@ class NashMTL(GramianWeighting):
     name = "nash_mtl"
 
     def __init__(self, update_every: int = 1, max_norm: float = 1.0) -> None:
-        require(is_integer(update_every) and update_every >= 1, "update_every",
-                f"{update_every!r} is not an integer ≥ 1",
-                "1 solves every step, n reuses the weights for n steps")
-        require(is_real(max_norm) and max_norm >= 0, "max_norm",
-                f"{max_norm!r} is not a finite number ≥ 0",
-                "0 disables clipping, e.g. 1.0 as in the paper's code")
+        require(
+            is_integer(update_every) and update_every >= 1,
+            "update_every",
+            f"{update_every!r} is not an integer ≥ 1",
+            "1 solves every step, n reuses the weights for n steps",
+        )
+        require(
+            is_real(max_norm) and max_norm >= 0,
+            "max_norm",
+            f"{max_norm!r} is not a finite number ≥ 0",
+            "0 disables clipping, e.g. 1.0 as in the paper's code",
+        )
         self.update_every = update_every
         self.max_norm = float(max_norm)
         self.step = 0
         self.cache: dict[str, float] = {}
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         g = gramian.numpy()
         if self.step % self.update_every == 0 or any(t not in self.cache for t in names):
             alpha = solve_power_equation(g)

@@ -72,8 +72,9 @@ class PCGrad(GramianWeighting, Seeded):
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
         self._init_generator(seed, generator)
 
-    def _solve(self, gramian: Tensor, eps: float, names: list[str],
-               losses: Mapping[str, Tensor] | None) -> Tensor:
+    def _solve(
+        self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
+    ) -> Tensor:
         k = len(names)
         coeff = pcgrad_coefficients(gramian.numpy(), random_orders(k, self.generator))
         return from_numpy(coeff.sum(axis=0))

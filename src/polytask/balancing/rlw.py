@@ -34,13 +34,24 @@ class RandomLossWeighting(LossWeighting):
     name = "rlw"
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        require(seed is None or generator is None, "seed",
-                "give either a seed or a generator, not both", "drop one")
-        require(seed is None or (is_integer(seed) and seed >= 0), "seed",
-                f"{seed!r} must be a non-negative integer", "use e.g. seed: 0")
-        require(generator is None or isinstance(generator, torch.Generator), "generator",
-                f"{type(generator).__name__} is not a torch.Generator",
-                "pass torch.Generator().manual_seed(n) or use the seed option")
+        require(
+            seed is None or generator is None,
+            "seed",
+            "give either a seed or a generator, not both",
+            "drop one",
+        )
+        require(
+            seed is None or (is_integer(seed) and seed >= 0),
+            "seed",
+            f"{seed!r} must be a non-negative integer",
+            "use e.g. seed: 0",
+        )
+        require(
+            generator is None or isinstance(generator, torch.Generator),
+            "generator",
+            f"{type(generator).__name__} is not a torch.Generator",
+            "pass torch.Generator().manual_seed(n) or use the seed option",
+        )
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
         self.generator = generator
@@ -48,8 +59,12 @@ class RandomLossWeighting(LossWeighting):
 
     def draw(self, k: int) -> Tensor:
         """K weights (float64): softmax of K standard normal draws."""
-        eps = torch.randn(k, generator=self.generator, dtype=torch.float64,
-                          device=self.generator.device if self.generator is not None else "cpu")
+        eps = torch.randn(
+            k,
+            generator=self.generator,
+            dtype=torch.float64,
+            device=self.generator.device if self.generator is not None else "cpu",
+        )
         return torch.softmax(eps, dim=0)
 
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
@@ -57,7 +72,9 @@ class RandomLossWeighting(LossWeighting):
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         lam = self.draw(len(losses))
         self.last_weights = lam
-        return torch.stack([lam[i].to(v.device, v.dtype) * v for i, v in enumerate(losses.values())]).sum()
+        return torch.stack(
+            [lam[i].to(v.device, v.dtype) * v for i, v in enumerate(losses.values())]
+        ).sum()
 
     def state_dict(self) -> dict[str, Any]:
         if self.generator is None:

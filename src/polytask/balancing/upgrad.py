@@ -41,5 +41,6 @@ class UPGrad(DualConeWeighting):
     name = "upgrad"
 
     def targets(self, p: Tensor) -> Tensor:
-        """Each row p_k e_k on its own (tasks with p_k = 0 project nothing); the projections add up."""
+        """Each row p_k e_k on its own (tasks with p_k = 0 project nothing); the projections add
+        up."""
         return torch.diag(p)[torch.nonzero(p > 0).squeeze(1)]

@@ -42,11 +42,17 @@ class UncertaintyWeighting(LossWeighting):
 
     name = "uw"
 
-    def __init__(self, kind: str | Mapping[str, str] = "regression", init_log_var: float = 0.0) -> None:
+    def __init__(
+        self, kind: str | Mapping[str, str] = "regression", init_log_var: float = 0.0
+    ) -> None:
         kinds = {"*": kind} if isinstance(kind, str) else dict(kind)
         for t, k in kinds.items():
-            require(k in KINDS, "kind" if t == "*" else f"kind.{t}", f"{k!r} is not a task kind",
-                    f"use one of {list(KINDS)}")
+            require(
+                k in KINDS,
+                "kind" if t == "*" else f"kind.{t}",
+                f"{k!r} is not a task kind",
+                f"use one of {list(KINDS)}",
+            )
         self.kinds = kinds
         init = finite("init_log_var", init_log_var, "give the initial log σ² as a number, e.g. 0")
         self.log_vars = LearnedTaskScalars(self.name, init)

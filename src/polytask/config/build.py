@@ -30,7 +30,9 @@ def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as err:
-        raise ConfigError(where, f"bad option ({err})", f"see the options of {getattr(cls, '__name__', cls)}") from None
+        raise ConfigError(
+            where, f"bad option ({err})", f"see the options of {getattr(cls, '__name__', cls)}"
+        ) from None
     except ValueError:  # no signature available
         pass
     try:
@@ -52,8 +54,15 @@ def infer_labels(kind: str, values: Sequence[Any]) -> list[str]:
 class Experiment:
     """Tasks, data splits, vocabularies and factories for models, methods and samplers."""
 
-    def __init__(self, cfg: Config, base_dir: str | Path = ".", *, vocab: Mapping[str, Any] | None = None,
-                 labels: Mapping[str, list[str]] | None = None, load_data: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        base_dir: str | Path = ".",
+        *,
+        vocab: Mapping[str, Any] | None = None,
+        labels: Mapping[str, list[str]] | None = None,
+        load_data: bool = True,
+    ) -> None:
         check_registry_names(cfg)  # every registry name, before any data is read
         self.cfg = cfg
         self.base_dir = Path(base_dir)
@@ -64,8 +73,11 @@ class Experiment:
             for name, src in cfg.data.sources.items():
                 for task in src.tasks:
                     if task not in cfg.tasks:
-                        raise ConfigError(f"data.sources.{name}.tasks.{task}", "undefined task",
-                                          f"define it under tasks: or use one of {sorted(cfg.tasks)}")
+                        raise ConfigError(
+                            f"data.sources.{name}.tasks.{task}",
+                            "undefined task",
+                            f"define it under tasks: or use one of {sorted(cfg.tasks)}",
+                        )
                 self.sources[name] = load_source(name, src, cfg.data, self.base_dir, split_seed)
         self.tasks = self._build_tasks(labels or {})
         if load_data:
@@ -87,8 +99,11 @@ class Experiment:
                     values = [ex.targets.get(name) for s in self.sources.values() for ex in s.train]
                     opts["labels"] = infer_labels(tc.kind, values)
                     if len(opts["labels"]) < (1 if tc.kind == "classification" else 2):
-                        raise ConfigError(f"{where}.labels", "no labels found in the training data",
-                                          "map the task to a labelled field in data.sources.*.tasks")
+                        raise ConfigError(
+                            f"{where}.labels",
+                            "no labels found in the training data",
+                            "map the task to a labelled field in data.sources.*.tasks",
+                        )
             try:
                 kind = make_kind(tc.kind, **opts)
             except OptionError as err:  # e.g. labels, scheme: located under tasks.NAME
@@ -114,32 +129,50 @@ class Experiment:
                             self.tasks[t].kind.encode_target(raw)
                         except ValueError as err:
                             ident = ex.id if ex.id is not None else f"#{i}"
-                            raise ConfigError(f"tasks.{t}.labels",
-                                              f"source {sname!r} ({split_name}, example {ident}) does not match: {err}",
-                                              f"add the label to tasks.{t}.labels, or omit labels to infer them") from None
+                            raise ConfigError(
+                                f"tasks.{t}.labels",
+                                f"source {sname!r} ({split_name}, example {ident}) does not "
+                                f"match: {err}",
+                                f"add the label to tasks.{t}.labels, or omit labels to infer them",
+                            ) from None
 
     def _check_names(self) -> None:
         m = self.cfg.model
-        for section, names in (("model.taps", m.taps), ("model.task_layers", m.task_layers), ("model.heads", m.heads),
-                               ("trainer.baselines", self.cfg.trainer.baselines)):
+        for section, names in (
+            ("model.taps", m.taps),
+            ("model.task_layers", m.task_layers),
+            ("model.heads", m.heads),
+            ("trainer.baselines", self.cfg.trainer.baselines),
+        ):
             for t in names:
                 if t not in self.tasks:
-                    raise ConfigError(f"{section}.{t}", "undefined task", f"use one of {sorted(self.tasks)}")
+                    raise ConfigError(
+                        f"{section}.{t}", "undefined task", f"use one of {sorted(self.tasks)}"
+                    )
         crit = self.cfg.trainer.criterion
         if crit not in ("mean", "delta_m"):
             task, _, metric = crit.partition(".")
             if task not in self.tasks:
-                raise ConfigError("trainer.criterion", f"{crit!r} names no task",
-                                  f"use mean, delta_m, or one of {sorted(self.tasks)} (optionally TASK.METRIC)")
+                raise ConfigError(
+                    "trainer.criterion",
+                    f"{crit!r} names no task",
+                    f"use mean, delta_m, or one of {sorted(self.tasks)} (optionally TASK.METRIC)",
+                )
             known = self.tasks[task].kind.metric_names()
             if metric and known and metric not in known:
-                raise ConfigError("trainer.criterion", f"task {task!r} has no metric {metric!r}",
-                                  f"use {task} or one of {[f'{task}.{m}' for m in known]}")
+                raise ConfigError(
+                    "trainer.criterion",
+                    f"task {task!r} has no metric {metric!r}",
+                    f"use {task} or one of {[f'{task}.{m}' for m in known]}",
+                )
         labelled = {t for s in self.cfg.data.sources.values() for t in s.tasks}
         missing = [t for t in self.tasks if t not in labelled]
         if missing and self.sources:
-            raise ConfigError(f"tasks.{missing[0]}", "no data source labels this task",
-                              "map it in data.sources.<name>.tasks")
+            raise ConfigError(
+                f"tasks.{missing[0]}",
+                "no data source labels this task",
+                "map it in data.sources.<name>.tasks",
+            )
 
     # ------------------------------------------------------------------ inputs
     def encoder_class(self) -> Any:
@@ -147,7 +180,9 @@ class Experiment:
 
         return _resolve(ENCODERS, self.cfg.model.encoder.type, "model.encoder.type")
 
-    def _build_inputs(self, saved: Mapping[str, Any] | None) -> tuple[Vocab | None, Vocab | None, Any]:
+    def _build_inputs(
+        self, saved: Mapping[str, Any] | None
+    ) -> tuple[Vocab | None, Vocab | None, Any]:
         vc = self.cfg.data.vocab
         vocab = char_vocab = tokenizer = None
         if self.input_kind == "tokens":
@@ -156,14 +191,18 @@ class Experiment:
                 char_vocab = Vocab.from_json(saved["chars"]) if saved.get("chars") else None
             else:
                 token_lists = [ex.inputs["tokens"] for s in self.sources.values() for ex in s.train]
-                vocab = Vocab.build(token_lists, min_freq=vc.min_freq, max_size=vc.max_size, lowercase=vc.lowercase)
+                vocab = Vocab.build(
+                    token_lists, min_freq=vc.min_freq, max_size=vc.max_size, lowercase=vc.lowercase
+                )
                 if vc.chars:
                     char_vocab = Vocab.build_chars(token_lists)
         elif self.input_kind == "subwords":
             from ..nn.transformer import SubwordTokenizer
 
             enc = self.cfg.model.encoder.options()
-            tokenizer = SubwordTokenizer(self._encoder_path(enc), max_length=enc.get("max_length", 256))
+            tokenizer = SubwordTokenizer(
+                self._encoder_path(enc), max_length=enc.get("max_length", 256)
+            )
         return vocab, char_vocab, tokenizer
 
     def _encoder_path(self, enc: Mapping[str, Any]) -> str:
@@ -173,16 +212,28 @@ class Experiment:
         return minilm_path() if path == "minilm" else str(path)
 
     def vocab_json(self) -> dict[str, Any]:
-        return {"tokens": self.vocab.to_json() if self.vocab else None,
-                "chars": self.char_vocab.to_json() if self.char_vocab else None}
+        return {
+            "tokens": self.vocab.to_json() if self.vocab else None,
+            "chars": self.char_vocab.to_json() if self.char_vocab else None,
+        }
 
     def labels_json(self) -> dict[str, list[str]]:
-        return {t: list(task.kind.labels) for t, task in self.tasks.items() if hasattr(task.kind, "labels")}
+        return {
+            t: list(task.kind.labels)
+            for t, task in self.tasks.items()
+            if hasattr(task.kind, "labels")
+        }
 
     def collator(self, task_names: Sequence[str] | None = None) -> Collator:
         names = list(task_names) if task_names is not None else list(self.tasks)
-        return Collator({t: self.tasks[t].kind for t in names}, input_kind=self.input_kind, vocab=self.vocab,
-                        char_vocab=self.char_vocab, tokenizer=self.tokenizer, max_length=self.cfg.data.max_length)
+        return Collator(
+            {t: self.tasks[t].kind for t in names},
+            input_kind=self.input_kind,
+            vocab=self.vocab,
+            char_vocab=self.char_vocab,
+            tokenizer=self.tokenizer,
+            max_length=self.cfg.data.max_length,
+        )
 
     # ------------------------------------------------------------------ model
     def build_encoder(self) -> Any:
@@ -194,14 +245,18 @@ class Experiment:
             if self.char_vocab is not None:
                 opts.setdefault("char_vocab_size", len(self.char_vocab))
         elif self.input_kind == "features":
-            first = next(ex for s in self.sources.values() for ex in s.train) if self.sources else None
+            first = (
+                next(ex for s in self.sources.values() for ex in s.train) if self.sources else None
+            )
             if first is not None:
                 opts.setdefault("input_dim", len(first.inputs["features"]))
         elif self.input_kind == "subwords":
             opts["path"] = self._encoder_path(opts)
         return _construct(cls, opts, "model.encoder")
 
-    def build_model(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:
+    def build_model(
+        self, task_names: Sequence[str] | None = None, seed: int | None = None
+    ) -> MultiTaskModel:
         """The configured architecture for ``task_names`` (all tasks by default), wrapped in a
         representation-similarity penalty when ``model.similarity`` is set.
 
@@ -220,7 +275,9 @@ class Experiment:
                 raise ConfigError.from_option(err, "model.similarity") from None
         return model
 
-    def _build_architecture(self, task_names: Sequence[str] | None = None, seed: int | None = None) -> MultiTaskModel:
+    def _build_architecture(
+        self, task_names: Sequence[str] | None = None, seed: int | None = None
+    ) -> MultiTaskModel:
         """The configured architecture for ``task_names`` (all tasks by default).
 
         A single-task baseline is the same architecture restricted to one task: the same
@@ -252,21 +309,29 @@ class Experiment:
 
         signature = inspect.signature(arch.from_parts)
         if (taps or layers) and "taps" not in signature.parameters:
-            raise ConfigError("model.sharing", f"{m.sharing!r} takes no taps or task_layers",
-                              "use sharing: hierarchical for taps or task_layers (the other "
-                              "architectures take model.sharing_options)")
+            raise ConfigError(
+                "model.sharing",
+                f"{m.sharing!r} takes no taps or task_layers",
+                "use sharing: hierarchical for taps or task_layers (the other "
+                "architectures take model.sharing_options)",
+            )
         try:
             signature.bind(encoder=encoder, heads=heads, tasks=names, **options)
         except TypeError as err:
-            raise ConfigError("model.sharing_options", f"bad option ({err})",
-                              f"see the options of {getattr(arch, '__name__', arch)}") from None
+            raise ConfigError(
+                "model.sharing_options",
+                f"bad option ({err})",
+                f"see the options of {getattr(arch, '__name__', arch)}",
+            ) from None
         try:
-            model: MultiTaskModel = arch.from_parts(encoder=encoder, heads=heads, tasks=names,
-                                                    **options)
+            model: MultiTaskModel = arch.from_parts(
+                encoder=encoder, heads=heads, tasks=names, **options
+            )
         except OptionError as err:  # located: model.taps.*, model.encoder, model.sharing_options.*
             top = err.option.split(".")[0]
             raise ConfigError.from_option(
-                err, "model" if top in ("taps", "task_layers", "encoder") else "model.sharing_options"
+                err,
+                "model" if top in ("taps", "task_layers", "encoder") else "model.sharing_options",
             ) from None
         model.check_ownership()
         return model
@@ -292,22 +357,39 @@ class Experiment:
         where = f"model.heads.{task}"
         if hc is not None and hc.type is not None:
             if ":" not in hc.type:
-                raise ConfigError(f"{where}.type", f"{hc.type!r} is not an import path",
-                                  "write package.module:Class, or leave type out for the built-in head")
+                raise ConfigError(
+                    f"{where}.type",
+                    f"{hc.type!r} is not an import path",
+                    "write package.module:Class, or leave type out for the built-in head",
+                )
             cls = _resolve(HEADS, hc.type, f"{where}.type")
             return _construct(cls, dict(in_dim=dim, out_dim=kind.output_size, **hc.options), where)
         if hc is not None and hc.options:
-            raise ConfigError(f"{where}.options", "options are for a custom head", "give type: package.module:Class")
+            raise ConfigError(
+                f"{where}.options",
+                "options are for a custom head",
+                "give type: package.module:Class",
+            )
         if hc is not None and hc.crf is not None and hc.crf != kind.crf:
-            raise ConfigError(f"{where}.crf", "disagrees with the task's crf option", f"set crf under tasks.{task} only")
+            raise ConfigError(
+                f"{where}.crf",
+                "disagrees with the task's crf option",
+                f"set crf under tasks.{task} only",
+            )
         try:
-            return head_for(self.tasks[task], dim, pooling=(hc.pooling if hc and hc.pooling else m.pooling),
-                            dropout=hc.dropout if hc and hc.dropout else m.head_dropout,
-                            hidden=hc.hidden if hc else None, sequence=sequence)
+            return head_for(
+                self.tasks[task],
+                dim,
+                pooling=(hc.pooling if hc and hc.pooling else m.pooling),
+                dropout=hc.dropout if hc and hc.dropout else m.head_dropout,
+                hidden=hc.hidden if hc else None,
+                sequence=sequence,
+            )
         except OptionError as err:  # ``sequence`` is the encoder's; the rest, the head's options
             if err.option == "sequence":
-                raise ConfigError(where, err.problem,
-                                  "use a sequence encoder for tagging tasks") from None
+                raise ConfigError(
+                    where, err.problem, "use a sequence encoder for tagging tasks"
+                ) from None
             raise ConfigError.from_option(err, where) from None
 
     # ------------------------------------------------------------------ training
@@ -318,7 +400,11 @@ class Experiment:
         if "weights" in opts and isinstance(opts["weights"], Mapping):
             unknown = [t for t in opts["weights"] if t not in self.tasks]
             if unknown:
-                raise ConfigError(f"balancing.weights.{unknown[0]}", "undefined task", f"use one of {sorted(self.tasks)}")
+                raise ConfigError(
+                    f"balancing.weights.{unknown[0]}",
+                    "undefined task",
+                    f"use one of {sorted(self.tasks)}",
+                )
             opts["weights"] = {t: w for t, w in opts["weights"].items() if t in names}
         try:
             method = balancing.make(bc.method, **opts)
@@ -326,7 +412,9 @@ class Experiment:
         except OptionError as err:  # raised with the option's own name: c -> balancing.c
             raise ConfigError.from_option(err, "balancing") from None
         except ValueError as err:  # a third-party method's plain ValueError
-            raise ConfigError.from_message(str(err), "balancing", f"use one of {balancing.available()}") from None
+            raise ConfigError.from_message(
+                str(err), "balancing", f"use one of {balancing.available()}"
+            ) from None
         self.check_level(method)
         return method
 
@@ -341,8 +429,11 @@ class Experiment:
         except ConfigError:
             arch = None  # reported by build_model
         try:
-            resolve_level(method, self.cfg.balancing.level,
-                          has_features=getattr(arch, "provides_shared_features", None))
+            resolve_level(
+                method,
+                self.cfg.balancing.level,
+                has_features=getattr(arch, "provides_shared_features", None),
+            )
         except OptionError as err:  # level or method -> balancing.level, balancing.method
             raise ConfigError.from_option(err, "balancing") from None
 
@@ -351,7 +442,9 @@ class Experiment:
 
         sc = self.cfg.sampler
         cls = _resolve(SAMPLERS, sc.type, "sampler.type")
-        return _construct(cls, dict(sizes={s: len(v) for s, v in sources.items()}, **sc.options()), "sampler")
+        return _construct(
+            cls, dict(sizes={s: len(v) for s, v in sources.items()}, **sc.options()), "sampler"
+        )
 
     def trainer_config(self, **overrides: Any) -> TrainerConfig:
         t = self.cfg.trainer.model_dump()
@@ -361,15 +454,24 @@ class Experiment:
         t.update(overrides)
         return TrainerConfig(**t)
 
-    def train_sources(self, task_names: Sequence[str] | None = None, split: str = "train") -> dict[str, list[Example]]:
-        """Per-source examples of a split, restricted to sources that label one of ``task_names``."""
+    def train_sources(
+        self, task_names: Sequence[str] | None = None, split: str = "train"
+    ) -> dict[str, list[Example]]:
+        """Per-source examples of a split, restricted to sources that label one of
+        ``task_names``."""
         names = set(task_names) if task_names is not None else set(self.tasks)
         out = {}
         for s, splits in self.sources.items():
             if names & set(self.cfg.data.sources[s].tasks):
                 examples = getattr(splits, split)
                 if task_names is not None:
-                    examples = [Example(inputs=e.inputs, targets={t: v for t, v in e.targets.items() if t in names},
-                                        id=e.id) for e in examples]
+                    examples = [
+                        Example(
+                            inputs=e.inputs,
+                            targets={t: v for t, v in e.targets.items() if t in names},
+                            id=e.id,
+                        )
+                        for e in examples
+                    ]
                 out[s] = examples
         return out

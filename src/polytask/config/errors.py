@@ -22,13 +22,13 @@ class ConfigError(OptionError):
         super().__init__(where, problem, fix)
 
     @classmethod
-    def from_option(cls, err: OptionError, prefix: str) -> "ConfigError":
+    def from_option(cls, err: OptionError, prefix: str) -> ConfigError:
         """``err`` (raised by library code with the option's own name) at config path ``prefix``."""
         located = err.at(prefix) if not isinstance(err, ConfigError) else err
         return cls(located.option, located.problem, located.fix)
 
     @classmethod
-    def from_message(cls, message: str, where: str, fix: str) -> "ConfigError":
+    def from_message(cls, message: str, where: str, fix: str) -> ConfigError:
         """Reuse a ``"<where>: <problem>; fix: <hint>"`` message from a lower layer.
 
         The message's own location (when it starts with ``where``) and hint win over the
@@ -52,13 +52,17 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
     kind = first["type"]
     if kind == "extra_forbidden":
         known = _known_fields_of(schema, loc)
-        hint = "remove it or correct its spelling" + (f" (known keys here: {', '.join(known)})" if known else "")
+        hint = "remove it or correct its spelling" + (
+            f" (known keys here: {', '.join(known)})" if known else ""
+        )
         return ConfigError(where, "unknown key", hint)
     if kind == "missing":
         return ConfigError(where, "required key is missing", "add it")
     value = first.get("input")
     msg = str(first["msg"]).removeprefix("Value error, ")
-    return ConfigError(where, f"{msg} (got {value!r})", "give a value of the expected type and range")
+    return ConfigError(
+        where, f"{msg} (got {value!r})", "give a value of the expected type and range"
+    )
 
 
 def _known_fields_of(schema: type, loc: tuple[int | str, ...]) -> list[str]:
@@ -66,7 +70,9 @@ def _known_fields_of(schema: type, loc: tuple[int | str, ...]) -> list[str]:
     key_next = False
     for part in loc[:-1]:
         if key_next or isinstance(part, int):
-            key_next = False  # a dict key (a task or source name) or a list index: stay on the value type
+            key_next = (
+                False  # a dict key (a task or source name) or a list index: stay on the value type
+            )
             continue
         fields = getattr(cls, "model_fields", None)
         field = fields.get(str(part)) if fields else None

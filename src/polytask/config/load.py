@@ -16,7 +16,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """``"trainer.epochs=3"`` -> ``raw["trainer"]["epochs"] = 3`` (value parsed as YAML)."""
     key, sep, value = assignment.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {assignment}", "not of the form KEY=VALUE", "write e.g. --set trainer.epochs=3")
+        raise ConfigError(
+            f"--set {assignment}", "not of the form KEY=VALUE", "write e.g. --set trainer.epochs=3"
+        )
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -25,7 +27,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: i + 1])
-            raise ConfigError(f"--set {key}", f"{where} is not a section", "set a key inside a section")
+            raise ConfigError(
+                f"--set {key}", f"{where} is not a section", "set a key inside a section"
+            )
         node = child
     try:
         node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
@@ -45,7 +49,11 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise ConfigError(where, "not valid YAML", "fix the syntax at that line") from None
     if not isinstance(raw, dict):
-        raise ConfigError(str(path), "the top level must be a mapping", "start with keys such as tasks:, data:, model:")
+        raise ConfigError(
+            str(path),
+            "the top level must be a mapping",
+            "start with keys such as tasks:, data:, model:",
+        )
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate(raw), raw

@@ -21,7 +21,8 @@ from .schema import Config
 
 #: custom heads (``model.heads.TASK.type``): import paths only, built with in_dim and out_dim
 HEADS: Registry[type[nn.Module]] = Registry(
-    "head", base=nn.Module, expects="a torch.nn.Module class taking in_dim and out_dim")
+    "head", base=nn.Module, expects="a torch.nn.Module class taking in_dim and out_dim"
+)
 
 
 def resolve(registry: Registry[Any], name: str, where: str) -> Any:
@@ -46,11 +47,17 @@ def check_registry_names(cfg: Config) -> None:
     named: list[tuple[Registry[Any], str, str]]
     named = [(KINDS, tc.kind, f"tasks.{t}.kind") for t, tc in cfg.tasks.items()]
     named += [(FORMATS, s.format, f"data.sources.{n}.format") for n, s in cfg.data.sources.items()]
-    named += [(ENCODERS, m.encoder.type, "model.encoder.type"),
-              (ARCHITECTURES, m.sharing, "model.sharing")]
-    named += [(TASK_LAYERS, layer.type, f"model.task_layers.{t}.type")
-              for t, layer in m.task_layers.items()]
-    named += [(balancing.METHODS, cfg.balancing.method, "balancing.method"),
-              (SAMPLERS, cfg.sampler.type, "sampler.type")]
+    named += [
+        (ENCODERS, m.encoder.type, "model.encoder.type"),
+        (ARCHITECTURES, m.sharing, "model.sharing"),
+    ]
+    named += [
+        (TASK_LAYERS, layer.type, f"model.task_layers.{t}.type")
+        for t, layer in m.task_layers.items()
+    ]
+    named += [
+        (balancing.METHODS, cfg.balancing.method, "balancing.method"),
+        (SAMPLERS, cfg.sampler.type, "sampler.type"),
+    ]
     for registry, name, where in named:
         resolve(registry, name, where)

@@ -27,8 +27,12 @@ def _path(spec: str, base_dir: Path, where: str) -> Path:
     if not p.is_absolute():
         p = base_dir / p
     if not p.exists():
-        raise ConfigError(where, f"file not found: {p}", "check the path (relative paths are relative to the "
-                          "config file; $DATA/ points to POLYTASK_DATA or ../shared/data)")
+        raise ConfigError(
+            where,
+            f"file not found: {p}",
+            "check the path (relative paths are relative to the "
+            "config file; $DATA/ points to POLYTASK_DATA or ../shared/data)",
+        )
     return p
 
 
@@ -44,8 +48,9 @@ def _reader(src: SourceConfig, char_level: bool, where: str) -> Reader:
     except OptionError as err:
         raise ConfigError.from_option(err, where) from None
     except TypeError as err:
-        raise ConfigError(f"{where}.options", f"bad reader option ({err})",
-                          "see the reader's options") from None
+        raise ConfigError(
+            f"{where}.options", f"bad reader option ({err})", "see the reader's options"
+        ) from None
 
 
 def _read_file(reader: Reader, path: Path) -> list[Example]:
@@ -55,7 +60,9 @@ def _read_file(reader: Reader, path: Path) -> list[Example]:
         raise ConfigError(str(path), str(err), "repair the file or the source's options") from None
 
 
-def load_source(name: str, src: SourceConfig, data: DataConfig, base_dir: Path, seed: int) -> Splits:
+def load_source(
+    name: str, src: SourceConfig, data: DataConfig, base_dir: Path, seed: int
+) -> Splits:
     """Read one source and split it: missing val/test files are carved from train by seed."""
     from ..data.splits import split, subsample
 
@@ -63,14 +70,16 @@ def load_source(name: str, src: SourceConfig, data: DataConfig, base_dir: Path, 
     reader = _reader(src, data.tokenizer == "chars", where)
     if not reader.reads_files:
         if src.train or src.val or src.test:
-            raise ConfigError(f"{where}.train", f"format {src.format!r} reads no file",
-                              "remove train/val/test")
+            raise ConfigError(
+                f"{where}.train", f"format {src.format!r} reads no file", "remove train/val/test"
+            )
         train = reader.generate(src.limit, seed)
         val = test = None
     else:
         if not src.train:
-            raise ConfigError(f"{where}.train", "required for file formats",
-                              "give the training file's path")
+            raise ConfigError(
+                f"{where}.train", "required for file formats", "give the training file's path"
+            )
         train = _read_file(reader, _path(src.train, base_dir, f"{where}.train"))
         if src.limit:
             train = subsample(train, src.limit, seed=seed)
@@ -83,5 +92,7 @@ def load_source(name: str, src: SourceConfig, data: DataConfig, base_dir: Path, 
     if val is None:
         train, val = split(train, (1.0 - val_fraction, val_fraction), seed=seed + 1)
     if not train:
-        raise ConfigError(where, "no training examples left after splitting", "lower the fractions or add data")
+        raise ConfigError(
+            where, "no training examples left after splitting", "lower the fractions or add data"
+        )
     return Splits(train=list(train), val=list(val), test=list(test))

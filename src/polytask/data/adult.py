@@ -34,17 +34,39 @@ from pathlib import Path
 from typing import Any
 
 from polytask.data.base import Example
-from polytask.errors import DataError
 from polytask.data.readers import PathLike, data_root, resolve_data_path
 from polytask.data.splits import split
 from polytask.data.tabular import TabularPreprocessor
+from polytask.errors import DataError
 
-__all__ = ["ADULT_COLUMNS", "ADULT_CATEGORICAL", "ADULT_NUMERIC", "ADULT_TASKS", "AdultData", "adult_tasks",
-           "load_adult", "read_adult"]
+__all__ = [
+    "ADULT_COLUMNS",
+    "ADULT_CATEGORICAL",
+    "ADULT_NUMERIC",
+    "ADULT_TASKS",
+    "AdultData",
+    "adult_tasks",
+    "load_adult",
+    "read_adult",
+]
 
-ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
-                 "native-country", "income")
+ADULT_COLUMNS = (
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
+)
 ADULT_NUMERIC = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
 ADULT_CATEGORICAL = ("workclass", "education", "occupation", "race", "sex", "native-country")
 #: task name -> the label of its single binary output
@@ -63,8 +85,10 @@ def read_adult(path: PathLike) -> list[dict[str, Any]]:
             if not cells or all(not c.strip() for c in cells) or cells[0].startswith("|"):
                 continue
             if len(cells) != len(ADULT_COLUMNS):
-                raise ValueError(f"{p} line {lineno}: {len(cells)} fields, expected {len(ADULT_COLUMNS)} "
-                                 f"({', '.join(ADULT_COLUMNS)})")
+                raise ValueError(
+                    f"{p} line {lineno}: {len(cells)} fields, expected {len(ADULT_COLUMNS)} "
+                    f"({', '.join(ADULT_COLUMNS)})"
+                )
             row: dict[str, Any] = {}
             for name, cell in zip(ADULT_COLUMNS, cells):
                 cell = cell.strip()
@@ -72,14 +96,19 @@ def read_adult(path: PathLike) -> list[dict[str, Any]]:
             row["income"] = row["income"].rstrip(".")
             row["id"] = f"{p.name}:{lineno}"
             if row["income"] not in ("<=50K", ">50K"):
-                raise ValueError(f"{p} line {lineno}: income {row['income']!r} is not <=50K or >50K")
+                raise ValueError(
+                    f"{p} line {lineno}: income {row['income']!r} is not <=50K or >50K"
+                )
             rows.append(row)
     return rows
 
 
 def adult_targets(row: dict[str, Any]) -> dict[str, int]:
     """``{"income": 0/1, "never_married": 0/1}`` of one row."""
-    return {"income": int(row["income"] == ">50K"), "never_married": int(row["marital-status"] == "Never-married")}
+    return {
+        "income": int(row["income"] == ">50K"),
+        "never_married": int(row["marital-status"] == "Never-married"),
+    }
 
 
 def adult_tasks() -> dict[str, Any]:
@@ -108,19 +137,28 @@ class AdultData:
         return self.preprocessor.cardinalities
 
 
-def load_adult(root: PathLike | None = None, *, seed: int = 0, val_fraction: float = 0.1,
-               min_count: int = 1) -> AdultData:
+def load_adult(
+    root: PathLike | None = None, *, seed: int = 0, val_fraction: float = 0.1, min_count: int = 1
+) -> AdultData:
     """Adult as two tasks (module docstring): ``root`` holds ``adult.data`` and ``adult.test``
     (default ``<data_root>/uci-adult``); validation is ``val_fraction`` of ``adult.data`` chosen by
     ``seed``; categories seen fewer than ``min_count`` times in training map to the OOV index."""
     folder = Path(resolve_data_path(root)) if root is not None else data_root() / "uci-adult"
     for name in ("adult.data", "adult.test"):
         if not (folder / name).is_file():
-            raise DataError(str(folder / name), "not found", "give load_adult(root=) the folder "
-                            "with adult.data and adult.test (UCI Adult), or set POLYTASK_DATA")
-    train_rows, val_rows = split(read_adult(folder / "adult.data"), val_fraction=val_fraction, seed=seed)
+            raise DataError(
+                str(folder / name),
+                "not found",
+                "give load_adult(root=) the folder "
+                "with adult.data and adult.test (UCI Adult), or set POLYTASK_DATA",
+            )
+    train_rows, val_rows = split(
+        read_adult(folder / "adult.data"), val_fraction=val_fraction, seed=seed
+    )
     test_rows = read_adult(folder / "adult.test")
-    prep = TabularPreprocessor(ADULT_NUMERIC, ADULT_CATEGORICAL, log1p=_LOG1P, min_count=min_count).fit(train_rows)
+    prep = TabularPreprocessor(
+        ADULT_NUMERIC, ADULT_CATEGORICAL, log1p=_LOG1P, min_count=min_count
+    ).fit(train_rows)
 
     def examples(rows: list[dict[str, Any]]) -> list[Example]:
         return [Example(prep.transform(r), adult_targets(r), id=r["id"]) for r in rows]

@@ -41,7 +41,7 @@ class Batch:
     def tasks(self) -> list[str]:
         return [t for t, (_, m) in self.targets.items() if bool(m.any())]
 
-    def to(self, device: Any) -> "Batch":
+    def to(self, device: Any) -> Batch:
         return Batch(
             inputs={k: v.to(device) for k, v in self.inputs.items()},
             targets={t: (y.to(device), m.to(device)) for t, (y, m) in self.targets.items()},

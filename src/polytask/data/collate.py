@@ -190,13 +190,18 @@ class Collator:
             values = list(ex.inputs.get("features", ()))
             codes = list(ex.inputs.get("categorical", ()))
             if not values and not codes:
-                raise ValueError(f"Collator: example {ex.id!r} has neither inputs['features'] nor "
-                                 "inputs['categorical']; input_kind='tabular' needs at least one")
+                raise ValueError(
+                    f"Collator: example {ex.id!r} has neither inputs['features'] nor "
+                    "inputs['categorical']; input_kind='tabular' needs at least one"
+                )
             for c in codes:
                 if isinstance(c, bool) or not isinstance(c, Integral):
-                    raise ValueError(f"Collator: example {ex.id!r}: categorical value {c!r} is not a category "
-                                     "index; map categories to indices first (polytask.data.TabularPreprocessor, "
-                                     "0 = unknown)")
+                    raise ValueError(
+                        f"Collator: example {ex.id!r}: categorical value {c!r} is not a category "
+                        "index; map categories to indices first "
+                        "(polytask.data.TabularPreprocessor, "
+                        "0 = unknown)"
+                    )
             rows.append(values + codes)
         return {"x": _float_rows(rows, "tabular rows")}
 
@@ -205,15 +210,21 @@ class Collator:
         for ex in examples:
             img = ex.inputs.get("image")
             if img is None:
-                raise ValueError(f"Collator: example {ex.id!r} has no inputs['image']; "
-                                 "input_kind='image' needs a (C, H, W) or (H, W) image")
+                raise ValueError(
+                    f"Collator: example {ex.id!r} has no inputs['image']; "
+                    "input_kind='image' needs a (C, H, W) or (H, W) image"
+                )
             img = torch.as_tensor(img)
             if img.dim() == 2:
                 img = img.unsqueeze(0)
             if img.dim() != 3:
-                raise ValueError(f"Collator: example {ex.id!r}: image of shape {tuple(img.shape)}; "
-                                 "give (C, H, W) or (H, W)")
-            images.append(img.to(torch.float32) / 255.0 if img.dtype == torch.uint8 else img.to(torch.float32))
+                raise ValueError(
+                    f"Collator: example {ex.id!r}: image of shape {tuple(img.shape)}; "
+                    "give (C, H, W) or (H, W)"
+                )
+            images.append(
+                img.to(torch.float32) / 255.0 if img.dtype == torch.uint8 else img.to(torch.float32)
+            )
         shapes = {tuple(i.shape) for i in images}
         if len(shapes) > 1:
             raise ValueError(f"Collator: images of different shapes {sorted(shapes)} in one batch")

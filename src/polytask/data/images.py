@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 
 from polytask.data.base import Example
-from polytask.errors import DataError, OptionError
 from polytask.data.readers import PathLike, resolve_data_path
+from polytask.errors import DataError, OptionError
 
 __all__ = [
     "FASHION_CLASSES",
@@ -55,11 +55,23 @@ __all__ = [
 ]
 
 #: Fashion-MNIST class names, index = label
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
-_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
-          "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000)}
+_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
+    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
+}
 
 
 # ------------------------------------------------------------------------------ IDX
@@ -71,13 +83,19 @@ def parse_idx(data: bytes, where: str = "IDX data", dims: int | None = None) -> 
         raise ValueError(f"{where}: {len(data)} bytes is too short for an IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise DataError(where, f"magic number 0x{data[:4].hex()} is not an unsigned-byte IDX "
-                        "file (expected 0x00000801 for labels or 0x00000803 for images)",
-                        "give the decompressed file, parts joined in order")
+        raise DataError(
+            where,
+            f"magic number 0x{data[:4].hex()} is not an unsigned-byte IDX "
+            "file (expected 0x00000801 for labels or 0x00000803 for images)",
+            "give the decompressed file, parts joined in order",
+        )
     if dims is not None and ndim != dims:
-        raise DataError(where, f"magic number 0x{data[:4].hex()} says {ndim} dimension(s), "
-                        f"expected {dims} (0x0000080{dims})",
-                        f"check that this is the {'image' if dims == 3 else 'label'} file")
+        raise DataError(
+            where,
+            f"magic number 0x{data[:4].hex()} says {ndim} dimension(s), "
+            f"expected {dims} (0x0000080{dims})",
+            f"check that this is the {'image' if dims == 3 else 'label'} file",
+        )
     head = 4 + 4 * ndim
     if len(data) < head:
         raise ValueError(f"{where}: truncated header ({len(data)} bytes)")
@@ -86,9 +104,11 @@ def parse_idx(data: bytes, where: str = "IDX data", dims: int | None = None) -> 
     for s in shape:
         count *= s
     if len(data) - head != count:
-        raise DataError(where, f"header says shape {shape} = {count} values but "
-                        f"{len(data) - head} bytes follow it",
-                        "the file is truncated or its parts were joined out of order: restore it")
+        raise DataError(
+            where,
+            f"header says shape {shape} = {count} values but {len(data) - head} bytes follow it",
+            "the file is truncated or its parts were joined out of order: restore it",
+        )
     return torch.frombuffer(bytearray(data[head:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -98,12 +118,16 @@ def _part_files(path: Path) -> list[Path]:
     for p in parts:
         m = re.fullmatch(re.escape(path.name) + r"\.part-(\d+)", p.name)
         if m is None:
-            raise DataError(str(p), "unexpected part name",
-                            f"parts are named {path.name}.part-00, -01, ...")
+            raise DataError(
+                str(p), "unexpected part name", f"parts are named {path.name}.part-00, -01, ..."
+            )
         numbers.append(int(m.group(1)))
     if numbers != list(range(len(numbers))):
-        raise DataError(str(path), f"parts {numbers} are not numbered 0..{len(numbers) - 1} "
-                        "without gaps", "restore the missing part files")
+        raise DataError(
+            str(path),
+            f"parts {numbers} are not numbered 0..{len(numbers) - 1} without gaps",
+            "restore the missing part files",
+        )
     return parts
 
 
@@ -116,15 +140,20 @@ def read_idx(path: PathLike, dims: int | None = None) -> Tensor:
     else:
         parts = _part_files(p)
         if not parts:
-            raise FileNotFoundError(f"{p}: no such file and no {p.name}.part-NN chunks "
-                                    "(set POLYTASK_DATA to the shared data folder)")
+            raise FileNotFoundError(
+                f"{p}: no such file and no {p.name}.part-NN chunks "
+                "(set POLYTASK_DATA to the shared data folder)"
+            )
         raw = b"".join(q.read_bytes() for q in parts)
     if p.name.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
-            raise DataError(str(p), f"not a valid gzip stream ({err})",
-                            "check that every part is complete and joined in order") from None
+            raise DataError(
+                str(p),
+                f"not a valid gzip stream ({err})",
+                "check that every part is complete and joined in order",
+            ) from None
     return parse_idx(raw, where=str(p), dims=dims)
 
 
@@ -135,15 +164,21 @@ def _load(split: str, root: str) -> tuple[Tensor, Tensor]:
     images = read_idx(folder / images_name, dims=3)
     labels = read_idx(folder / labels_name, dims=1).long()
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels in split {split!r}")
+        raise ValueError(
+            f"{folder}: {images.shape[0]} images but {labels.shape[0]} labels in split {split!r}"
+        )
     if images.shape[0] != n or tuple(images.shape[1:]) != (28, 28):
-        raise ValueError(f"{folder / images_name}: shape {tuple(images.shape)}, expected ({n}, 28, 28)")
+        raise ValueError(
+            f"{folder / images_name}: shape {tuple(images.shape)}, expected ({n}, 28, 28)"
+        )
     if int(labels.min()) < 0 or int(labels.max()) > 9:
         raise ValueError(f"{folder / labels_name}: labels outside 0..9")
     return images, labels
 
 
-def load_fashion_mnist(split: str = "train", root: PathLike = "$DATA/fashion-mnist") -> tuple[Tensor, Tensor]:
+def load_fashion_mnist(
+    split: str = "train", root: PathLike = "$DATA/fashion-mnist"
+) -> tuple[Tensor, Tensor]:
     """``(images (N, 28, 28) uint8, labels (N,) long)`` of ``split`` ``"train"`` (60 000) or
     ``"t10k"`` / ``"test"`` (10 000). Cached per process; do not modify the tensors."""
     split = "t10k" if split == "test" else split
@@ -153,28 +188,38 @@ def load_fashion_mnist(split: str = "train", root: PathLike = "$DATA/fashion-mni
 
 
 # ---------------------------------------------------------------------------- pairs
-def overlay(left: Tensor, right: Tensor, left_shift: tuple[int, int], right_shift: tuple[int, int],
-            canvas: int = 36) -> Tensor:
+def overlay(
+    left: Tensor,
+    right: Tensor,
+    left_shift: tuple[int, int],
+    right_shift: tuple[int, int],
+    canvas: int = 36,
+) -> Tensor:
     """One pair: ``left`` at (row, col) = ``left_shift``, ``right`` with its top-left pixel at
     ``(m − right_shift[0], m − right_shift[1])``, ``m = canvas − size``; pixel-wise max."""
     size = left.shape[-1]
     if tuple(left.shape) != (size, size) or left.shape != right.shape:
-        raise ValueError(f"overlay: items must be square and of one shape; got {tuple(left.shape)}, "
-                         f"{tuple(right.shape)}")
+        raise ValueError(
+            f"overlay: items must be square and of one shape; got {tuple(left.shape)}, "
+            f"{tuple(right.shape)}"
+        )
     m = canvas - size
     for s in (*left_shift, *right_shift):
         if not 0 <= s <= m:
-            raise ValueError(f"overlay: shift {s} puts an item off the {canvas}×{canvas} canvas (0..{m})")
+            raise ValueError(
+                f"overlay: shift {s} puts an item off the {canvas}×{canvas} canvas (0..{m})"
+            )
     out = torch.zeros(canvas, canvas, dtype=left.dtype)
     r, c = left_shift
-    out[r:r + size, c:c + size] = left
+    out[r : r + size, c : c + size] = left
     r, c = m - right_shift[0], m - right_shift[1]
-    out[r:r + size, c:c + size] = torch.maximum(out[r:r + size, c:c + size], right)
+    out[r : r + size, c : c + size] = torch.maximum(out[r : r + size, c : c + size], right)
     return out
 
 
-def make_pairs(images: Tensor, labels: Tensor, pool: Tensor, seed: int, canvas: int = 36,
-               max_shift: int = 4) -> dict[str, Tensor]:
+def make_pairs(
+    images: Tensor, labels: Tensor, pool: Tensor, seed: int, canvas: int = 36, max_shift: int = 4
+) -> dict[str, Tensor]:
     """Overlaid pairs whose left items are ``images[pool]`` in the order given and whose right
     items are other images of ``pool`` (uniform, never the same index).
 
@@ -184,8 +229,10 @@ def make_pairs(images: Tensor, labels: Tensor, pool: Tensor, seed: int, canvas: 
     n = pool.numel()
     size = images.shape[-1]
     if canvas - size < max_shift or max_shift < 0:
-        raise ValueError(f"make_pairs: max_shift={max_shift} must be in 0..{canvas - size} for a "
-                         f"{canvas}×{canvas} canvas and {size}×{size} items")
+        raise ValueError(
+            f"make_pairs: max_shift={max_shift} must be in 0..{canvas - size} for a "
+            f"{canvas}×{canvas} canvas and {size}×{size} items"
+        )
     if n < 2:
         raise ValueError("make_pairs: a pool needs at least 2 images")
     g = torch.Generator().manual_seed(seed)
@@ -196,24 +243,41 @@ def make_pairs(images: Tensor, labels: Tensor, pool: Tensor, seed: int, canvas: 
     m = canvas - size
     for k in range(n):  # slicing per example: 60k pairs take about a second
         u, v, u2, v2 = shifts[k].tolist()
-        out[k, u:u + size, v:v + size] = images[pool[k]]
-        region = out[k, m - u2:m - u2 + size, m - v2:m - v2 + size]
+        out[k, u : u + size, v : v + size] = images[pool[k]]
+        region = out[k, m - u2 : m - u2 + size, m - v2 : m - v2 + size]
         torch.maximum(region, images[partner[k]], out=region)
-    return {"image": out, "left": labels[pool], "right": labels[partner], "left_index": pool.clone(),
-            "right_index": partner, "left_shift": shifts[:, :2], "right_shift": shifts[:, 2:]}
+    return {
+        "image": out,
+        "left": labels[pool],
+        "right": labels[partner],
+        "left_index": pool.clone(),
+        "right_index": partner,
+        "left_shift": shifts[:, :2],
+        "right_shift": shifts[:, 2:],
+    }
 
 
 def _examples(pairs: dict[str, Tensor], split: str) -> list[Example]:
     left, right = pairs["left"].tolist(), pairs["right"].tolist()
-    return [Example(inputs={"image": pairs["image"][k]},
-                    targets={"left": FASHION_CLASSES[left[k]], "right": FASHION_CLASSES[right[k]]},
-                    id=f"{split}-{k}")
-            for k in range(len(left))]
+    return [
+        Example(
+            inputs={"image": pairs["image"][k]},
+            targets={"left": FASHION_CLASSES[left[k]], "right": FASHION_CLASSES[right[k]]},
+            id=f"{split}-{k}",
+        )
+        for k in range(len(left))
+    ]
 
 
-def fashion_pairs(seed: int = 0, n_train: int = 10000, n_val: int = 2000, n_test: int | None = None,
-                  root: PathLike = "$DATA/fashion-mnist", canvas: int = 36,
-                  max_shift: int = 4) -> dict[str, list[Example]]:
+def fashion_pairs(
+    seed: int = 0,
+    n_train: int = 10000,
+    n_val: int = 2000,
+    n_test: int | None = None,
+    root: PathLike = "$DATA/fashion-mnist",
+    canvas: int = 36,
+    max_shift: int = 4,
+) -> dict[str, list[Example]]:
     """``{"train", "val", "test"}`` lists of pair examples (``inputs["image"]`` (canvas, canvas)
     uint8, targets ``left`` / ``right`` class names) built as the module docstring says.
 
@@ -222,8 +286,10 @@ def fashion_pairs(seed: int = 0, n_train: int = 10000, n_val: int = 2000, n_test
     train_images, train_labels = load_fashion_mnist("train", root)
     test_images, test_labels = load_fashion_mnist("t10k", root)
     if n_train < 2 or n_val < 2 or n_train + n_val > train_images.shape[0]:
-        raise ValueError(f"fashion_pairs: n_train={n_train}, n_val={n_val} must be ≥ 2 each and together "
-                         f"≤ {train_images.shape[0]}")
+        raise ValueError(
+            f"fashion_pairs: n_train={n_train}, n_val={n_val} must be ≥ 2 each and together "
+            f"≤ {train_images.shape[0]}"
+        )
     n_test = test_images.shape[0] if n_test is None else n_test
     if not 2 <= n_test <= test_images.shape[0]:
         raise ValueError(f"fashion_pairs: n_test={n_test} must be in 2..{test_images.shape[0]}")
@@ -233,8 +299,17 @@ def fashion_pairs(seed: int = 0, n_train: int = 10000, n_val: int = 2000, n_test
     # one derived seed per split, so changing n_val leaves the train pairs' partners alone
     seeds = torch.randint(0, 2**62, (3,), generator=g).tolist()
     splits = {
-        "train": make_pairs(train_images, train_labels, order[:n_train], seeds[0], canvas, max_shift),
-        "val": make_pairs(train_images, train_labels, order[n_train:n_train + n_val], seeds[1], canvas, max_shift),
+        "train": make_pairs(
+            train_images, train_labels, order[:n_train], seeds[0], canvas, max_shift
+        ),
+        "val": make_pairs(
+            train_images,
+            train_labels,
+            order[n_train : n_train + n_val],
+            seeds[1],
+            canvas,
+            max_shift,
+        ),
         "test": make_pairs(test_images, test_labels, test_order, seeds[2], canvas, max_shift),
     }
     return {name: _examples(pairs, name) for name, pairs in splits.items()}

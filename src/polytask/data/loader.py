@@ -85,7 +85,9 @@ class MultiTaskLoader:
         default = sum(math.ceil(n / self.batch_size) for n in self.sizes.values())
         self.steps_per_epoch = int(steps_per_epoch) if steps_per_epoch is not None else default
         if self.steps_per_epoch < 1:
-            raise ValueError(f"MultiTaskLoader: steps_per_epoch must be >= 1, got {steps_per_epoch}")
+            raise ValueError(
+                f"MultiTaskLoader: steps_per_epoch must be >= 1, got {steps_per_epoch}"
+            )
         if sampler.is_time_dependent and total_epochs is None:
             raise ValueError(
                 f"MultiTaskLoader: {type(sampler).__name__} changes over training, so give "
@@ -143,8 +145,10 @@ class MultiTaskLoader:
         if start_step < 0:
             raise ValueError(f"MultiTaskLoader.iterate: start_step must be >= 0, got {start_step}")
         for step in self.plan(epoch)[start_step:]:
-            yield {src: self.collate([self.sources[src][i] for i in idx], src)
-                   for src, idx in step.items()}
+            yield {
+                src: self.collate([self.sources[src][i] for i in idx], src)
+                for src, idx in step.items()
+            }
 
     def task_steps(
         self,

@@ -30,15 +30,36 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from polytask.data.base import Example
-from polytask.errors import DataError, OptionError
 from polytask.data.readers import PathLike, data_root, resolve_data_path
 from polytask.data.splits import split
+from polytask.errors import DataError, OptionError
 
-__all__ = ["TOX21_TASKS", "MoleculeData", "InvalidSmilesError", "ecfp", "load_tox21", "murcko_scaffold",
-           "require_rdkit", "scaffold_split", "tox21_tasks"]
+__all__ = [
+    "TOX21_TASKS",
+    "MoleculeData",
+    "InvalidSmilesError",
+    "ecfp",
+    "load_tox21",
+    "murcko_scaffold",
+    "require_rdkit",
+    "scaffold_split",
+    "tox21_tasks",
+]
 
-TOX21_TASKS = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD", "NR-PPAR-gamma",
-               "SR-ARE", "SR-ATAD5", "SR-HSE", "SR-MMP", "SR-p53")
+TOX21_TASKS = (
+    "NR-AR",
+    "NR-AR-LBD",
+    "NR-AhR",
+    "NR-Aromatase",
+    "NR-ER",
+    "NR-ER-LBD",
+    "NR-PPAR-gamma",
+    "SR-ARE",
+    "SR-ATAD5",
+    "SR-HSE",
+    "SR-MMP",
+    "SR-p53",
+)
 SPLITS = ("random", "scaffold")
 
 
@@ -49,9 +70,11 @@ class InvalidSmilesError(DataError):
         self.invalid = list(invalid)
         shown = ", ".join(f"#{i} {s!r}" for i, s in self.invalid[:5])
         more = f" and {len(self.invalid) - 5} more" if len(self.invalid) > 5 else ""
-        super().__init__("smiles", f"{len(self.invalid)} SMILES could not be parsed by RDKit: "
-                         f"{shown}{more}", "correct them, or pass on_invalid='skip' to leave them out "
-                         "(they are counted)")
+        super().__init__(
+            "smiles",
+            f"{len(self.invalid)} SMILES could not be parsed by RDKit: {shown}{more}",
+            "correct them, or pass on_invalid='skip' to leave them out (they are counted)",
+        )
 
 
 def require_rdkit() -> ModuleType:
@@ -59,8 +82,10 @@ def require_rdkit() -> ModuleType:
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:  # pragma: no cover - exercised only without rdkit
-        raise ImportError("polytask.data.molecules needs RDKit; fix: pip install 'polytask[chem]' "
-                          f"(or pip install rdkit) ({err})") from None
+        raise ImportError(
+            "polytask.data.molecules needs RDKit; fix: pip install 'polytask[chem]' "
+            f"(or pip install rdkit) ({err})"
+        ) from None
     # parse failures are reported by us, once, not per atom; rdkit-stubs omit RDLogger's
     # re-export of rdBase.DisableLog
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
@@ -78,8 +103,9 @@ def _mols(smiles: Sequence[str]) -> tuple[list[Any], list[tuple[int, str]]]:
     return mols, invalid
 
 
-def ecfp(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048,
-         counts: bool = False) -> tuple[np.ndarray, list[int]]:
+def ecfp(
+    smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, counts: bool = False
+) -> tuple[np.ndarray, list[int]]:
     """``(fingerprints, invalid)``: (N, n_bits) ``uint8`` Morgan bit vectors of radius ``radius``
     (all zero for an invalid SMILES), and the positions of the SMILES RDKit could not parse.
 
@@ -95,8 +121,11 @@ def ecfp(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048,
     out = np.zeros((len(mols), n_bits), dtype=np.uint8)
     for i, mol in enumerate(mols):
         if mol is not None:
-            out[i] = (np.minimum(gen.GetCountFingerprintAsNumPy(mol), 255) if counts
-                      else gen.GetFingerprintAsNumPy(mol))
+            out[i] = (
+                np.minimum(gen.GetCountFingerprintAsNumPy(mol), 255)
+                if counts
+                else gen.GetFingerprintAsNumPy(mol)
+            )
     return out, [i for i, _ in invalid]
 
 
@@ -113,14 +142,19 @@ def murcko_scaffold(smiles: str, include_chirality: bool = False) -> str:
     return scaffold_smiles(mol=mol, includeChirality=include_chirality)
 
 
-def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                   include_chirality: bool = False) -> tuple[list[int], list[int], list[int]]:
+def scaffold_split(
+    smiles: Sequence[str],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    include_chirality: bool = False,
+) -> tuple[list[int], list[int], list[int]]:
     """Train / validation / test *positions* of a deterministic scaffold split (module docstring).
 
     Every SMILES must parse (filter invalid ones first, e.g. with :func:`ecfp`'s report)."""
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-        raise ValueError(f"scaffold_split: fractions {fr} must be three non-negative numbers summing to 1")
+        raise ValueError(
+            f"scaffold_split: fractions {fr} must be three non-negative numbers summing to 1"
+        )
     groups: dict[str, list[int]] = {}
     bad = []
     for i, s in enumerate(smiles):
@@ -178,9 +212,13 @@ def read_tox21(path: PathLike) -> list[dict[str, Any]]:
     rows = []
     with open(p, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in (*TOX21_TASKS, "smiles", "mol_id") if c not in (reader.fieldnames or [])]
+        missing = [
+            c for c in (*TOX21_TASKS, "smiles", "mol_id") if c not in (reader.fieldnames or [])
+        ]
         if missing:
-            raise ValueError(f"{p}: no column(s) {missing}; expected MoleculeNet's tox21.csv header")
+            raise ValueError(
+                f"{p}: no column(s) {missing}; expected MoleculeNet's tox21.csv header"
+            )
         for lineno, r in enumerate(reader, start=2):
             labels: dict[str, int | None] = {}
             for t in TOX21_TASKS:
@@ -195,9 +233,17 @@ def read_tox21(path: PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: int = 0,
-               fractions: Sequence[float] = (0.8, 0.1, 0.1), radius: int = 2, n_bits: int = 2048,
-               counts: bool = False, on_invalid: str = "skip") -> MoleculeData:
+def load_tox21(
+    root: PathLike | None = None,
+    *,
+    split_by: str = "random",
+    seed: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    radius: int = 2,
+    n_bits: int = 2048,
+    counts: bool = False,
+    on_invalid: str = "skip",
+) -> MoleculeData:
     """Tox21 with ECFP features (module docstring).
 
     ``root``: the folder with ``tox21.csv`` (default ``<data_root>/tox21``). ``split_by``:
@@ -205,7 +251,8 @@ def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: 
     (deterministic; ``seed`` is not used). ``on_invalid``: ``"skip"`` leaves unparsable
     SMILES out and lists them in :attr:`MoleculeData.invalid`; ``"raise"`` raises
     :class:`InvalidSmilesError`. Fingerprints are ``uint8`` arrays (the collator stacks them);
-    ``counts=True``: ``log(1 + count)`` of the folded count fingerprint, ``float32``, instead of bits.
+    ``counts=True``: ``log(1 + count)`` of the folded count fingerprint, ``float32``, instead
+    of bits.
     """
     if split_by not in SPLITS:
         raise OptionError("split_by", f"unknown split {split_by!r}", f"use one of {list(SPLITS)}")
@@ -214,8 +261,11 @@ def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: 
     folder = Path(resolve_data_path(root)) if root is not None else data_root() / "tox21"
     path = folder / "tox21.csv"
     if not path.is_file():
-        raise DataError(str(path), "not found", "give load_tox21(root=) the folder with "
-                        "tox21.csv (MoleculeNet), or set POLYTASK_DATA")
+        raise DataError(
+            str(path),
+            "not found",
+            "give load_tox21(root=) the folder with tox21.csv (MoleculeNet), or set POLYTASK_DATA",
+        )
     rows = read_tox21(path)
     fps, bad = ecfp([r["smiles"] for r in rows], radius=radius, n_bits=n_bits, counts=counts)
     if counts:
@@ -225,7 +275,9 @@ def load_tox21(root: PathLike | None = None, *, split_by: str = "random", seed: 
         raise InvalidSmilesError(invalid)
     skipped = set(bad)
     keep = [i for i in range(len(rows)) if i not in skipped]
-    examples = [Example({"features": fps[i]}, dict(rows[i]["labels"]), id=rows[i]["mol_id"]) for i in keep]
+    examples = [
+        Example({"features": fps[i]}, dict(rows[i]["labels"]), id=rows[i]["mol_id"]) for i in keep
+    ]
     if split_by == "random":
         train, val, test = split(examples, fractions, seed=seed)
     else:

@@ -175,7 +175,9 @@ def read_jsonl(
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg}); write one object per line") from None
+                raise ValueError(
+                    f"{where}: invalid JSON ({e.msg}); write one object per line"
+                ) from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             inputs: dict[str, Any]
@@ -209,7 +211,11 @@ def read_jsonl(
                 raw_targets[task] = raw
             ex_id = obj.get(id_field)
             out.append(
-                Example(inputs, raw_targets, id=str(ex_id) if ex_id is not None else f"{p.name}:{lineno}")
+                Example(
+                    inputs,
+                    raw_targets,
+                    id=str(ex_id) if ex_id is not None else f"{p.name}:{lineno}",
+                )
             )
     return out
 
@@ -315,13 +321,16 @@ def read_csv(
                 if isinstance(idx, list):
                     cells = [_cell(row, i, where, i) for i in idx]
                     raw_targets[task] = [
-                        None if c.strip() in missing_set else _number_or_str(c.strip()) for c in cells
+                        None if c.strip() in missing_set else _number_or_str(c.strip())
+                        for c in cells
                     ]
                 else:
                     c = _cell(row, idx, where, (targets or {})[task]).strip()
                     raw_targets[task] = None if c in missing_set else c
             ex_id = (
-                _cell(row, id_idx, where, id_column).strip() if id_idx is not None else f"{p.name}:{lineno}"
+                _cell(row, id_idx, where, id_column).strip()
+                if id_idx is not None
+                else f"{p.name}:{lineno}"
             )
             out.append(Example(inputs, raw_targets, id=ex_id))
     return out
@@ -435,7 +444,9 @@ def read_conll(
 # --------------------------------------------------------------------------- text
 
 
-def read_text(path: PathLike, char_level: bool = False, *, encoding: str = "utf-8") -> list[Example]:
+def read_text(
+    path: PathLike, char_level: bool = False, *, encoding: str = "utf-8"
+) -> list[Example]:
     """One input per line (for ``polytask predict``): whitespace tokens or characters.
 
     Blank lines are skipped; each example's id is its 1-based line number, so outputs can
@@ -449,4 +460,3 @@ def read_text(path: PathLike, char_level: bool = False, *, encoding: str = "utf-
             if tokens:
                 out.append(Example({"tokens": tokens}, {}, id=str(lineno)))
     return out
-

@@ -78,7 +78,7 @@ class TaskSampler:
                 )
         self.sizes = clean
 
-    def bind(self, sizes: Mapping[str, int]) -> "TaskSampler":
+    def bind(self, sizes: Mapping[str, int]) -> TaskSampler:
         """A copy of this sampler bound to ``sizes`` (source -> number of examples)."""
         other = copy.copy(self)
         other._set_sizes(sizes)
@@ -208,7 +208,9 @@ class AnnealedSampler(TaskSampler):
         sizes: Mapping[str, int] | None = None,
     ) -> None:
         if not (T_start > 0 and T_end > 0):
-            raise ValueError(f"AnnealedSampler: T_start and T_end must be > 0, got {T_start}, {T_end}")
+            raise ValueError(
+                f"AnnealedSampler: T_start and T_end must be > 0, got {T_start}, {T_end}"
+            )
         self.T_start = float(T_start)
         self.T_end = float(T_end)
         super().__init__(sizes)
@@ -229,9 +231,16 @@ class AnnealedSampler(TaskSampler):
 
 #: the samplers: a name or ``package.module:Class`` -> a :class:`TaskSampler` subclass
 SAMPLERS: Registry[type[TaskSampler]] = Registry(
-    "sampler", base=TaskSampler, expects="a subclass of polytask.data.TaskSampler",
-    builtins={"proportional": ProportionalSampler, "temperature": TemperatureSampler,
-              "uniform": UniformSampler, "round_robin": UniformSampler, "annealed": AnnealedSampler},
+    "sampler",
+    base=TaskSampler,
+    expects="a subclass of polytask.data.TaskSampler",
+    builtins={
+        "proportional": ProportionalSampler,
+        "temperature": TemperatureSampler,
+        "uniform": UniformSampler,
+        "round_robin": UniformSampler,
+        "annealed": AnnealedSampler,
+    },
 )
 
 

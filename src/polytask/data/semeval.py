@@ -113,7 +113,11 @@ class SemEvalSentence:
                 asp[i] = f"{prefix}-ASP"
                 if a.polarity in ABSA_TYPES:
                     absa[i] = f"{prefix}-{ABSA_TYPES[a.polarity]}"
-        return {"aspects": asp, "sentiment": sentence_polarity(a.polarity for a in self.aspects), "absa": absa}
+        return {
+            "aspects": asp,
+            "sentiment": sentence_polarity(a.polarity for a in self.aspects),
+            "absa": absa,
+        }
 
 
 @dataclass
@@ -148,7 +152,8 @@ def sentence_polarity(polarities: Iterable[str]) -> str | None:
 
 
 def tokenize_with_offsets(text: str, cuts: Iterable[int] = ()) -> list[tuple[str, int, int]]:
-    """``(token, start, end)`` by :data:`TOKEN_PATTERN`, tokens also split at each offset in ``cuts``."""
+    """``(token, start, end)`` by :data:`TOKEN_PATTERN`, tokens also split at each offset in
+    ``cuts``."""
     inner = sorted(set(cuts))
     out: list[tuple[str, int, int]] = []
     for m in TOKEN_PATTERN.finditer(text):
@@ -178,15 +183,21 @@ def _parse_sentence(node: ET.Element, where_file: str, stats: SemEvalStats) -> S
         term, polarity = _attr(a, "term", where), _attr(a, "polarity", where)
         raw = (_attr(a, "from", where), _attr(a, "to", where))
         if not all(r.strip().isdigit() for r in raw):
-            raise ValueError(f"{where}: aspect {term!r} has offsets from={raw[0]!r} to={raw[1]!r}; "
-                             "give non-negative integers")
+            raise ValueError(
+                f"{where}: aspect {term!r} has offsets from={raw[0]!r} to={raw[1]!r}; "
+                "give non-negative integers"
+            )
         start, end = int(raw[0]), int(raw[1])
         if polarity not in POLARITIES:
-            raise ValueError(f"{where}: aspect {term!r} has unknown polarity {polarity!r}; "
-                             f"use one of {', '.join(POLARITIES)}")
+            raise ValueError(
+                f"{where}: aspect {term!r} has unknown polarity {polarity!r}; "
+                f"use one of {', '.join(POLARITIES)}"
+            )
         if not 0 <= start < end <= len(text) or text[start:end] != term:
-            raise ValueError(f"{where}: aspect {term!r} does not match the text at from={start} to={end} "
-                             f"({text[max(start, 0):max(end, 0)]!r}); correct the offsets")
+            raise ValueError(
+                f"{where}: aspect {term!r} does not match the text at from={start} to={end} "
+                f"({text[max(start, 0) : max(end, 0)]!r}); correct the offsets"
+            )
         stripped = term.strip()
         if not stripped or not TOKEN_PATTERN.search(stripped):
             raise ValueError(f"{where}: aspect {term!r} holds no token; remove it")
@@ -198,7 +209,9 @@ def _parse_sentence(node: ET.Element, where_file: str, stats: SemEvalStats) -> S
     ordered = sorted(spans, key=lambda s: s[2])
     for (t1, _, _, e1), (t2, _, s2, _) in itertools.pairwise(ordered):
         if s2 < e1:
-            raise ValueError(f"{where}: aspects {t1!r} and {t2!r} overlap; aspect spans must be disjoint")
+            raise ValueError(
+                f"{where}: aspects {t1!r} and {t2!r} overlap; aspect spans must be disjoint"
+            )
     bounds = {b for _, _, s, e in spans for b in (s, e)}
     plain = tokenize_with_offsets(text)
     stats.split_boundaries += sum(1 for b in bounds for _, s, e in plain if s < b < e)
@@ -209,13 +222,17 @@ def _parse_sentence(node: ET.Element, where_file: str, stats: SemEvalStats) -> S
     for term, polarity, start, end in spans:
         # after the splits and the trimming both ends of a span are token boundaries
         if start not in starts or end not in ends:
-            raise ValueError(f"{where}: aspect {term!r} at from={start} to={end} does not start and end "
-                             "on a token; correct the offsets")
+            raise ValueError(
+                f"{where}: aspect {term!r} at from={start} to={end} does not start and end "
+                "on a token; correct the offsets"
+            )
         aspects.append(SemEvalAspect(term, polarity, start, end, starts[start], ends[end] + 1))
         stats.polarities[polarity] += 1
     stats.sentences += 1
     stats.aspects += len(aspects)
-    return SemEvalSentence(sid, text, [t for t, _, _ in toks], [(s, e) for _, s, e in toks], aspects)
+    return SemEvalSentence(
+        sid, text, [t for t, _, _ in toks], [(s, e) for _, s, e in toks], aspects
+    )
 
 
 def parse_semeval2014(
@@ -241,13 +258,16 @@ def parse_semeval2014(
 def _check_targets(targets: Mapping[str, Any]) -> dict[str, str]:
     for task, name in targets.items():
         if name not in FIELDS:
-            raise ValueError(f"read_semeval2014: task {task!r} maps to {name!r}, which is no field; "
-                             f"use one of {', '.join(FIELDS)}")
+            raise ValueError(
+                f"read_semeval2014: task {task!r} maps to {name!r}, which is no field; "
+                f"use one of {', '.join(FIELDS)}"
+            )
     return dict(targets)
 
 
-def read_semeval2014(path: str | os.PathLike[str],
-                     targets: Mapping[str, str] | None = None) -> list[Example]:
+def read_semeval2014(
+    path: str | os.PathLike[str], targets: Mapping[str, str] | None = None
+) -> list[Example]:
     """Read a SemEval-2014 Task 4 XML file (module docstring).
 
     ``targets`` maps task -> field (``aspects``, ``sentiment``, ``absa``); ``None`` takes
@@ -256,12 +276,20 @@ def read_semeval2014(path: str | os.PathLike[str],
     """
     mapping = _check_targets(targets if targets is not None else {f: f for f in FIELDS})
     sentences, stats = parse_semeval2014(path)
-    log.info("%s: %d sentences, %d aspect terms %s; %d aspect boundaries inside a token (split), "
-             "%d terms trimmed", os.fspath(path), stats.sentences, stats.aspects, dict(stats.polarities),
-             stats.split_boundaries, stats.trimmed)
+    log.info(
+        "%s: %d sentences, %d aspect terms %s; %d aspect boundaries inside a token (split), "
+        "%d terms trimmed",
+        os.fspath(path),
+        stats.sentences,
+        stats.aspects,
+        dict(stats.polarities),
+        stats.split_boundaries,
+        stats.trimmed,
+    )
     out = []
     for s in sentences:
         values = s.fields()
-        out.append(Example({"tokens": list(s.tokens)}, {t: values[f] for t, f in mapping.items()}, id=s.id))
+        out.append(
+            Example({"tokens": list(s.tokens)}, {t: values[f] for t, f in mapping.items()}, id=s.id)
+        )
     return out
-

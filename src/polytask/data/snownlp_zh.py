@@ -103,7 +103,9 @@ def load_zh_sentiment(
             if text in ambiguous or text in seen:
                 continue
             seen.add(text)
-            out.append(Example({"tokens": list(text)}, {"sentiment": label}, id=f"{label}:{lineno}"))
+            out.append(
+                Example({"tokens": list(text)}, {"sentiment": label}, id=f"{label}:{lineno}")
+            )
     return out if n is None else subsample(out, n, seed)
 
 
@@ -156,8 +158,10 @@ def _units(tokens: list[str], where: str) -> list[tuple[list[str], str | None, s
             continue
         if pos == "nr":
             j = i + 1
-            while j < len(parsed) and parsed[j][1] == "nr" and not (
-                parsed[j][2] is not None and parsed[j][3] in NER_TYPES
+            while (
+                j < len(parsed)
+                and parsed[j][1] == "nr"
+                and not (parsed[j][2] is not None and parsed[j][3] in NER_TYPES)
             ):
                 j += 1
             units.append(([w for w, *_ in parsed[i:j]], "PER", parsed[j - 1][0]))

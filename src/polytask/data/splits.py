@@ -34,8 +34,8 @@ def split(
 
     Part k receives the shuffled indices between ``b_{k-1}`` and ``b_k``, where
     ``b_k = floor(n * c_k + 0.5)`` (rounding half up) and ``c_k`` is the cumulative sum of
-    ``fractions`` (which must be non-negative and sum to 1); the last part ends at ``n``. ``val_fraction=v`` is short for
-    ``fractions=(1 - v, v)`` and returns ``(train, val)``.
+    ``fractions`` (which must be non-negative and sum to 1); the last part ends at ``n``.
+    ``val_fraction=v`` is short for ``fractions=(1 - v, v)`` and returns ``(train, val)``.
     """
     if val_fraction is not None:
         if not 0.0 <= val_fraction <= 1.0:

@@ -56,12 +56,19 @@ class TabularPreprocessor:
         self.categorical = list(categorical)
         both = set(self.numeric) & set(self.categorical)
         if both:
-            raise ValueError(f"TabularPreprocessor: columns {sorted(both)} are both numeric and categorical")
+            raise ValueError(
+                f"TabularPreprocessor: columns {sorted(both)} are both numeric and categorical"
+            )
         unknown = sorted(set(log1p) - set(self.numeric))
         if unknown:
-            raise ValueError(f"TabularPreprocessor: log1p columns {unknown} are not numeric columns {self.numeric}")
+            raise ValueError(
+                f"TabularPreprocessor: log1p columns {unknown} are not numeric columns "
+                f"{self.numeric}"
+            )
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"TabularPreprocessor: min_count={min_count!r} must be an integer >= 1")
+            raise ValueError(
+                f"TabularPreprocessor: min_count={min_count!r} must be an integer >= 1"
+            )
         self.missing = set(missing)
         self.log1p = set(log1p)
         self.min_count = min_count
@@ -84,11 +91,16 @@ class TabularPreprocessor:
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise DataError(f"numeric column {column!r}", f"has the value {value!r}",
-                            "give numbers, or list the missing-value marker in missing=") from None
+            raise DataError(
+                f"numeric column {column!r}",
+                f"has the value {value!r}",
+                "give numbers, or list the missing-value marker in missing=",
+            ) from None
         if column in self.log1p:
             if v < 0:
-                raise ValueError(f"TabularPreprocessor: log1p column {column!r} has the negative value {v}")
+                raise ValueError(
+                    f"TabularPreprocessor: log1p column {column!r} has the negative value {v}"
+                )
             v = math.log1p(v)
         return v
 
@@ -113,7 +125,9 @@ class TabularPreprocessor:
     def _check_columns(self, row: Mapping[str, Any]) -> None:
         absent = [c for c in self.numeric + self.categorical if c not in row]
         if absent:
-            raise ValueError(f"TabularPreprocessor: row has no column(s) {absent}; it has {sorted(row)}")
+            raise ValueError(
+                f"TabularPreprocessor: row has no column(s) {absent}; it has {sorted(row)}"
+            )
 
     # ------------------------------------------------------------------ use
     @property
@@ -145,12 +159,20 @@ class TabularPreprocessor:
         for c in self.numeric:
             v = self._number(c, row[c])
             features.append(0.0 if v is None else (v - self.mean[c]) / self.std[c])
-        return {"features": features,
-                "categorical": [self.category_index(c, row[c]) for c in self.categorical]}
+        return {
+            "features": features,
+            "categorical": [self.category_index(c, row[c]) for c in self.categorical],
+        }
 
     def state(self) -> dict[str, Any]:
         """What was learnt, as plain data (for a run's record)."""
         self._require_fit()
-        return {"numeric": self.numeric, "categorical": self.categorical, "mean": dict(self.mean),
-                "std": dict(self.std), "categories": {c: list(v) for c, v in self.categories.items()},
-                "log1p": sorted(self.log1p), "min_count": self.min_count}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "mean": dict(self.mean),
+            "std": dict(self.std),
+            "categories": {c: list(v) for c, v in self.categories.items()},
+            "log1p": sorted(self.log1p),
+            "min_count": self.min_count,
+        }

@@ -39,7 +39,7 @@ class Vocab:
         min_freq: int = 1,
         max_size: int | None = None,
         lowercase: bool = False,
-    ) -> "Vocab":
+    ) -> Vocab:
         """Count tokens and keep those seen ``min_freq`` times or more.
 
         ``max_size`` caps the number of ids *including* ``<pad>`` and ``<unk>``.
@@ -59,7 +59,9 @@ class Vocab:
             counts.update(t.lower() if lowercase else t for t in tokens)
         for special in (PAD, UNK):
             counts.pop(special, None)
-        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+        )
         if max_size is not None:
             ranked = ranked[: max_size - 2]
         return cls(ranked, lowercase=lowercase)
@@ -71,7 +73,7 @@ class Vocab:
         min_freq: int = 1,
         max_size: int | None = None,
         lowercase: bool = False,
-    ) -> "Vocab":
+    ) -> Vocab:
         """A character vocabulary, built like :meth:`build` from the tokens' characters."""
         return cls.build(
             (list(tok) for tokens in token_lists for tok in tokens),
@@ -91,7 +93,11 @@ class Vocab:
         return (token.lower() if self.lowercase else token) in self.stoi
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and other.itos == self.itos and other.lowercase == self.lowercase
+        return (
+            isinstance(other, Vocab)
+            and other.itos == self.itos
+            and other.lowercase == self.lowercase
+        )
 
     def __repr__(self) -> str:
         return f"Vocab(size={len(self)}, lowercase={self.lowercase})"
@@ -115,7 +121,7 @@ class Vocab:
         return {"itos": list(self.itos), "lowercase": self.lowercase}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Vocab":
+    def from_json(cls, data: Mapping[str, Any]) -> Vocab:
         """Inverse of :meth:`to_json`."""
         itos = data.get("itos")
         if not isinstance(itos, list) or itos[:2] != [PAD, UNK]:

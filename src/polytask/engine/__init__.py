@@ -4,5 +4,13 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import ParamGroupRule
 from .trainer import FitReport, Trainer, TrainerConfig, TrainingError
 
-__all__ = ["Trainer", "TrainerConfig", "FitReport", "TrainingError", "ParamGroupRule",
-           "CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "Trainer",
+    "TrainerConfig",
+    "FitReport",
+    "TrainingError",
+    "ParamGroupRule",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+]

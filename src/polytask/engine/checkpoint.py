@@ -78,7 +78,8 @@ def _join_optimizer(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
     state: dict[int, dict[str, Any]] = {}
     for idx, slots in meta["state"].items():
         state[int(idx)] = {
-            k: tensors[f"optim.{idx}.{k}"] if v.get("tensor") else v["value"] for k, v in slots.items()
+            k: tensors[f"optim.{idx}.{k}"] if v.get("tensor") else v["value"]
+            for k, v in slots.items()
         }
     return {"state": state, "param_groups": meta["param_groups"]}
 
@@ -182,38 +183,54 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     directory = Path(directory)
     recover(directory)
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
-        raise CheckpointError(str(directory),
-                              f"not a polytask checkpoint (needs {TENSORS} and {STATE})",
-                              "point to a run's checkpoint directory")
+        raise CheckpointError(
+            str(directory),
+            f"not a polytask checkpoint (needs {TENSORS} and {STATE})",
+            "point to a run's checkpoint directory",
+        )
     try:
         tensors = load_file(str(directory / TENSORS))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(str(directory / TENSORS), f"corrupt checkpoint ({err})",
-                              "delete it and resume from an earlier checkpoint or retrain") from None
+        raise CheckpointError(
+            str(directory / TENSORS),
+            f"corrupt checkpoint ({err})",
+            "delete it and resume from an earlier checkpoint or retrain",
+        ) from None
     try:
         meta = json.loads((directory / STATE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(str(directory / STATE), f"corrupt checkpoint state ({err})",
-                              "delete it and resume from an earlier checkpoint or retrain") from None
+        raise CheckpointError(
+            str(directory / STATE),
+            f"corrupt checkpoint state ({err})",
+            "delete it and resume from an earlier checkpoint or retrain",
+        ) from None
     if meta.get("format") != "polytask-checkpoint/1":
-        raise CheckpointError(str(directory / STATE),
-                              f"unknown checkpoint format {meta.get('format')!r}",
-                              "read it with the polytask version that wrote it")
+        raise CheckpointError(
+            str(directory / STATE),
+            f"unknown checkpoint format {meta.get('format')!r}",
+            "read it with the polytask version that wrote it",
+        )
     return tensors, meta
 
 
-def restore_model(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], where: str = "") -> None:
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+def restore_model(
+    model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], where: str = ""
+) -> None:
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
-        raise CheckpointError(where, f"checkpoint does not fit the model ({first})",
-                              "use the config the checkpoint was trained with") from None
+        raise CheckpointError(
+            where,
+            f"checkpoint does not fit the model ({first})",
+            "use the config the checkpoint was trained with",
+        ) from None
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
-                      meta: Mapping[str, Any]) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
     if "optimizer" in meta:
         optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
 

@@ -40,19 +40,32 @@ class RunLogger:
             w.writerow(row)
 
     def log_step(self, step: int, epoch: int, losses: Mapping[str, float], lr: float) -> None:
-        self._append(TRAIN_LOG, ["step", "epoch", "lr"] + [f"loss_{t}" for t in self.tasks],
-                     [step, epoch, lr] + [losses.get(t, "") for t in self.tasks])
+        self._append(
+            TRAIN_LOG,
+            ["step", "epoch", "lr"] + [f"loss_{t}" for t in self.tasks],
+            [step, epoch, lr] + [losses.get(t, "") for t in self.tasks],
+        )
         if self.tb is not None:
             for t, v in losses.items():
                 self.tb.add_scalar(f"loss/{t}", v, step)
 
-    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, Mapping[str, float]], score: float) -> None:
+    def log_epoch(
+        self, epoch: int, step: int, metrics: Mapping[str, Mapping[str, float]], score: float
+    ) -> None:
         for t, ms in metrics.items():
             for m, v in ms.items():
-                self._append(METRICS_LOG, ["epoch", "step", "task", "metric", "value"], [epoch, step, t, m, v])
+                self._append(
+                    METRICS_LOG,
+                    ["epoch", "step", "task", "metric", "value"],
+                    [epoch, step, t, m, v],
+                )
                 if self.tb is not None:
                     self.tb.add_scalar(f"val/{t}/{m}", v, step)
-        self._append(METRICS_LOG, ["epoch", "step", "task", "metric", "value"], [epoch, step, "*", "criterion", score])
+        self._append(
+            METRICS_LOG,
+            ["epoch", "step", "task", "metric", "value"],
+            [epoch, step, "*", "criterion", score],
+        )
 
     def truncate(self, step: int, epoch: int) -> None:
         """After a resume, drop log rows written after the checkpoint (they will be rewritten)."""

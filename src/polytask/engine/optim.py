@@ -24,14 +24,22 @@ class ParamGroupRule:
     weight_decay: float | None = None
 
 
-def build_param_groups(model: nn.Module, rules: Sequence[ParamGroupRule], lr: float,
-                       weight_decay: float, extra: Iterable[nn.Parameter] = ()) -> list[dict[str, Any]]:
+def build_param_groups(
+    model: nn.Module,
+    rules: Sequence[ParamGroupRule],
+    lr: float,
+    weight_decay: float,
+    extra: Iterable[nn.Parameter] = (),
+) -> list[dict[str, Any]]:
     """Split the model's parameters by ``rules``; frozen parameters are left out."""
     for rule in rules:
         if not any(fnmatch.fnmatch(n, rule.match) for n, _ in model.named_parameters()):
             example = next(iter(dict(model.named_parameters())), "")
-            raise OptionError("param_groups", f"pattern {rule.match!r} matches no parameter",
-                              f"parameter names look like {example!r}")
+            raise OptionError(
+                "param_groups",
+                f"pattern {rule.match!r} matches no parameter",
+                f"parameter names look like {example!r}",
+            )
     groups: dict[int, dict[str, Any]] = {}
     default: list[nn.Parameter] = []
     for name, p in model.named_parameters():
@@ -44,9 +52,16 @@ def build_param_groups(model: nn.Module, rules: Sequence[ParamGroupRule], lr: fl
         if rule.freeze:
             p.requires_grad_(False)
             continue
-        g = groups.setdefault(rule_idx, {
-            "params": [], "lr": rule.lr if rule.lr is not None else lr,
-            "weight_decay": rule.weight_decay if rule.weight_decay is not None else weight_decay})
+        g = groups.setdefault(
+            rule_idx,
+            {
+                "params": [],
+                "lr": rule.lr if rule.lr is not None else lr,
+                "weight_decay": rule.weight_decay
+                if rule.weight_decay is not None
+                else weight_decay,
+            },
+        )
         g["params"].append(p)
     out = [{"params": default, "lr": lr, "weight_decay": weight_decay}] if default else []
     out += [groups[i] for i in sorted(groups)]
@@ -56,7 +71,9 @@ def build_param_groups(model: nn.Module, rules: Sequence[ParamGroupRule], lr: fl
     return out
 
 
-def build_optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, groups: list[dict[str, Any]], lr: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "adam":
@@ -81,14 +98,17 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
         return max(0.0, 1.0 - progress)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise OptionError("scheduler", f"unknown schedule {schedule!r}",
-                      "use constant, linear or cosine")
+    raise OptionError(
+        "scheduler", f"unknown schedule {schedule!r}", "use constant, linear or cosine"
+    )
 
 
 class Schedule:
     """Sets each group's lr to ``base_lr × lr_factor(step)``; its state is just the step."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int, schedule: str) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total: int, warmup: int, schedule: str
+    ) -> None:
         lr_factor(0, total, warmup, schedule)  # validate the name early
         self.optimizer, self.total, self.warmup, self.schedule = optimizer, total, warmup, schedule
         self.base = [g["lr"] for g in optimizer.param_groups]

@@ -20,11 +20,28 @@ class Progress:
 
         self.console = Console(stderr=True)
         if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as Bar,
+            )
 
-            self.bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           TextColumn("{task.fields[losses]}"), console=self.console, transient=True)
-            self.task = self.bar.add_task("train", total=total_steps, completed=done_steps, losses="")
+            self.bar = Bar(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=self.console,
+                transient=True,
+            )
+            self.task = self.bar.add_task(
+                "train", total=total_steps, completed=done_steps, losses=""
+            )
             self.bar.start()
 
     def step(self, step: int, losses: Mapping[str, float] | None = None) -> None:
@@ -32,12 +49,16 @@ class Progress:
             text = " ".join(f"{t}={v:.3f}" for t, v in (losses or {}).items())
             self.bar.update(self.task, completed=step, **({"losses": text} if losses else {}))
 
-    def epoch(self, epoch: int, step: int, score: float, primary: Mapping[str, float], best: bool) -> None:
+    def epoch(
+        self, epoch: int, step: int, score: float, primary: Mapping[str, float], best: bool
+    ) -> None:
         if self.console is None:
             return
         metrics = "  ".join(f"{t} {v:.4f}" for t, v in primary.items())
         mark = " (best)" if best else ""
-        self.console.print(f"epoch {epoch}  step {step}  criterion {score:.4f}{mark}  {metrics}", highlight=False)
+        self.console.print(
+            f"epoch {epoch}  step {step}  criterion {score:.4f}{mark}  {metrics}", highlight=False
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -27,7 +27,7 @@ class RngSnapshot:
     cuda: torch.Tensor | None
 
     @classmethod
-    def take(cls, device: torch.device) -> "RngSnapshot":
+    def take(cls, device: torch.device) -> RngSnapshot:
         cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         return cls(torch.get_rng_state(), device, cuda)
 

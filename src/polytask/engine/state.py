@@ -43,7 +43,7 @@ class TrainState:
     done: bool = False
 
     @classmethod
-    def start(cls, tasks: list[str], patience: int | None) -> "TrainState":
+    def start(cls, tasks: list[str], patience: int | None) -> TrainState:
         return cls(selection=EarlyStopping(patience), task_steps={t: 0 for t in tasks})
 
     def count_step(self, tasks: list[str]) -> None:
@@ -55,8 +55,9 @@ class TrainState:
 
     def end_epoch(self, metrics: dict[str, dict[str, float]], score: float) -> bool:
         """Record the epoch's validation result; True when it is the best so far."""
-        self.history.append({"epoch": self.epoch, "step": self.step, "score": score,
-                             "metrics": metrics})
+        self.history.append(
+            {"epoch": self.epoch, "step": self.step, "score": score, "metrics": metrics}
+        )
         improved = self.selection.update(self.epoch, score)
         if improved:
             self.best_metrics = metrics
@@ -67,19 +68,34 @@ class TrainState:
 
     def to_json(self) -> dict[str, Any]:
         """A flat JSON object (the layout of ``state.json`` since the first release)."""
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                "best_score": self.selection.best_score, "best_epoch": self.selection.best_epoch,
-                "bad_epochs": self.selection.bad_epochs, "history": self.history,
-                "task_steps": dict(self.task_steps), "seconds": self.seconds,
-                "best_metrics": self.best_metrics, "done": self.done}
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "step": self.step,
+            "best_score": self.selection.best_score,
+            "best_epoch": self.selection.best_epoch,
+            "bad_epochs": self.selection.bad_epochs,
+            "history": self.history,
+            "task_steps": dict(self.task_steps),
+            "seconds": self.seconds,
+            "best_metrics": self.best_metrics,
+            "done": self.done,
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], patience: int | None) -> "TrainState":
+    def from_json(cls, data: Mapping[str, Any], patience: int | None) -> TrainState:
         """The state saved by :meth:`to_json` (extra keys, e.g. the scheduler's, ignored)."""
-        selection = EarlyStopping(patience, data["best_score"], int(data["best_epoch"]),
-                                  int(data["bad_epochs"]))
-        return cls(epoch=int(data["epoch"]), step_in_epoch=int(data["step_in_epoch"]),
-                   step=int(data["step"]), selection=selection, history=list(data["history"]),
-                   task_steps={t: int(n) for t, n in data["task_steps"].items()},
-                   seconds=float(data["seconds"]), best_metrics=dict(data["best_metrics"]),
-                   done=bool(data["done"]))
+        selection = EarlyStopping(
+            patience, data["best_score"], int(data["best_epoch"]), int(data["bad_epochs"])
+        )
+        return cls(
+            epoch=int(data["epoch"]),
+            step_in_epoch=int(data["step_in_epoch"]),
+            step=int(data["step"]),
+            selection=selection,
+            history=list(data["history"]),
+            task_steps={t: int(n) for t, n in data["task_steps"].items()},
+            seconds=float(data["seconds"]),
+            best_metrics=dict(data["best_metrics"]),
+            done=bool(data["done"]),
+        )

@@ -88,18 +88,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device", "'cuda' requested but no CUDA device is available",
-                          "use cpu or auto")
+        raise OptionError(
+            "device", "'cuda' requested but no CUDA device is available", "use cpu or auto"
+        )
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise OptionError("device", f"unknown device {name!r}", "use cpu, cuda or auto")
     return torch.device(name)
 
 
-def make_loader(train: Mapping[str, Sequence[Example]], collate: Collate, config: TrainerConfig,
-                sampler: Any = None) -> MultiTaskLoader:
+def make_loader(
+    train: Mapping[str, Sequence[Example]],
+    collate: Collate,
+    config: TrainerConfig,
+    sampler: Any = None,
+) -> MultiTaskLoader:
     """The loader a run with ``config`` trains from (its plan fixes every step's batches)."""
-    return MultiTaskLoader({s: list(v) for s, v in train.items()}, collate, config.batch_size,
-                           sampler or "proportional", seed=config.seed, total_epochs=config.epochs)
+    return MultiTaskLoader(
+        {s: list(v) for s, v in train.items()},
+        collate,
+        config.batch_size,
+        sampler or "proportional",
+        seed=config.seed,
+        total_epochs=config.epochs,
+    )
 
 
 def planned_steps(config: TrainerConfig, steps_per_epoch: int) -> int:
@@ -167,9 +178,14 @@ class Trainer:
         OptionError: a bad :class:`TrainerConfig` field, named by its own name.
     """
 
-    def __init__(self, model: MultiTaskModel, tasks: Mapping[str, Task] | Sequence[Task],
-                 method: balancing.Balancer | None = None, config: TrainerConfig | None = None,
-                 sampler: Any = None) -> None:
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tasks: Mapping[str, Task] | Sequence[Task],
+        method: balancing.Balancer | None = None,
+        config: TrainerConfig | None = None,
+        sampler: Any = None,
+    ) -> None:
         self.model = model
         self.tasks = dict(tasks) if isinstance(tasks, Mapping) else {t.name: t for t in tasks}
         self.method = method or balancing.make("fixed")
@@ -179,14 +195,21 @@ class Trainer:
         cfg = self.config
         selection.validate_criterion(cfg.criterion, self.tasks, cfg.baselines)
         if cfg.accumulate < 1:
-            raise OptionError("accumulate", f"{cfg.accumulate} is not ≥ 1",
-                              "give the number of steps per update, 1 for none")
-        resolve_level(self.method, cfg.level,
-                      has_features=getattr(model, "provides_shared_features", None),
-                      has_shared=bool(model.shared_parameters()))
+            raise OptionError(
+                "accumulate",
+                f"{cfg.accumulate} is not ≥ 1",
+                "give the number of steps per update, 1 for none",
+            )
+        resolve_level(
+            self.method,
+            cfg.level,
+            has_features=getattr(model, "provides_shared_features", None),
+            has_shared=bool(model.shared_parameters()),
+        )
         if cfg.precision not in ("fp32", "bf16", "fp16"):
-            raise OptionError("precision", f"unknown precision {cfg.precision!r}",
-                              "use fp32, bf16 or fp16")
+            raise OptionError(
+                "precision", f"unknown precision {cfg.precision!r}", "use fp32, bf16 or fp16"
+            )
         self.device = resolve_device(cfg.device)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise OptionError("precision", "fp16 needs CUDA", "use bf16 on the CPU")
@@ -198,8 +221,9 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def make_loader(self, train: Mapping[str, Sequence[Example]],
-                    collate: Collate) -> MultiTaskLoader:
+    def make_loader(
+        self, train: Mapping[str, Sequence[Example]], collate: Collate
+    ) -> MultiTaskLoader:
         return make_loader(train, collate, self.config, self.sampler)
 
     def forward_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], MultiTaskOutput]:
@@ -208,8 +232,9 @@ class Trainer:
         present = [t for t in batch.tasks if t in self.tasks]
         with self._autocast():
             out = self.model(batch.inputs, tasks=present)
-            losses = {t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t])
-                      for t in present}
+            losses = {
+                t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present
+            }
         return {t: v.float() for t, v in losses.items()}, out
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -230,10 +255,12 @@ class Trainer:
         return StepLosses(
             losses={t: _mean(vs) for t, vs in per_task.items()},
             features=outputs[0].shared_features if len(outputs) == 1 else None,
-            penalty=_mean(penalties) if penalties else None)
+            penalty=_mean(penalties) if penalties else None,
+        )
 
-    def train_step(self, batches: Mapping[str, Batch], scale: Any = 1.0, *, epoch: int = 0,
-                   step: int = 0) -> tuple[dict[str, torch.Tensor], Closure]:
+    def train_step(
+        self, batches: Mapping[str, Batch], scale: Any = 1.0, *, epoch: int = 0, step: int = 0
+    ) -> tuple[dict[str, torch.Tensor], Closure]:
         """Forward and balanced backward pass of one step (gradients accumulate in
         ``.grad``); returns the detached losses and the step hook's closure, which
         re-evaluates them on the same batches at the current parameters."""
@@ -242,13 +269,21 @@ class Trainer:
         for t, v in out.losses.items():
             if not torch.isfinite(v):
                 raise TrainingError(
-                    f"task {t!r}", f"loss is {v.item()} at epoch {epoch}, step {step} (numbered "
-                    "as in train_log.csv)", "lower trainer.lr, enable trainer.clip_norm, or check "
-                    "this task's labels")
+                    f"task {t!r}",
+                    f"loss is {v.item()} at epoch {epoch}, step {step} (numbered "
+                    "as in train_log.csv)",
+                    "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
+                )
         if out.losses:
-            balancing.backward(out.losses, method=self.method, features=out.features,
-                               shared=self.model.shared_parameters(), level=self.config.level,
-                               scale=scale, penalty=out.penalty)
+            balancing.backward(
+                out.losses,
+                method=self.method,
+                features=out.features,
+                shared=self.model.shared_parameters(),
+                level=self.config.level,
+                scale=scale,
+                penalty=out.penalty,
+            )
 
         def closure() -> dict[str, torch.Tensor]:
             with torch.no_grad(), replaying(rng), buffers_kept(self.model):
@@ -257,9 +292,14 @@ class Trainer:
         return {t: v.detach() for t, v in out.losses.items()}, closure
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, train: Mapping[str, Sequence[Example]], val: Mapping[str, Sequence[Example]],
-            collate: Collate, run_dir: str | Path | None = None,
-            resume: bool = False) -> FitReport:
+    def fit(
+        self,
+        train: Mapping[str, Sequence[Example]],
+        val: Mapping[str, Sequence[Example]],
+        collate: Collate,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> FitReport:
         """Train; evaluate on ``val`` after each epoch; keep the best weights in the model.
 
         With ``run_dir`` it writes ``checkpoints/last`` (every ``checkpoint_every`` steps,
@@ -280,14 +320,23 @@ class Trainer:
         fit.progress.close()
         self._load_best(fit)
         fit.logger.close()
-        return FitReport(best_epoch=state.selection.best_epoch,
-                         best_score=state.selection.best_score,  # type: ignore[arg-type]
-                         best_metrics=state.best_metrics, history=state.history, steps=state.step,
-                         task_steps=dict(state.task_steps),
-                         seconds=time.perf_counter() - fit.started)
+        return FitReport(
+            best_epoch=state.selection.best_epoch,
+            best_score=state.selection.best_score,  # type: ignore[arg-type]
+            best_metrics=state.best_metrics,
+            history=state.history,
+            steps=state.step,
+            task_steps=dict(state.task_steps),
+            seconds=time.perf_counter() - fit.started,
+        )
 
-    def _start(self, train: Mapping[str, Sequence[Example]], collate: Collate, run: Path | None,
-               resume: bool) -> _Fit:
+    def _start(
+        self,
+        train: Mapping[str, Sequence[Example]],
+        collate: Collate,
+        run: Path | None,
+        resume: bool,
+    ) -> _Fit:
         """Seed, loader, optimiser, schedule and logs; the state from ``checkpoints/last``
         when resuming."""
         cfg = self.config
@@ -299,27 +348,41 @@ class Trainer:
         total = planned_steps(cfg, loader.steps_per_epoch)
         per = loader.steps_per_epoch
         # gradients accumulate over `accumulate` steps and never across an epoch boundary
-        updates = sum(math.ceil(max(0, min(per, total - e * per)) / cfg.accumulate)
-                      for e in range(cfg.epochs))
-        groups = build_param_groups(self.model, cfg.param_groups, cfg.lr, cfg.weight_decay,
-                                    extra=self.method.parameters())
+        updates = sum(
+            math.ceil(max(0, min(per, total - e * per)) / cfg.accumulate) for e in range(cfg.epochs)
+        )
+        groups = build_param_groups(
+            self.model, cfg.param_groups, cfg.lr, cfg.weight_decay, extra=self.method.parameters()
+        )
         optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
         schedule = Schedule(optimizer, updates, cfg.warmup_steps, cfg.scheduler)
         logger = RunLogger(run, list(self.tasks))
         state = TrainState.start(list(self.tasks), cfg.patience)
         if resume:
             if run is None:
-                raise OptionError("resume", "resuming needs a run directory",
-                                  "give run_dir (the directory the run was saved in)")
+                raise OptionError(
+                    "resume",
+                    "resuming needs a run directory",
+                    "give run_dir (the directory the run was saved in)",
+                )
             last = run / "checkpoints" / "last"
             ckpt.recover(last)
             if last.exists():
                 state = self._restore(last, optimizer, schedule)
                 logger.truncate(state.step, state.epoch)
         scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        fit = _Fit(run, loader, total, optimizer, schedule, scaler, logger,
-                   Progress(cfg.progress, total, state.step), state,
-                   self.model.shared_parameters())
+        fit = _Fit(
+            run,
+            loader,
+            total,
+            optimizer,
+            schedule,
+            scaler,
+            logger,
+            Progress(cfg.progress, total, state.step),
+            state,
+            self.model.shared_parameters(),
+        )
         fit.started = time.perf_counter() - state.seconds
         return fit
 
@@ -339,7 +402,9 @@ class Trainer:
             if fit.scaler is not None:
                 scale = fit.scaler.scale(torch.tensor(scale, device=self.device))
             batches = {s: b.to(self.device) for s, b in batches.items()}
-            losses, closure = self.train_step(batches, scale, epoch=state.epoch, step=state.step + 1)
+            losses, closure = self.train_step(
+                batches, scale, epoch=state.epoch, step=state.step + 1
+            )
             state.count_step(list(losses))
             lr = fit.optimizer.param_groups[0]["lr"]  # the rate of this step's update
             if updated:
@@ -361,10 +426,17 @@ class Trainer:
             fit.progress.step(step, values)
             fit.logger.log_step(step, fit.state.epoch, values, lr)
 
-    def _evaluate(self, val: Mapping[str, Sequence[Example]],
-                  collate: Collate) -> dict[str, dict[str, float]]:
-        return evaluate(self.model, self.tasks, val, collate,
-                        batch_size=self.config.eval_batch_size, device=self.device)
+    def _evaluate(
+        self, val: Mapping[str, Sequence[Example]], collate: Collate
+    ) -> dict[str, dict[str, float]]:
+        return evaluate(
+            self.model,
+            self.tasks,
+            val,
+            collate,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
+        )
 
     def _select(self, fit: _Fit, metrics: dict[str, dict[str, float]]) -> None:
         """Score the epoch, log it, and keep the weights when it is the best so far."""
@@ -377,8 +449,9 @@ class Trainer:
         if not improved:
             return
         if fit.run is not None:
-            ckpt.save_checkpoint(fit.run / "best", model=self.model,
-                                 state={"epoch": epoch, "score": score})
+            ckpt.save_checkpoint(
+                fit.run / "best", model=self.model, state={"epoch": epoch, "score": score}
+            )
         else:
             fit.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
@@ -391,21 +464,32 @@ class Trainer:
         fit.state.seconds = time.perf_counter() - fit.started
         balancer, tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
         saved = dict(fit.state.to_json(), schedule=fit.schedule.state_dict(), balancer=balancer)
-        ckpt.save_checkpoint(fit.run / "checkpoints" / "last", model=self.model,
-                             optimizer=fit.optimizer, state=saved, extra_tensors=tensors)
+        ckpt.save_checkpoint(
+            fit.run / "checkpoints" / "last",
+            model=self.model,
+            optimizer=fit.optimizer,
+            state=saved,
+            extra_tensors=tensors,
+        )
 
     def _check_val(self, val: Mapping[str, Sequence[Example]]) -> None:
         """The criterion is computed on ``val`` after every epoch: fail now, not after an
         epoch."""
         labelled = {t for examples in val.values() for t in labelled_tasks(examples, self.tasks)}
         if not labelled:
-            raise OptionError("val", "the validation data label no task, so no epoch can be scored",
-                              "give validation examples (data.val_fraction > 0 or a val file)")
+            raise OptionError(
+                "val",
+                "the validation data label no task, so no epoch can be scored",
+                "give validation examples (data.val_fraction > 0 or a val file)",
+            )
         task = self.config.criterion.partition(".")[0]
         if task in self.tasks and task not in labelled:
-            raise OptionError("criterion", f"{self.config.criterion!r} needs validation labels "
-                              f"for task {task!r} but the validation data has none",
-                              "add them or use criterion mean")
+            raise OptionError(
+                "criterion",
+                f"{self.config.criterion!r} needs validation labels "
+                f"for task {task!r} but the validation data has none",
+                "add them or use criterion mean",
+            )
 
     def _update(self, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         cfg = self.config
@@ -421,8 +505,9 @@ class Trainer:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def _restore(self, last: Path, optimizer: torch.optim.Optimizer,
-                 schedule: Schedule) -> TrainState:
+    def _restore(
+        self, last: Path, optimizer: torch.optim.Optimizer, schedule: Schedule
+    ) -> TrainState:
         tensors, meta = ckpt.load_checkpoint(last)
         ckpt.restore_model(self.model, tensors, where=str(last))
         ckpt.restore_optimizer(optimizer, tensors, meta)

@@ -20,8 +20,9 @@ __all__ = ["EarlyStopping", "criterion_score", "validate_criterion"]
 Metrics = Mapping[str, Mapping[str, float]]
 
 
-def validate_criterion(criterion: str, tasks: Mapping[str, Task],
-                       baselines: Mapping[str, float]) -> None:
+def validate_criterion(
+    criterion: str, tasks: Mapping[str, Task], baselines: Mapping[str, float]
+) -> None:
     """Raise :class:`~polytask.errors.OptionError` (option ``criterion`` or ``baselines``)
     unless :func:`criterion_score` can score every epoch under ``criterion``."""
     if criterion == "mean":
@@ -29,21 +30,31 @@ def validate_criterion(criterion: str, tasks: Mapping[str, Task],
     if criterion == "delta_m":
         missing = [t for t in tasks if t not in baselines]
         if missing:
-            raise OptionError("baselines", f"no single-task score for {missing}",
-                              "give baselines {task: score} or run `polytask compare` first")
+            raise OptionError(
+                "baselines",
+                f"no single-task score for {missing}",
+                "give baselines {task: score} or run `polytask compare` first",
+            )
         return
     task, _, metric = criterion.partition(".")
     if task not in tasks:
-        raise OptionError("criterion", f"{criterion!r} names no task",
-                          f"use mean, delta_m, or one of {sorted(tasks)} (optionally TASK.METRIC)")
+        raise OptionError(
+            "criterion",
+            f"{criterion!r} names no task",
+            f"use mean, delta_m, or one of {sorted(tasks)} (optionally TASK.METRIC)",
+        )
     names = tasks[task].kind.metric_names()
     if metric and names and metric not in names:
-        raise OptionError("criterion", f"task {task!r} has no metric {metric!r}",
-                          f"use {task} or one of {[f'{task}.{m}' for m in names]}")
+        raise OptionError(
+            "criterion",
+            f"task {task!r} has no metric {metric!r}",
+            f"use {task} or one of {[f'{task}.{m}' for m in names]}",
+        )
 
 
-def criterion_score(criterion: str, metrics: Metrics, tasks: Mapping[str, Task],
-                    baselines: Mapping[str, float]) -> float:
+def criterion_score(
+    criterion: str, metrics: Metrics, tasks: Mapping[str, Task], baselines: Mapping[str, float]
+) -> float:
     """Higher-is-better score used for early stopping and best-checkpoint selection.
 
     ``"mean"``: mean over tasks of the primary metric, negated where lower is better;
@@ -56,8 +67,11 @@ def criterion_score(criterion: str, metrics: Metrics, tasks: Mapping[str, Task],
         return sum(v if tasks[t].higher_is_better else -v for t, v in prim.items()) / len(prim)
     if criterion == "delta_m":
         prim = primary_scores(metrics, tasks)
-        return delta_m(prim, {t: baselines[t] for t in prim},
-                       {t: bool(tasks[t].higher_is_better) for t in prim})
+        return delta_m(
+            prim,
+            {t: baselines[t] for t in prim},
+            {t: bool(tasks[t].higher_is_better) for t in prim},
+        )
     task, _, metric = criterion.partition(".")
     metric = metric or str(tasks[task].primary_metric)
     value = float(metrics[task][metric])

@@ -18,8 +18,9 @@ import math
 from typing import Mapping
 
 
-def delta_m(mtl: Mapping[str, float], stl: Mapping[str, float],
-            higher_is_better: Mapping[str, bool]) -> float:
+def delta_m(
+    mtl: Mapping[str, float], stl: Mapping[str, float], higher_is_better: Mapping[str, bool]
+) -> float:
     """Δm in percent over the tasks (keys) of ``mtl`` and ``stl``, which must match."""
     if set(mtl) != set(stl):
         raise ValueError(
@@ -40,7 +41,9 @@ def delta_m(mtl: Mapping[str, float], stl: Mapping[str, float],
                 "must be a positive finite number (choose a positive metric for this task)"
             )
         if not math.isfinite(m):
-            raise ValueError(f"delta_m: multi-task metric of task {task!r} is {m}, not a finite number")
+            raise ValueError(
+                f"delta_m: multi-task metric of task {task!r} is {m}, not a finite number"
+            )
         sign = 1.0 if higher_is_better[task] else -1.0
         total += sign * (m - s) / s
     return 100.0 * total / len(mtl)

@@ -46,9 +46,9 @@ def predict(
     preds: dict[str, list[Any]] = {t: [] for t in names}
     try:
         for start in range(0, len(examples), batch_size):
-            batch = collate(list(examples[start:start + batch_size]), source).to(device)
+            batch = collate(list(examples[start : start + batch_size]), source).to(device)
             out = model(batch.inputs, tasks=names)
-            chunk = examples[start:start + batch_size]
+            chunk = examples[start : start + batch_size]
             for t in names:
                 decoded = tasks[t].kind.decode(out.outputs[t], out.mask)
                 if tasks[t].kind.is_token_level:
@@ -79,15 +79,25 @@ def evaluate(
         names = labelled_tasks(examples, tasks)
         if not names:
             continue
-        p = predict(model, tasks, examples, collate, task_names=names, batch_size=batch_size,
-                    device=device, source=source)
+        p = predict(
+            model,
+            tasks,
+            examples,
+            collate,
+            task_names=names,
+            batch_size=batch_size,
+            device=device,
+            source=source,
+        )
         for t in names:
             preds[t].extend(p[t])
             golds[t].extend(ex.targets.get(t) for ex in examples)
     return {t: tasks[t].kind.metrics(preds[t], golds[t]) for t in tasks if golds[t]}
 
 
-def primary_scores(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task]) -> dict[str, float]:
+def primary_scores(
+    metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, Task]
+) -> dict[str, float]:
     """``{task: value of its primary metric}``."""
     # Task.__post_init__ sets primary_metric (the kind's default when not given)
     return {t: float(metrics[t][cast(str, tasks[t].primary_metric)]) for t in metrics}

@@ -19,16 +19,43 @@ from polytask.evaluation.delta_m import delta_m
 
 #: t_{0.975, df} for df = 1..30
 _T975 = (
-    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
-    2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
-    2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
-    2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
+    12.706205,
+    4.302653,
+    3.182446,
+    2.776445,
+    2.570582,
+    2.446912,
+    2.364624,
+    2.306004,
+    2.262157,
+    2.228139,
+    2.200985,
+    2.178813,
+    2.160369,
+    2.144787,
+    2.131450,
+    2.119905,
+    2.109816,
+    2.100922,
+    2.093024,
+    2.085963,
+    2.079614,
+    2.073873,
+    2.068658,
+    2.063899,
+    2.059539,
+    2.055529,
+    2.051831,
+    2.048407,
+    2.045230,
+    2.042272,
 )
 _Z975 = 1.959963984540054
 
 
 def t_quantile_975(df: int) -> float:
-    """``t_{0.975, df}``, the two-sided 95% Student-t quantile with ``df ≥ 1`` degrees of freedom."""
+    """``t_{0.975, df}``, the two-sided 95% Student-t quantile with ``df ≥ 1`` degrees of
+    freedom."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be ≥ 1, got {df}")
     if df <= len(_T975):
@@ -75,9 +102,11 @@ def paired_ci95(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, f
     return t_interval([x - y for x, y in zip(_floats(a, "paired_ci95"), _floats(b, "paired_ci95"))])
 
 
-def paired_delta_m_ci(per_seed_mtl: Sequence[Mapping[str, float]],
-                      per_seed_stl: Sequence[Mapping[str, float]],
-                      higher_is_better: Mapping[str, bool]) -> tuple[float, float, float]:
+def paired_delta_m_ci(
+    per_seed_mtl: Sequence[Mapping[str, float]],
+    per_seed_stl: Sequence[Mapping[str, float]],
+    higher_is_better: Mapping[str, bool],
+) -> tuple[float, float, float]:
     """``(mean, low, high)`` of Δm over seeds, Δm_i comparing MTL seed i with STL seed i."""
     if len(per_seed_mtl) != len(per_seed_stl):
         raise ValueError(

@@ -15,9 +15,14 @@ def _fmt(value: Any, std: Any = None) -> str:
 
 def comparison_markdown(summary: Mapping[str, Any]) -> str:
     """Render the ``summary`` written by ``polytask compare`` (see :mod:`polytask.runs`)."""
-    lines = [f"# STL vs MTL: {summary.get('name', '')}", "",
-             f"seeds: {summary['seeds']}", "",
-             "| task | metric | STL | MTL | better |", "|---|---|---|---|---|"]
+    lines = [
+        f"# STL vs MTL: {summary.get('name', '')}",
+        "",
+        f"seeds: {summary['seeds']}",
+        "",
+        "| task | metric | STL | MTL | better |",
+        "|---|---|---|---|---|",
+    ]
     std = summary.get("std", {})
     for task, metrics in summary["stl"].items():
         for metric, stl in metrics.items():
@@ -25,8 +30,10 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
             s_std = std.get("stl", {}).get(task, {}).get(metric)
             m_std = std.get("mtl", {}).get(task, {}).get(metric)
             mark = "*" if metric == summary["primary"][task] else ""
-            lines.append(f"| {task} | {metric}{mark} | {_fmt(stl, s_std)} | {_fmt(mtl, m_std)} | "
-                         f"{summary['higher_is_better'][task].get(metric, True) and 'higher' or 'lower'} |")
+            lines.append(
+                f"| {task} | {metric}{mark} | {_fmt(stl, s_std)} | {_fmt(mtl, m_std)} | "
+                f"{summary['higher_is_better'][task].get(metric, True) and 'higher' or 'lower'} |"
+            )
     lines += ["", "`*` primary metric (used for Δm).", ""]
     dm = summary["delta_m"]
     if dm is None:
@@ -39,8 +46,16 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
     lines += [line, "", "| | MTL | STL (all tasks) |", "|---|---|---|"]
     cost = summary["cost"]
     lines.append(f"| parameters | {cost['mtl_parameters']:,.0f} | {cost['stl_parameters']:,.0f} |")
-    lines.append(f"| training time (s) | {cost['mtl_train_seconds']:.1f} | {cost['stl_train_seconds']:.1f} |")
-    lines.append(f"| inference time (s, same inputs) | {cost['mtl_infer_seconds']:.3f} | {cost['stl_infer_seconds']:.3f} |")
-    steps = {side: ", ".join(f"{t} {n:.0f}" for t, n in cost[f"{side}_task_steps"].items()) for side in ("mtl", "stl")}
+    lines.append(
+        f"| training time (s) | {cost['mtl_train_seconds']:.1f} | {cost['stl_train_seconds']:.1f} |"
+    )
+    lines.append(
+        f"| inference time (s, same inputs) | {cost['mtl_infer_seconds']:.3f} | "
+        f"{cost['stl_infer_seconds']:.3f} |"
+    )
+    steps = {
+        side: ", ".join(f"{t} {n:.0f}" for t, n in cost[f"{side}_task_steps"].items())
+        for side in ("mtl", "stl")
+    }
     lines.append(f"| optimisation steps with the task's loss | {steps['mtl']} | {steps['stl']} |")
     return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ class EncoderState:
     mask: Tensor | None = None
     context: Any = None
 
-    def with_h(self, h: Tensor) -> "EncoderState":
+    def with_h(self, h: Tensor) -> EncoderState:
         """The same state carrying ``h`` (what an architecture mixing layers hands on)."""
         return replace(self, h=h)
 

@@ -125,8 +125,11 @@ class BiLSTM(Encoder):
         check_dropout(word_dropout, "word_dropout")
         for name, idx in (("padding_idx", padding_idx), ("unk_idx", unk_idx)):
             if not 0 <= idx < vocab_size:
-                raise OptionError(name, f"{idx} is outside [0, vocab_size={vocab_size})",
-                                  "give an index of the vocabulary")
+                raise OptionError(
+                    name,
+                    f"{idx} is outside [0, vocab_size={vocab_size})",
+                    "give an index of the vocabulary",
+                )
         self.padding_idx = padding_idx
         self.word_dropout = word_dropout
         self.unk_idx = unk_idx

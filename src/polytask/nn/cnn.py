@@ -43,19 +43,27 @@ class CNN(Encoder):
         check_positive(embed_dim, "embed_dim")
         check_positive(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:
-            raise OptionError("kernel_size", f"{kernel_size} is even: the window must be centred "
-                              "on each token (same-length output)",
-                              "use an odd size, e.g. kernel_size: 3")
+            raise OptionError(
+                "kernel_size",
+                f"{kernel_size} is even: the window must be centred "
+                "on each token (same-length output)",
+                "use an odd size, e.g. kernel_size: 3",
+            )
         if isinstance(channels, int) or not channels:
-            raise OptionError("channels", f"{channels!r} is not a non-empty list of widths",
-                              "e.g. channels: [128, 128]")
+            raise OptionError(
+                "channels",
+                f"{channels!r} is not a non-empty list of widths",
+                "e.g. channels: [128, 128]",
+            )
         for i, width in enumerate(channels):
             check_positive(width, f"channels[{i}]")
         check_dropout(dropout)
         if not 0 <= padding_idx < vocab_size:
-            raise OptionError("padding_idx",
-                              f"{padding_idx} is outside [0, vocab_size={vocab_size})",
-                              "give an index of the vocabulary")
+            raise OptionError(
+                "padding_idx",
+                f"{padding_idx} is outside [0, vocab_size={vocab_size})",
+                "give an index of the vocabulary",
+            )
         self.padding_idx = padding_idx
         self.layer_dims = list(channels)
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)

@@ -83,12 +83,15 @@ class CRF(nn.Module):
         self.register_buffer("start_constraints", torch.zeros(num_tags))
         self.register_buffer("end_constraints", torch.zeros(num_tags))
 
-    def constrain_bio(self, labels: Sequence[str]) -> "CRF":
+    def constrain_bio(self, labels: Sequence[str]) -> CRF:
         """Forbid the transitions that IOB2 ``labels`` make impossible (see :func:`bio_allowed`)."""
         labels = list(labels)
         if len(labels) != self.num_tags:
-            raise OptionError("labels", f"{len(labels)} labels for a CRF over {self.num_tags} tags",
-                              "pass the tagging task's full label list, in index order")
+            raise OptionError(
+                "labels",
+                f"{len(labels)} labels for a CRF over {self.num_tags} tags",
+                "pass the tagging task's full label list, in index order",
+            )
         allowed, first = bio_allowed(labels)
         forbidden = torch.tensor(FORBIDDEN)
         self.transition_constraints.copy_(torch.where(allowed, 0.0, forbidden))

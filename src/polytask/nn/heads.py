@@ -50,8 +50,9 @@ class ClassifierHead(nn.Module):
         check_positive(out_dim, "out_dim")
         check_dropout(dropout)
         if pooling is not None and pooling not in POOLINGS:
-            raise OptionError("pooling", f"{pooling!r} is unknown",
-                              f"use None or one of {list(POOLINGS)}")
+            raise OptionError(
+                "pooling", f"{pooling!r} is unknown", f"use None or one of {list(POOLINGS)}"
+            )
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.pooling = pooling
@@ -100,11 +101,14 @@ class TaggerHead(nn.Module):
         self.projection = _projection(in_dim, num_tags, hidden, dropout)
         self.crf = CRF(num_tags) if crf else None
 
-    def constrain_bio(self, labels: Sequence[str]) -> "TaggerHead":
+    def constrain_bio(self, labels: Sequence[str]) -> TaggerHead:
         """Forbid impossible IOB2 transitions in the CRF (see :meth:`CRF.constrain_bio`)."""
         if self.crf is None:
-            raise OptionError("crf", "constrain_bio needs a CRF (a softmax tagger has no "
-                              "transition scores)", "build the head with crf=True")
+            raise OptionError(
+                "crf",
+                "constrain_bio needs a CRF (a softmax tagger has no transition scores)",
+                "build the head with crf=True",
+            )
         self.crf.constrain_bio(labels)
         return self
 
@@ -147,13 +151,21 @@ def heads_for(
     if isinstance(dim, Mapping):
         missing = [name for name in names if name not in dim]
         if missing:
-            raise OptionError("dim", f"no width for tasks {missing}",
-                              "give dim[name] for every task")
+            raise OptionError(
+                "dim", f"no width for tasks {missing}", "give dim[name] for every task"
+            )
     heads = nn.ModuleDict()
     for task in tasks:
         width = dim[task.name] if isinstance(dim, Mapping) else dim
-        heads[task.name] = head_for(task, width, pooling=pooling, dropout=dropout, sequence=sequence,
-                                    hidden=hidden, bio_constraints=bio_constraints)
+        heads[task.name] = head_for(
+            task,
+            width,
+            pooling=pooling,
+            dropout=dropout,
+            sequence=sequence,
+            hidden=hidden,
+            bio_constraints=bio_constraints,
+        )
     return heads
 
 
@@ -170,13 +182,21 @@ def head_for(
     kind = task.kind
     if kind.is_token_level:
         if not sequence:
-            raise OptionError("sequence", f"task {task.name!r} tags tokens but sequence=False",
-                              "taggers need per-token features from a sequence encoder")
+            raise OptionError(
+                "sequence",
+                f"task {task.name!r} tags tokens but sequence=False",
+                "taggers need per-token features from a sequence encoder",
+            )
         tags = [str(tag) for tag in kind.tags or []]
         head = TaggerHead(dim, kind.output_size, crf=bool(kind.crf), hidden=hidden, dropout=dropout)
-        if (head.crf is not None and bio_constraints and len(tags) == kind.output_size
-                and is_bio(tags)):
+        if (
+            head.crf is not None
+            and bio_constraints
+            and len(tags) == kind.output_size
+            and is_bio(tags)
+        ):
             head.constrain_bio(tags)
         return head
-    return ClassifierHead(dim, kind.output_size, pooling=pooling if sequence else None,
-                          hidden=hidden, dropout=dropout)
+    return ClassifierHead(
+        dim, kind.output_size, pooling=pooling if sequence else None, hidden=hidden, dropout=dropout
+    )

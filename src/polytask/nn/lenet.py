@@ -19,8 +19,9 @@ def _size_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise OptionError(name, f"{value!r} is neither an int nor a pair (height, width)",
-                          f"e.g. {name}: 36")
+        raise OptionError(
+            name, f"{value!r} is neither an int nor a pair (height, width)", f"e.g. {name}: 36"
+        )
     for i, v in enumerate(value):
         check_positive(v, f"{name}[{i}]")
     return int(value[0]), int(value[1])
@@ -65,8 +66,11 @@ class LeNet(Encoder):
         check_positive(hidden, "hidden")
         check_dropout(dropout)
         if isinstance(channels, (int, str)) or len(channels) != 2:
-            raise OptionError("channels", f"{channels!r} is not two widths (one per conv block)",
-                              "e.g. channels: [10, 20]")
+            raise OptionError(
+                "channels",
+                f"{channels!r} is not two widths (one per conv block)",
+                "e.g. channels: [10, 20]",
+            )
         for i, c in enumerate(channels):
             check_positive(c, f"channels[{i}]")
         sizes = [(height, width)]
@@ -75,10 +79,12 @@ class LeNet(Encoder):
             h, w = (h - kernel_size + 1) // 2, (w - kernel_size + 1) // 2
             if h < 1 or w < 1:
                 raise OptionError(
-                    "image_size", f"{(height, width)} is too small for two "
+                    "image_size",
+                    f"{(height, width)} is too small for two "
                     f"{kernel_size}×{kernel_size} conv + 2×2 pool blocks",
                     f"use images of at least {3 * kernel_size - 1} pixels a side or a smaller "
-                    "kernel_size")
+                    "kernel_size",
+                )
             sizes.append((h, w))
         self.image_size = (height, width)
         self.in_channels = in_channels
@@ -100,7 +106,8 @@ class LeNet(Encoder):
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"LeNet expects inputs['image'] of shape (B, {', '.join(map(str, expected))}); "
-                f"got {tuple(x.shape)}")
+                f"got {tuple(x.shape)}"
+            )
         return EncoderState(x.to(self.conv1.weight.dtype))
 
     def layer(self, i: int, state: EncoderState) -> EncoderState:

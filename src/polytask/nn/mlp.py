@@ -26,8 +26,9 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise OptionError("activation", f"{name!r} is unknown",
-                          f"use one of {sorted(ACTIVATIONS)}") from None
+        raise OptionError(
+            "activation", f"{name!r} is unknown", f"use one of {sorted(ACTIVATIONS)}"
+        ) from None
 
 
 def check_dropout(dropout: float, name: str = "dropout") -> None:
@@ -63,8 +64,11 @@ class MLP(Encoder):
         super().__init__()
         check_positive(input_dim, "input_dim")
         if isinstance(hidden, int) or not hidden:
-            raise OptionError("hidden", f"{hidden!r} is not a non-empty list of layer widths",
-                              "e.g. hidden: [64, 64]")
+            raise OptionError(
+                "hidden",
+                f"{hidden!r} is not a non-empty list of layer widths",
+                "e.g. hidden: [64, 64]",
+            )
         for i, width in enumerate(hidden):
             check_positive(width, f"hidden[{i}]")
         check_dropout(dropout)

@@ -22,9 +22,7 @@ def _check(features: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
     if mask.shape != features.shape[:2]:
-        raise ValueError(
-            f"mask {tuple(mask.shape)} must be (B, T) = {tuple(features.shape[:2])}"
-        )
+        raise ValueError(f"mask {tuple(mask.shape)} must be (B, T) = {tuple(features.shape[:2])}")
     return mask.bool()
 
 
@@ -86,8 +84,11 @@ def pool(
         return torch.where(mask.any(dim=1, keepdim=True), best, 0.0)
     if how == "attention":
         if attention_module is None:
-            raise OptionError("attention_module", "how='attention' needs an attention module",
-                              "pass attention_module=AttentionPooling(dim)")
+            raise OptionError(
+                "attention_module",
+                "how='attention' needs an attention module",
+                "pass attention_module=AttentionPooling(dim)",
+            )
         pooled: Tensor = attention_module(features, mask)
         return pooled
     raise OptionError("how", f"{how!r} is unknown", f"use one of {list(POOLINGS)}")

@@ -40,19 +40,31 @@ def embedding_dim(cardinality: int, max_dim: int = 16) -> int:
 
 def _check_columns(numeric: int, cardinalities: Sequence[int]) -> list[int]:
     if isinstance(numeric, bool) or not isinstance(numeric, int) or numeric < 0:
-        raise OptionError("numeric", f"{numeric!r} is not a number (>= 0) of numeric columns",
-                          "give the count of numeric columns")
+        raise OptionError(
+            "numeric",
+            f"{numeric!r} is not a number (>= 0) of numeric columns",
+            "give the count of numeric columns",
+        )
     if isinstance(cardinalities, (str, bytes, int)):
-        raise OptionError("cardinalities", f"{cardinalities!r} is not a list",
-                          "give the known categories per categorical column, e.g. [3, 7]")
+        raise OptionError(
+            "cardinalities",
+            f"{cardinalities!r} is not a list",
+            "give the known categories per categorical column, e.g. [3, 7]",
+        )
     cards = list(cardinalities)
     for j, k in enumerate(cards):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise OptionError(f"cardinalities[{j}]", f"{k!r} is not an integer >= 0",
-                              "give the known categories of the column (OOV excluded)")
+            raise OptionError(
+                f"cardinalities[{j}]",
+                f"{k!r} is not an integer >= 0",
+                "give the known categories of the column (OOV excluded)",
+            )
     if numeric + len(cards) == 0:
-        raise OptionError("cardinalities", "a tabular encoder needs at least one numeric or "
-                          "categorical column", "set numeric > 0 or give cardinalities")
+        raise OptionError(
+            "cardinalities",
+            "a tabular encoder needs at least one numeric or categorical column",
+            "set numeric > 0 or give cardinalities",
+        )
     return cards
 
 
@@ -76,8 +88,13 @@ class TabularEmbedding(Encoder):
     is_sequence = False
     _cards: Tensor  # buffer registered in __init__: each column's K_j
 
-    def __init__(self, numeric: int, cardinalities: Sequence[int],
-                 embedding_dims: Sequence[int] | None = None, max_embedding_dim: int = 16) -> None:
+    def __init__(
+        self,
+        numeric: int,
+        cardinalities: Sequence[int],
+        embedding_dims: Sequence[int] | None = None,
+        max_embedding_dim: int = 16,
+    ) -> None:
         super().__init__()
         cards = _check_columns(numeric, cardinalities)
         if embedding_dims is None:
@@ -85,8 +102,11 @@ class TabularEmbedding(Encoder):
         else:
             dims = list(embedding_dims)
             if len(dims) != len(cards):
-                raise OptionError("embedding_dims", f"{len(dims)} widths for {len(cards)} "
-                                  "categorical columns", "give one width per categorical column")
+                raise OptionError(
+                    "embedding_dims",
+                    f"{len(dims)} widths for {len(cards)} categorical columns",
+                    "give one width per categorical column",
+                )
             for j, d in enumerate(dims):
                 check_positive(d, f"embedding_dims[{j}]")
         self.numeric = numeric
@@ -98,8 +118,9 @@ class TabularEmbedding(Encoder):
         self.layer_dims = [numeric + sum(dims)]
 
     def indices(self, x: Tensor) -> Tensor:
-        """(B, C) long category indices from ``x``; anything outside ``0..K_j`` (or not finite) -> 0."""
-        raw = x[:, self.numeric:]
+        """(B, C) long category indices from ``x``; anything outside ``0..K_j`` (or not finite)
+        -> 0."""
+        raw = x[:, self.numeric :]
         finite = torch.isfinite(raw)
         idx = torch.where(finite, raw, torch.zeros_like(raw)).round().long()
         known = finite & (idx >= 0) & (idx <= self._cards)
@@ -109,10 +130,12 @@ class TabularEmbedding(Encoder):
         """``[x_num; E_1[c_1]; …; E_C[c_C]]`` (B, numeric + Σ d_j) from ``x`` (B, F + C)."""
         if x.dim() != 2 or x.shape[-1] != self.input_dim:
             raise ValueError(
-                f"tabular encoder expects inputs['x'] of shape (B, {self.input_dim}) = {self.numeric} numeric + "
-                f"{len(self.cardinalities)} categorical columns; got {tuple(x.shape)}")
+                f"tabular encoder expects inputs['x'] of shape (B, {self.input_dim}) = "
+                f"{self.numeric} numeric + "
+                f"{len(self.cardinalities)} categorical columns; got {tuple(x.shape)}"
+            )
         idx = self.indices(x)
-        parts = [x[:, :self.numeric]]
+        parts = [x[:, : self.numeric]]
         embeddings = cast(Sequence[nn.Embedding], self.embeddings)  # only nn.Embedding in it
         dtype = embeddings[0].weight.dtype if len(embeddings) else x.dtype
         parts = [parts[0].to(dtype)] + [emb(idx[:, j]) for j, emb in enumerate(self.embeddings)]
@@ -122,7 +145,8 @@ class TabularEmbedding(Encoder):
         """The raw row ``inputs["x"]`` (B, F + C)."""
         if "x" not in inputs:
             raise KeyError(
-                f"tabular encoder reads inputs['x'] (B, F + C); got keys {sorted(inputs)}")
+                f"tabular encoder reads inputs['x'] (B, F + C); got keys {sorted(inputs)}"
+            )
         return EncoderState(inputs["x"])
 
     def layer(self, i: int, state: EncoderState) -> EncoderState:
@@ -199,7 +223,11 @@ class TabularMLP(MLP):
         widths = list(self.layer_dims)
         self.linears = nn.ModuleList(
             [TabularInput(embedding, widths[0], dropout)]
-            + [nn.Sequential(nn.Dropout(dropout), nn.Linear(i, o)) for i, o in zip(widths[:-1], widths[1:])])
+            + [
+                nn.Sequential(nn.Dropout(dropout), nn.Linear(i, o))
+                for i, o in zip(widths[:-1], widths[1:])
+            ]
+        )
         self.dropout = nn.Identity()  # type: ignore[assignment]
 
     @property

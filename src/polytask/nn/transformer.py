@@ -49,16 +49,21 @@ def _transformers() -> Any:
 def _local_folder(path: str | Path) -> str:
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise OptionError("path", f"{str(path)!r} is not a local model folder (no config.json)",
-                          "pass a folder holding a Hugging Face model, e.g. "
-                          "polytask.nn.minilm_path()")
+        raise OptionError(
+            "path",
+            f"{str(path)!r} is not a local model folder (no config.json)",
+            "pass a folder holding a Hugging Face model, e.g. polytask.nn.minilm_path()",
+        )
     return str(folder)
 
 
 def _check_max_length(max_length: int) -> None:
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
-        raise OptionError("max_length", f"{max_length!r} is not an integer >= 3",
-                          "give at least 3 (two special tokens and one word)")
+        raise OptionError(
+            "max_length",
+            f"{max_length!r} is not an integer >= 3",
+            "give at least 3 (two special tokens and one word)",
+        )
 
 
 class SubwordTokenizer:
@@ -165,15 +170,21 @@ class Transformer(Encoder):
         depth = int(config.num_hidden_layers)
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and max_length > limit:
-            raise OptionError("max_length", f"{max_length} exceeds the model's {limit} positions",
-                              f"give at most {limit}")
+            raise OptionError(
+                "max_length",
+                f"{max_length} exceeds the model's {limit} positions",
+                f"give at most {limit}",
+            )
         chosen = list(range(1, depth + 1)) if layers is None else list(layers)
         if not chosen or any(
             isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= depth for i in chosen
         ):
-            raise OptionError("layers", f"{layers!r} is not a non-empty list of hidden-state "
-                              f"indices in [0, {depth}] (0 = embeddings)",
-                              f"give such a list, or None for all {depth} blocks")
+            raise OptionError(
+                "layers",
+                f"{layers!r} is not a non-empty list of hidden-state "
+                f"indices in [0, {depth}] (0 = embeddings)",
+                f"give such a list, or None for all {depth} blocks",
+            )
         self.model = hf.AutoModel.from_pretrained(folder, config=config, local_files_only=True)
         self.path = folder
         self.max_length = max_length
@@ -191,7 +202,7 @@ class Transformer(Encoder):
             self._tokenizer = SubwordTokenizer(self.path, self.max_length)
         return self._tokenizer
 
-    def train(self, mode: bool = True) -> "Transformer":
+    def train(self, mode: bool = True) -> Transformer:
         super().train(mode)
         if self.freeze:
             self.model.eval()

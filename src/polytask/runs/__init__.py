@@ -14,5 +14,14 @@ from .prediction import LoadedRun, load
 from .summary import summarise
 from .training import TrainResult, count_parameters, train, versions
 
-__all__ = ["SEED_RESULT", "LoadedRun", "TrainResult", "compare", "count_parameters", "load",
-           "summarise", "train", "versions"]
+__all__ = [
+    "SEED_RESULT",
+    "LoadedRun",
+    "TrainResult",
+    "compare",
+    "count_parameters",
+    "load",
+    "summarise",
+    "train",
+    "versions",
+]

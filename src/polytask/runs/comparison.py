@@ -35,8 +35,12 @@ def _planned_task_steps(exp: Experiment) -> dict[str, int]:
     return loader.task_steps(tasks_of_source, planned_steps(cfg, loader.steps_per_epoch))
 
 
-def _time_inference(models: Sequence[tuple[torch.nn.Module, list[str]]], exp: Experiment,
-                    examples: Sequence[Example], batch_size: int) -> float:
+def _time_inference(
+    models: Sequence[tuple[torch.nn.Module, list[str]]],
+    exp: Experiment,
+    examples: Sequence[Example],
+    batch_size: int,
+) -> float:
     collate = exp.collator()
     start = time.perf_counter()
     for model, names in models:
@@ -48,7 +52,8 @@ SEED_RESULT = "seed_result.json"
 
 
 def _config_digest(raw: Mapping[str, Any]) -> str:
-    """A digest of the configuration without its seed: what a finished seed must match to be reused."""
+    """A digest of the configuration without its seed: what a finished seed must match to be
+    reused."""
     text = json.dumps({k: v for k, v in raw.items() if k != "seed"}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -62,16 +67,29 @@ def _finished_seed(path: Path, digest: str) -> dict[str, Any] | None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         saved_digest, entry = saved["config_digest"], saved["result"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConfigError("--resume", f"{path} is not a finished seed's result ({err})",
-                          "delete that seed's directory to train it again") from None
+        raise ConfigError(
+            "--resume",
+            f"{path} is not a finished seed's result ({err})",
+            "delete that seed's directory to train it again",
+        ) from None
     if saved_digest != digest:
-        raise ConfigError("--resume", f"{path} was written by a different configuration",
-                          "compare into a new --out directory, or drop --resume to train every seed again")
+        raise ConfigError(
+            "--resume",
+            f"{path} was written by a different configuration",
+            "compare into a new --out directory, or drop --resume to train every seed again",
+        )
     return entry
 
 
-def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seeds: int = 1, *,
-            resume: bool = False) -> dict[str, Any]:
+def compare(
+    cfg: Config,
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    out: Path,
+    seeds: int = 1,
+    *,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Train the MTL model and one STL model per task per seed; write compare.json / compare.md.
 
     Single-task model i uses the same encoder and architecture restricted to task i, the
@@ -113,15 +131,30 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
             sampler = exp.build_sampler(sources)
             budget = max(planned.get(t, 1), 1)
             # epochs bounded by the step budget; evaluate after each pass over the data
-            per_epoch = make_loader(sources, exp.collator([t]), exp.trainer_config(),
-                                    sampler).steps_per_epoch
-            tcfg = exp.trainer_config(max_steps=budget, criterion=crit, baselines={},
-                                      epochs=-(-budget // per_epoch), progress=False)
+            per_epoch = make_loader(
+                sources, exp.collator([t]), exp.trainer_config(), sampler
+            ).steps_per_epoch
+            tcfg = exp.trainer_config(
+                max_steps=budget,
+                criterion=crit,
+                baselines={},
+                epochs=-(-budget // per_epoch),
+                progress=False,
+            )
             tr = Trainer(model, {t: exp.tasks[t]}, exp.build_method([t]), tcfg, sampler=sampler)
-            report = tr.fit(sources, exp.train_sources([t], split="val"), exp.collator([t]),
-                            run_dir=out / f"seed{seed}" / f"stl_{t}")
-            test = evaluate(model, {t: exp.tasks[t]}, exp.train_sources([t], split="test"), exp.collator([t]),
-                            batch_size=scfg.trainer.eval_batch_size)
+            report = tr.fit(
+                sources,
+                exp.train_sources([t], split="val"),
+                exp.collator([t]),
+                run_dir=out / f"seed{seed}" / f"stl_{t}",
+            )
+            test = evaluate(
+                model,
+                {t: exp.tasks[t]},
+                exp.train_sources([t], split="test"),
+                exp.collator([t]),
+                batch_size=scfg.trainer.eval_batch_size,
+            )
             stl_metrics[t] = test[t]
             stl_models.append((model, [t]))
             stl_seconds += report.seconds
@@ -132,15 +165,33 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
         mtl_infer = _time_inference([(mtl_model, names)], exp, test_inputs, bs)
         stl_infer = _time_inference(stl_models, exp, test_inputs, bs)
         prim, hib = primary_metrics(exp)
-        dm, _ = delta_m_or_error({t: mtl.test[t][prim[t]] for t in names},
-                                  {t: stl_metrics[t][prim[t]] for t in names}, hib)
-        per_seed.append({"seed": seed, "mtl": mtl.test, "stl": stl_metrics, "delta_m": dm, "cost": {
-            "mtl_parameters": mtl.parameters, "stl_parameters": stl_params,
-            "mtl_train_seconds": mtl.seconds, "stl_train_seconds": stl_seconds,
-            "mtl_infer_seconds": mtl_infer, "stl_infer_seconds": stl_infer,
-            "mtl_task_steps": mtl.task_steps, "stl_task_steps": stl_steps,
-            "compare_seconds": time.perf_counter() - started}})
-        write_json(out / f"seed{seed}" / SEED_RESULT, {"config_digest": digest, "result": per_seed[-1]})
+        dm, _ = delta_m_or_error(
+            {t: mtl.test[t][prim[t]] for t in names},
+            {t: stl_metrics[t][prim[t]] for t in names},
+            hib,
+        )
+        per_seed.append(
+            {
+                "seed": seed,
+                "mtl": mtl.test,
+                "stl": stl_metrics,
+                "delta_m": dm,
+                "cost": {
+                    "mtl_parameters": mtl.parameters,
+                    "stl_parameters": stl_params,
+                    "mtl_train_seconds": mtl.seconds,
+                    "stl_train_seconds": stl_seconds,
+                    "mtl_infer_seconds": mtl_infer,
+                    "stl_infer_seconds": stl_infer,
+                    "mtl_task_steps": mtl.task_steps,
+                    "stl_task_steps": stl_steps,
+                    "compare_seconds": time.perf_counter() - started,
+                },
+            }
+        )
+        write_json(
+            out / f"seed{seed}" / SEED_RESULT, {"config_digest": digest, "result": per_seed[-1]}
+        )
     if exp is None:  # every seed was read back
         exp = Experiment(cfg, base_dir)
     prim, hib = primary_metrics(exp)
@@ -148,9 +199,11 @@ def compare(cfg: Config, raw: Mapping[str, Any], base_dir: Path, out: Path, seed
     write_json(out / "compare.json", summary)
     (out / "compare.md").write_text(comparison_markdown(summary), encoding="utf-8")
     if summary["delta_m"] is None:
-        raise ConfigError("delta_m", summary["delta_m_error"],
-                          f"per-task results are in {out / 'compare.md'}; give each task a primary metric that is "
-                          "positive for its single-task model (tasks.<task>.primary_metric) or train longer")
+        raise ConfigError(
+            "delta_m",
+            summary["delta_m_error"],
+            f"per-task results are in {out / 'compare.md'}; give each task a primary metric that "
+            "is "
+            "positive for its single-task model (tasks.<task>.primary_metric) or train longer",
+        )
     return summary
-
-

@@ -24,16 +24,24 @@ class LoadedRun:
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
         self.run_dir = Path(run_dir)
-        if not (self.run_dir / "config.yaml").is_file() or not (self.run_dir / "run.json").is_file():
-            raise ConfigError(str(self.run_dir), "not a polytask run directory (no config.yaml/run.json)",
-                              "give the --out directory of `polytask train`")
+        if (
+            not (self.run_dir / "config.yaml").is_file()
+            or not (self.run_dir / "run.json").is_file()
+        ):
+            raise ConfigError(
+                str(self.run_dir),
+                "not a polytask run directory (no config.yaml/run.json)",
+                "give the --out directory of `polytask train`",
+            )
         raw = yaml.safe_load((self.run_dir / "config.yaml").read_text(encoding="utf-8"))
         meta = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
         vocab = json.loads((self.run_dir / "vocab.json").read_text(encoding="utf-8"))
         self.cfg = validate(raw)
         self.raw = raw
         self.base_dir = Path(meta["base_dir"])
-        self.experiment = Experiment(self.cfg, self.base_dir, vocab=vocab, labels=meta["labels"], load_data=False)
+        self.experiment = Experiment(
+            self.cfg, self.base_dir, vocab=vocab, labels=meta["labels"], load_data=False
+        )
         self.tasks = self.experiment.tasks
         self.model = self.experiment.build_model()
         tensors, _ = ckpt.load_checkpoint(self.run_dir / "best")
@@ -56,10 +64,19 @@ class LoadedRun:
                 out.append(Example(inputs={"tokens": list(x)}))
         return out
 
-    def predict(self, inputs: Iterable[str | Sequence[str] | Example], batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(
+        self, inputs: Iterable[str | Sequence[str] | Example], batch_size: int = 64
+    ) -> list[dict[str, Any]]:
         """One dict per input: ``{task: formatted prediction}`` from one forward pass per batch."""
         examples = self.to_examples(inputs)
-        preds = predict(self.model, self.tasks, examples, self.collate, batch_size=batch_size, device=self.device)
+        preds = predict(
+            self.model,
+            self.tasks,
+            examples,
+            self.collate,
+            batch_size=batch_size,
+            device=self.device,
+        )
         joiner = "" if self.cfg.data.tokenizer == "chars" else " "
         results = []
         for i, ex in enumerate(examples):
@@ -69,7 +86,7 @@ class LoadedRun:
                 tokens = ex.inputs.get("tokens")
                 if tokens is not None and "spans" in formatted:
                     for span in formatted["spans"]:
-                        span["text"] = joiner.join(tokens[span["start"]:span["end"]])
+                        span["text"] = joiner.join(tokens[span["start"] : span["end"]])
                 row[t] = formatted
             results.append(row)
         return results
@@ -81,5 +98,3 @@ class LoadedRun:
 def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     """``polytask.load(RUN_DIR)``: the trained model with its vocabularies and ``predict()``."""
     return LoadedRun(run_dir, device=device)
-
-

@@ -18,11 +18,38 @@ from .task_layers import TASK_LAYERS, DenseLayer, SequenceLayer
 
 #: the architectures: a name or ``package.module:Class`` -> a :class:`MultiTaskModel` subclass
 ARCHITECTURES: Registry[type[MultiTaskModel]] = Registry(
-    "architecture", base=MultiTaskModel, option="sharing",
+    "architecture",
+    base=MultiTaskModel,
+    option="sharing",
     expects="a subclass of polytask.sharing.MultiTaskModel",
-    builtins={"hard": HardSharing, "hierarchical": Hierarchical, "soft": SoftSharing,
-              "cross_stitch": CrossStitch, "mtan": MTAN, "mmoe": MMoE, "cgc": CGC, "ple": PLE})
+    builtins={
+        "hard": HardSharing,
+        "hierarchical": Hierarchical,
+        "soft": SoftSharing,
+        "cross_stitch": CrossStitch,
+        "mtan": MTAN,
+        "mmoe": MMoE,
+        "cgc": CGC,
+        "ple": PLE,
+    },
+)
 
-__all__ = ["MultiTaskModel", "MultiTaskOutput", "Custom", "HardSharing", "Hierarchical", "SoftSharing",
-           "CrossStitch", "MTAN", "MMoE", "CGC", "PLE", "RepresentationSimilarity", "linear_cka",
-           "DenseLayer", "SequenceLayer", "TASK_LAYERS", "ARCHITECTURES"]
+__all__ = [
+    "MultiTaskModel",
+    "MultiTaskOutput",
+    "Custom",
+    "HardSharing",
+    "Hierarchical",
+    "SoftSharing",
+    "CrossStitch",
+    "MTAN",
+    "MMoE",
+    "CGC",
+    "PLE",
+    "RepresentationSimilarity",
+    "linear_cka",
+    "DenseLayer",
+    "SequenceLayer",
+    "TASK_LAYERS",
+    "ARCHITECTURES",
+]

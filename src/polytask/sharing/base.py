@@ -61,8 +61,14 @@ class MultiTaskModel(nn.Module):
     provides_shared_features: bool | None = False
 
     @classmethod
-    def from_parts(cls: type[_M], *, encoder: EncoderFactory, heads: HeadsFactory,
-                   tasks: Sequence[str], **options: Any) -> _M:
+    def from_parts(
+        cls: type[_M],
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        **options: Any,
+    ) -> _M:
         """The architecture for ``tasks``, built from parts (how the config builds every one).
 
         ``encoder()`` builds a fresh encoder on each call (towers and experts call it once per
@@ -79,7 +85,9 @@ class MultiTaskModel(nn.Module):
         built = heads({t: enc.output_dim for t in tasks})
         return cls(enc, built, **options)
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:  # pragma: no cover
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:  # pragma: no cover
         raise NotImplementedError
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -142,12 +150,14 @@ def check_options(options: Mapping[str, Any], known: Sequence[str], architecture
     """Raise :class:`~polytask.errors.OptionError` naming the first option not in ``known``."""
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise OptionError(unknown[0], f"unknown option for {architecture}",
-                          f"use one of {list(known)}")
+        raise OptionError(
+            unknown[0], f"unknown option for {architecture}", f"use one of {list(known)}"
+        )
 
 
-def build_towers(encoder: EncoderFactory, heads: HeadsFactory,
-                 tasks: Sequence[str]) -> tuple[dict[str, Encoder], dict[str, nn.Module]]:
+def build_towers(
+    encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str]
+) -> tuple[dict[str, Encoder], dict[str, nn.Module]]:
     """One fresh ``encoder()`` per task (a tower) and the heads reading each tower's top layer."""
     towers = {t: encoder() for t in tasks}
     built = heads({t: towers[t].output_dim for t in tasks})

@@ -13,8 +13,16 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..nn.base import Encoder, steps_layerwise
-from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
-from .base import build_towers, check_options, invalid_option
+from .base import (
+    EncoderFactory,
+    HeadsFactory,
+    MultiTaskModel,
+    MultiTaskOutput,
+    _params,
+    build_towers,
+    check_options,
+    invalid_option,
+)
 
 #: initialisations of the stitch units
 INITS = ("identity", "uniform", "balanced")
@@ -103,24 +111,31 @@ class CrossStitch(MultiTaskModel):
     ) -> None:
         super().__init__()
         if set(towers) != set(heads) or not heads:
-            raise OptionError("towers", f"towers {sorted(towers)} and heads {sorted(heads)} name "
-                              "different tasks", "give one tower and one head per task")
+            raise OptionError(
+                "towers",
+                f"towers {sorted(towers)} and heads {sorted(heads)} name different tasks",
+                "give one tower and one head per task",
+            )
         self.task_names = list(heads)
         first = towers[self.task_names[0]]
         for t in self.task_names:
             enc = towers[t]
             if not steps_layerwise(enc):
                 raise OptionError(
-                    "encoder", f"cross_stitch runs towers layer by layer, and "
+                    "encoder",
+                    f"cross_stitch runs towers layer by layer, and "
                     f"{type(enc).__name__} does not (it implements no Encoder.start / "
                     "Encoder.layer, or its layers do not read the state they are given)",
                     "use an encoder that implements the layer protocol (mlp, cnn, bilstm, lenet, "
-                    "tabular, or your own Encoder with start and layer)")
+                    "tabular, or your own Encoder with start and layer)",
+                )
             if type(enc) is not type(first) or list(enc.layer_dims) != list(first.layer_dims):
                 raise OptionError(
-                    "towers", f"tower {t!r} ({type(enc).__name__} {enc.layer_dims}) differs from "
+                    "towers",
+                    f"tower {t!r} ({type(enc).__name__} {enc.layer_dims}) differs from "
                     f"tower {self.task_names[0]!r} ({type(first).__name__} {first.layer_dims})",
-                    "build every tower with the same encoder settings")
+                    "build every tower with the same encoder settings",
+                )
         depth = first.num_layers
         if after is None:
             after = list(range(1, depth))
@@ -128,8 +143,11 @@ class CrossStitch(MultiTaskModel):
             raise invalid_option("after", after, f"use a list of depths in 1..{depth}, e.g. [1]")
         for d in after:
             if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
-                raise invalid_option("after", list(after), f"use depths in 1..{depth} "
-                                     f"(the towers have {depth} layer(s))")
+                raise invalid_option(
+                    "after",
+                    list(after),
+                    f"use depths in 1..{depth} (the towers have {depth} layer(s))",
+                )
         if init not in INITS:
             raise invalid_option("init", init, f"use one of {list(INITS)}")
         if not isinstance(freeze_stitch, bool):
@@ -156,9 +174,11 @@ class CrossStitch(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str],
-                   **options: Any) -> CrossStitch:
-        """One fresh ``encoder()`` per task; options ``after``, ``init``, ``freeze_stitch``, ``tie_init``."""
+    def from_parts(
+        cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str], **options: Any
+    ) -> CrossStitch:
+        """One fresh ``encoder()`` per task; options ``after``, ``init``, ``freeze_stitch``,
+        ``tie_init``."""
         check_options(options, _OPTIONS, "cross_stitch")
         return cls(*build_towers(encoder, heads, tasks), **options)
 
@@ -170,7 +190,9 @@ class CrossStitch(MultiTaskModel):
         parameter: Tensor = self.stitch[str(depth)]
         return parameter
 
-    def tower_outputs(self, inputs: Mapping[str, Tensor]) -> tuple[list[list[Tensor]], Tensor | None]:
+    def tower_outputs(
+        self, inputs: Mapping[str, Tensor]
+    ) -> tuple[list[list[Tensor]], Tensor | None]:
         """Per task (task order) every layer's (stitched) output, and the token mask.
 
         Each tower runs through the encoder protocol (``start``, then ``layer(d)``); after a
@@ -188,14 +210,21 @@ class CrossStitch(MultiTaskModel):
                 layers[i].append(s.h)
         return layers, mask
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         layers, mask = self.tower_outputs(inputs)
         top = {t: layers[i][-1] for i, t in enumerate(self.task_names)}
         outputs = {t: self.heads[t](top[t], mask) for t in tasks}
         features = {t: top[t] for t in tasks}
-        return MultiTaskOutput(outputs=outputs, features=features, mask=mask,
-                               shared_features=None, task_features=dict(features))
+        return MultiTaskOutput(
+            outputs=outputs,
+            features=features,
+            mask=mask,
+            shared_features=None,
+            task_features=dict(features),
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [] if self.stitch is None else list(self.stitch.values())

@@ -41,25 +41,36 @@ class Custom(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,
-                   tasks: Sequence[str], **options: Any) -> Custom:
+    def from_parts(
+        cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str], **options: Any
+    ) -> Custom:
         """Not buildable from parts: a :class:`Custom` wraps a module of your own."""
-        raise OptionError("sharing", "Custom wraps a module of your own and is not built from an "
-                          "encoder and heads", "construct Custom(module, tasks, shared, task_params), "
-                          "or write a MultiTaskModel with from_parts")
+        raise OptionError(
+            "sharing",
+            "Custom wraps a module of your own and is not built from an encoder and heads",
+            "construct Custom(module, tasks, shared, task_params), "
+            "or write a MultiTaskModel with from_parts",
+        )
 
     def _select(self, prefixes: tuple[str, ...]) -> list[nn.Parameter]:
-        return [p for n, p in self.module.named_parameters()
-                if any(n == pre or n.startswith(pre.rstrip(".") + ".") for pre in prefixes)]
+        return [
+            p
+            for n, p in self.module.named_parameters()
+            if any(n == pre or n.startswith(pre.rstrip(".") + ".") for pre in prefixes)
+        ]
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         out: Any = self.module(inputs, tasks)
         if isinstance(out, MultiTaskOutput):
             return out
         if len(out) == 3:
             outputs, features, shared = out
-            return MultiTaskOutput(outputs=dict(outputs), features=dict(features), shared_features=shared)
+            return MultiTaskOutput(
+                outputs=dict(outputs), features=dict(features), shared_features=shared
+            )
         outputs, features = out
         return MultiTaskOutput(outputs=dict(outputs), features=dict(features))
 

@@ -4,7 +4,8 @@
 Learning with Multi-gate Mixture-of-Experts", KDD): E experts ``f_e`` shared by all tasks and
 one softmax gate per task reading the input,
 
-    y_t = Σ_e g_t(x)_e f_e(x),     g_t(x) = softmax(W_t x̄)        (W_t: Linear, or MLP with gate_hidden)
+    y_t = Σ_e g_t(x)_e f_e(x),     g_t(x) = softmax(W_t x̄)
+    (W_t: Linear, or MLP with gate_hidden)
 
 **CGC / PLE** (Tang, Liu, Zhao & Gong 2020, "Progressive Layered Extraction (PLE): A Novel
 Multi-Task Learning (MTL) Model for Personalized Recommendations", RecSys): shared experts
@@ -58,14 +59,16 @@ from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput,
 
 def _check_count(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise OptionError(name, f"{value!r} must be an integer >= {minimum}",
-                          f"e.g. {name}: {max(minimum, 2)}")
+        raise OptionError(
+            name, f"{value!r} must be an integer >= {minimum}", f"e.g. {name}: {max(minimum, 2)}"
+        )
     return value
 
 
 def _no_experts() -> OptionError:
-    return OptionError("shared_experts", "no experts at all",
-                       "e.g. shared_experts: 1, task_experts: 1")
+    return OptionError(
+        "shared_experts", "no experts at all", "e.g. shared_experts: 1, task_experts: 1"
+    )
 
 
 def _check_width(value: object, name: str) -> int | None:
@@ -124,12 +127,16 @@ class _GateInput(nn.Module):
         if gate_encoder is not None:
             self.dim = gate_encoder.output_dim
         elif reference.input_kind == "features" and isinstance(
-                input_dim := getattr(reference, "input_dim", None), int):
+            input_dim := getattr(reference, "input_dim", None), int
+        ):
             self.dim = input_dim
         else:
             raise OptionError(
-                "gate_input", "'x' needs a feature encoder with input_dim (got input_kind="
-                f"{reference.input_kind!r})", "gate_input: encoder")
+                "gate_input",
+                "'x' needs a feature encoder with input_dim (got input_kind="
+                f"{reference.input_kind!r})",
+                "gate_input: encoder",
+            )
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         if self.encoder is not None:
@@ -149,8 +156,13 @@ def _gate_choice(gate_input: str | None, probe: Encoder) -> str:
 _Level1 = tuple[list[Encoder], dict[str, list[Encoder]], Encoder | None]
 
 
-def _level1(encoder: EncoderFactory, tasks: Sequence[str], shared_experts: int, task_experts: int,
-            gate_input: str | None) -> _Level1:
+def _level1(
+    encoder: EncoderFactory,
+    tasks: Sequence[str],
+    shared_experts: int,
+    task_experts: int,
+    gate_input: str | None,
+) -> _Level1:
     """CGC / PLE level-1 experts, built in this order: shared, each task's, then the gate
     encoder (``None`` when the gates read ``x``)."""
     _check_count(shared_experts, "shared_experts", 0)
@@ -166,8 +178,9 @@ def _level1(encoder: EncoderFactory, tasks: Sequence[str], shared_experts: int, 
 def _same_width(experts: Sequence[Encoder], what: str) -> int:
     widths = {e.output_dim for e in experts}
     if len(widths) != 1:
-        raise OptionError(what, f"experts have different output widths {sorted(widths)}",
-                          "use one encoder shape")
+        raise OptionError(
+            what, f"experts have different output widths {sorted(widths)}", "use one encoder shape"
+        )
     return widths.pop()
 
 
@@ -204,24 +217,38 @@ class MMoE(MultiTaskModel):
         self.gate_input = _GateInput(experts[0], gate_encoder)
         self.heads = nn.ModuleDict(dict(heads))
         self.task_names = list(heads)
-        self.gates = nn.ModuleDict({t: Gate(self.gate_input.dim, len(experts), gate_hidden)
-                                    for t in self.task_names})
+        self.gates = nn.ModuleDict(
+            {t: Gate(self.gate_input.dim, len(experts), gate_hidden) for t in self.task_names}
+        )
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
-                   tasks: Sequence[str], experts: int = 4, gate_hidden: int | None = None,
-                   gate_input: str | None = None) -> MMoE:
+    def from_parts(  # type: ignore[override]
+        cls,
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        experts: int = 4,
+        gate_hidden: int | None = None,
+        gate_input: str | None = None,
+    ) -> MMoE:
         """``experts`` fresh ``encoder()`` experts (and one gate encoder with
         ``gate_input: encoder``)."""
         _check_count(experts, "experts")
         _check_width(gate_hidden, "gate_hidden")
         built = [encoder() for _ in range(experts)]
         gate_encoder = encoder() if _gate_choice(gate_input, built[0]) == "encoder" else None
-        return cls(built, heads({t: built[0].output_dim for t in tasks}),
-                   gate_encoder=gate_encoder, gate_hidden=gate_hidden)
+        return cls(
+            built,
+            heads({t: built[0].output_dim for t in tasks}),
+            gate_encoder=gate_encoder,
+            gate_hidden=gate_hidden,
+        )
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         encoded = [e(inputs) for e in self.experts]
         mask = encoded[0].mask
@@ -232,8 +259,13 @@ class MMoE(MultiTaskModel):
             y = mix(outs, self.gates[t](z), mask)
             task_features[t] = y
             outputs[t] = self.heads[t](y, mask)
-        return MultiTaskOutput(outputs=outputs, features={}, mask=mask,
-                               shared_features=None, task_features=task_features)
+        return MultiTaskOutput(
+            outputs=outputs,
+            features={},
+            mask=mask,
+            shared_features=None,
+            task_features=task_features,
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return _params([self.experts, self.gate_input])
@@ -247,13 +279,21 @@ class ExtractionLevel(nn.Module):
     """One PLE extraction layer: shared experts, per-task experts, per-task gates and
     (below the top level) a shared gate over all experts."""
 
-    def __init__(self, shared: Sequence[nn.Module], task: Mapping[str, Sequence[nn.Module]],
-                 gate_dims: Mapping[str, int], shared_gate_dim: int | None, hidden: int | None) -> None:
+    def __init__(
+        self,
+        shared: Sequence[nn.Module],
+        task: Mapping[str, Sequence[nn.Module]],
+        gate_dims: Mapping[str, int],
+        shared_gate_dim: int | None,
+        hidden: int | None,
+    ) -> None:
         super().__init__()
         self.shared = nn.ModuleList(shared)
         self.task = nn.ModuleDict({t: nn.ModuleList(m) for t, m in task.items()})
         n_s = len(shared)
-        self.task_gates = nn.ModuleDict({t: Gate(gate_dims[t], len(task[t]) + n_s, hidden) for t in task})
+        self.task_gates = nn.ModuleDict(
+            {t: Gate(gate_dims[t], len(task[t]) + n_s, hidden) for t in task}
+        )
         n_all = n_s + sum(len(m) for m in task.values())
         self.shared_gate = None if shared_gate_dim is None else Gate(shared_gate_dim, n_all, hidden)
 
@@ -262,7 +302,8 @@ class PLE(MultiTaskModel):
     """Progressive Layered Extraction (Tang et al. 2020, RecSys); ``levels=1`` is CGC.
 
     ``y_t^{(l)} = g_t^{(l)}(y_t^{(l-1)})ᵀ [E^{t,(l)}; E^{s,(l)}]``,
-    ``s^{(l)} = g_s^{(l)}(s^{(l-1)})ᵀ [E^{1,(l)}; …; E^{T,(l)}; E^{s,(l)}]``, ``y^{(0)} = s^{(0)} = x̄``;
+    ``s^{(l)} = g_s^{(l)}(s^{(l-1)})ᵀ [E^{1,(l)}; …; E^{T,(l)}; E^{s,(l)}]``,
+    ``y^{(0)} = s^{(0)} = x̄``;
     head ``t`` reads ``y_t^{(L)}`` (see :mod:`polytask.sharing.experts` for experts, gate input
     and the exact ownership).
 
@@ -295,16 +336,20 @@ class PLE(MultiTaskModel):
         _check_width(gate_hidden, "gate_hidden")
         unknown = sorted(set(task_experts) - set(self.task_names))
         if unknown:
-            raise OptionError("task_experts", f"unknown task(s) {unknown}",
-                              f"use {self.task_names}")
+            raise OptionError(
+                "task_experts", f"unknown task(s) {unknown}", f"use {self.task_names}"
+            )
         level1_task = {t: list(task_experts.get(t, ())) for t in self.task_names}
         all1 = list(shared_experts) + [e for es in level1_task.values() for e in es]
         if not all1:
             raise _no_experts()
         for t in self.task_names:
             if not level1_task[t] and not shared_experts:
-                raise OptionError("task_experts", f"task {t!r} has no expert to gate",
-                                  "task_experts >= 1 or shared_experts >= 1")
+                raise OptionError(
+                    "task_experts",
+                    f"task {t!r} has no expert to gate",
+                    "task_experts >= 1 or shared_experts >= 1",
+                )
         width = _same_width(all1, "experts")
         self.levels_count = levels
         self.gate_input = _GateInput(all1[0], gate_encoder)
@@ -327,28 +372,51 @@ class PLE(MultiTaskModel):
                 task = {t: [ExpertBlock(prev, hid) for _ in range(n_t[t])] for t in self.task_names}
                 gate_dims = {t: prev for t in self.task_names}
                 shared_dim = prev
-            levels_list.append(ExtractionLevel(shared, task, gate_dims, shared_dim if depth < levels else None, gate_hidden))
+            levels_list.append(
+                ExtractionLevel(
+                    shared, task, gate_dims, shared_dim if depth < levels else None, gate_hidden
+                )
+            )
         self.extraction = nn.ModuleList(levels_list)
         self.out_dim = width if levels == 1 else hid
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
-                   tasks: Sequence[str], shared_experts: int = 1, task_experts: int = 1,
-                   levels: int = 2, expert_hidden: int | None = None,
-                   gate_hidden: int | None = None, gate_input: str | None = None) -> PLE:
+    def from_parts(  # type: ignore[override]
+        cls,
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        shared_experts: int = 1,
+        task_experts: int = 1,
+        levels: int = 2,
+        expert_hidden: int | None = None,
+        gate_hidden: int | None = None,
+        gate_input: str | None = None,
+    ) -> PLE:
         """Fresh ``encoder()`` experts at level 1 (shared, then each task's), then the levels."""
         _check_count(levels, "levels")
         _check_width(expert_hidden, "expert_hidden")
         _check_width(gate_hidden, "gate_hidden")
-        shared, task, gate_encoder = _level1(encoder, tasks, shared_experts, task_experts,
-                                             gate_input)
+        shared, task, gate_encoder = _level1(
+            encoder, tasks, shared_experts, task_experts, gate_input
+        )
         probe = (shared or task[tasks[0]])[0]
         width = probe.output_dim if levels == 1 else (expert_hidden or probe.output_dim)
-        return cls(shared, task, heads({t: width for t in tasks}), levels=levels,
-                   expert_hidden=expert_hidden, gate_encoder=gate_encoder, gate_hidden=gate_hidden)
+        return cls(
+            shared,
+            task,
+            heads({t: width for t in tasks}),
+            levels=levels,
+            expert_hidden=expert_hidden,
+            gate_encoder=gate_encoder,
+            gate_hidden=gate_hidden,
+        )
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         top = len(self.extraction)
         mask: Tensor | None = None
@@ -356,31 +424,48 @@ class PLE(MultiTaskModel):
         y: dict[str, Tensor] = {}
         s: Tensor = z
         for depth, level in enumerate(self._levels(), start=1):
-            needed = tasks if depth == top else self.task_names  # the shared gate mixes every task's experts
+            needed = (
+                tasks if depth == top else self.task_names
+            )  # the shared gate mixes every task's experts
             if depth == 1:
+
                 def run(e: nn.Module, u: Tensor | None) -> Tensor:  # u: unused at level 1
                     nonlocal mask
                     o: EncoderOutput = e(inputs)
                     mask = o.mask if mask is None else mask
                     return o.last
             else:
+
                 def run(e: nn.Module, u: Tensor | None) -> Tensor:
                     out: Tensor = e(u)
                     return out
+
             shared_out = [run(e, s) for e in level.shared]
             # level.task holds one ModuleList of experts per task
-            task_out = {t: [run(e, y[t] if depth > 1 else None)
-                            for e in cast(nn.ModuleList, level.task[t])] for t in needed}
-            new_y = {t: mix(task_out[t] + shared_out, level.task_gates[t](y[t] if depth > 1 else z), mask)
-                     for t in needed}
+            task_out = {
+                t: [run(e, y[t] if depth > 1 else None) for e in cast(nn.ModuleList, level.task[t])]
+                for t in needed
+            }
+            new_y = {
+                t: mix(
+                    task_out[t] + shared_out, level.task_gates[t](y[t] if depth > 1 else z), mask
+                )
+                for t in needed
+            }
             if level.shared_gate is not None:
-                # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order, then shared
+                # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order,
+                # then shared
                 everything = [o for t in self.task_names for o in task_out[t]] + shared_out
                 s = mix(everything, level.shared_gate(s), mask)
             y = new_y
         outputs = {t: self.heads[t](y[t], mask) for t in tasks}
-        return MultiTaskOutput(outputs=outputs, features={}, mask=mask,
-                               shared_features=None, task_features={t: y[t] for t in tasks})
+        return MultiTaskOutput(
+            outputs=outputs,
+            features={},
+            mask=mask,
+            shared_features=None,
+            task_features={t: y[t] for t in tasks},
+        )
 
     def _levels(self) -> Sequence[ExtractionLevel]:
         # __init__ fills extraction with ExtractionLevel only
@@ -389,8 +474,11 @@ class PLE(MultiTaskModel):
     def _task_modules(self, task: str) -> list[nn.Module]:
         top = len(self.extraction)
         levels = self._levels()
-        mods: list[nn.Module] = [self.heads[task], levels[top - 1].task[task],
-                                 levels[top - 1].task_gates[task]]
+        mods: list[nn.Module] = [
+            self.heads[task],
+            levels[top - 1].task[task],
+            levels[top - 1].task_gates[task],
+        ]
         if top >= 2:
             mods.append(levels[top - 2].task_gates[task])
         return mods
@@ -416,17 +504,37 @@ class CGC(PLE):
         gate_encoder: Encoder | None = None,
         gate_hidden: int | None = None,
     ) -> None:
-        super().__init__(shared_experts, task_experts, heads, levels=1,
-                         gate_encoder=gate_encoder, gate_hidden=gate_hidden)
+        super().__init__(
+            shared_experts,
+            task_experts,
+            heads,
+            levels=1,
+            gate_encoder=gate_encoder,
+            gate_hidden=gate_hidden,
+        )
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
-                   tasks: Sequence[str], shared_experts: int = 1, task_experts: int = 1,
-                   gate_hidden: int | None = None, gate_input: str | None = None) -> CGC:
+    def from_parts(  # type: ignore[override]
+        cls,
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        shared_experts: int = 1,
+        task_experts: int = 1,
+        gate_hidden: int | None = None,
+        gate_input: str | None = None,
+    ) -> CGC:
         """Fresh ``encoder()`` experts: shared, then each task's."""
         _check_width(gate_hidden, "gate_hidden")
-        shared, task, gate_encoder = _level1(encoder, tasks, shared_experts, task_experts,
-                                             gate_input)
+        shared, task, gate_encoder = _level1(
+            encoder, tasks, shared_experts, task_experts, gate_input
+        )
         probe = (shared or task[tasks[0]])[0]
-        return cls(shared, task, heads({t: probe.output_dim for t in tasks}),
-                   gate_encoder=gate_encoder, gate_hidden=gate_hidden)
+        return cls(
+            shared,
+            task,
+            heads({t: probe.output_dim for t in tasks}),
+            gate_encoder=gate_encoder,
+            gate_hidden=gate_hidden,
+        )

@@ -63,23 +63,31 @@ class Hierarchical(MultiTaskModel):
                 known = cast(Sequence[Any], shapes)  # shape came from it, so it is a sequence
                 vectors = [i + 1 for i, s in enumerate(known) if s is not None and len(s) == 1]
                 raise OptionError(
-                    f"taps.{t}", f"depth {d} of the encoder is a {tuple(shape)} feature map, "
+                    f"taps.{t}",
+                    f"depth {d} of the encoder is a {tuple(shape)} feature map, "
                     "and task heads read vectors",
                     f"tap a vector layer (depth {' or '.join(map(str, vectors)) or '?'}), or share "
-                    "the maps with sharing: mtan or cross_stitch")
+                    "the maps with sharing: mtan or cross_stitch",
+                )
         for t in layers:
             if t not in self.heads:
-                raise OptionError("task_layers", f"unknown task {t!r}",
-                                  f"use one of {self.task_names}")
+                raise OptionError(
+                    "task_layers", f"unknown task {t!r}", f"use one of {self.task_names}"
+                )
         self.task_layers = nn.ModuleDict(layers)
         self._separating: dict[tuple[int, ...], bool] = {}
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
-                   tasks: Sequence[str], taps: Mapping[str, int] | None = None,
-                   task_layers: Mapping[str, Callable[[int], nn.Module]] | None = None,
-                   ) -> Hierarchical:
+    def from_parts(  # type: ignore[override]
+        cls,
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        taps: Mapping[str, int] | None = None,
+        task_layers: Mapping[str, Callable[[int], nn.Module]] | None = None,
+    ) -> Hierarchical:
         """One shared ``encoder()``; ``taps`` (task -> depth) and ``task_layers`` (task ->
         ``make(in_dim)`` building its layer ``h_i`` over the tapped width, in task order).
         Heads read the task layer's ``out_dim`` where it has one, else the tapped width."""
@@ -94,7 +102,9 @@ class Hierarchical(MultiTaskModel):
                 widths[t] = getattr(layers[t], "out_dim", widths[t])
         return cls(enc, heads(widths), taps=dict(taps or {}), task_layers=layers)
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         enc = self.encoder(inputs)
         outputs, features = {}, {}
@@ -104,8 +114,12 @@ class Hierarchical(MultiTaskModel):
             if t in self.task_layers:
                 h = self.task_layers[t](h, enc.mask)
             outputs[t] = self.heads[t](h, enc.mask)
-        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask,
-                               shared_features=self._shared_features(enc.layers, tasks))
+        return MultiTaskOutput(
+            outputs=outputs,
+            features=features,
+            mask=enc.mask,
+            shared_features=self._shared_features(enc.layers, tasks),
+        )
 
     def _shared_features(self, layers: Sequence[Tensor], tasks: Sequence[str]) -> Tensor | None:
         depths = tuple(sorted({self.taps[t] for t in tasks}))
@@ -138,13 +152,16 @@ class HardSharing(Hierarchical):
         super().__init__(encoder, heads)
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,
-                   tasks: Sequence[str], **options: Any) -> HardSharing:
+    def from_parts(
+        cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str], **options: Any
+    ) -> HardSharing:
         """One shared ``encoder()``, every head reading its top layer; no options."""
         if options:
-            raise OptionError(sorted(options)[0], "hard sharing reads the top layer and has no "
-                              "taps, task layers or other options",
-                              "use sharing: hierarchical for taps or task_layers")
+            raise OptionError(
+                sorted(options)[0],
+                "hard sharing reads the top layer and has no taps, task layers or other options",
+                "use sharing: hierarchical for taps or task_layers",
+            )
         enc = encoder()
         return cls(enc, heads({t: enc.output_dim for t in tasks}))
 
@@ -157,7 +174,10 @@ def check_taps(taps: Mapping[str, int] | None, depth: int, tasks: Sequence[str])
         if t not in out:
             raise OptionError("taps", f"unknown task {t!r}", f"use one of {list(tasks)}")
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= depth:
-            raise OptionError(f"taps.{t}", f"depth {d!r} is outside 1..{depth}",
-                              f"the encoder has {depth} layer(s)")
+            raise OptionError(
+                f"taps.{t}",
+                f"depth {d!r} is outside 1..{depth}",
+                f"the encoder has {depth} layer(s)",
+            )
         out[t] = d
     return out

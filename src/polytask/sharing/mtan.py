@@ -56,18 +56,28 @@ class AttentionBlock(nn.Module):
     vectors of width ``dim`` / ``prev_dim`` (linear ``g`` and ``P`` on the last dimension).
     """
 
-    def __init__(self, dim: int, prev_dim: int | None, hidden: int | None,
-                 shape: Sequence[int] | None = None, prev_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        prev_dim: int | None,
+        hidden: int | None,
+        shape: Sequence[int] | None = None,
+        prev_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.spatial = _is_map(shape)
         self.flatten_prev = prev_dim is not None and _is_map(prev_shape) and not self.spatial
         if self.spatial and prev_dim is not None and not _is_map(prev_shape):
             map_shape = cast(Sequence[int], shape)  # spatial: shape is a (C, H, W) map
             raise OptionError(
-                "depths", f"a feature-map depth {tuple(map_shape)} follows a vector depth",
-                "attend only to depths from the last vector layer on, or to maps only")
+                "depths",
+                f"a feature-map depth {tuple(map_shape)} follows a vector depth",
+                "attend only to depths from the last vector layer on, or to maps only",
+            )
         self.out_size = None if not self.spatial else (int(shape[1]), int(shape[2]))  # type: ignore[index]
-        layer: Callable[[int, int], nn.Module] = (lambda i, o: nn.Conv2d(i, o, 1)) if self.spatial else nn.Linear
+        layer: Callable[[int, int], nn.Module] = (
+            (lambda i, o: nn.Conv2d(i, o, 1)) if self.spatial else nn.Linear
+        )
         if prev_dim is None:
             self.project: nn.Module | None = None
         elif self.flatten_prev:
@@ -87,7 +97,9 @@ class AttentionBlock(nn.Module):
         """The attention mask ``a`` ∈ (0, 1), same shape as ``f``."""
         if self.project is not None:
             if prev is None:
-                raise ValueError("AttentionBlock at a deeper depth needs the previous attended features")
+                raise ValueError(
+                    "AttentionBlock at a deeper depth needs the previous attended features"
+                )
             if self.flatten_prev:
                 prev = prev.flatten(1)
             elif self.spatial and tuple(prev.shape[-2:]) != self.out_size:
@@ -100,7 +112,8 @@ class AttentionBlock(nn.Module):
 class MTAN(MultiTaskModel):
     """Shared backbone + per-task attention modules at several depths (MTAN, Liu et al. 2019).
 
-    ``a_t^{(d)} = σ(g_t^{(d)}([f^{(d)}; P_t^{(d)}(â_t^{(d-)})]))``, ``â_t^{(d)} = a_t^{(d)} ⊙ f^{(d)}``
+    ``a_t^{(d)} = σ(g_t^{(d)}([f^{(d)}; P_t^{(d)}(â_t^{(d-)})]))``,
+    ``â_t^{(d)} = a_t^{(d)} ⊙ f^{(d)}``
     (see the module docstring); task ``t``'s head reads the attended features at the top
     attended depth.
 
@@ -132,9 +145,12 @@ class MTAN(MultiTaskModel):
         self.heads = nn.ModuleDict(dict(heads))
         self.task_names = list(heads)
         self.depths = _check_depths(depths, encoder.num_layers)
-        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0):
-            raise OptionError("hidden", f"{hidden!r} is not a positive integer",
-                              "e.g. hidden: 32, or null")
+        if hidden is not None and (
+            isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0
+        ):
+            raise OptionError(
+                "hidden", f"{hidden!r} is not a positive integer", "e.g. hidden: 32, or null"
+            )
         dims = encoder.layer_dims
         shapes: Sequence[tuple[int, ...] | None] = encoder.layer_shapes or [None] * len(dims)
         self.attention = nn.ModuleDict()
@@ -148,9 +164,15 @@ class MTAN(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory,  # type: ignore[override]
-                   tasks: Sequence[str], depths: Sequence[int] | None = None,
-                   hidden: int | None = None) -> MTAN:
+    def from_parts(  # type: ignore[override]
+        cls,
+        *,
+        encoder: EncoderFactory,
+        heads: HeadsFactory,
+        tasks: Sequence[str],
+        depths: Sequence[int] | None = None,
+        hidden: int | None = None,
+    ) -> MTAN:
         """One shared ``encoder()``; options ``depths`` and ``hidden``."""
         enc = encoder()
         _check_depths(depths, enc.num_layers)
@@ -173,7 +195,9 @@ class MTAN(MultiTaskModel):
             prev = h
         return out
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         enc = self.encoder(inputs)
         outputs, features, task_features = {}, {}, {}
@@ -182,8 +206,13 @@ class MTAN(MultiTaskModel):
             features[t] = enc.layers[-1]
             task_features[t] = h
             outputs[t] = self.heads[t](h, enc.mask)
-        return MultiTaskOutput(outputs=outputs, features=features, mask=enc.mask,
-                               shared_features=None, task_features=task_features)
+        return MultiTaskOutput(
+            outputs=outputs,
+            features=features,
+            mask=enc.mask,
+            shared_features=None,
+            task_features=task_features,
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return _params([self.encoder])
@@ -197,16 +226,25 @@ def _check_depths(depths: Sequence[int] | None, num_layers: int) -> list[int]:
     if depths is None:
         return list(range(1, num_layers + 1))
     if isinstance(depths, (str, int)) or not depths:
-        raise OptionError("depths", f"{depths!r} is not a non-empty list of depths",
-                          f"e.g. depths: {list(range(1, num_layers + 1))}")
+        raise OptionError(
+            "depths",
+            f"{depths!r} is not a non-empty list of depths",
+            f"e.g. depths: {list(range(1, num_layers + 1))}",
+        )
     for d in depths:
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= num_layers:
-            raise OptionError("depths", f"depth {d!r} is outside 1..{num_layers}",
-                              f"the encoder has {num_layers} layer(s)")
+            raise OptionError(
+                "depths",
+                f"depth {d!r} is outside 1..{num_layers}",
+                f"the encoder has {num_layers} layer(s)",
+            )
     out = sorted(set(depths))
     if len(out) != len(depths):
         raise OptionError("depths", f"{list(depths)} repeats a depth", "list each depth once")
     if out[-1] != num_layers:
-        raise OptionError("depths", f"{list(depths)} omits the top layer {num_layers}",
-                          f"add {num_layers} (heads read the top attended features)")
+        raise OptionError(
+            "depths",
+            f"{list(depths)} omits the top layer {num_layers}",
+            f"add {num_layers} (heads read the top attended features)",
+        )
     return out

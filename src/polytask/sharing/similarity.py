@@ -29,7 +29,10 @@ def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
     for identical features, in [0, 1], and invariant to orthogonal transforms and isotropic
     scaling of either side. Returns 0 where one side has no variance (a 0/0)."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"linear_cka needs (B, D1) and (B, D2) with the same B; got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"linear_cka needs (B, D1) and (B, D2) with the same B; got {tuple(x.shape)}, "
+            f"{tuple(y.shape)}"
+        )
     x = x - x.mean(dim=0, keepdim=True)
     y = y - y.mean(dim=0, keepdim=True)
     cross = (y.transpose(0, 1) @ x).pow(2).sum()
@@ -62,9 +65,14 @@ class RepresentationSimilarity(MultiTaskModel):
     def __init__(self, model: MultiTaskModel, weight: float = 0.01, measure: str = "l2") -> None:
         super().__init__()
         if not isinstance(model, MultiTaskModel):
-            raise TypeError(f"RepresentationSimilarity wraps a MultiTaskModel; got {type(model).__name__}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                or not 0 <= weight < float("inf"):
+            raise TypeError(
+                f"RepresentationSimilarity wraps a MultiTaskModel; got {type(model).__name__}"
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not 0 <= weight < float("inf")
+        ):
             raise invalid_option("weight", weight, "use a finite number >= 0, e.g. 0.01")
         if measure not in MEASURES:
             raise invalid_option("measure", measure, f"use one of {list(MEASURES)}")
@@ -74,7 +82,9 @@ class RepresentationSimilarity(MultiTaskModel):
         self.task_names = list(model.task_names)
         self.provides_shared_features = model.provides_shared_features
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         out: MultiTaskOutput = self.model(inputs, tasks)
         return out
 
@@ -90,7 +100,9 @@ class RepresentationSimilarity(MultiTaskModel):
             if f.dim() == 3:
                 f = pool(f, output.mask, "mean")
             elif f.dim() != 2:
-                raise ValueError(f"task_features[{t!r}] has shape {tuple(f.shape)}; expected (B, D) or (B, T, D)")
+                raise ValueError(
+                    f"task_features[{t!r}] has shape {tuple(f.shape)}; expected (B, D) or (B, T, D)"
+                )
             out[t] = f
         return out
 
@@ -98,10 +110,12 @@ class RepresentationSimilarity(MultiTaskModel):
         """``mean_{i<j} Ω(f_i, f_j)`` (without λ); None with fewer than two tasks."""
         if not output.task_features:
             raise OptionError(
-                "model", f"{type(self.model).__name__} gives no task_features (every head reads "
+                "model",
+                f"{type(self.model).__name__} gives no task_features (every head reads "
                 "the same shared tensor), so a similarity penalty has nothing to pull together",
                 "use an architecture with task-specific features (soft, cross_stitch, mmoe, ...) "
-                "or drop the penalty")
+                "or drop the penalty",
+            )
         feats = self._vectors(output)
         names = list(feats)
         terms = []
@@ -111,9 +125,12 @@ class RepresentationSimilarity(MultiTaskModel):
                 if self.measure == "l2":
                     if a.shape != b.shape:
                         raise OptionError(
-                            "measure", f"'l2' compares task_features of one shape, but "
+                            "measure",
+                            f"'l2' compares task_features of one shape, but "
                             f"{names[i]!r} {tuple(a.shape)} and {names[j]!r} {tuple(b.shape)} "
-                            "differ", "give the tasks features of one width or use measure='cka'")
+                            "differ",
+                            "give the tasks features of one width or use measure='cka'",
+                        )
                     terms.append((a - b).pow(2).mean())
                 else:
                     terms.append(1.0 - linear_cka(a, b))

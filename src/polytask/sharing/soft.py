@@ -15,8 +15,16 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..nn.base import Encoder
-from .base import EncoderFactory, HeadsFactory, MultiTaskModel, MultiTaskOutput, _params
-from .base import build_towers, check_options, invalid_option
+from .base import (
+    EncoderFactory,
+    HeadsFactory,
+    MultiTaskModel,
+    MultiTaskOutput,
+    _params,
+    build_towers,
+    check_options,
+    invalid_option,
+)
 
 #: the tie Ω between towers
 NORMS = ("l2", "trace")
@@ -24,8 +32,12 @@ NORMS = ("l2", "trace")
 
 def check_weight(weight: object, name: str = "weight") -> float:
     """``weight`` as a float >= 0, or an :class:`~polytask.errors.OptionError` naming ``name``."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 \
-            or weight == float("inf"):
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not weight >= 0
+        or weight == float("inf")
+    ):
         raise invalid_option(name, weight, "use a finite number >= 0, e.g. 0.01")
     return float(weight)
 
@@ -36,8 +48,8 @@ class SoftSharing(MultiTaskModel):
     ``f_i(x) = g_i(h_i(x))`` with a fresh encoder ``h_i`` (parameters ``θ_i``) per task, and
     the regulariser added to every step (see :meth:`penalty`)
 
-        λ Σ_{i<j} Σ_p ‖θ_i^p − θ_j^p‖²                         (``norm="l2"``, Duong et al. 2015)
-        λ Σ_p ‖[vec θ_1^p; …; vec θ_K^p]‖_*                     (``norm="trace"``, Yang & Hospedales 2017)
+        λ Σ_{i<j} Σ_p ‖θ_i^p − θ_j^p‖²          (``norm="l2"``, Duong et al. 2015)
+        λ Σ_p ‖[vec θ_1^p; …; vec θ_K^p]‖_*      (``norm="trace"``, Yang & Hospedales 2017)
 
     over matched layers ``p`` (the parameters with the same name and shape in every tower);
     ``‖·‖_*`` is the trace (nuclear) norm of the K × |θ^p| matrix whose rows are the towers'
@@ -64,8 +76,11 @@ class SoftSharing(MultiTaskModel):
     ) -> None:
         super().__init__()
         if set(towers) != set(heads) or not heads:
-            raise OptionError("towers", f"towers {sorted(towers)} and heads {sorted(heads)} name "
-                              "different tasks, or none", "give one tower and one head per task")
+            raise OptionError(
+                "towers",
+                f"towers {sorted(towers)} and heads {sorted(heads)} name different tasks, or none",
+                "give one tower and one head per task",
+            )
         self.weight = check_weight(weight)
         if norm not in NORMS:
             raise invalid_option("norm", norm, f"use one of {list(NORMS)}")
@@ -76,13 +91,16 @@ class SoftSharing(MultiTaskModel):
         self.check_ownership()
 
     @classmethod
-    def from_parts(cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str],
-                   **options: Any) -> SoftSharing:
+    def from_parts(
+        cls, *, encoder: EncoderFactory, heads: HeadsFactory, tasks: Sequence[str], **options: Any
+    ) -> SoftSharing:
         """One fresh ``encoder()`` per task; options ``weight`` (λ) and ``norm``."""
         check_options(options, ("weight", "norm"), "soft sharing")
         return cls(*build_towers(encoder, heads, tasks), **options)
 
-    def forward(self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, inputs: Mapping[str, Tensor], tasks: Sequence[str] | None = None
+    ) -> MultiTaskOutput:
         tasks = self._check_tasks(tasks)
         outputs, features, mask = {}, {}, None
         for t in tasks:
@@ -90,8 +108,13 @@ class SoftSharing(MultiTaskModel):
             mask = enc.mask if mask is None else mask
             features[t] = enc.last
             outputs[t] = self.heads[t](enc.last, enc.mask)
-        return MultiTaskOutput(outputs=outputs, features=features, mask=mask,
-                               shared_features=None, task_features=dict(features))
+        return MultiTaskOutput(
+            outputs=outputs,
+            features=features,
+            mask=mask,
+            shared_features=None,
+            task_features=dict(features),
+        )
 
     def matched_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameter name -> that parameter in each tower (task order), for the names every

@@ -43,5 +43,8 @@ class SequenceLayer(nn.Module):
 #: the task layers: a name or ``package.module:Class`` -> an ``nn.Module`` class built with
 #: ``in_dim`` and its options (``out_dim`` read back when it has one)
 TASK_LAYERS: Registry[type[nn.Module]] = Registry(
-    "task layer", base=nn.Module, expects="a torch.nn.Module class taking in_dim",
-    builtins={"dense": DenseLayer, "bilstm": SequenceLayer})
+    "task layer",
+    base=nn.Module,
+    expects="a torch.nn.Module class taking in_dim",
+    builtins={"dense": DenseLayer, "bilstm": SequenceLayer},
+)

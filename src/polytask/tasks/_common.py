@@ -15,16 +15,25 @@ def check_labels(labels: Sequence[str], kind: str, minimum: int = 1) -> list[str
     """Validate a label set: strings, unique, at least ``minimum`` of them; an
     :class:`~polytask.errors.OptionError` naming ``labels`` otherwise."""
     if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise OptionError("labels", f"{kind} labels must be a list of strings, got {labels!r}",
-                          "e.g. labels: [neg, pos]")
+        raise OptionError(
+            "labels",
+            f"{kind} labels must be a list of strings, got {labels!r}",
+            "e.g. labels: [neg, pos]",
+        )
     labels = list(labels)
     if len(labels) < minimum:
-        raise OptionError("labels", f"{kind} needs at least {minimum} label(s), got {labels!r}",
-                          f"give at least {minimum} label(s)")
+        raise OptionError(
+            "labels",
+            f"{kind} needs at least {minimum} label(s), got {labels!r}",
+            f"give at least {minimum} label(s)",
+        )
     for label in labels:
         if not isinstance(label, str) or not label:
-            raise OptionError("labels", f"{kind} label {label!r} is not a non-empty string",
-                              "write each label as a non-empty string")
+            raise OptionError(
+                "labels",
+                f"{kind} label {label!r} is not a non-empty string",
+                "write each label as a non-empty string",
+            )
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise OptionError("labels", f"{kind} labels repeat {dupes}", "list each label once")

@@ -102,14 +102,20 @@ class Task:
 
     def __post_init__(self) -> None:
         if not self.name or not str(self.name).replace("_", "").replace("-", "").isalnum():
-            raise OptionError("name", f"task name {self.name!r} has other characters than "
-                              "letters, digits, '_' and '-'", "use letters, digits, '_' or '-'")
+            raise OptionError(
+                "name",
+                f"task name {self.name!r} has other characters than letters, digits, '_' and '-'",
+                "use letters, digits, '_' or '-'",
+            )
         if self.primary_metric is None:
             self.primary_metric = self.kind.default_primary
         names = self.kind.metric_names()
         if names and self.primary_metric not in names:
-            raise OptionError("primary_metric", f"{self.primary_metric!r} is not a metric of "
-                              f"task {self.name!r}", f"use one of {names}")
+            raise OptionError(
+                "primary_metric",
+                f"{self.primary_metric!r} is not a metric of task {self.name!r}",
+                f"use one of {names}",
+            )
         if self.higher_is_better is None:
             self.higher_is_better = self.kind.higher_is_better(self.primary_metric)
 

@@ -77,15 +77,25 @@ class Classification(TaskKind):
         """``predictions``: probability lists (from :meth:`decode`) or labels."""
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
-        pairs = [(self._predicted_index(p), self.label_index(t))
-                 for p, t in zip(predictions, targets) if t is not None]
+        pairs = [
+            (self._predicted_index(p), self.label_index(t))
+            for p, t in zip(predictions, targets)
+            if t is not None
+        ]
         if not pairs:
             return {"accuracy": nan(), "macro_f1": nan()}
         pred, true = zip(*pairs)
         return {
             "accuracy": float(accuracy_score(true, pred)),
-            "macro_f1": float(f1_score(true, pred, labels=list(range(len(self.labels))),
-                                       average="macro", zero_division=0)),
+            "macro_f1": float(
+                f1_score(
+                    true,
+                    pred,
+                    labels=list(range(len(self.labels))),
+                    average="macro",
+                    zero_division=0,
+                )
+            ),
         }
 
     def format_prediction(self, prediction: Sequence[float]) -> dict[str, Any]:

@@ -39,22 +39,28 @@ def check_prefix_mask(mask: Tensor) -> None:
         )
 
 
-def _check_shapes(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor,
-                  end: Tensor) -> None:
+def _check_shapes(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> None:
     if emissions.dim() != 3:
         raise ValueError(f"emissions must be (B, T, C), got shape {tuple(emissions.shape)}")
     b, t, c = emissions.shape
     if tuple(mask.shape) != (b, t):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match emissions (B, T) = {(b, t)}")
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match emissions (B, T) = {(b, t)}"
+        )
     if tuple(transitions.shape) != (c, c):
         raise ValueError(f"transitions must be (C, C) = {(c, c)}, got {tuple(transitions.shape)}")
     if tuple(start.shape) != (c,) or tuple(end.shape) != (c,):
-        raise ValueError(f"start and end must be (C,) = {(c,)}, got {tuple(start.shape)}, {tuple(end.shape)}")
+        raise ValueError(
+            f"start and end must be (C,) = {(c,)}, got {tuple(start.shape)}, {tuple(end.shape)}"
+        )
     check_prefix_mask(mask)
 
 
-def crf_log_partition(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor,
-                      end: Tensor) -> Tensor:
+def crf_log_partition(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
     """``log Z`` per sequence, (B,), by the forward algorithm (0 for empty sequences)."""
     _check_shapes(emissions, mask, transitions, start, end)
     mask = mask.bool()
@@ -68,8 +74,9 @@ def crf_log_partition(emissions: Tensor, mask: Tensor, transitions: Tensor, star
     return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))
 
 
-def crf_score(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor,
-              start: Tensor, end: Tensor) -> Tensor:
+def crf_score(
+    emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
     """``score(y)`` of the given tag sequences, (B,); tags under ``mask = False`` are ignored."""
     _check_shapes(emissions, mask, transitions, start, end)
     if tuple(tags.shape) != tuple(mask.shape):
@@ -86,20 +93,24 @@ def crf_score(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor
     trans = transitions[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
     lengths = mask.sum(dim=1)
     last = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    score = (emit * m).sum(1) + (trans * m[:, 1:]).sum(1) + (start[tags[:, 0]] + end[last]) * m[:, 0]
+    score = (
+        (emit * m).sum(1) + (trans * m[:, 1:]).sum(1) + (start[tags[:, 0]] + end[last]) * m[:, 0]
+    )
     return score
 
 
-def crf_log_likelihood(emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor,
-                       start: Tensor, end: Tensor) -> Tensor:
+def crf_log_likelihood(
+    emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
     """``log p(tags | emissions) = score(tags) − log Z``, (B,); the CRF loss is its negative."""
     return crf_score(emissions, tags, mask, transitions, start, end) - crf_log_partition(
         emissions, mask, transitions, start, end
     )
 
 
-def viterbi_decode(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor,
-                   end: Tensor) -> list[list[int]]:
+def viterbi_decode(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> list[list[int]]:
     """The highest-scoring tag sequence of each example, ``len = mask[b].sum()``."""
     _check_shapes(emissions, mask, transitions, start, end)
     mask = mask.bool()

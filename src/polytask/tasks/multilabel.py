@@ -91,7 +91,9 @@ class Multilabel(TaskKind):
         """Per-label probabilities ``σ(z_b)``."""
         return torch.sigmoid(output.detach().float()).tolist()
 
-    def metrics(self, predictions: Sequence[Sequence[float]], targets: Sequence[Any]) -> dict[str, float]:
+    def metrics(
+        self, predictions: Sequence[Sequence[float]], targets: Sequence[Any]
+    ) -> dict[str, float]:
         """``predictions``: per-label probability lists (from :meth:`decode`)."""
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
@@ -101,14 +103,18 @@ class Multilabel(TaskKind):
         for i, (p, t) in enumerate(zip(predictions, targets)):
             p = list(p)
             if len(p) != n:
-                raise ValueError(f"prediction {i} has {len(p)} scores, expected {n} (one per label)")
+                raise ValueError(
+                    f"prediction {i} has {len(p)} scores, expected {n} (one per label)"
+                )
             scores[i] = p
             truth[i] = [np.nan if v is None else v for v in self._values(t)]
         present = ~np.isnan(truth)
         return {
             "roc_auc": _mean_per_label(roc_auc_score, scores, truth, present),
             "average_precision": _mean_per_label(average_precision_score, scores, truth, present),
-            "accuracy": float(((scores >= 0.5) == (truth == 1))[present].mean()) if present.any() else nan(),
+            "accuracy": float(((scores >= 0.5) == (truth == 1))[present].mean())
+            if present.any()
+            else nan(),
         }
 
     def format_prediction(self, prediction: Sequence[float]) -> dict[str, Any]:
@@ -119,8 +125,9 @@ class Multilabel(TaskKind):
         }
 
 
-def _mean_per_label(metric: Callable[..., float], scores: np.ndarray, truth: np.ndarray,
-                    present: np.ndarray) -> float:
+def _mean_per_label(
+    metric: Callable[..., float], scores: np.ndarray, truth: np.ndarray, present: np.ndarray
+) -> float:
     values = []
     for col in range(truth.shape[1]):
         y = truth[present[:, col], col]

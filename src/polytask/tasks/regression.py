@@ -40,16 +40,21 @@ class Regression(TaskKind):
 
     def __init__(self, dim: int = 1, loss: str = "mse", names: Sequence[str] | None = None) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise OptionError("dim", f"Regression dim must be a positive integer, got {dim!r}",
-                              "e.g. dim: 1")
+            raise OptionError(
+                "dim", f"Regression dim must be a positive integer, got {dim!r}", "e.g. dim: 1"
+            )
         if loss not in _LOSSES:
-            raise OptionError("loss", f"Regression loss {loss!r} is unknown",
-                              f"use one of {list(_LOSSES)}")
+            raise OptionError(
+                "loss", f"Regression loss {loss!r} is unknown", f"use one of {list(_LOSSES)}"
+            )
         if names is not None:
             names = [str(n) for n in names]
             if len(names) != dim or len(set(names)) != dim:
-                raise OptionError("names", f"Regression names {names} are not {dim} distinct names",
-                                  "give one distinct name per dimension")
+                raise OptionError(
+                    "names",
+                    f"Regression names {names} are not {dim} distinct names",
+                    "give one distinct name per dimension",
+                )
         self.dim = dim
         self.loss_name = loss
         self.names = names
@@ -76,12 +81,18 @@ class Regression(TaskKind):
             return [None] * self.dim
         if isinstance(raw, (numbers.Real, str)):
             if self.dim != 1:
-                raise ValueError(f"regression target {raw!r}: expected a list of {self.dim} numbers")
+                raise ValueError(
+                    f"regression target {raw!r}: expected a list of {self.dim} numbers"
+                )
             raw = [raw]
         elif not isinstance(raw, Sequence):
-            raise ValueError(f"regression target {raw!r}: expected a number or a list of {self.dim} numbers")
+            raise ValueError(
+                f"regression target {raw!r}: expected a number or a list of {self.dim} numbers"
+            )
         if len(raw) != self.dim:
-            raise ValueError(f"regression target {list(raw)!r} has {len(raw)} values, expected {self.dim}")
+            raise ValueError(
+                f"regression target {list(raw)!r} has {len(raw)} values, expected {self.dim}"
+            )
         return [_number(v) for v in raw]
 
     def encode_target(self, raw: Any) -> tuple[list[float], list[bool]]:

@@ -42,8 +42,9 @@ def normalize_scheme(scheme: str) -> str:
     """``"bio"``/``"IOB2"`` -> ``"BIO"``; ``"bioes"``/``"IOBES"`` -> ``"BIOES"``."""
     name = _ALIASES.get(str(scheme).upper())
     if name is None:
-        raise OptionError("scheme", f"{scheme!r} is not a supported tagging scheme",
-                          "use 'BIO' or 'BIOES'")
+        raise OptionError(
+            "scheme", f"{scheme!r} is not a supported tagging scheme", "use 'BIO' or 'BIOES'"
+        )
     return name
 
 

@@ -42,14 +42,20 @@ class Tagging(TaskKind):
         self.scheme = normalize_scheme(scheme)
         self.labels = check_labels(labels, "Tagging", minimum=2)
         if OUTSIDE not in self.labels:
-            raise OptionError("labels", f"{self.labels} lack the outside tag {OUTSIDE!r}",
-                              f"add {OUTSIDE!r} to the labels")
+            raise OptionError(
+                "labels",
+                f"{self.labels} lack the outside tag {OUTSIDE!r}",
+                f"add {OUTSIDE!r} to the labels",
+            )
         for label in self.labels:
             try:
                 parse_tag(label, self.scheme)
             except ValueError as err:
-                raise OptionError("labels", str(err), f"use {OUTSIDE!r} and tags of the "
-                                  f"{self.scheme} scheme, or set scheme") from None
+                raise OptionError(
+                    "labels",
+                    str(err),
+                    f"use {OUTSIDE!r} and tags of the {self.scheme} scheme, or set scheme",
+                ) from None
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.crf = bool(crf)
 
@@ -100,19 +106,30 @@ class Tagging(TaskKind):
         if isinstance(output, TagScores):
             rows = mask.any(dim=1)
             check_prefix_mask(mask)
-            ll = crf_log_likelihood(emissions[rows], target[rows], mask[rows],
-                                    output.transitions, output.start, output.end)
+            ll = crf_log_likelihood(
+                emissions[rows],
+                target[rows],
+                mask[rows],
+                output.transitions,
+                output.start,
+                output.end,
+            )
             return -ll.mean()
         return F.cross_entropy(emissions[mask], target[mask])
 
     def _check_output(self, output: Any, emissions: Tensor, mask: Tensor) -> None:
         if self.crf and not isinstance(output, TagScores):
-            raise ValueError("Tagging(crf=True) needs TagScores from a CRF head, got a plain tensor")
+            raise ValueError(
+                "Tagging(crf=True) needs TagScores from a CRF head, got a plain tensor"
+            )
         if not self.crf and isinstance(output, TagScores):
             raise ValueError("Tagging(crf=False) got TagScores; set crf=True to train a CRF")
         expected = (*mask.shape, self.output_size)
         if tuple(emissions.shape) != expected:
-            raise ValueError(f"Tagging: scores have shape {tuple(emissions.shape)}, expected (B, T, C) = {expected}")
+            raise ValueError(
+                f"Tagging: scores have shape {tuple(emissions.shape)}, expected (B, T, C) = "
+                f"{expected}"
+            )
 
     def decode(self, output: Tensor | TagScores, mask: Tensor | None = None) -> list[list[int]]:
         """Tag indices of the tokens under ``mask`` (all tokens if ``None``): argmax or Viterbi."""
@@ -122,8 +139,13 @@ class Tagging(TaskKind):
             mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         mask = torch.as_tensor(mask).bool()
         if isinstance(output, TagScores):
-            return viterbi_decode(emissions, mask, output.transitions.detach(),
-                                  output.start.detach(), output.end.detach())
+            return viterbi_decode(
+                emissions,
+                mask,
+                output.transitions.detach(),
+                output.start.detach(),
+                output.end.detach(),
+            )
         best = emissions.argmax(dim=-1)
         return [row[m].tolist() for row, m in zip(best, mask)]
 
@@ -136,10 +158,14 @@ class Tagging(TaskKind):
             elif isinstance(p, int) and 0 <= p < len(self.labels):
                 tags.append(self.labels[p])
             else:
-                raise ValueError(f"{where}: {p!r} is neither a tag nor a tag index in [0, {len(self.labels)})")
+                raise ValueError(
+                    f"{where}: {p!r} is neither a tag nor a tag index in [0, {len(self.labels)})"
+                )
         return tags
 
-    def metrics(self, predictions: Sequence[Sequence[Any]], targets: Sequence[Any]) -> dict[str, float]:
+    def metrics(
+        self, predictions: Sequence[Sequence[Any]], targets: Sequence[Any]
+    ) -> dict[str, float]:
         """Targets: tag lists (``None`` = missing sequence, skipped).
 
         Token accuracy counts every labelled token; entity metrics use the sequences that
@@ -165,8 +191,12 @@ class Tagging(TaskKind):
             if all(tt is not None for tt in t):
                 true_seqs.append(list(t))
                 pred_seqs.append(pred)
-        out = {"precision": nan(), "recall": nan(), "f1": nan(),
-               "token_accuracy": correct / total if total else nan()}
+        out = {
+            "precision": nan(),
+            "recall": nan(),
+            "f1": nan(),
+            "token_accuracy": correct / total if total else nan(),
+        }
         if true_seqs:
             kw = dict(mode="strict", scheme=_SEQEVAL_SCHEME[self.scheme], zero_division=0)
             out["precision"] = float(precision_score(true_seqs, pred_seqs, **kw))
@@ -178,5 +208,7 @@ class Tagging(TaskKind):
         tags = self._as_tags(prediction, "prediction")
         return {
             "tags": tags,
-            "spans": [{"type": typ, "start": s, "end": e} for typ, s, e in spans(tags, self.scheme)],
+            "spans": [
+                {"type": typ, "start": s, "end": e} for typ, s, e in spans(tags, self.scheme)
+            ],
         }
