@@ -236,7 +236,7 @@ def test_missing_required_section(tmp_path):
             "sampler.type",
             "temprature",
             "sampler.type: unknown sampler 'temprature'; fix: use one of ['annealed', "
-            "'proportional', 'round_robin', "
+            "'joint', 'proportional', 'round_robin', "
             "'temperature', 'uniform'] or an import path 'package.module:Class'",
         ),
         (

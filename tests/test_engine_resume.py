@@ -127,7 +127,7 @@ def test_resume_without_a_checkpoint_starts_from_scratch(zh, make_model, tmp_pat
 
 
 # ------------------------------------------------------------------ CLI, SIGKILL
-def _config(zh_files, path: Path) -> Path:
+def _config(zh_files, path: Path, joint: bool = False) -> Path:
     cfg = {
         "name": "resume-test",
         "seed": 0,
@@ -169,6 +169,9 @@ def _config(zh_files, path: Path) -> Path:
         "sampler": {"type": "temperature", "T": 2.0},
         "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.003, "threads": 1, "progress": False},
     }
+    if joint:  # every source in every step, a stateful gradient method over both tasks
+        cfg["sampler"] = {"type": "joint", "split": "proportional"}
+        cfg["balancing"] = {"method": "gradvac", "seed": 1}
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     return path
 
@@ -206,8 +209,11 @@ def _checkpoint_step(run: Path) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(zh_files, tmp_path) -> None:
-    config = _config(zh_files, tmp_path / "config.yaml")
+@pytest.mark.parametrize("joint", [False, True], ids=["one-source", "joint"])
+def test_cli_resume_after_sigkill_gives_the_uninterrupted_weights(
+    zh_files, tmp_path, joint
+) -> None:
+    config = _config(zh_files, tmp_path / "config.yaml", joint=joint)
     ref, run = tmp_path / "ref", tmp_path / "run"
     done = subprocess.run(
         _train_cmd(config, ref),

@@ -80,14 +80,15 @@ def test_the_closure_gives_the_losses_at_the_updated_parameters(zh, make_model) 
 
 def test_a_step_over_two_sources_carries_both_tasks(zh, make_model) -> None:
     """A step's plan may hold batches of several sources: one forward pass each, every
-    task's loss goes to the method (here a gradient method, at the parameter level: there
-    is no single shared feature tensor across sources)."""
+    task's loss goes to the method (here a gradient method: with a feature tensor per source
+    and no level given, it balances at the shared parameters)."""
     model = make_model()
     trainer = Trainer(model, zh.tasks, method=make("mgda"), config=TrainerConfig(threads=1))
     reviews = zh.collate(zh.train["reviews"][:8], "reviews")
     news = zh.collate(zh.train["news"][:8], "news")
     out = trainer.step_losses({"reviews": reviews, "news": news})
-    assert set(out.losses) == {"sentiment", "ner"} and out.features is None
+    assert set(out.losses) == {"sentiment", "ner"}
+    assert isinstance(out.features, dict) and set(out.features) == {"reviews", "news"}
     alone = trainer.step_losses({"news": news})
     assert alone.features is not None and set(alone.losses) == {"ner"}
     torch.testing.assert_close(out.losses["ner"], alone.losses["ner"])

@@ -40,6 +40,9 @@ from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 
 LEVELS = ("features", "params")
 
+#: the shared features: one tensor, or one per batch of the step (source -> tensor, or a list)
+Features = Tensor | Mapping[str, Tensor] | Sequence[Tensor] | None
+
 
 def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
     if isinstance(losses, Mapping):
@@ -111,7 +114,7 @@ def backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor],
     *,
     method: Balancer,
-    features: Tensor | None = None,
+    features: Features = None,
     shared: Iterable[torch.nn.Parameter] | None = None,
     level: str | None = None,
     scale: float | Tensor = 1.0,
@@ -124,11 +127,18 @@ def backward(
         losses: task name -> scalar loss (or a list: tasks ``"0"``, ``"1"``, ...).
         method: the balancing method.
         features: the shared feature tensor z — one tensor every loss passes through, and
-            through which alone the parameters below it reach the losses.
+            through which alone the parameters below it reach the losses; or, when the
+            step's tasks read different batches (one forward pass per source), the feature
+            tensor of each (a mapping source -> tensor, or a list). Rows of different
+            batches are disjoint, so every off-diagonal Gramian entry at that level is 0
+            and the methods degenerate (MGDA becomes inverse-norm weighting): with several
+            tensors and ``level=None`` the update is taken at the shared parameters, and an
+            explicit ``level="features"`` warns once.
         shared: the shared parameters (needed at level ``"params"``; when given and empty,
             a gradient method is an error).
-        level: ``"features"``, ``"params"``, or ``None``: features where ``features`` is
-            given and the method allows it, else params (ignored by loss weightings).
+        level: ``"features"``, ``"params"``, or ``None``: features where one feature
+            tensor is given and the method allows it, else params (ignored by loss
+            weightings).
         scale: multiplies the update (``1/accumulate`` for gradient accumulation, or an
             AMP loss scale).
         chunk_size: level ``"params"``: at most this many rows per batched
@@ -150,12 +160,23 @@ def backward(
     if not named:
         raise ValueError("no task losses to balance: the batch has no labels for any task")
     shared_list = None if shared is None else list(shared)
+    zs = _feature_list(features)
+    disjoint = len(zs) > 1
     resolved = resolve_level(
         method,
-        level,
-        has_features=features is not None,
+        "params" if disjoint and level is None and shared_list else level,
+        has_features=bool(zs),
         has_shared=None if shared_list is None else bool(shared_list),
     )
+    if disjoint and resolved == "features":
+        _autograd._log_once(
+            "disjoint-features",
+            f"polytask.balancing: {method.name or type(method).__name__} takes per-task "
+            f"gradients at the features of {len(zs)} separate batches: rows of different "
+            "batches are disjoint, so the Gramian's off-diagonal entries are 0 and the method "
+            "cannot see conflicts between those tasks (MGDA becomes inverse-norm weighting); "
+            "leave balancing.level out (or set params) to balance at the shared parameters",
+        )
     if penalty is not None and penalty.dim() != 0:
         raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
     if isinstance(method, LossWeighting):
@@ -172,9 +193,10 @@ def backward(
             raise ValueError(f"the loss of task {t!r} must be a scalar, got shape {tuple(v.shape)}")
     detached = {t: v.detach() for t, v in named.items()}
     stacked = torch.stack(values)
-    if resolved == "features":
-        assert features is not None
-        _feature_backward(stacked, values, detached, method, features, scale, chunk_size, penalty)
+    if resolved == "features" and disjoint:
+        _features_backward(stacked, values, detached, method, zs, scale, penalty)
+    elif resolved == "features":
+        _feature_backward(stacked, values, detached, method, zs[0], scale, chunk_size, penalty)
     else:
         if shared_list is None:
             raise OptionError(
@@ -184,6 +206,58 @@ def backward(
             )
         _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
     return stacked.detach().sum()
+
+
+def _feature_list(features: Features) -> list[Tensor]:
+    if features is None:
+        return []
+    if isinstance(features, Tensor):
+        return [features]
+    items = list(features.values()) if isinstance(features, Mapping) else list(features)
+    if not all(isinstance(z, Tensor) for z in items):
+        raise OptionError(
+            "features",
+            "not a tensor, a mapping of tensors or a list of tensors",
+            "pass the shared feature tensor of each forward pass",
+        )
+    return items
+
+
+def _features_backward(
+    stacked: Tensor,
+    values: list[Tensor],
+    losses: Mapping[str, Tensor],
+    method: GradientAggregator,
+    zs: list[Tensor],
+    scale: float | Tensor,
+    penalty: Tensor | None,
+) -> None:
+    """The feature-level rule over several feature tensors (one per batch of the step): the
+    rows are the per-task gradients of all of them, flattened and concatenated; each
+    tensor's gradient is replaced by its block of the update, then one backward pass."""
+    if not stacked.requires_grad:
+        return
+    total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
+    live = [z for z in zs if z.requires_grad]
+    if not live:
+        torch.autograd.backward(total)
+        return
+    k = len(values)
+    blocks = [j.reshape(k, -1) for j in _autograd.looped_grad(values, live)]
+    update = _combine(method, blocks, losses)
+    extra: tuple[Tensor | None, ...] = (None,) * len(live)
+    if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
+        extra = torch.autograd.grad(penalty, live, retain_graph=True, allow_unused=True)
+    handles = []
+    for z, d, e in zip(live, update, extra):
+        dz = d.reshape(z.shape) if e is None else d.reshape(z.shape) + e
+        replacement = (dz * scale).to(z.dtype)
+        handles.append(z.register_hook(lambda _grad, r=replacement: r))  # type: ignore[no-untyped-call]
+    try:
+        torch.autograd.backward(total)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _combine(

@@ -37,6 +37,10 @@ class Balancer(ABC):
     needs: str = "losses"
     #: levels at which per-task gradients may be taken ("features", "params")
     levels: tuple[str, ...] = ("features", "params")
+    #: whether the update depends on how the task signals of a step relate (True: a step
+    #: with one task leaves the method nothing to balance — the engine counts such steps;
+    #: False for fixed weights, which mean the same with one task as with several)
+    needs_several_tasks: bool = True
 
     def bind(self, tasks: Sequence[str]) -> None:
         """Called once with the task names before training; validates options."""

@@ -21,6 +21,7 @@ class FixedWeights(LossWeighting):
     """
 
     name = "fixed"
+    needs_several_tasks = False
 
     def __init__(self, weights: Mapping[str, float] | None = None, default: float = 1.0) -> None:
         self.weights = dict(weights or {})

@@ -22,6 +22,7 @@ from polytask.data.readers import (
 from polytask.data.samplers import (
     SAMPLERS,
     AnnealedSampler,
+    JointSampler,
     ProportionalSampler,
     TaskSampler,
     TemperatureSampler,
@@ -36,6 +37,7 @@ from polytask.data.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocab
 
 __all__ = [
     "AnnealedSampler",
+    "JointSampler",
     "Batch",
     "Collator",
     "Example",

@@ -30,6 +30,8 @@ class MultiTaskLoader:
     ``Σ_s ceil(n_s / batch_size)``: under proportional sampling each example is seen
     about once per epoch, and with a single source (mixed batches that label every
     task) an epoch is exactly one pass over it, the last batch being the remainder.
+    Under a joint sampler (:class:`~polytask.data.samplers.JointSampler`: every source in
+    every step, ``B_s`` examples of source ``s``) the default is ``max_s ceil(n_s / B_s)``.
 
     **Plan.** A step's plan is a mapping ``{source: example indices}``. At each step the
     sampler picks a source (``sampler.draw``, seeded by ``(seed, epoch)``), so the step's
@@ -82,7 +84,12 @@ class MultiTaskLoader:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
-        default = sum(math.ceil(n / self.batch_size) for n in self.sizes.values())
+        #: per-source examples of a joint step (every source in every step), else None
+        self.shares = sampler.step_shares(self.batch_size)
+        if self.shares is None:
+            default = sum(math.ceil(n / self.batch_size) for n in self.sizes.values())
+        else:
+            default = max(math.ceil(n / self.shares[s]) for s, n in self.sizes.items())
         self.steps_per_epoch = int(steps_per_epoch) if steps_per_epoch is not None else default
         if self.steps_per_epoch < 1:
             raise ValueError(
@@ -107,7 +114,7 @@ class MultiTaskLoader:
     # ------------------------------------------------------------------ planning
 
     def source_sequence(self, epoch: int) -> list[str]:
-        """The source of every step of ``epoch``."""
+        """The source of every step of ``epoch`` (one-source samplers)."""
         S = self.steps_per_epoch
         return self.sampler.draw(
             epoch * S, S, self.total_steps, stable_seed(self.seed, epoch, "sources")
@@ -125,17 +132,24 @@ class MultiTaskLoader:
         if self._cache is not None and self._cache[0] == epoch:
             return [dict(step) for step in self._cache[1]]
         streams: dict[str, tuple[int, list[int], int]] = {}  # source -> (cycle, perm, pos)
-        out: Plan = []
-        for src in self.source_sequence(epoch):
+
+        def take(src: str, size: int) -> list[int]:
             if src not in streams:
                 streams[src] = (0, self._permutation(epoch, src, 0), 0)
             cycle, perm, pos = streams[src]
             if pos >= len(perm):
                 cycle, pos = cycle + 1, 0
                 perm = self._permutation(epoch, src, cycle)
-            idx = perm[pos : pos + self.batch_size]
+            idx = perm[pos : pos + size]
             streams[src] = (cycle, perm, pos + len(idx))
-            out.append({src: idx})
+            return idx
+
+        if self.shares is not None:  # joint: every source in every step, in its share
+            out = [
+                {s: take(s, b) for s, b in self.shares.items()} for _ in range(self.steps_per_epoch)
+            ]
+        else:
+            out = [{src: take(src, self.batch_size)} for src in self.source_sequence(epoch)]
         self._cache = (epoch, out)
         return [dict(step) for step in out]
 

@@ -12,6 +12,7 @@ sampler                rule
 ProportionalSampler    p_i ∝ n_i
 TemperatureSampler     p_i ∝ n_i^(1/T)  (T = 1 proportional, T -> ∞ uniform)
 UniformSampler         round-robin: the sources in turn, one batch each (p_i = 1/K)
+JointSampler           every source in every step, the batch split across them
 AnnealedSampler        p_i ∝ n_i^α(t), α moving linearly from 1/T_start to 1/T_end
                        over training (see :class:`AnnealedSampler`)
 =====================  ================================================================
@@ -28,10 +29,12 @@ from typing import Any, Mapping
 
 import torch
 
+from polytask.errors import OptionError
 from polytask.registry import Registry
 
 __all__ = [
     "AnnealedSampler",
+    "JointSampler",
     "ProportionalSampler",
     "SAMPLERS",
     "TaskSampler",
@@ -134,6 +137,12 @@ class TaskSampler:
             out.append(sources[k])
         return out
 
+    def step_shares(self, batch_size: int) -> dict[str, int] | None:
+        """Per-source batch sizes of a *joint* step (every source in every step), or ``None``
+        (the default): each step takes one source, chosen by :meth:`draw`, and a batch of
+        ``batch_size`` from it."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._hparams()})"
 
@@ -229,6 +238,97 @@ class AnnealedSampler(TaskSampler):
         return f"T_start={self.T_start}, T_end={self.T_end}"
 
 
+SPLITS = ("equal", "proportional")
+
+
+class JointSampler(TaskSampler):
+    """Every source in every step (LibMTL's "multi_input" mode): a step's plan holds one
+    batch of each source, so a step carries the losses of every task, whatever data set
+    labels it — what gradient methods and adaptive weightings need to have something to
+    balance when each task has its own data set.
+
+    The step's total ``batch_size`` B is split across the sources (``split``):
+
+    * ``"equal"`` (default): ``B_s = ⌊B / S⌋``, the remainder going one each to the first
+      sources;
+    * ``"proportional"``: ``B_s ∝ n_s`` by largest remainders;
+    * ``batch_sizes={source: B_s}``: given per source (their sum is the step's size).
+
+    Every source gets at least one example per step. An epoch is ``max_s ⌈n_s / B_s⌉`` steps
+    (one pass over the source that needs the most steps in its share); the other sources go
+    on through fresh permutations (see :class:`~polytask.data.loader.MultiTaskLoader`).
+    """
+
+    name = "joint"
+
+    def __init__(
+        self,
+        split: str = "equal",
+        batch_sizes: Mapping[str, int] | None = None,
+        sizes: Mapping[str, int] | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise OptionError(
+                "split",
+                f"unknown split {split!r}",
+                f"use one of {list(SPLITS)}, or give batch_sizes per source",
+            )
+        for src, b in (batch_sizes or {}).items():
+            if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+                raise OptionError(
+                    f"batch_sizes.{src}",
+                    f"{b!r} is not a whole number ≥ 1",
+                    "give each source's examples per step",
+                )
+        self.split = split
+        self.batch_sizes = dict(batch_sizes) if batch_sizes else None
+        super().__init__(sizes)
+
+    def _set_sizes(self, sizes: Mapping[str, int]) -> None:
+        super()._set_sizes(sizes)
+        if self.batch_sizes is not None and set(self.batch_sizes) != set(sizes):
+            missing = sorted(set(sizes) - set(self.batch_sizes))
+            extra = sorted(set(self.batch_sizes) - set(sizes))
+            raise OptionError(
+                "batch_sizes",
+                f"does not name the sources: missing {missing}, unknown {extra}",
+                f"give one size for each of {sorted(sizes)}",
+            )
+
+    def probabilities(self, step: int = 0, total_steps: int = 1) -> dict[str, float]:
+        """Every source takes part in every step: 1 each (not a distribution to draw from)."""
+        return {s: 1.0 for s in self.sources}
+
+    def draw(self, start_step: int, n_steps: int, total_steps: int, seed: int) -> list[str]:
+        raise TypeError("JointSampler puts every source in every step; use step_shares()")
+
+    def step_shares(self, batch_size: int) -> dict[str, int]:
+        sizes = self._require_sizes()
+        if self.batch_sizes is not None:
+            return {s: self.batch_sizes[s] for s in sizes}
+        k = len(sizes)
+        if batch_size < k:
+            raise OptionError(
+                "batch_size",
+                f"{batch_size} examples per step cannot give each of the {k} sources one",
+                f"use a batch size of at least {k}",
+            )
+        if self.split == "equal":
+            base, extra = divmod(batch_size, k)
+            return {s: base + (i < extra) for i, s in enumerate(sizes)}
+        # proportional: one each, the rest by largest remainders of (B - k) n_s / N
+        total, rest = sum(sizes.values()), batch_size - k
+        exact = {s: rest * n / total for s, n in sizes.items()}
+        shares = {s: 1 + math.floor(x) for s, x in exact.items()}
+        left = batch_size - sum(shares.values())
+        for s in sorted(sizes, key=lambda s: (-(exact[s] - math.floor(exact[s])), s))[:left]:
+            shares[s] += 1
+        return shares
+
+    def _hparams(self) -> str:
+        return f"batch_sizes={self.batch_sizes}" if self.batch_sizes else f"split={self.split!r}"
+
+
 #: the samplers: a name or ``package.module:Class`` -> a :class:`TaskSampler` subclass
 SAMPLERS: Registry[type[TaskSampler]] = Registry(
     "sampler",
@@ -240,6 +340,7 @@ SAMPLERS: Registry[type[TaskSampler]] = Registry(
         "uniform": UniformSampler,
         "round_robin": UniformSampler,
         "annealed": AnnealedSampler,
+        "joint": JointSampler,
     },
 )
 

@@ -27,6 +27,8 @@ class TrainState:
         selection: best epoch, best score and epochs without improvement.
         history: one entry per evaluated epoch: epoch, step, score, metrics.
         task_steps: per task, the steps that carried its loss.
+        multi_task_steps: steps that carried the losses of two tasks or more (what a
+            balancing method needs to have something to balance).
         seconds: training time so far (kept across resumes).
         best_metrics: validation metrics of the best epoch.
         done: early stopping has ended the run.
@@ -38,6 +40,7 @@ class TrainState:
     selection: EarlyStopping = field(default_factory=EarlyStopping)
     history: list[dict[str, Any]] = field(default_factory=list)
     task_steps: dict[str, int] = field(default_factory=dict)
+    multi_task_steps: int = 0
     seconds: float = 0.0
     best_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     done: bool = False
@@ -50,6 +53,7 @@ class TrainState:
         """One step taken, carrying the losses of ``tasks``."""
         for t in tasks:
             self.task_steps[t] = self.task_steps.get(t, 0) + 1
+        self.multi_task_steps += len(tasks) >= 2
         self.step += 1
         self.step_in_epoch += 1
 
@@ -77,6 +81,7 @@ class TrainState:
             "bad_epochs": self.selection.bad_epochs,
             "history": self.history,
             "task_steps": dict(self.task_steps),
+            "multi_task_steps": self.multi_task_steps,
             "seconds": self.seconds,
             "best_metrics": self.best_metrics,
             "done": self.done,
@@ -95,6 +100,8 @@ class TrainState:
             selection=selection,
             history=list(data["history"]),
             task_steps={t: int(n) for t, n in data["task_steps"].items()},
+            # checkpoints written before the count existed: their steps are not recounted
+            multi_task_steps=int(data.get("multi_task_steps", 0)),
             seconds=float(data["seconds"]),
             best_metrics=dict(data["best_metrics"]),
             done=bool(data["done"]),

@@ -19,6 +19,7 @@ The loop never asks which method or architecture it runs.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -44,6 +45,8 @@ from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
 from .progress import Progress
 from .replay import RngSnapshot, buffers_kept, replaying
 from .state import TrainState
+
+log = logging.getLogger("polytask")
 
 
 class TrainingError(PolytaskError, RuntimeError):
@@ -128,16 +131,24 @@ class FitReport:
     steps: int
     task_steps: dict[str, int]
     seconds: float
+    #: steps that carried two tasks or more (a balancing method's material)
+    multi_task_steps: int = 0
+
+    @property
+    def multi_task_share(self) -> float:
+        """The share of steps with two tasks or more (0 without steps)."""
+        return self.multi_task_steps / self.steps if self.steps else 0.0
 
 
 @dataclass
 class StepLosses:
     """The task losses of one step (float32 or better) and what the balanced backward pass
-    needs besides them: the shared feature tensor (one source batch only: rows of
-    different sources do not form one tensor) and the model's penalty."""
+    needs besides them: the shared features (the tensor of the step's one batch, or one per
+    source batch: ``balancing.backward`` then balances at the shared parameters unless told
+    otherwise) and the model's penalty."""
 
     losses: dict[str, torch.Tensor]
-    features: torch.Tensor | None
+    features: torch.Tensor | dict[str, torch.Tensor] | None
     penalty: torch.Tensor | None
 
 
@@ -245,16 +256,17 @@ class Trainer:
         """The losses of one step: one forward pass per source batch. A task labelled in
         several of the step's batches gets the mean of its losses over them."""
         per_task: dict[str, list[torch.Tensor]] = {}
-        outputs = []
-        for batch in batches.values():
+        outputs: dict[str, MultiTaskOutput] = {}
+        for source, batch in batches.items():
             losses, out = self.forward_losses(batch)
-            outputs.append(out)
+            outputs[source] = out
             for t, v in losses.items():
                 per_task.setdefault(t, []).append(v)
-        penalties = [p for p in (self.model.penalty(o) for o in outputs) if p is not None]
+        penalties = [p for p in map(self.model.penalty, outputs.values()) if p is not None]
+        features = {s: o.shared_features for s, o in outputs.items()}
         return StepLosses(
             losses={t: _mean(vs) for t, vs in per_task.items()},
-            features=outputs[0].shared_features if len(outputs) == 1 else None,
+            features=_one_or_all(features),
             penalty=_mean(penalties) if penalties else None,
         )
 
@@ -320,10 +332,20 @@ class Trainer:
         fit.progress.close()
         self._load_best(fit)
         fit.logger.close()
+        few = state.step - state.multi_task_steps
+        if self.method.needs_several_tasks and few:
+            log.warning(
+                "polytask: %d of %d steps carried fewer than two tasks: balancing method %r had "
+                "nothing to balance in those steps",
+                few,
+                state.step,
+                self.method.name or type(self.method).__name__,
+            )
         return FitReport(
             best_epoch=state.selection.best_epoch,
             best_score=state.selection.best_score,  # type: ignore[arg-type]
             best_metrics=state.best_metrics,
+            multi_task_steps=state.multi_task_steps,
             history=state.history,
             steps=state.step,
             task_steps=dict(state.task_steps),
@@ -384,7 +406,27 @@ class Trainer:
             self.model.shared_parameters(),
         )
         fit.started = time.perf_counter() - state.seconds
+        if not resume or state.step == 0:
+            self._warn_if_inert(train, loader)
         return fit
+
+    def _warn_if_inert(
+        self, train: Mapping[str, Sequence[Example]], loader: MultiTaskLoader
+    ) -> None:
+        """Say at the start when no step can ever carry two tasks although the method needs
+        them: one source per step, and every source labels a single task."""
+        if not self.method.needs_several_tasks or loader.shares is not None:
+            return
+        if any(len(labelled_tasks(list(ex), self.tasks)) > 1 for ex in train.values()):
+            return
+        name = self.method.name or type(self.method).__name__
+        log.warning(
+            "polytask: balancing method %r needs two tasks or more in a step, but each step "
+            "draws one source and every source labels one task: the method will see one task "
+            "at a time and balance nothing; fix: use sampler: {type: joint} (every source in "
+            "every step)",
+            name,
+        )
 
     def _train_epoch(self, fit: _Fit) -> None:
         """The steps of the state's epoch, from its ``step_in_epoch`` on."""
@@ -523,6 +565,17 @@ class Trainer:
             ckpt.restore_model(self.model, tensors, where=str(fit.run / "best"))
         elif fit.best_weights is not None:
             self.model.load_state_dict(fit.best_weights)
+
+
+def _one_or_all(
+    features: dict[str, torch.Tensor | None],
+) -> torch.Tensor | dict[str, torch.Tensor] | None:
+    """The step's feature tensor, each source's when it has several, None when one is
+    missing (balancing then works at the shared parameters)."""
+    present = {s: z for s, z in features.items() if z is not None}
+    if len(present) < len(features) or not present:
+        return None
+    return next(iter(present.values())) if len(present) == 1 else present
 
 
 def _mean(values: list[torch.Tensor]) -> torch.Tensor:

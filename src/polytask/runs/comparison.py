@@ -14,6 +14,7 @@ from ..config.build import Experiment
 from ..config.errors import ConfigError
 from ..config.schema import Config
 from ..data.base import Example
+from ..data.samplers import JointSampler
 from ..engine.logs import write_json
 from ..engine.trainer import Trainer, make_loader, planned_steps
 from ..evaluation.evaluate import evaluate, predict
@@ -25,14 +26,29 @@ from .training import count_parameters, train
 __all__ = ["SEED_RESULT", "compare"]
 
 
-def _planned_task_steps(exp: Experiment) -> dict[str, int]:
+def _planned_task_steps(exp: Experiment) -> tuple[dict[str, int], dict[str, int] | None]:
     """Per task, the steps of the multi-task run's budget whose plan holds a source
-    labelling it (read from the run's own loader plan: its sampler decides the budget)."""
+    labelling it (read from the run's own loader plan: its sampler decides the budget); and
+    under a joint sampler each source's examples per step (else None)."""
     cfg = exp.trainer_config()
     sources = exp.train_sources()
     loader = make_loader(sources, exp.collator(), cfg, exp.build_sampler(sources))
     tasks_of_source = {s: list(exp.cfg.data.sources[s].tasks) for s in sources}
-    return loader.task_steps(tasks_of_source, planned_steps(cfg, loader.steps_per_epoch))
+    steps = planned_steps(cfg, loader.steps_per_epoch)
+    return loader.task_steps(tasks_of_source, steps), loader.shares
+
+
+def _single_task_sampler(
+    exp: Experiment, sources: Mapping[str, Sequence[Example]], shares: Mapping[str, int] | None
+) -> tuple[Any, dict[str, int]]:
+    """The sampler of a single-task baseline and its trainer overrides: the configured one;
+    under a joint sampler, the same examples per step from each of its sources as in the
+    multi-task run (``batch_sizes`` from the joint run's shares)."""
+    if shares is None:
+        return exp.build_sampler(sources), {}
+    mine = {s: shares[s] for s in sources}
+    sampler = JointSampler(batch_sizes=mine, sizes={s: len(v) for s, v in sources.items()})
+    return sampler, {"batch_size": sum(mine.values())}
 
 
 def _time_inference(
@@ -94,7 +110,9 @@ def compare(
 
     Single-task model i uses the same encoder and architecture restricted to task i, the
     same data splits, the same stopping rule, and as many optimisation steps as the MTL
-    budget contains batches with task i's data. Test data is used only for the final table.
+    budget contains batches with task i's data — under a joint sampler, with the same
+    examples per step from its own source(s) as the joint run gave them. Test data is used
+    only for the final table.
 
     Each finished seed's result is written (atomically) to ``seed<s>/seed_result.json``;
     with ``resume=True`` those seeds are read back instead of trained again, provided they
@@ -120,7 +138,7 @@ def compare(
         mtl = train(scfg, sraw, base_dir, out / f"seed{seed}" / "mtl", experiment=exp)
         mtl_model = load(mtl.run_dir).model
         names = list(exp.tasks)
-        planned = _planned_task_steps(exp)
+        planned, shares = _planned_task_steps(exp)
         stl_metrics: dict[str, dict[str, float]] = {}
         stl_models, stl_seconds, stl_params, stl_steps = [], 0.0, 0, {}
         for t in names:
@@ -128,13 +146,14 @@ def compare(
             sources = exp.train_sources([t])
             criterion = scfg.trainer.criterion
             crit = criterion if criterion.partition(".")[0] == t else t
-            sampler = exp.build_sampler(sources)
+            sampler, same_share = _single_task_sampler(exp, sources, shares)
             budget = max(planned.get(t, 1), 1)
             # epochs bounded by the step budget; evaluate after each pass over the data
             per_epoch = make_loader(
-                sources, exp.collator([t]), exp.trainer_config(), sampler
+                sources, exp.collator([t]), exp.trainer_config(**same_share), sampler
             ).steps_per_epoch
             tcfg = exp.trainer_config(
+                **same_share,
                 max_steps=budget,
                 criterion=crit,
                 baselines={},

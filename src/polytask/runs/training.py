@@ -125,6 +125,8 @@ def train(
         "score": report.best_score,
         "steps": report.steps,
         "task_steps": report.task_steps,
+        "multi_task_steps": report.multi_task_steps,
+        "multi_task_share": report.multi_task_share,
         "seconds": report.seconds,
         "parameters": count_parameters(model),
     }
