@@ -196,16 +196,16 @@ class CountingRows(RecordingRows):
     name = "counting_rows"
 
 
+def _fit_six_steps(zh, model, method, sampler=None) -> Any:
+    config = TrainerConfig(epochs=1, batch_size=16, threads=1, max_steps=6)
+    trainer = Trainer(model, zh.tasks, method=method, config=config, sampler=sampler)
+    return trainer.fit(zh.sources(n=48), zh.val_of(), zh.collate)
+
+
 def test_one_source_steps_are_counted_and_warned_about(zh, make_model, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="polytask")
     method = CountingRows()
-    trainer = Trainer(
-        make_model(),
-        zh.tasks,
-        method=method,
-        config=TrainerConfig(epochs=1, batch_size=16, threads=1, max_steps=6),
-    )
-    report = trainer.fit(zh.sources(n=48), zh.val_of(), zh.collate)
+    report = _fit_six_steps(zh, make_model(), method)
     assert report.multi_task_steps == 0 and report.multi_task_share == 0.0
     assert all(rows.shape[0] == 1 for rows in method.rows)
     messages = [r.getMessage() for r in caplog.records]
@@ -216,14 +216,7 @@ def test_one_source_steps_are_counted_and_warned_about(zh, make_model, caplog) -
 def test_joint_steps_give_the_method_every_task(zh, make_model, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="polytask")
     method = CountingRows()
-    trainer = Trainer(
-        make_model(),
-        zh.tasks,
-        method=method,
-        config=TrainerConfig(epochs=1, batch_size=16, threads=1, max_steps=6),
-        sampler=JointSampler(),
-    )
-    report = trainer.fit(zh.sources(n=48), zh.val_of(), zh.collate)
+    report = _fit_six_steps(zh, make_model(), method, JointSampler())
     assert report.steps == 6 and report.multi_task_steps == 6 and report.multi_task_share == 1.0
     assert report.task_steps == {"sentiment": 6, "ner": 6}
     assert all(rows.shape[0] == 2 for rows in method.rows)
@@ -232,12 +225,7 @@ def test_joint_steps_give_the_method_every_task(zh, make_model, caplog) -> None:
 
 def test_fixed_weights_are_not_warned_about(zh, make_model, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="polytask")
-    Trainer(
-        make_model(),
-        zh.tasks,
-        method=Sum(),
-        config=TrainerConfig(epochs=1, batch_size=16, threads=1, max_steps=3),
-    ).fit(zh.sources(n=48), zh.val_of(), zh.collate)
+    _fit_six_steps(zh, make_model(), Sum())
     assert not [r for r in caplog.records if r.name == "polytask"]
 
 
