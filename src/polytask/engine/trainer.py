@@ -116,6 +116,11 @@ def make_loader(
     )
 
 
+def epoch_length(total: int, steps_per_epoch: int, epoch: int) -> int:
+    """Steps of ``epoch`` within a budget of ``total`` steps (0 once the budget is spent)."""
+    return max(0, min(steps_per_epoch, total - epoch * steps_per_epoch))
+
+
 def planned_steps(config: TrainerConfig, steps_per_epoch: int) -> int:
     """The run's step budget: ``epochs`` passes, cut at ``max_steps`` when given."""
     full = config.epochs * steps_per_epoch
@@ -171,8 +176,7 @@ class _Fit:
     best_weights: dict[str, torch.Tensor] | None = None
 
     def epoch_length(self, epoch: int) -> int:
-        per = self.loader.steps_per_epoch
-        return max(0, min(per, self.total - epoch * per))
+        return epoch_length(self.total, self.loader.steps_per_epoch, epoch)
 
 
 class Trainer:
@@ -371,7 +375,7 @@ class Trainer:
         per = loader.steps_per_epoch
         # gradients accumulate over `accumulate` steps and never across an epoch boundary
         updates = sum(
-            math.ceil(max(0, min(per, total - e * per)) / cfg.accumulate) for e in range(cfg.epochs)
+            math.ceil(epoch_length(total, per, e) / cfg.accumulate) for e in range(cfg.epochs)
         )
         groups = build_param_groups(
             self.model, cfg.param_groups, cfg.lr, cfg.weight_decay, extra=self.method.parameters()
