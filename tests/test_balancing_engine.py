@@ -364,6 +364,46 @@ def test_jacobian_rows_equal_separate_gradients_and_zero_for_unreached() -> None
     assert jz[3:].abs().max() == 0 and jw.abs().max() == 0
     with pytest.raises(ValueError, match="chunk_size"):
         autograd.jacobian(values, [z], chunk_size=0)
+    looped = autograd.jacobian(values, [z, extra], batched=False)
+    torch.testing.assert_close(looped, [jz, jw], **TOL)
+
+
+def test_losses_of_separate_batches_take_one_pass_each_at_the_params_level() -> None:
+    """Disjoint batches (a list of features): one backward pass per loss, no batched
+    product and no extra pass for the task-specific parameters; same update."""
+    torch.manual_seed(0)
+    trunk = nn.Linear(4, 3).double()
+    heads = nn.ModuleList(nn.Linear(3, 1).double() for _ in range(2))
+    xs = [torch.randn(5, 4, dtype=torch.float64) for _ in range(2)]
+
+    def step(features: bool) -> list[Tensor]:
+        for p in [*trunk.parameters(), *heads.parameters()]:
+            p.grad = None
+        zs = [trunk(x) for x in xs]
+        losses = {str(i): heads[i](z).pow(2).mean() for i, z in enumerate(zs)}
+        balancing.backward(
+            losses,
+            method=balancing.MGDA(),
+            features=zs if features else None,
+            shared=list(trunk.parameters()),
+            level=None if features else "params",
+        )
+        return [p.grad.clone() for p in [*trunk.parameters(), *heads.parameters()]]
+
+    reference = step(features=False)
+    calls: list[str] = []
+    spy = pytest.MonkeyPatch()
+    spy.setattr(autograd, "batched_grad", lambda *a, **k: calls.append("batched"))
+    original = autograd.looped_grad
+    spy.setattr(
+        autograd, "looped_grad", lambda *a, **k: calls.append("looped") or original(*a, **k)
+    )
+    try:
+        got = step(features=True)
+    finally:
+        spy.undo()
+    assert calls == ["looped"]
+    torch.testing.assert_close(got, reference, **TOL)
 
 
 # ------------------------------------------------------------------ hierarchical taps

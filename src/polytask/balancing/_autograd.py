@@ -76,13 +76,23 @@ def looped_grad(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[Tens
 
 
 def jacobian(
-    losses: Sequence[Tensor], inputs: Sequence[Tensor], chunk_size: int | None = None
+    losses: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    chunk_size: int | None = None,
+    *,
+    batched: bool = True,
 ) -> list[Tensor]:
     """Per-task gradients: for each input x a tensor (K, *x.shape) whose row i is ∇_x L_i.
 
     One batched vector-Jacobian product over all K rows (or ``ceil(K / chunk_size)``
     products of ``chunk_size`` rows each). Inputs a loss does not reach get zero rows. The
     graph is kept (the caller finishes with its own backward pass).
+
+    ``batched=False`` takes K separate backward passes instead. That is the cheaper choice
+    when the losses come from different batches (one forward pass per source): each pass
+    then walks only its own loss's part of the graph, so the K passes together cost one
+    ordinary backward pass, whereas the batched product carries all K cotangent rows
+    (zeros for the other tasks) through every batch's graph.
     """
     require(
         chunk_size is None or (is_integer(chunk_size) and chunk_size >= 1),
@@ -92,6 +102,8 @@ def jacobian(
     )
     if not inputs:
         return []
+    if not batched:
+        return looped_grad(list(losses), inputs)
     k = len(losses)
     stacked = torch.stack(list(losses))
     if not stacked.requires_grad:

@@ -204,7 +204,9 @@ def backward(
                 "level 'params' needs `shared`, the shared parameters",
                 "pass shared=model.shared_parameters() (or features=... for the feature level)",
             )
-        _param_backward(stacked, values, detached, method, shared_list, scale, chunk_size, penalty)
+        _param_backward(
+            stacked, values, detached, method, shared_list, scale, chunk_size, penalty, disjoint
+        )
     return stacked.detach().sum()
 
 
@@ -352,6 +354,7 @@ def _param_backward(
     scale: float | Tensor,
     chunk_size: int | None,
     penalty: Tensor | None,
+    disjoint: bool = False,
 ) -> None:
     if not stacked.requires_grad:
         return
@@ -359,17 +362,28 @@ def _param_backward(
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]
-    jac = _autograd.jacobian(values, params, chunk_size) if params else []
-    extra = None
-    if penalty is not None and params and penalty.requires_grad:  # unbalanced: its plain gradient
-        extra = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
-    if (
-        others
-    ):  # task-specific parameters: ∇ Σ_i L_i (+ penalty), one backward pass restricted to them
+    if not params:  # nothing shared is reached: the plain gradient (+ penalty) of the rest
         total = stacked.sum() if penalty is None else stacked.sum() + penalty
         torch.autograd.backward(total * scale, inputs=others)
-    if not params:
         return
+    # One walk down the graph gives the shared rows and the task-specific parameters'
+    # gradient ∇ Σ_i L_i (the sum of their rows) together. Losses of separate batches are
+    # differentiated one at a time: each pass then visits only its own batch's graph.
+    rows = _autograd.jacobian(values, params + others, chunk_size, batched=not disjoint)
+    jac, other_rows = rows[: len(params)], rows[len(params) :]
+    penalty_grads: tuple[Tensor | None, ...] = (None,) * len(reached)
+    if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
+        penalty_grads = torch.autograd.grad(
+            penalty, params + others, retain_graph=True, allow_unused=True
+        )
+    for p, r, e in zip(others, other_rows, penalty_grads[len(params) :]):
+        g = r.sum(0) if e is None else r.sum(0) + e
+        g = (g * scale).to(p.dtype)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
+    extra = penalty_grads[: len(params)] if penalty is not None else None
     k = len(values)
     update = _combine(method, [j.reshape(k, -1) for j in jac], losses)
     if extra is not None:
