@@ -141,13 +141,72 @@ def test_stl_gets_the_mtl_step_budget_of_its_task(one_seed):
     assert cost["mtl_task_steps"] == mtl_results["task_steps"]
     assert sum(mtl_results["task_steps"].values()) == mtl_results["steps"]
     assert cost["stl_task_steps"] == cost["mtl_task_steps"]
+    runs = summary["per_seed"][0]["stl_runs"]
     for t, steps in cost["mtl_task_steps"].items():
-        assert _last_step(out / "seed0" / f"stl_{t}" / "metrics.csv") == steps
+        assert _last_step(Path(runs[t]["directory"]) / "metrics.csv") == steps
     # parameter counts are counts
     assert isinstance(summary["cost"]["mtl_parameters"], int) and isinstance(
         summary["cost"]["stl_parameters"], int
     )
     assert summary["cost"]["stl_parameters"] > summary["cost"]["mtl_parameters"]
+
+
+def _compare_again(config: Path, out: Path, baselines: Path, *overrides: str):
+    args = ["compare", str(config), "--out", str(out), "--baselines", str(baselines), "--json"]
+    for o in overrides:
+        args += ["--set", o]
+    return CliRunner().invoke(app, args)
+
+
+def test_baselines_are_reused_across_balancing_methods(one_seed, tmp_path, monkeypatch):
+    """Single-task models do not depend on the balancing method: a comparison with another
+    method (or other loss weights) reads them back instead of training them again."""
+    import polytask.runs.baselines as baselines
+
+    _, summary, out = one_seed
+    store = out.parent / "baselines"
+    assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["ner", "sentiment"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a single-task baseline was trained again")
+
+    monkeypatch.setattr(baselines, "Trainer", no_training)
+    for i, overrides in enumerate(
+        [("balancing={method: uw}",), ("balancing={method: fixed, weights: {ner: 0.1}}",)]
+    ):
+        result = _compare_again(out.parent / "cmp.yaml", tmp_path / f"o{i}", store, *overrides)
+        assert result.exit_code == 0, (result.stdout, result.exception)
+        again = json.loads((tmp_path / f"o{i}" / "compare.json").read_text(encoding="utf-8"))
+        seed = again["per_seed"][0]
+        assert seed["stl"] == summary["per_seed"][0]["stl"]
+        assert all(r["reused"] for r in seed["stl_runs"].values())
+        assert seed["mtl"] != summary["per_seed"][0]["mtl"]  # the MTL model did change
+
+
+def test_a_baseline_is_trained_again_when_what_it_depends_on_changes(one_seed, tmp_path):
+    _, summary, out = one_seed
+    store = out.parent / "baselines"
+    result = _compare_again(out.parent / "cmp.yaml", tmp_path / "o", store, "trainer.lr=0.01")
+    assert result.exit_code == 0, (result.stdout, result.exception)
+    seed = json.loads((tmp_path / "o" / "compare.json").read_text(encoding="utf-8"))["per_seed"][0]
+    assert not any(r["reused"] for r in seed["stl_runs"].values())
+    old = summary["per_seed"][0]["stl_runs"]
+    assert all(seed["stl_runs"][t]["directory"] != old[t]["directory"] for t in old)
+    assert not list(store.glob(".partial-*"))  # trained in place, then renamed
+
+
+def test_a_corrupt_baseline_is_named_with_the_fix(one_seed, tmp_path):
+    import shutil
+
+    _, summary, out = one_seed
+    store = tmp_path / "store"
+    shutil.copytree(out.parent / "baselines", store)
+    entry = Path(summary["per_seed"][0]["stl_runs"]["ner"]["directory"]).name
+    (store / entry / "baseline.json").write_text("{not json", encoding="utf-8")
+    result = _compare_again(out.parent / "cmp.yaml", tmp_path / "o", store)
+    assert result.exit_code != 0
+    assert "--baselines" in result.output and "delete" in result.output
+    assert entry in result.output
 
 
 def test_two_seeds_ci(two_seeds):

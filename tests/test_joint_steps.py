@@ -284,6 +284,7 @@ def test_compare_under_joint_steps_gives_each_baseline_its_share(
     import yaml
 
     import polytask.runs.comparison as comparison
+    import polytask.runs.baselines as baselines
     from polytask.config.load import read_config
 
     config = {
@@ -324,12 +325,13 @@ def test_compare_under_joint_steps_gives_each_baseline_its_share(
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     seen: dict[tuple[str, ...], tuple[int, Any]] = {}
 
-    class Recording(comparison.Trainer):  # type: ignore[misc, name-defined]
+    class Recording(baselines.Trainer):  # type: ignore[misc]
         def __init__(self, model, tasks, method=None, config=None, sampler=None):  # type: ignore[no-untyped-def]
             super().__init__(model, tasks, method, config, sampler)
             seen[tuple(self.tasks)] = (self.config.batch_size, sampler)
+            assert type(method).__name__ == "Sum"  # the plain loss, whatever the joint method
 
-    monkeypatch.setattr(comparison, "Trainer", Recording)
+    monkeypatch.setattr(baselines, "Trainer", Recording)
     cfg, raw = read_config(path, [])
     summary = comparison.compare(cfg, raw, tmp_path, tmp_path / "out")
     cost = summary["cost"]

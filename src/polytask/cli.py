@@ -293,6 +293,12 @@ def compare_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Reuse the seeds an interrupted compare into --out finished."
     ),
+    baselines: Path | None = typer.Option(
+        None,
+        "--baselines",
+        help="Where single-task models are kept and reused across comparisons "
+        "(keyed by a digest of what they depend on; default: baselines/ beside --out).",
+    ),
 ) -> None:
     """Train MTL and one STL model per task on the same data; print the table and Δm."""
     from .runs import compare
@@ -301,7 +307,13 @@ def compare_cmd(
         cfg, raw = _read(config, set_)
         directory = out or Path("runs") / f"{cfg.name}-compare"
         return compare(
-            cfg, raw, config.resolve().parent, directory, seeds=seeds, resume=resume
+            cfg,
+            raw,
+            config.resolve().parent,
+            directory,
+            seeds=seeds,
+            resume=resume,
+            baselines=baselines,
         ), directory
 
     summary, directory = _guard(go)

@@ -14,14 +14,14 @@ from ..config.build import Experiment
 from ..config.errors import ConfigError
 from ..config.schema import Config
 from ..data.base import Example
-from ..data.samplers import JointSampler
 from ..engine.logs import write_json
-from ..engine.trainer import Trainer, make_loader, planned_steps
-from ..evaluation.evaluate import evaluate, predict
+from ..engine.trainer import make_loader, planned_steps
+from ..evaluation.evaluate import predict
 from ..evaluation.table import comparison_markdown
+from .baselines import single_task_baseline
 from .prediction import load
 from .summary import delta_m_or_error, primary_metrics, summarise
-from .training import count_parameters, train
+from .training import train
 
 __all__ = ["SEED_RESULT", "compare"]
 
@@ -36,19 +36,6 @@ def _planned_task_steps(exp: Experiment) -> tuple[dict[str, int], dict[str, int]
     tasks_of_source = {s: list(exp.cfg.data.sources[s].tasks) for s in sources}
     steps = planned_steps(cfg, loader.steps_per_epoch)
     return loader.task_steps(tasks_of_source, steps), loader.shares
-
-
-def _single_task_sampler(
-    exp: Experiment, sources: Mapping[str, Sequence[Example]], shares: Mapping[str, int] | None
-) -> tuple[Any, dict[str, int]]:
-    """The sampler of a single-task baseline and its trainer overrides: the configured one;
-    under a joint sampler, the same examples per step from each of its sources as in the
-    multi-task run (``batch_sizes`` from the joint run's shares)."""
-    if shares is None:
-        return exp.build_sampler(sources), {}
-    mine = {s: shares[s] for s in sources}
-    sampler = JointSampler(batch_sizes=mine, sizes={s: len(v) for s, v in sources.items()})
-    return sampler, {"batch_size": sum(mine.values())}
 
 
 def _time_inference(
@@ -105,14 +92,18 @@ def compare(
     seeds: int = 1,
     *,
     resume: bool = False,
+    baselines: Path | None = None,
 ) -> dict[str, Any]:
     """Train the MTL model and one STL model per task per seed; write compare.json / compare.md.
 
     Single-task model i uses the same encoder and architecture restricted to task i, the
-    same data splits, the same stopping rule, and as many optimisation steps as the MTL
-    budget contains batches with task i's data — under a joint sampler, with the same
-    examples per step from its own source(s) as the joint run gave them. Test data is used
-    only for the final table.
+    same data splits, the same stopping rule, its task's plain loss, and as many
+    optimisation steps as the MTL budget contains batches with task i's data — under a joint
+    sampler, with the same examples per step from its own source(s) as the joint run gave
+    them. Test data is used only for the final table. Single-task models do not depend on
+    the balancing method: they are kept in ``baselines`` (default ``out.parent /
+    "baselines"``) under a digest of what they depend on and reused by any comparison that
+    needs the same one (:mod:`polytask.runs.baselines`).
 
     Each finished seed's result is written (atomically) to ``seed<s>/seed_result.json``;
     with ``resume=True`` those seeds are read back instead of trained again, provided they
@@ -122,6 +113,7 @@ def compare(
     if seeds < 1:
         raise ConfigError("--seeds", f"{seeds} is not ≥ 1", "give a positive number of seeds")
     out.mkdir(parents=True, exist_ok=True)
+    store = baselines if baselines is not None else out.resolve().parent / "baselines"
     digest = _config_digest(raw)
     per_seed: list[dict[str, Any]] = []
     exp: Experiment | None = None
@@ -141,44 +133,17 @@ def compare(
         planned, shares = _planned_task_steps(exp)
         stl_metrics: dict[str, dict[str, float]] = {}
         stl_models, stl_seconds, stl_params, stl_steps = [], 0.0, 0, {}
+        stl_runs: dict[str, dict[str, Any]] = {}
         for t in names:
-            model = exp.build_model([t], seed=seed)
-            sources = exp.train_sources([t])
-            criterion = scfg.trainer.criterion
-            crit = criterion if criterion.partition(".")[0] == t else t
-            sampler, same_share = _single_task_sampler(exp, sources, shares)
-            budget = max(planned.get(t, 1), 1)
-            # epochs bounded by the step budget; evaluate after each pass over the data
-            per_epoch = make_loader(
-                sources, exp.collator([t]), exp.trainer_config(**same_share), sampler
-            ).steps_per_epoch
-            tcfg = exp.trainer_config(
-                **same_share,
-                max_steps=budget,
-                criterion=crit,
-                baselines={},
-                epochs=-(-budget // per_epoch),
-                progress=False,
+            stl = single_task_baseline(
+                exp, t, seed, max(planned.get(t, 1), 1), shares, store, base_dir
             )
-            tr = Trainer(model, {t: exp.tasks[t]}, exp.build_method([t]), tcfg, sampler=sampler)
-            report = tr.fit(
-                sources,
-                exp.train_sources([t], split="val"),
-                exp.collator([t]),
-                run_dir=out / f"seed{seed}" / f"stl_{t}",
-            )
-            test = evaluate(
-                model,
-                {t: exp.tasks[t]},
-                exp.train_sources([t], split="test"),
-                exp.collator([t]),
-                batch_size=scfg.trainer.eval_batch_size,
-            )
-            stl_metrics[t] = test[t]
-            stl_models.append((model, [t]))
-            stl_seconds += report.seconds
-            stl_params += count_parameters(model)
-            stl_steps[t] = report.task_steps.get(t, 0)
+            stl_metrics[t] = stl.test
+            stl_models.append((stl.model, [t]))
+            stl_seconds += stl.seconds
+            stl_params += stl.parameters
+            stl_steps[t] = stl.task_steps
+            stl_runs[t] = {"directory": str(stl.directory), "reused": stl.reused}
         test_inputs = [ex for s in exp.sources.values() for ex in s.test]
         bs = scfg.trainer.eval_batch_size
         mtl_infer = _time_inference([(mtl_model, names)], exp, test_inputs, bs)
@@ -206,6 +171,7 @@ def compare(
                     "stl_task_steps": stl_steps,
                     "compare_seconds": time.perf_counter() - started,
                 },
+                "stl_runs": stl_runs,
             }
         )
         write_json(

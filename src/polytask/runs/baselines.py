@@ -1,0 +1,212 @@
+"""Single-task baselines for ``compare``: trained once, reused by every comparison that
+needs the same one.
+
+A single-task model depends on the data, the architecture restricted to its task, the
+trainer settings, its step budget and per-step examples, and the seed — not on how the
+multi-task run balances its losses: it trains on its task's plain loss (with one task there
+is nothing to balance, and a weight λ_i would only rescale the loss). Its result is kept in
+``<store>/<task>-<digest>/``, where the digest covers exactly those inputs (the resolved
+configuration without ``name``, ``seed``, ``balancing`` and the trainer's logging options;
+the task, seed, budget and batch split; the configuration's directory; the polytask and
+torch versions). Comparing several balancing methods on one configuration therefore trains
+each baseline once. The digest does not cover the contents of the data files.
+
+An entry is ``<task>-<digest>/`` = the single-task run (``best/``, ``checkpoints/``,
+``metrics.csv``, ...) plus ``baseline.json`` (the digest, what it was computed from, the
+test metrics and the cost). It is trained in a ``.partial-*`` directory and renamed into
+place when finished, so a killed comparison never leaves a half-trained baseline that a
+later one would read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .. import __version__
+from ..balancing import Sum
+from ..config.build import Experiment
+from ..config.errors import ConfigError
+from ..data.samplers import JointSampler
+from ..engine import checkpoint as ckpt
+from ..engine.checkpoint import atomic_write_text
+from ..engine.trainer import Trainer, make_loader
+from ..evaluation.evaluate import evaluate
+from .training import count_parameters
+
+__all__ = ["BASELINE", "Baseline", "baseline_inputs", "single_task_baseline"]
+
+BASELINE = "baseline.json"
+#: trainer options that change what is logged, not what is learned
+_LOGGING_ONLY = ("progress", "log_every", "checkpoint_every", "eval_batch_size")
+
+
+@dataclass
+class Baseline:
+    """One trained single-task model and its test metrics."""
+
+    task: str
+    digest: str
+    directory: Path
+    test: dict[str, float]
+    seconds: float
+    parameters: int
+    task_steps: int
+    model: torch.nn.Module
+    reused: bool
+
+
+def baseline_inputs(
+    exp: Experiment,
+    task: str,
+    seed: int,
+    budget: int,
+    batch_sizes: Mapping[str, int] | None,
+    base_dir: Path,
+) -> tuple[str, dict[str, Any]]:
+    """The digest of everything single-task model ``task`` depends on, and those inputs."""
+    config = exp.cfg.model_dump(mode="json")
+    for key in ("name", "seed", "balancing"):
+        config.pop(key, None)
+    for key in _LOGGING_ONLY:
+        config["trainer"].pop(key, None)
+    inputs = {
+        "config": config,
+        "task": task,
+        "seed": seed,
+        "steps": budget,
+        "batch_sizes": dict(batch_sizes) if batch_sizes is not None else None,
+        "base_dir": str(base_dir.resolve()),
+        "polytask": __version__,
+        "torch": torch.__version__,
+    }
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], inputs
+
+
+def _read_entry(directory: Path, digest: str) -> dict[str, Any]:
+    path = directory / BASELINE
+    try:
+        entry: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        ok = entry["digest"] == digest and {"test", "seconds", "parameters", "task_steps"} <= set(
+            entry
+        )
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(
+            "--baselines",
+            f"{path} is not a finished single-task baseline ({type(err).__name__}: {err})",
+            f"delete {directory} to train that baseline again",
+        ) from None
+    if not ok:
+        raise ConfigError(
+            "--baselines",
+            f"{path} does not hold the baseline its directory name promises",
+            f"delete {directory} to train that baseline again",
+        )
+    return entry
+
+
+def single_task_baseline(
+    exp: Experiment,
+    task: str,
+    seed: int,
+    budget: int,
+    shares: Mapping[str, int] | None,
+    store: Path,
+    base_dir: Path,
+) -> Baseline:
+    """Single-task model ``task``: read back from ``store`` when one with the same inputs
+    was trained before, else trained (``budget`` optimisation steps on the task's own
+    source(s); under a joint sampler, ``shares`` examples per step from each) and kept."""
+    sources = exp.train_sources([task])
+    batch_sizes = {s: shares[s] for s in sources} if shares is not None else None
+    digest, inputs = baseline_inputs(exp, task, seed, budget, batch_sizes, base_dir)
+    final = store / f"{task}-{digest}"
+    model = exp.build_model([task], seed=seed)
+    if final.exists():
+        entry = _read_entry(final, digest)
+        tensors, _ = ckpt.load_checkpoint(final / "best")
+        ckpt.restore_model(model, tensors, where=str(final / "best"))
+        return Baseline(
+            task,
+            digest,
+            final,
+            entry["test"],
+            entry["seconds"],
+            entry["parameters"],
+            entry["task_steps"],
+            model,
+            reused=True,
+        )
+    if batch_sizes is None:
+        sampler, overrides = exp.build_sampler(sources), {}
+    else:
+        sampler = JointSampler(
+            batch_sizes=batch_sizes, sizes={s: len(v) for s, v in sources.items()}
+        )
+        overrides = {"batch_size": sum(batch_sizes.values())}
+    criterion = exp.cfg.trainer.criterion
+    per_epoch = make_loader(
+        sources, exp.collator([task]), exp.trainer_config(**overrides), sampler
+    ).steps_per_epoch
+    tcfg = exp.trainer_config(
+        **overrides,
+        level=None,
+        max_steps=budget,
+        criterion=criterion if criterion.partition(".")[0] == task else task,
+        baselines={},
+        epochs=-(-budget // per_epoch),  # bounded by the step budget; evaluate every pass
+        progress=False,
+    )
+    store.mkdir(parents=True, exist_ok=True)
+    partial = store / f".partial-{task}-{digest}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        trainer = Trainer(model, {task: exp.tasks[task]}, Sum(), tcfg, sampler=sampler)
+        report = trainer.fit(
+            sources,
+            exp.train_sources([task], split="val"),
+            exp.collator([task]),
+            run_dir=partial,
+        )
+        test = evaluate(
+            model,
+            {task: exp.tasks[task]},
+            exp.train_sources([task], split="test"),
+            exp.collator([task]),
+            batch_size=exp.cfg.trainer.eval_batch_size,
+        )[task]
+        entry = {
+            "digest": digest,
+            "inputs": inputs,
+            "test": test,
+            "seconds": report.seconds,
+            "parameters": count_parameters(model),
+            "task_steps": report.task_steps.get(task, 0),
+        }
+        atomic_write_text(partial / BASELINE, json.dumps(entry, indent=2, default=str))
+        try:
+            os.rename(partial, final)
+        except OSError:  # another comparison finished the same baseline first: keep theirs
+            if not final.exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return Baseline(
+        task,
+        digest,
+        final,
+        test,
+        entry["seconds"],
+        entry["parameters"],
+        entry["task_steps"],
+        model,
+        reused=False,
+    )
