@@ -283,8 +283,8 @@ def test_compare_under_joint_steps_gives_each_baseline_its_share(
     had steps with its task, and the same examples per step as its share there."""
     import yaml
 
-    import polytask.runs.comparison as comparison
     import polytask.runs.baselines as baselines
+    import polytask.runs.comparison as comparison
     from polytask.config.load import read_config
 
     config = {
