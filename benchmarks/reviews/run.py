@@ -68,14 +68,37 @@ def _per_seed(summary: dict[str, Any], side: str, task: str, metric: str) -> lis
     return [s[side][task][metric] for s in summary["per_seed"]]
 
 
-def measure(name: str, seeds: int, overrides: list[str], resume: bool = False) -> dict[str, Any]:
-    """Run `polytask compare` on one configuration and keep what the tables need."""
+def key_of(name: str, variant: str | None) -> str:
+    """The results key (and run directory name) of a configuration and its variant."""
+    return name if not variant else f"{name}@{variant}"
+
+
+def measure(
+    name: str,
+    seeds: int,
+    overrides: list[str],
+    resume: bool = False,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Run `polytask compare` on one configuration and keep what the tables need.
+
+    Single-task baselines are shared by all configurations and variants through
+    benchmarks/results/reviews/baselines/ (keyed by what they depend on), so variants that
+    differ only in the balancing method train them once."""
     path = EXAMPLES / f"{name}.yaml"
     cfg, raw = read_config(path, overrides)
-    out = RESULTS / "reviews" / name
+    out = RESULTS / "reviews" / key_of(name, variant)
     start = time.perf_counter()
     try:
-        compare(cfg, raw, path.parent, out, seeds=seeds, resume=resume)
+        compare(
+            cfg,
+            raw,
+            path.parent,
+            out,
+            seeds=seeds,
+            resume=resume,
+            baselines=RESULTS / "reviews" / "baselines",
+        )
     except ConfigError as err:  # Δm undefined: the per-task table was still written
         print(f"{name}: {err}")
     summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
@@ -106,6 +129,7 @@ def measure(name: str, seeds: int, overrides: list[str], resume: bool = False) -
             }
     return {
         "config": str(path.relative_to(ROOT)),
+        "variant": variant,
         "overrides": overrides,
         "seeds": summary["seeds"],
         "epochs": cfg.trainer.epochs,
@@ -128,6 +152,17 @@ def _pm(pair: tuple[float, float] | list[float], n: int) -> str:
     return f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else "")
 
 
+def _rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(results key, row label) in CONFIGS order, each configuration's variants after it."""
+    rows = []
+    for name, label in CONFIGS.items():
+        if name == "en_scratch_hier_scarce":
+            continue
+        keys = sorted(k for k in results if k == name or k.startswith(f"{name}@"))
+        rows += [(k, label + (f" — {k.partition('@')[2]}" if "@" in k else "")) for k in keys]
+    return rows
+
+
 def tables(results: dict[str, Any]) -> str:
     """Markdown: one row per configuration and side (STL, MTL), then the scarce study."""
     head = (
@@ -136,10 +171,8 @@ def tables(results: dict[str, Any]) -> str:
         + ["Δm % [95% CI]", "seeds", "epochs (best)", "wall"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, label in CONFIGS.items():
-        r = results.get(name)
-        if r is None or name == "en_scratch_hier_scarce":
-            continue
+    for key, label in _rows(results):
+        r = results[key]
         n = len(r["seeds"])
         for side in ("stl", "mtl"):
             cells = [label if side == "stl" else "", side.upper()]
@@ -241,6 +274,12 @@ def main() -> None:
         "(benchmarks/results/reviews/<config>/seed<s>/)",
     )
     ap.add_argument(
+        "--variant",
+        default=None,
+        help="a label for these overrides (e.g. joint-nash_mtl): results go to "
+        "<config>@<variant>, beside the configuration's own entry",
+    )
+    ap.add_argument(
         "--table",
         action="store_true",
         help="only print the tables of benchmarks/results/reviews.json",
@@ -253,10 +292,10 @@ def main() -> None:
                 5 if name.endswith("scarce") else 1 if "minilm" in name or "absa" in name else 3
             )
             print(f"== {name}: {seeds} seed(s) {args.overrides}", flush=True)
-            entry = measure(name, seeds, args.overrides, args.resume)
+            entry = measure(name, seeds, args.overrides, args.resume, args.variant)
             # re-read: another invocation may have written other configurations meanwhile
             results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-            results[name] = entry
+            results[key_of(name, args.variant)] = entry
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
             print(f"wrote {path}", flush=True)
