@@ -16,6 +16,7 @@ import torch
 from jacobians import K_VALUES, SCALES, jacobian_cases, random_jacobian, structured_jacobian
 
 from polytask import balancing
+from polytask.balancing._qp import nonneg_qp, prepare_gramian
 from polytask.balancing.mgda import MGDA
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # an unconverged solve fails
@@ -37,6 +38,17 @@ def certificate_violation(jacobian: torch.Tensor, weights: torch.Tensor) -> floa
     top = (j * j).sum(dim=1).max()
     slack = j @ d - dd + 1e-3 * torch.maximum(dd, 1e-9 * top)
     return float(-slack.min() / top)
+
+
+def hull_witness(jacobian: torch.Tensor) -> float:
+    """|d|² / max|g|² for the active-set programme's raw min-norm point d (before MGDA's rule
+    that turns a d it cannot tell from 0 into 0), checked on J: ~0 certifies that 0 is in
+    the hull to working precision."""
+    j = jacobian.double()
+    g, _ = prepare_gramian(j @ j.T)
+    u, _ = nonneg_qp(g + 1.0, -torch.ones(1, j.shape[0], dtype=torch.float64))
+    d = (u[0] / u[0].sum()) @ j
+    return float(d @ d / (j * j).sum(dim=1).max())
 
 
 def in_simplex(weights: torch.Tensor) -> bool:
@@ -66,6 +78,9 @@ def test_min_norm_certificate(case) -> None:
     method = MGDA()
     w = method.weights(j @ j.T)
     assert w.dtype == torch.float64 and w.shape == (j.shape[0],)
+    if not bool(w.any()):  # 0 is in the hull to working precision: d = 0 exactly
+        assert hull_witness(j) <= 1e-12
+        return
     assert in_simplex(w)
     assert certificate_violation(j, w) <= 0.0
     torch.testing.assert_close(
@@ -146,6 +161,10 @@ def test_float32_input(k: int) -> None:
     assert d32.dtype == torch.float32
     d, d64 = d32.double(), MGDA().aggregate(j64)
     top = float((j64 * j64).sum(dim=1).max())
+    if not bool(d32.any()):
+        # below what a float32 Gramian resolves (|d|² ≲ 128 √K eps₃₂ (Σ w|g|)²): d = 0 exactly
+        assert float(d64 @ d64) <= 128 * k**0.5 * torch.finfo(torch.float32).eps * top
+        return
     tol = 8 * k * torch.finfo(torch.float32).eps * top
     assert float((j64 @ d).min() - d @ d) >= -tol  # ⟨g_k, d⟩ ≥ |d|² to float32's rounding
     assert float(d @ d) <= float(d64 @ d64) + tol  # as short as the exact min-norm point

@@ -24,6 +24,7 @@ from jacobians import (
 )
 
 from polytask import balancing
+from polytask.balancing._qp import dual_cone_weights, prepare_gramian
 from polytask.balancing.dualproj import DualProj
 from polytask.balancing.upgrad import UPGrad
 from polytask.errors import OptionError
@@ -45,6 +46,18 @@ def conflict(jacobian: torch.Tensor, d: torch.Tensor, weights: torch.Tensor) -> 
     scale = norms * float(weights.double().abs() @ norms)
     inner = j @ d.double()
     return float((-inner / scale.clamp_min(torch.finfo(torch.float64).tiny)).max())
+
+
+def stationarity_witness(method: UPGrad | DualProj, jacobian: torch.Tensor) -> float:
+    """|Jᵀv| / Σ_k |v_k| |g_k| for the solver's raw weights v ≥ p > 0 (before the rule that
+    turns an update the Gramian does not resolve into 0): ~0 certifies, on J, that a positive
+    combination of the rows vanishes, i.e. that 0 is the exact update."""
+    j = jacobian.double()
+    g, _ = prepare_gramian(j @ j.T)
+    p = torch.full((j.shape[0],), 1 / j.shape[0], dtype=torch.float64)
+    v = dual_cone_weights(g, method.targets(p)).sum(0)
+    assert bool((v > 0).all())
+    return float((v @ j).norm() / (v.abs() @ j.norm(dim=1)))
 
 
 def project_brute_force(jacobian: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -79,8 +92,10 @@ def test_conflicts_with_no_task(cls, case) -> None:
     tol = 1e-10 if jacobian.dtype == torch.float64 else 1e-6
     assert conflict(jacobian, d, w) <= tol
     assert conflict(jacobian, w @ j64, w) <= 1e-10
-    if float(jacobian.abs().max()) > 0:
-        assert float(d.double().norm()) > 0.0
+    if float(d.double().norm()) == 0.0:
+        # only at a strongly stationary J (to working precision): the projections' raw
+        # weights v ≥ p > 0 combine the rows to ~0, checked on J itself
+        assert stationarity_witness(method, jacobian) <= 1e-6
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._options import is_real, known_tasks, require
-from ._qp import dual_cone_weights, prepare_gramian
+from ._qp import dual_cone_weights, prepare_gramian, resolved
 from .base import GramianWeighting, task_names
 
 __all__ = [
@@ -94,7 +94,15 @@ def preference_weights(
 class DualConeWeighting(GramianWeighting):
     """Shared machinery of UPGrad and DualProj: a preference vector ``p`` and projections
     onto the dual cone of the rows, solved exactly on the Gramian. Subclasses say which
-    combinations of rows are projected (:meth:`targets`) and how the projections combine."""
+    combinations of rows are projected (:meth:`targets`) and how the projections combine.
+
+    Every projection is certified (:func:`._qp.dual_cone_weights`: the KKT conditions to
+    rounding, after fallback solvers where the first one stops short), so the update never
+    conflicts with a task beyond rounding. Where the Gramian does not tell the update apart
+    from 0 (:func:`._qp.resolved`: ``|d|²`` below the rounding error of ``wᵀGw``, as at a
+    strongly stationary J, where the dual cone holds no direction that helps any task), the
+    weights are 0: an exact zero update instead of rounding noise pointing anywhere.
+    """
 
     def __init__(self, pref_vector: Preference = None) -> None:
         self.pref_vector = check_preference(pref_vector)
@@ -116,4 +124,7 @@ class DualConeWeighting(GramianWeighting):
             return p
         if math.isnan(scale):  # non-finite Gramian: no meaningful update
             return torch.full((len(names),), float("nan"), dtype=torch.float64)
-        return dual_cone_weights(g, self.targets(p), eps).sum(dim=0)
+        w = dual_cone_weights(g, self.targets(p), eps).sum(dim=0)
+        if not resolved(g, w, eps):  # d is rounding noise: a stationary point to working precision
+            return torch.zeros_like(w)
+        return w

@@ -46,6 +46,7 @@ __all__ = [
     "check_gramian",
     "from_numpy",
     "psd_pinv_apply",
+    "canonical_order",
     "combine",
 ]
 
@@ -116,6 +117,18 @@ def psd_pinv_apply(gramian: np.ndarray, vector: np.ndarray, rtol: float) -> np.n
     vk = vec[:, keep]
     out: np.ndarray = vk @ ((vk.T @ vector) / lam[keep])
     return out
+
+
+def canonical_order(gramian: np.ndarray) -> np.ndarray:
+    """A row order of G that depends on its values only, not on the order the rows came in:
+    by squared norm ``G_kk``, then by row sum ``Σ_j G_kj`` (both invariant to permuting the
+    rows), ties kept in their given order (exact duplicates: either order gives the same
+    matrix). A solver whose rounding depends on the order of the rows, run on
+    ``G[order][:, order]``, is then permutation-invariant to the last bit wherever the keys
+    differ — which they do for rows a rounding error apart from degenerate, where the
+    rounding decides the most."""
+    order: np.ndarray = np.lexsort((gramian.sum(axis=1), np.diag(gramian)))
+    return order
 
 
 def combine(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["solve_power_equation"]
+from ._gramian import canonical_order
+
+__all__ = ["solve_power_equation", "solves_power_equation"]
 
 #: rows whose squared norm is below this fraction of the largest one count as zero
 _ZERO_ROW = 1e-24
@@ -94,12 +96,15 @@ def solve_power_equation(
     (weights about 1/√ε larger than usual), and if it cannot reach that, the
     ridge-regularised system (G + 1e-10 · max_i G_ii · I) w = w^(−power) is solved instead.
     Either way the weights are finite and the update's component along v is zero
-    (Jᵀv = 0), so the update stays bounded.
+    (Jᵀv = 0), so the update stays bounded. Solved in :func:`._gramian.canonical_order`, so
+    the result is invariant to the order of the rows to the last bit.
     """
     k = gramian.shape[0]
     out = np.zeros(k)
     if k == 0:
         return out
+    order = canonical_order(gramian)  # the same rounding whatever the row order
+    gramian = gramian[np.ix_(order, order)]
     diag = np.diag(gramian)
     scale = float(diag.max())
     if not scale > 0:
@@ -110,4 +115,25 @@ def solve_power_equation(
     if not ok:
         beta, _ = _newton(a + _RIDGE * np.eye(len(live)), power, max_iter)
     out[live] = beta * scale ** (-1.0 / (1.0 + power))
-    return out
+    result = np.empty(k)
+    result[order] = out
+    return result
+
+
+#: a solution has w_i^p (Gw)_i = 1 for every row; accepted within this
+_SOLUTION_RTOL = 1e-3
+
+
+def solves_power_equation(gramian: np.ndarray, w: np.ndarray, power: float = 1.0) -> bool:
+    """Whether w solves ``G w = w^(−power)`` on its support: ``|w_i^power (Gw)_i − 1| ≤ 1e-3``
+    where ``w_i > 0`` (rows given weight 0 are zero rows, see :func:`solve_power_equation`).
+
+    Then every task improves, ``⟨g_i, d⟩ ≈ w_i^(−power) > 0``, by far more than the rounding
+    error of ``Gw``: the test is scale-free, so a residual that rounding hides in
+    ``|A|β`` (the weights Newton grows towards a Pareto-stationary point, where no solution
+    exists) shows up here."""
+    live = w > 0
+    if not live.any():
+        return False
+    r = w[live] ** power * (gramian @ w)[live]
+    return bool(np.all(np.abs(r - 1.0) <= _SOLUTION_RTOL))

@@ -36,14 +36,35 @@ Jacobi-scaled variables (unit diagonal), so rows whose norms differ by orders of
 are held to the same relative accuracy. A Gramian that rounding left slightly indefinite
 (one formed in float32, say) has its negative eigenvalues clipped to 0, and the stopping
 rule is then measured in the input's unit roundoff rather than float64's.
+
+**What is returned is certified.** The promise of UPGrad and DualProj is an update that
+conflicts with no task; an active-set method that stops short of the KKT conditions
+(rounding on a Gramian that is singular to working precision) can miss it by far — on
+``J = [[1, 1e-8], [−1, 1e-8], [0, −1]]``, whose dual cone is {0}, it returned an update at
+cosine −1 with the third task. So every projection is checked on the Gramian itself
+(:func:`projection_kkt`) and, where the check fails, solved again by fallbacks: the
+active set on the Gramian with its rounding-level eigenvalues set to 0, then dual
+coordinate descent (Hildreth 1957), which needs no linear solve (:func:`_certified_projection`);
+a projection no solver certifies is replaced by 0, a point of the cone, with a warning.
+Two rules then keep rounding from posing as a direction: a projection that is a large
+cancelling combination of the rows gets a margin of its own rounding error
+(:func:`_with_margin`), and an update the Gramian does not tell apart from 0
+(:func:`resolved`: ``|d|²`` within the rounding of ``wᵀGw``) is 0 — the exact answer at a
+stationary point, where the rounding noise would otherwise have a direction that
+conflicts with some task. MGDA's min-norm point is polished on its support by Wolfe's
+method and is 0 under the same conditions (:func:`min_norm_weights`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from ._gramian import canonical_order
 
 _EPS = torch.finfo(torch.float64).eps
 #: KKT tolerance in units of K · eps · (|H|·|x| + |c|), the rounding error of one gradient
@@ -52,6 +73,14 @@ _TOL_FACTOR = 8.0
 #: candidates whose freeing fails by rounding are skipped, which can leave a gradient of
 #: about one tolerance)
 _ACCEPT = 4.0
+#: |d|² below this many √K · eps · (Σ_k |w_k| |g_k|)² is rounding noise (:func:`resolved`)
+_RESOLVE = 128.0
+#: a projection whose terms cancel (Σ_k |v_k| |g_k| above this many |d|) gets a margin
+_MARGIN_TRIGGER = 64.0
+#: the margin: ⟨g_k, d⟩ ≥ this many √K · eps · |g_k| · Σ_j |v_j| |g_j| (:func:`_with_margin`)
+_MARGIN = 2.0
+#: sweeps per coordinate of the coordinate-descent fallback (:func:`_coordinate_descent`)
+_SWEEPS = 200
 
 
 def prepare_gramian(g: Tensor) -> tuple[Tensor, float]:
@@ -302,19 +331,281 @@ def _warn_unconverged(what: str) -> None:
     )
 
 
+def resolved(g: Tensor, w: Tensor, eps: float = _EPS, scale: float = 0.0) -> bool:
+    """Whether the Gramian tells ``d = Jᵀw`` apart from 0, with a direction that can be
+    certified.
+
+    ``g``: a (K, K) float64 Gramian (any scale), ``w``: (K,) float64 weights. The Gramian's
+    entries are known to ``eps · |g_i| |g_j|`` at best (``eps``: the unit roundoff it was
+    accumulated in), so ``|d|² = wᵀGw`` is known to ``eps · S²`` with ``S = Σ_k |w_k| |g_k|``,
+    the size of the terms that cancel in d (float64's own rounding of ``wᵀGw`` grows like
+    ``√K eps S²``), and each cosine of d with a row to about ``eps S / |d|``. A margin of that
+    size (:func:`_with_margin`) fits only in a cone wider than it, so the direction can be
+    kept non-conflicting only while ``(S / |d|)² eps`` stays well below 1. Returns False when
+    ``|d|² ≤ 128 √K eps S²`` (``S / |d| ≳ 4·10⁶`` in float64, ``≳ 170`` in float32 at K = 5;
+    the constant is where ~10⁴ near-stationary test Jacobians stopped producing conflicts):
+    then d is rounding noise or too close to it, and the exact update — at a stationary
+    point to working precision — is 0. In float32 and float64 a d whose terms do not cancel
+    (``|d| ≥ S / √K`` when the weighted rows are orthogonal) is always resolved; a Gramian
+    held in bf16 resolves nothing. ``scale``: a lower bound on S where w came out of a
+    computation on larger terms (a projection of a combination of that size).
+    """
+    k = g.shape[0]
+    if k == 0:
+        return False
+    s = max(float(w.abs() @ g.diagonal().clamp_min(0.0).sqrt()), scale)
+    d2 = float(w @ g @ w)
+    return math.isfinite(d2) and s > 0 and d2 > _RESOLVE * math.sqrt(k) * eps * s * s
+
+
 def min_norm_weights(g: Tensor, eps: float = _EPS) -> Tensor:
     """Weights w of the min-norm point of the rows' convex hull, for a normalised Gramian.
 
     ``g``: (K, K) float64 from :func:`prepare_gramian` (max diagonal 1). Returns w ≥ 0 with
-    ``Σ w = 1`` minimising ``wᵀ g w``.
+    ``Σ w = 1`` minimising ``wᵀ g w``, polished on its support (:func:`_refine_min_norm`)
+    where the active set's answer misses the certificate by more than rounding.
+
+    Or w = 0, where the result tells d = Jᵀw from 0 no better than rounding: where some
+    ``⟨g_k, d⟩ = (gw)_k < 0`` (the certificate ``⟨g_k, d⟩ ≥ |d|² − tol`` then puts ``|d|²``
+    within the solver's tolerance: 0 is in the hull to working precision, and the
+    computed d, rounding noise, would conflict with that task), or where the Gramian does
+    not resolve d (:func:`resolved`).
     """
     k = g.shape[0]
     ones = torch.ones(k, dtype=torch.float64)
-    u, ok = nonneg_qp(_positive_semidefinite(g) + 1.0, -ones.unsqueeze(0), eps=eps)
+    h = _positive_semidefinite(g) + 1.0
+    u, ok = nonneg_qp(h, -ones.unsqueeze(0), eps=eps)
     if not ok:
         _warn_unconverged("MGDA")
     u = u[0]
-    return u / u.sum()
+    w = u / u.sum()
+    if not resolved(g, w, eps):
+        return torch.zeros_like(w)
+    if bool((_min_norm_violation(g, w) > 1.0).any()):
+        w = _refine_min_norm(g, w)
+    if bool((g @ w < 0).any()) or not resolved(g, w, eps):
+        return torch.zeros_like(w)
+    return w
+
+
+def _bordered_solve(g: Tensor, free: Tensor) -> Tensor | None:
+    """The minimiser of ``wᵀgw`` over ``{w : 1ᵀw = 1, w = 0 off free}``, from the bordered
+    system ``[G_FF 1; 1ᵀ 0] [w_F; −|d|²] = [0; 1]``; None where it is singular."""
+    idx = torch.nonzero(free).squeeze(1)
+    f = idx.numel()
+    m = torch.zeros(f + 1, f + 1, dtype=torch.float64)
+    m[:f, :f] = g[idx][:, idx]
+    m[:f, f] = 1.0
+    m[f, :f] = 1.0
+    rhs = torch.zeros(f + 1, dtype=torch.float64)
+    rhs[f] = 1.0
+    sol, info = torch.linalg.solve_ex(m, rhs)
+    if int(info) != 0 or not bool(torch.isfinite(sol).all()):
+        return None
+    z = torch.zeros(g.shape[0], dtype=torch.float64)
+    z[idx] = sol[:f]
+    return z
+
+
+def _min_norm_violation(g: Tensor, w: Tensor) -> Tensor:
+    """(K,) how far each ``⟨g_k, d⟩`` falls short of ``|d|²``, in units of its rounding error."""
+    k = g.shape[0]
+    gw = g @ w
+    d2 = float(w @ gw)
+    err = _TOL_FACTOR * k * _EPS * (g.abs() @ w.abs() + d2)
+    return (d2 - gw) / err.clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def _refine_min_norm(g: Tensor, w: Tensor) -> Tensor:
+    """The min-norm weights polished by Wolfe's method from the active set's answer.
+
+    The programme's stopping rule is absolute (``⟨g_k, d⟩ ≥ |d|² − tol`` with tol ~1e-14 of
+    the largest squared row norm: the reduction's ``11ᵀ`` term is only known to that), so a
+    small min-norm point comes out with inaccurate weights or support. Wolfe's method
+    (Wolfe, "Finding the nearest point in a polytope", Mathematical Programming, 1976)
+    works on the support F without that term: solve the bordered system on F exactly
+    (:func:`_bordered_solve`); if the solution leaves the simplex, move towards it until a
+    weight reaches 0 and drop it; else add the row whose ``⟨g_k, d⟩`` falls furthest below
+    ``|d|²`` beyond the rounding of that product, until none does. The polished weights are
+    kept only where they violate the certificate less.
+    """
+    k = g.shape[0]
+    x = w.clone()
+    free = x > 0
+    for _ in range(4 * k + 10):
+        z = _bordered_solve(g, free)
+        if z is None:
+            break
+        if bool((z[free] > 0).all()):
+            x = z
+            viol = _min_norm_violation(g, x).masked_fill(free, -torch.inf)
+            j = int(torch.argmax(viol))
+            if not float(viol[j]) > 1.0:
+                break
+            free[j] = True
+            continue
+        # move towards z until the first weight reaches 0, and drop it
+        leaving = free & (z <= 0)
+        ratio = torch.where(leaving, x / (x - z).clamp_min(torch.finfo(torch.float64).tiny), 2.0)
+        j = int(torch.argmin(ratio))
+        x = (x + float(ratio[j].clamp(0.0, 1.0)) * (z - x)).clamp_min(0.0)
+        x[j] = 0.0
+        free = x > 0
+        if not bool(free.any()):
+            return w
+    if not bool((x >= 0).all()) or not abs(float(x.sum()) - 1.0) <= 1e-12:
+        return w
+    x = x / x.sum()
+    better = float(_min_norm_violation(g, x).max()) < float(_min_norm_violation(g, w).max())
+    return x if better else w
+
+
+def _numerical_rank_psd(h: Tensor, eps: float) -> Tensor:
+    """``h`` with every eigenvalue at or below ``8 K eps · λ_max`` set to 0: the nearest PSD
+    matrix whose null directions are exact, dropping only curvature within the rounding of
+    a Gramian held to ``eps`` (Weyl: a perturbation of the entries by ``eps`` moves each
+    eigenvalue by at most ``K eps``)."""
+    k = h.shape[0]
+    lam, q = torch.linalg.eigh(h)
+    top = float(lam[-1]) if k else 0.0
+    lam = torch.where(lam > _TOL_FACTOR * k * eps * max(top, 0.0), lam, 0.0)
+    h = (q * lam) @ q.T
+    return 0.5 * (h + h.T)
+
+
+def _coordinate_descent(p: _NNQP, x0: Tensor, max_sweeps: int) -> tuple[Tensor, Tensor]:
+    """Dual coordinate descent from ``x0 ≥ 0``, all rows at once; ``(x, ok)``.
+
+    Hildreth's method (Hildreth, "A quadratic programming procedure", Naval Research
+    Logistics Quarterly, 1957): minimise ``½ xᵀHx + cᵀx`` over one coordinate at a time,
+    exactly, ``x_k ← max(0, x_k − (Hx + c)_k / H_kk)``. For a PSD H whose objective is bounded
+    below on ``x ≥ 0`` it converges to a minimiser at a linear rate (Luo & Tseng, "On the
+    convergence of the coordinate descent method for convex differentiable minimization",
+    JOTA 1992), without the linear solves that an active-set method can lose to rounding.
+    The KKT conditions of :meth:`_NNQP.kkt` are checked every K sweeps.
+    """
+    h = p.h.numpy()
+    x = x0.numpy().copy()
+    grad = x @ h + p.c.numpy()
+    diag = np.diag(h)
+    k = h.shape[0]
+    for sweep in range(max_sweeps):
+        for j in range(k):
+            if diag[j] <= 0:
+                continue
+            new = np.maximum(x[:, j] - grad[:, j] / diag[j], 0.0)
+            step = new - x[:, j]
+            x[:, j] = new
+            grad += step[:, None] * h[j]
+        if sweep % k == k - 1 or sweep == max_sweeps - 1:
+            xt = torch.from_numpy(x)
+            ok = p.kkt(xt)
+            if bool(ok.all()):
+                return xt, ok
+    xt = torch.from_numpy(x)
+    return xt, p.kkt(xt)
+
+
+def projection_kkt(h: Tensor, a: Tensor, y: Tensor, eps: float = _EPS) -> Tensor:
+    """(B,) the certificate of a dual-cone projection: whether ``y ≥ 0`` minimises
+    ``½ (a_b + y)ᵀ h (a_b + y)`` to rounding.
+
+    With ``v = a_b + y`` and the gradient ``∇ = v h`` (``⟨g_k, d⟩ / |g_k|`` in Jacobi-scaled
+    variables): ``∇ ≥ −tol`` (the projection conflicts with no row) and ``∇ ≤ tol`` where
+    ``y > 0`` (complementary slackness), with ``tol = 32 K eps max|h| Σ_j (|a_bj| + |y_j|)``:
+    four times the rounding error of ∇ (as :func:`nonneg_qp` accepts), a sum of K terms as
+    large as ``|v_j| |h_jk|`` that cancel on the rows the projection lies on (v itself the
+    sum of a and y, which cancel where the projection is ~0), with entries of h known to
+    ``eps`` (the input's unit roundoff).
+    """
+    k = h.shape[0]
+    v = a + y
+    grad = v @ h
+    unit = _ACCEPT * _TOL_FACTOR * k * eps * float(h.abs().max())
+    tol = unit * (a.abs() + y.abs()).sum(dim=1, keepdim=True)
+    return ((y >= 0) & (grad >= -tol) & ((y <= 0) | (grad <= tol))).all(dim=1)
+
+
+def _certified_projection(h: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``y ≥ 0`` minimising ``½ (a_b + y)ᵀ h (a_b + y)`` for every row ``a_b``, and whether the
+    result is certified (:func:`projection_kkt`: the KKT conditions to rounding on ``h``
+    itself).
+
+    Solvers in turn, each on the rows the previous ones left uncertified:
+
+    1. the active-set method of :func:`nonneg_qp` on ``h`` (PSD-clipped where rounding left
+       it indefinite);
+    2. the same on ``h`` with its rounding-level eigenvalues set to 0 (a Gramian that
+       rounding left barely positive definite can make the optimum run off along a
+       direction of curvature ~eps; with exact null directions it is finite);
+    3. dual coordinate descent (:func:`_coordinate_descent`) from the last active-set
+       iterate, which needs no linear solve.
+    """
+    y = torch.zeros_like(a)
+    ok = torch.zeros(a.shape[0], dtype=torch.bool)
+    h_psd = _positive_semidefinite(h)
+    h_rank: Tensor | None = None
+    for kind in ("psd", "rank", "descent"):
+        rows = torch.nonzero(~ok).squeeze(1)
+        if rows.numel() == 0:
+            break
+        ar = a[rows]
+        if kind == "psd":
+            yr, _ = nonneg_qp(h_psd, ar @ h_psd, eps=eps)
+        else:
+            h_rank = _numerical_rank_psd(h, eps) if h_rank is None else h_rank
+            if kind == "rank":
+                yr, _ = nonneg_qp(h_rank, ar @ h_rank, eps=eps)
+            else:
+                p = _NNQP(h_rank, ar @ h_rank, eps)
+                yr, _ = _coordinate_descent(p, y[rows], max_sweeps=_SWEEPS * h.shape[0])
+        good = projection_kkt(h, ar, yr, eps)
+        # the latest active-set iterate starts the coordinate descent where none is certified
+        take = good | (kind != "descent")
+        y[rows[take]] = yr[take]
+        ok[rows[good]] = True
+    return y, ok
+
+
+def _with_margin(h: Tensor, a: Tensor, y: Tensor, ok: Tensor, eps: float) -> Tensor:
+    """Certified projections re-solved with a margin where their rounding can conflict.
+
+    ``d_b = Jᵀ(a_b + y_b)`` (scaled variables) is a sum whose terms have total size
+    ``S_b = Σ_k |a_bk + y_bk|`` (``Σ_k |v_k| |g_k|`` unscaled); the Gramian and the evaluation
+    of d are exact to about ``K eps S_b`` in each ``⟨g_k, d⟩ / |g_k|``. On a binding row the
+    exact value is 0, so where ``S_b > 64 |d_b|`` (a thin cone: the projection is a large
+    cancelling combination of the rows) rounding alone can make it conflict by far more
+    than ``eps |g_k| |d|``. Such rows are solved again with every constraint tightened to
+    ``⟨g_k, d⟩ / |g_k| ≥ μ_b = 2 √K eps S_b`` (the linear term shifted by ``−μ_b``), which moves
+    d by about its own rounding error and puts binding rows on the safe side of it. The
+    tightened solution is kept only where it is certified, stays as large (``S`` at most
+    doubled) and conflicts with no row on h; where the tightened set is empty (rows that
+    every point of the cone is orthogonal to) the plain projection stays.
+    """
+    k = h.shape[0]
+    v = a + y
+    s = v.abs().sum(dim=1)
+    dn = torch.einsum("bi,ij,bj->b", v, h, v).clamp_min(0.0).sqrt()
+    # a projection the Gramian does not resolve is rounding noise: no margin can help it
+    noise = dn * dn <= _RESOLVE * math.sqrt(k) * eps * s * s
+    need = ok & (s > _MARGIN_TRIGGER * dn) & (s > 0) & ~noise
+    rows = torch.nonzero(need).squeeze(1)
+    if rows.numel() == 0:
+        return y
+    mu = (_MARGIN * math.sqrt(k) * eps * s[rows]).unsqueeze(1)
+    ar = a[rows]
+    hh = _positive_semidefinite(h)
+    c = ar @ hh - mu
+    ym, _ = nonneg_qp(hh, c, eps=eps)
+    vm = ar + ym
+    accept = (
+        projection_kkt(h, ar, ym, eps)
+        & (vm.abs().sum(dim=1) <= 2 * s[rows])
+        & (vm @ h >= 0).all(dim=1)
+    )
+    y = y.clone()
+    y[rows[accept]] = ym[accept]
+    return y
 
 
 def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
@@ -326,13 +617,61 @@ def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
     no row of J. The programme is solved in the variables ``|g_k| λ_k`` (Jacobi scaling), so
     the stopping rule bounds ``⟨g_k, d⟩ / |g_k|`` and rows of very different norms are
     treated alike.
+
+    Every projection is **certified** before it is returned (:func:`_certified_projection`:
+    KKT conditions to rounding on g itself, after up to three solvers). A projection that no
+    solver certifies is replaced by 0 — a point of the cone, so the result still conflicts
+    with no task — with a ``RuntimeWarning``: the Gramian does not determine it to working
+    precision.
     """
     if bool((u @ g >= 0).all()):  # Jᵀu_b conflicts with no row: it is its own projection
         return u.clone()
     norms = g.diagonal().sqrt()
     norms = torch.where(norms > 0, norms, 1.0)
-    h = _positive_semidefinite(g / (norms.unsqueeze(1) * norms.unsqueeze(0)))
-    y, ok = nonneg_qp(h, (u * norms) @ h, eps=eps)
-    if not ok:
-        _warn_unconverged("dual-cone projection")
-    return u + y / norms
+    h = g / (norms.unsqueeze(1) * norms.unsqueeze(0))
+    a = u * norms
+    y, ok = _certified_projection(h, a, eps)
+    y = _with_margin(h, a, y, ok, eps)
+    v = u + y / norms
+    if not bool(ok.all()):
+        warnings.warn(
+            "dual-cone projection: no solver met the KKT conditions to rounding on this "
+            "Gramian (it does not determine the projection to working precision); the "
+            f"projection of {int((~ok).sum())} of {ok.numel()} vector(s) is replaced by 0, "
+            "which conflicts with no task",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        v[~ok] = 0.0
+    return v
+
+
+def conflict_free_part(gramian: Tensor, alpha: Tensor, eps: float) -> Tensor:
+    """Weights of the projection of ``d = Jᵀα`` onto the dual cone ``{x : Jx ≥ 0}``, or 0 where
+    the Gramian does not tell that projection from 0 (:func:`resolved`); ``gramian``: the
+    (K, K) float64 Gramian, ``alpha``: (K,) float64 weights.
+
+    For weights that do not solve Nash-MTL's or FairGrad's power equation — no solution
+    exists at a Pareto-stationary point, where Newton's iterate or its ridge-regularised
+    substitute conflicts with some task — this keeps the part of their direction that hurts
+    no task: the update of DualProj with preference α (:func:`dual_cone_weights`,
+    certified), 0 at a strongly stationary J. α is first reduced to the numerical range of
+    G (eigenvalues above ``8 K eps λ_max``): the weights that Newton grew along a direction
+    v ≥ 0 with Jᵀv ≈ 0 move d by rounding only, and would otherwise swamp it. Computed in
+    :func:`._gramian.canonical_order`, so it does not depend on the order of the rows.
+    """
+    g, scale = prepare_gramian(gramian)
+    k = g.shape[0]
+    if not scale > 0:
+        return torch.zeros_like(alpha)
+    order = torch.from_numpy(canonical_order(g.numpy()))  # the same rounding in any row order
+    g, alpha = g[order][:, order], alpha[order]
+    lam, q = torch.linalg.eigh(g)
+    basis = q[:, lam > 8 * k * eps * float(lam[-1])]
+    a = basis @ (basis.T @ alpha)
+    v = dual_cone_weights(g, a.unsqueeze(0), eps)[0]
+    size = float(a.abs() @ g.diagonal().clamp_min(0.0).sqrt())
+    out = torch.zeros_like(v)
+    if resolved(g, v, eps, scale=size):
+        out[order] = v
+    return out

@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 from torch import Tensor
 
-from ._gramian import from_numpy
+from ._gramian import canonical_order, from_numpy
 from ._options import is_real, require
 from .base import GramianWeighting
 
@@ -323,7 +323,10 @@ class CAGrad(GramianWeighting):
     ) -> Tensor:
         k = len(names)
         g = gramian.numpy()
-        w, norm_w = cagrad_simplex_weights(g, self.c)
+        order = canonical_order(g)  # the same rounding whatever the row order
+        w_sorted, norm_w = cagrad_simplex_weights(g[np.ix_(order, order)], self.c)
+        w = np.empty(k)
+        w[order] = w_sorted
         g0 = math.sqrt(max(float(g.mean()), 0.0))
         if self.c == 0.0 or g0 == 0.0:
             out = np.full(k, 1.0 / k)

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 from torch import Tensor
 
-from ._gramian import from_numpy, psd_pinv_apply
+from ._gramian import from_numpy
 from .base import GramianWeighting
 
 
@@ -18,12 +18,26 @@ def con_fig_weights(gramian: np.ndarray, rtol: float) -> np.ndarray:
     With n_i = ‖g_i‖, unit rows u_i = g_i/n_i (zero rows: u_i = 0) and their Gramian
     Ĝ = N⁺GN⁺, the direction δ = U⁺1 = Uᵀ Ĝ⁺ 1 = Jᵀ(N⁺ Ĝ⁺ 1), ‖δ‖² = vᵀĜv (v = Ĝ⁺1), and
     the length Σ_i ⟨g_i, δ/‖δ‖⟩ = 1ᵀG N⁺v / ‖δ‖.
+
+    "No direction" is decided relative to the data, not by an absolute threshold:
+    Ĝ⁺1 = Σ_i (q_iᵀ1 / λ_i) q_i over the eigenpairs of Ĝ keeps only those with
+    ``λ_i > rtol · λ_max`` (rank) and ``|q_iᵀ1| > 8 rtol √K`` (a component of 1 that is
+    rounding noise, as for anti-parallel rows where 1 ⟂ range(Ĝ) exactly, would otherwise
+    be normalised into a unit direction). Without any, δ = 0 and so is the update — the
+    exact answer, whatever the row order and scale.
     """
     k = gramian.shape[0]
     norms = np.sqrt(np.clip(np.diag(gramian), 0.0, None))
     inv = np.divide(1.0, norms, out=np.zeros(k), where=norms > 0)
     unit = inv[:, None] * gramian * inv[None, :]
-    v = psd_pinv_apply(unit, (norms > 0).astype(float), rtol)
+    ones = (norms > 0).astype(float)
+    lam, vec = np.linalg.eigh(unit)
+    top = float(lam[-1]) if lam.size else 0.0
+    if not top > 0 or not math.isfinite(top):
+        return np.zeros(k)
+    coef = vec.T @ ones
+    keep = (lam > rtol * top) & (np.abs(coef) > 8.0 * rtol * math.sqrt(float(ones.sum())))
+    v = vec[:, keep] @ (coef[keep] / lam[keep])
     dnorm2 = float(v @ unit @ v)
     if not dnorm2 > 0 or not math.isfinite(dnorm2):
         return np.zeros(k)

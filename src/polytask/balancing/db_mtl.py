@@ -73,6 +73,8 @@ class DBMTL(GradientAggregator):
                 f"db_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}"
             )
         names = task_names(jacobian.shape[0], losses)
+        if not names:  # no task in this step: nothing to balance, no state to advance
+            return jacobian.detach().new_zeros(jacobian.shape[1])
         rows = jacobian.detach()
         if losses is not None:
             scale = torch.tensor(

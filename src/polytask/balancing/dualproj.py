@@ -20,7 +20,8 @@ class DualProj(DualConeWeighting):
     mean gradient, as named and analysed beside UPGrad by Quinton & Rey ("Jacobian Descent
     for Multi-Objective Optimization", arXiv:2406.16232, 2024). By their Proposition 1 the
     weights are ``v ≥ p`` minimising ``vᵀGv``, from the Gramian ``G = J Jᵀ`` alone.
-    Properties: ``⟨g_k, d⟩ ≥ 0`` for every task; ``d`` equals ``Σ_k p_k g_k`` whenever that
+    Properties: ``⟨g_k, d⟩ ≥ 0`` for every task (certified); ``d = 0`` exactly where J is
+    strongly stationary; ``d`` equals ``Σ_k p_k g_k`` whenever that
     conflicts with no task (in particular when no two rows conflict); linear under positive
     scaling of J; invariant to the order of the rows (with ``p`` permuted alike).
 

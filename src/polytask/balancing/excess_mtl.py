@@ -90,6 +90,8 @@ class ExcessMTL(GradientAggregator):
                 f"excess_mtl: the Jacobian must be (K, P), got shape {tuple(jacobian.shape)}"
             )
         names = task_names(jacobian.shape[0], losses)
+        if not names:  # no task in this step: nothing to balance, no state to advance
+            return jacobian.detach().new_zeros(jacobian.shape[1])
         g = jacobian.detach()
         for t in names:
             s = self.sq_sum.get(t)

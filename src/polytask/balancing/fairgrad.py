@@ -9,7 +9,8 @@ from torch import Tensor
 
 from ._gramian import from_numpy
 from ._options import is_real, require
-from ._power_equation import solve_power_equation
+from ._power_equation import solve_power_equation, solves_power_equation
+from ._qp import conflict_free_part, resolved
 from .base import GramianWeighting
 
 #: the α for which the solver is tested to reach the equation (relative residual ≤ 1e-5)
@@ -31,7 +32,10 @@ class FairGrad(GramianWeighting):
     :math:`\tfrac12 w^\top G w - \sum_i h(w_i)`, :math:`h'(w) = w^{-1/\alpha}`
     (:func:`~polytask.balancing._power_equation.solve_power_equation`), instead of the official
     code's SciPy ``least_squares``; zero rows and singular Gramians are handled as
-    described there.
+    described there. Where the equation has no solution (0 in the conic hull of the rows:
+    a Pareto-stationary point) the update is the part of Newton's direction that
+    conflicts with no task (:func:`~polytask.balancing._qp.conflict_free_part`), as for
+    Nash-MTL.
 
     ``alpha``: 0 or in [0.1, 20] (default 1.0; the paper tunes it per benchmark, e.g. 2.0).
     Deviation: values outside that range are refused — there the solution's weights
@@ -60,4 +64,10 @@ class FairGrad(GramianWeighting):
     ) -> Tensor:
         if self.alpha == 0.0:
             return from_numpy(np.full(len(names), 1.0 / len(names)))
-        return from_numpy(solve_power_equation(gramian.numpy(), 1.0 / self.alpha))
+        g = gramian.numpy()
+        w = solve_power_equation(g, 1.0 / self.alpha)
+        if not solves_power_equation(g, w, 1.0 / self.alpha):
+            return conflict_free_part(gramian, from_numpy(w), eps)
+        if not resolved(gramian, from_numpy(w), eps):
+            return from_numpy(np.zeros_like(w))
+        return from_numpy(w)

@@ -33,7 +33,12 @@ class MGDA(GramianWeighting):
     Gramian, KKT conditions satisfied to rounding), not by Sener & Koltun's Frank–Wolfe
     iterations, whose loose tolerance can stop far from the min-norm point on
     ill-conditioned Gramians. Invariant to the order and to the common scale of the rows.
-    An all-zero Jacobian gets uniform weights (d = 0 either way).
+    An all-zero Jacobian gets uniform weights (d = 0 either way). Where the computed d is
+    0 to working precision (:func:`._qp.min_norm_weights`: it conflicts with a task, which
+    the certificate allows only when ``|d|²`` is within the solver's tolerance, or the
+    Gramian does not resolve it — a Pareto-stationary point to working precision) the
+    weights are 0, so the update is exactly 0 rather than rounding noise, whose direction
+    would conflict with some task.
     """
 
     name = "mgda"

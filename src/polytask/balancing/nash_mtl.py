@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ._gramian import from_numpy
 from ._options import is_integer, is_real, require
-from ._power_equation import solve_power_equation
+from ._power_equation import solve_power_equation, solves_power_equation
+from ._qp import conflict_free_part, resolved
 from ._state import check_state_keys
 from .base import GramianWeighting
 
@@ -42,6 +43,16 @@ class NashMTL(GramianWeighting):
     clipping; here the weights are the paper's α. Singular G and zero rows: see
     :func:`solve_power_equation`.
 
+    **No conflicting update.** A fresh solve is certified
+    (:func:`._power_equation.solves_power_equation`: ``α_i ⟨g_i, d⟩ = 1`` for every task,
+    to 1e-3). Where it fails — no solution exists when 0 is in the conic hull of the rows
+    (a Pareto-stationary point, which the paper's analysis sets aside), and rounding can
+    make a nearly stationary J behave so — the update is the part of Newton's direction
+    that conflicts with no task (:func:`._qp.conflict_free_part`: its projection onto the
+    dual cone of the rows, 0 at a strongly stationary J), clipped as usual. An update the
+    Gramian does not tell apart from 0 (:func:`._qp.resolved`) is 0. Weights reused under
+    ``update_every`` are not re-certified (they solve an earlier step's equation).
+
     Properties: **permutation-invariant**; **scale-invariant**: J → sJ (s > 0) gives
     α/s and the same update (degree 0), with or without clipping.
     """
@@ -70,12 +81,17 @@ class NashMTL(GramianWeighting):
         self, gramian: Tensor, eps: float, names: list[str], losses: Mapping[str, Tensor] | None
     ) -> Tensor:
         g = gramian.numpy()
-        if self.step % self.update_every == 0 or any(t not in self.cache for t in names):
+        fresh = self.step % self.update_every == 0 or any(t not in self.cache for t in names)
+        if fresh:
             alpha = solve_power_equation(g)
             self.cache.update({t: float(a) for t, a in zip(names, alpha)})
         else:
             alpha = np.array([self.cache[t] for t in names])
         self.step += 1
+        if fresh and not solves_power_equation(g, alpha):
+            alpha = conflict_free_part(gramian, from_numpy(alpha), eps).numpy()
+        elif not resolved(gramian, from_numpy(alpha), eps):
+            alpha = np.zeros_like(alpha)
         if self.max_norm > 0:
             norm = math.sqrt(max(float(alpha @ g @ alpha), 0.0))
             if norm > self.max_norm:

@@ -24,8 +24,10 @@ class UPGrad(DualConeWeighting):
     By the paper's Proposition 1, ``π_J(J^\top u) = J^\top v`` with ``v`` solving
     ``min_v vᵀGv s.t. v ≥ u``, so the weights are ``w = Σ_k v_k`` with ``v_k ≥ p_k e_k``:
     computed from the Gramian ``G = J Jᵀ`` alone. Properties: ``⟨g_k, d⟩ ≥ 0`` for every task
-    (non-conflicting); ``d`` equals ``Σ_k p_k g_k`` when no two rows conflict; linear under
-    positive scaling of J; invariant to the order of the rows (with ``p`` permuted alike).
+    (non-conflicting: certified, :class:`~polytask.balancing._dual_cone.DualConeWeighting`);
+    ``d = 0`` exactly where J is strongly stationary (some v > 0 has vᵀJ = 0); ``d`` equals
+    ``Σ_k p_k g_k`` when no two rows conflict; linear under positive scaling of J; invariant
+    to the order of the rows (with ``p`` permuted alike).
 
     ``pref_vector``: a list of K weights ≥ 0, or a mapping task name -> weight (needed when
     batches hold varying sets of tasks). Weights are used as given (no renormalisation), as
