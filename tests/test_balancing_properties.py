@@ -8,7 +8,9 @@ seeds.
   ``⟨g_k, d⟩ < −100 eps ‖J‖ ‖d‖`` (eps of the Jacobian's dtype, ‖J‖ the spectral norm);
 * **strongly stationary → 0** (the same four): where some v > 0 has vᵀJ = 0, no update
   helps a task without hurting another, and the update is exactly 0;
-* **linear under scaling** (UPGrad, DualProj, ConFIG, PCGrad): ``A(sJ) = s A(J)``;
+* **linear under scaling** (UPGrad, DualProj, ConFIG, PCGrad): ``A(sJ) = s A(J)``; and
+  torchjd's stronger form, linear in per-row scales ``c ↦ A(diag(c) J)`` (UPGrad, ConFIG,
+  PCGrad: DualProj projects a sum, which is not linear);
 * **permutation-invariant** (every deterministic aggregator): permuting the rows, and the
   task names with them, leaves the update unchanged;
 * every aggregator returns zeros for a (0, P) Jacobian (no task in the step).
@@ -246,3 +248,29 @@ def test_uncertified_projections_are_replaced_by_zero(monkeypatch: pytest.Monkey
     with pytest.warns(RuntimeWarning, match="replaced by 0"):
         d = balancing.make("upgrad").aggregate(jacobian)
     assert conflict(jacobian, d) <= 0.0
+
+
+#: torchjd's stronger "linear under scaling": A(diag(c) J) is linear in c > 0. UPGrad
+#: (projections of c_i g_i onto a cone that row scaling leaves alone: c_i π(g_i)), ConFIG
+#: (a direction of unit rows, a length linear in c) and PCGrad (each row projected off
+#: others by scale-free rules) satisfy it; DualProj does not (it projects Σ c_i g_i, and a
+#: projection is not linear), nor do the other methods.
+ROW_LINEAR = ["con_fig", "pcgrad", "upgrad"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ROW_LINEAR)
+def test_linear_in_row_scales(name: str, dtype: torch.dtype) -> None:
+    """A(diag(a c₁ + b c₂) J) = a A(diag(c₁) J) + b A(diag(c₂) J) for c₁, c₂ > 0, a, b > 0."""
+    g = torch.Generator().manual_seed(5)
+    for case, jacobian in _cases(dtype):
+        k = jacobian.shape[0]
+        c1, c2 = (torch.rand(k, generator=g, dtype=torch.float64) + 0.2 for _ in range(2))
+        a, b = 0.7, 1.9
+
+        d1, d2, d12 = (
+            make(name).aggregate(c.to(dtype).unsqueeze(1) * jacobian).double()
+            for c in (c1, c2, a * c1 + b * c2)
+        )
+        gap = float((d12 - a * d1 - b * d2).norm())
+        assert gap <= 4 * _equality_tol(jacobian), (case, gap)
