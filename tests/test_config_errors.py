@@ -289,7 +289,8 @@ def test_label_set_that_does_not_match_the_data(tmp_path):
     assert line.startswith("error: tasks.sentiment.labels: source 'reviews' (train, example ")
     assert line.endswith(
         "does not match: unknown label 'neg': the label set is ['pos', 'neutral']; "
-        "fix: add the label to tasks.sentiment.labels, or omit labels to infer them"
+        "fix: add the label to tasks.sentiment.labels, or remove tasks.sentiment.labels to "
+        "infer them from every split of the data"
     )
 
 
@@ -309,8 +310,7 @@ def test_tag_set_that_does_not_match_the_data(tmp_path):
         "tasks.aspects.labels: source 'rows' (train, example rows.jsonl:1) does not match: "
         "unknown tag "
         "'I-ASP': the tag set is ['O', 'B-ASP']; fix: add the label to tasks.aspects.labels, or "
-        "omit labels "
-        "to infer them",
+        "remove tasks.aspects.labels to infer them from every split of the data",
     )
 
 

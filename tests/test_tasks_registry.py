@@ -5,7 +5,13 @@ from polytask.tasks import KINDS, Classification, Multilabel, Regression, Taggin
 
 
 def test_make_kind_by_name():
-    assert set(KINDS) == {"classification", "multilabel", "regression", "tagging"}
+    assert set(KINDS) == {
+        "classification",
+        "multilabel",
+        "regression",
+        "tagging",
+        "token_classification",
+    }
     kind = make_kind("tagging", labels=["O", "B-X", "I-X"], crf=True)
     assert isinstance(kind, Tagging) and kind.crf and kind.kind == "tagging"
     assert isinstance(make_kind("multilabel", labels=["a"]), Multilabel)

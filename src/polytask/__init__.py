@@ -11,7 +11,14 @@ from . import balancing, data, nn, sharing, tasks  # noqa: E402
 from .data.base import Batch, Example  # noqa: E402
 from .engine import Trainer, TrainerConfig  # noqa: E402
 from .runs import load  # noqa: E402
-from .tasks import Classification, Multilabel, Regression, Tagging, Task  # noqa: E402
+from .tasks import (  # noqa: E402
+    Classification,
+    Multilabel,
+    Regression,
+    Tagging,
+    Task,
+    TokenClassification,
+)
 
 __all__ = [
     "Batch",
@@ -21,6 +28,7 @@ __all__ = [
     "Regression",
     "Tagging",
     "Task",
+    "TokenClassification",
     "Trainer",
     "TrainerConfig",
     "balancing",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
@@ -23,7 +24,11 @@ from .names import resolve as _resolve
 from .schema import Config
 from .sources import Splits, load_source
 
-INFERABLE = ("classification", "tagging")
+INFERABLE = ("classification", "tagging", "token_classification")
+SPLITS = ("train", "val", "test")
+
+log = logging.getLogger("polytask.config")
+_NOTED: set[str] = set()  # notes already given in this process (compare builds a run per seed)
 
 
 def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
@@ -44,11 +49,31 @@ def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
 
 
 def infer_labels(kind: str, values: Sequence[Any]) -> list[str]:
-    """Label set from the data: sorted class names, or tags with the outside tag ``O`` first."""
+    """Label set from the data: sorted class names, sorted token labels, or tags with the
+    outside tag ``O`` first."""
     if kind == "classification":
         return sorted({str(v) for v in values if v is not None})
-    tags = {str(t) for seq in values if seq is not None for t in seq}
+    tags = {str(t) for seq in values if seq is not None for t in seq if t is not None}
+    if kind == "token_classification":
+        return sorted(tags)
     return [OUTSIDE] + sorted(tags - {OUTSIDE})
+
+
+def _labels_of(kind: str, raw: Any) -> list[str]:
+    """The labels one example gives a task (one, or one per token)."""
+    if raw is None:
+        return []
+    if kind == "classification":
+        return [str(raw)]
+    return [str(t) for t in raw if t is not None]
+
+
+def note(message: str) -> None:
+    """Log ``message`` as a note (a warning-level record, so it shows without logging set up),
+    once per process."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        log.warning("polytask: note: %s", message)
 
 
 class Experiment:
@@ -89,19 +114,25 @@ class Experiment:
     # ------------------------------------------------------------------ tasks
     def _build_tasks(self, known: Mapping[str, list[str]]) -> dict[str, Task]:
         tasks: dict[str, Task] = {}
+        #: where each task's label set came from: "config", "run" (a trained run's) or "data"
+        self.label_origin: dict[str, str] = {}
+        #: notes on inferred label sets (labels seen only in val/test), also logged once
+        self.label_notes: list[str] = []
         for name, tc in self.cfg.tasks.items():
             opts = tc.options()
             where = f"tasks.{name}"
+            self.label_origin[name] = "config"
             if tc.kind in INFERABLE and "labels" not in opts:
                 if name in known:
                     opts["labels"] = known[name]
+                    self.label_origin[name] = "run"
                 else:
-                    values = [ex.targets.get(name) for s in self.sources.values() for ex in s.train]
-                    opts["labels"] = infer_labels(tc.kind, values)
+                    opts["labels"] = self._infer_labels(name, tc.kind)
+                    self.label_origin[name] = "data"
                     if len(opts["labels"]) < (1 if tc.kind == "classification" else 2):
                         raise ConfigError(
                             f"{where}.labels",
-                            "no labels found in the training data",
+                            "no labels found in the data",
                             "map the task to a labelled field in data.sources.*.tasks",
                         )
             try:
@@ -118,9 +149,53 @@ class Experiment:
                 raise ConfigError.from_option(err, where) from None
         return tasks
 
+    def _infer_labels(self, task: str, kind: str) -> list[str]:
+        """The task's labels over every split of every source that labels it (train, val and
+        test, whether read from files or carved by seed); labels absent from training are kept
+        and noted once (:attr:`label_notes`): a model cannot learn them, but evaluation must
+        not stop on them."""
+        values = [
+            ex.targets.get(task)
+            for s in self.sources.values()
+            for split in SPLITS
+            for ex in getattr(s, split)
+        ]
+        labels = infer_labels(kind, values)
+        seen_in_train = {
+            label
+            for s in self.sources.values()
+            for ex in s.train
+            for label in _labels_of(kind, ex.targets.get(task))
+        }
+        unseen: dict[str, list[Any]] = {}  # label -> [count, first "split, example id"]
+        for sname, splits in self.sources.items():
+            for split in SPLITS[1:]:
+                for i, ex in enumerate(getattr(splits, split)):
+                    for label in _labels_of(kind, ex.targets.get(task)):
+                        if label in seen_in_train:
+                            continue
+                        ident = ex.id if ex.id is not None else f"#{i}"
+                        entry = unseen.setdefault(label, [0, f"{sname} {split}, example {ident}"])
+                        entry[0] += 1
+        if unseen:
+            shown = sorted(unseen)[:5]
+            more = f" and {len(unseen) - len(shown)} more" if len(unseen) > len(shown) else ""
+            message = (
+                f"tasks.{task}.labels: {len(unseen)} label(s) occur only in val/test, not in "
+                "training, and are kept in the inferred label set: "
+                + ", ".join(
+                    f"{label!r} ({unseen[label][0]}x, first in {unseen[label][1]})"
+                    for label in shown
+                )
+                + more
+            )
+            self.label_notes.append(message)
+            note(message)
+        return labels
+
     def _check_labels(self) -> None:
         for sname, splits in self.sources.items():
-            for split_name in ("train", "val", "test"):
+            for split_name in SPLITS:
                 for i, ex in enumerate(getattr(splits, split_name)):
                     for t, raw in ex.targets.items():
                         if raw is None or t not in self.tasks:
@@ -133,8 +208,24 @@ class Experiment:
                                 f"tasks.{t}.labels",
                                 f"source {sname!r} ({split_name}, example {ident}) does not "
                                 f"match: {err}",
-                                f"add the label to tasks.{t}.labels, or omit labels to infer them",
+                                self._label_fix(t),
                             ) from None
+
+    def _label_fix(self, task: str) -> str:
+        """The hint for data that does not match the task's label set, by where the set came
+        from: the config, a trained run, or the data itself (inferred over every split)."""
+        origin = self.label_origin.get(task, "config")
+        if origin == "config":
+            return (
+                f"add the label to tasks.{task}.labels, or remove tasks.{task}.labels to infer "
+                "them from every split of the data"
+            )
+        if origin == "run":
+            return (
+                "the run's labels were fixed when it was trained (run.json); give data with "
+                "those labels, or train a new run on this data"
+            )
+        return f"correct the data of tasks.{task} (its labels were inferred from every split)"
 
     def _check_names(self) -> None:
         m = self.cfg.model

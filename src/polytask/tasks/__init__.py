@@ -14,6 +14,7 @@ from polytask.tasks.classification import Classification
 from polytask.tasks.multilabel import Multilabel
 from polytask.tasks.regression import Regression
 from polytask.tasks.tagging import Tagging
+from polytask.tasks.token_classification import TokenClassification
 
 #: the task kinds: a name or ``package.module:Class`` -> a :class:`TaskKind` subclass
 KINDS: Registry[type[TaskKind]] = Registry(
@@ -26,6 +27,7 @@ KINDS: Registry[type[TaskKind]] = Registry(
         "multilabel": Multilabel,
         "regression": Regression,
         "tagging": Tagging,
+        "token_classification": TokenClassification,
     },
 )
 
@@ -51,5 +53,6 @@ __all__ = [
     "Tagging",
     "Task",
     "TaskKind",
+    "TokenClassification",
     "make_kind",
 ]

@@ -9,8 +9,8 @@ kind            output (logits)        target              mask (True = labelled
 classification  (B, C) float           (B,) long           (B,)
 multilabel      (B, L) float           (B, L) float 0/1    (B, L)
 regression      (B, D) float           (B, D) float        (B, D)
-tagging         (B, T, C) float or     (B, T) long         (B, T) (False on padding
-                :class:`TagScores`                          and unlabelled tokens)
+tagging,        (B, T, C) float or     (B, T) long         (B, T) (False on padding
+token_classif.  :class:`TagScores`                          and unlabelled tokens)
 ==============  =====================  ==================  =======================
 
 Missing labels are data, not errors: every loss is averaged over the labelled
@@ -32,7 +32,8 @@ from polytask.errors import OptionError
 class TaskKind(ABC):
     """Loss, decoding and metrics of one kind of task."""
 
-    #: name used in configs ("classification", "multilabel", "regression", "tagging")
+    #: name used in configs ("classification", "multilabel", "regression", "tagging",
+    #: "token_classification")
     kind: str = ""
     #: metric used by default as the task's primary metric
     default_primary: str = ""

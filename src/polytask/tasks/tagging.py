@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-import torch.nn.functional as F
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, IOBES
 from torch import Tensor
 
 from polytask.errors import OptionError
-from polytask.tasks._common import check_labels, nan, require_labelled
+from polytask.tasks._common import check_labels, nan
+from polytask.tasks._tokens import token_decode, token_loss
 from polytask.tasks.base import TagScores, TaskKind
-from polytask.tasks.linear_chain import check_prefix_mask, crf_log_likelihood, viterbi_decode
 from polytask.tasks.schemes import OUTSIDE, normalize_scheme, parse_tag, spans
 
 _SEQEVAL_SCHEME = {"BIO": IOB2, "BIOES": IOBES}
@@ -45,7 +43,8 @@ class Tagging(TaskKind):
             raise OptionError(
                 "labels",
                 f"{self.labels} lack the outside tag {OUTSIDE!r}",
-                f"add {OUTSIDE!r} to the labels",
+                f"add {OUTSIDE!r} to the labels, or use kind: token_classification for labels "
+                "without spans (e.g. part of speech)",
             )
         for label in self.labels:
             try:
@@ -54,7 +53,8 @@ class Tagging(TaskKind):
                 raise OptionError(
                     "labels",
                     str(err),
-                    f"use {OUTSIDE!r} and tags of the {self.scheme} scheme, or set scheme",
+                    f"use {OUTSIDE!r} and tags of the {self.scheme} scheme, set scheme, or use "
+                    "kind: token_classification for labels without spans (e.g. part of speech)",
                 ) from None
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.crf = bool(crf)
@@ -99,55 +99,11 @@ class Tagging(TaskKind):
         return ([0 if t is None else self.tag_index(t) for t in raw], [t is not None for t in raw])
 
     def loss(self, output: Tensor | TagScores, target: Tensor, mask: Tensor) -> Tensor:
-        mask = require_labelled(mask, "Tagging")
-        emissions = output.emissions if isinstance(output, TagScores) else output
-        self._check_output(output, emissions, mask)
-        target = torch.as_tensor(target, device=emissions.device).long()
-        if isinstance(output, TagScores):
-            rows = mask.any(dim=1)
-            check_prefix_mask(mask)
-            ll = crf_log_likelihood(
-                emissions[rows],
-                target[rows],
-                mask[rows],
-                output.transitions,
-                output.start,
-                output.end,
-            )
-            return -ll.mean()
-        return F.cross_entropy(emissions[mask], target[mask])
-
-    def _check_output(self, output: Any, emissions: Tensor, mask: Tensor) -> None:
-        if self.crf and not isinstance(output, TagScores):
-            raise ValueError(
-                "Tagging(crf=True) needs TagScores from a CRF head, got a plain tensor"
-            )
-        if not self.crf and isinstance(output, TagScores):
-            raise ValueError("Tagging(crf=False) got TagScores; set crf=True to train a CRF")
-        expected = (*mask.shape, self.output_size)
-        if tuple(emissions.shape) != expected:
-            raise ValueError(
-                f"Tagging: scores have shape {tuple(emissions.shape)}, expected (B, T, C) = "
-                f"{expected}"
-            )
+        return token_loss(output, target, mask, self.crf, self.output_size, "Tagging")
 
     def decode(self, output: Tensor | TagScores, mask: Tensor | None = None) -> list[list[int]]:
         """Tag indices of the tokens under ``mask`` (all tokens if ``None``): argmax or Viterbi."""
-        emissions = output.emissions if isinstance(output, TagScores) else output
-        emissions = emissions.detach()
-        if mask is None:
-            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        mask = torch.as_tensor(mask).bool()
-        if isinstance(output, TagScores):
-            return viterbi_decode(
-                emissions,
-                mask,
-                output.transitions.detach(),
-                output.start.detach(),
-                output.end.detach(),
-            )
-        best = emissions.argmax(dim=-1)
-        return [row[m].tolist() for row, m in zip(best, mask)]
+        return token_decode(output, mask)
 
     def _as_tags(self, prediction: Sequence[Any], where: str) -> list[str]:
         tags = []
