@@ -80,16 +80,25 @@ def train_cmd(
     config: Path = typer.Argument(..., help="YAML config."),
     out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoints/last."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its checkpoints/last."
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the run in --out: the new run is trained beside it and swapped in when "
+        "complete (with --resume: start again when there is no checkpoint).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print test metrics as JSON."),
 ) -> None:
-    """Train the multi-task model; writes a run directory."""
+    """Train the multi-task model; writes a run directory (an existing one only with
+    --resume or --overwrite)."""
     from .runs import train
 
     def go() -> Any:
         cfg, raw = _read(config, set_)
         run = out or Path("runs") / cfg.name
-        return train(cfg, raw, config.resolve().parent, run, resume=resume)
+        return train(cfg, raw, config.resolve().parent, run, resume=resume, overwrite=overwrite)
 
     result = _guard(go)
     if as_json:
@@ -127,7 +136,7 @@ def evaluate_run(
         exp = Experiment(
             cfg,
             run.base_dir,
-            vocab=json.loads((run.run_dir / "vocab.json").read_text()),
+            vocab=run.vocab,
             labels={
                 t: list(k.kind.labels) for t, k in run.tasks.items() if hasattr(k.kind, "labels")
             },
@@ -262,6 +271,8 @@ def predict_cmd(
     from .runs import load
 
     def go() -> list[dict[str, Any]]:
+        if output is not None:
+            _check_output(output)
         run = load(run_dir)
         inputs = read_inputs(input_path, text_field)
         return [
@@ -272,9 +283,32 @@ def predict_cmd(
     rows = _guard(go)
     lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
     if output:
-        output.write_text(lines, encoding="utf-8")
+        _guard(_write_output, output, lines)
     else:
         sys.stdout.write(lines)
+
+
+def _check_output(path: Path) -> None:
+    """Fail before any work when ``--output`` cannot be written."""
+    if path.is_dir():
+        raise ConfigError("--output", f"{path} is a directory", "give a file path")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "--output", f"directory {path.parent} does not exist", "create it, or give another path"
+        )
+
+
+def _write_output(path: Path, text: str) -> None:
+    from .engine.checkpoint import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise ConfigError(
+            "--output",
+            f"cannot write {path}: {err.strerror or err}",
+            "give a writable path with free space",
+        ) from None
 
 
 @app.command("compare")
@@ -338,6 +372,12 @@ def sweep_cmd(
     ),
     set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the trials an interrupted sweep into --out left."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the trials a sweep into --out left (see train)."
+    ),
 ) -> None:
     """Search fixed task weights on validation data; report the best beside adaptive methods."""
     from .sweep import parse_grid, sweep
@@ -347,7 +387,13 @@ def sweep_cmd(
         names = [m.strip() for m in (methods or "").split(",") if m.strip()]
         directory = out or Path("runs") / f"{cfg.name}-sweep"
         return sweep(
-            raw, config.resolve().parent, directory, parse_grid(grid or []), names
+            raw,
+            config.resolve().parent,
+            directory,
+            parse_grid(grid or []),
+            names,
+            resume=resume,
+            overwrite=overwrite,
         ), directory
 
     summary, directory = _guard(go)

@@ -19,8 +19,9 @@ import yaml
 
 from .config.errors import ConfigError
 from .config.load import apply_override, validate
+from .engine.checkpoint import atomic_write_text
 from .engine.logs import write_json
-from .runs import train
+from .runs import TrainResult, train
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -53,13 +54,20 @@ def sweep(
     out: Path,
     grid: Mapping[str, Sequence[Any]],
     methods: Sequence[str] = (),
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train every grid point and every method; write sweep.json and sweep.md under ``out``."""
+    """Train every grid point and every method; write sweep.json and sweep.md under ``out``.
+
+    Each trial is a run directory under ``out`` and follows :func:`polytask.runs.train`'s
+    rules: one a previous sweep left is continued with ``resume`` (a finished one is read back
+    without training) or replaced with ``overwrite``, and is an error otherwise."""
     if not grid and not methods:
         raise ConfigError(
             "--grid", "nothing to sweep", "give --grid KEY=V1,V2 and/or --methods NAME,..."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o755, parents=True, exist_ok=True)
     keys = list(grid)
     points = (
         [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
@@ -69,14 +77,14 @@ def sweep(
     trials: list[dict[str, Any]] = []
     for i, point in enumerate(points):
         cfg, trial_raw = _trial_config(raw, point)
-        result = train(cfg, trial_raw, base_dir, out / f"fixed_{i}")
+        result = _trial(cfg, trial_raw, base_dir, out / f"fixed_{i}", resume, overwrite)
         trials.append(
             {"settings": point, "val_score": result.score, "val": result.val, "test": result.test}
         )
     runs = []
     for name in methods:
         cfg, trial_raw = _trial_config(raw, {"balancing": {"method": name}})
-        result = train(cfg, trial_raw, base_dir, out / f"method_{name}")
+        result = _trial(cfg, trial_raw, base_dir, out / f"method_{name}", resume, overwrite)
         runs.append(
             {"method": name, "val_score": result.score, "val": result.val, "test": result.test}
         )
@@ -89,8 +97,16 @@ def sweep(
         "methods": runs,
     }
     write_json(out / "sweep.json", summary)
-    (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
+    atomic_write_text(out / "sweep.md", sweep_markdown(summary))
     return summary
+
+
+def _trial(
+    cfg: Any, raw: Mapping[str, Any], base_dir: Path, run: Path, resume: bool, overwrite: bool
+) -> TrainResult:
+    """One trial: resumed where a previous sweep left its run directory, else started."""
+    started = run.exists() and any(run.iterdir())
+    return train(cfg, raw, base_dir, run, resume=resume and started, overwrite=overwrite)
 
 
 def sweep_markdown(summary: Mapping[str, Any]) -> str:

@@ -3,14 +3,16 @@
 A checkpoint is a directory holding ``tensors.safetensors`` (model weights under
 ``model.``, optimiser state under ``optim.``, balancer tensors under ``balancer.``, RNG
 states under ``rng.``) and ``state.json`` (step, epoch, scheduler, optimiser structure,
-sampler position, best score, history). Every file is written to a temporary name,
-fsynced and renamed; the directory itself is written beside the target and swapped in
-with renames, so a kill at any point leaves either the old or the new checkpoint, never a
-torn one.
+sampler position, best score, history, and the SHA-256 of ``tensors.safetensors``, checked
+by every read: corrupted bytes are an error, never a silently wrong model). Every file is
+written to a temporary name, fsynced and renamed; the directory itself is written beside
+the target and swapped in with renames, so a kill at any point leaves either the old or the
+new checkpoint, never a torn one. Files are created 0644 and directories 0755 (before the umask).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,11 +45,51 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        pass
+    mask = os.umask(0o022)  # pragma: no cover
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
+
+
+def set_mode(path: str | Path, directory: bool = False) -> None:
+    """0644 for a file, 0755 for a directory, before the umask (``mkstemp``/``mkdtemp`` give
+    0600/0700)."""
+    os.chmod(path, (DIR_MODE if directory else FILE_MODE) & ~umask())
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new directory ``parent/<prefix>XXXX.tmp``, mode 0755 before the umask."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
+    set_mode(tmp, directory=True)
+    return tmp
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via temp file + fsync + rename."""
+    """Write ``text`` to ``path`` via temp file + fsync + rename (mode 0644 before the umask)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        set_mode(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -131,7 +173,7 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint directory atomically (see module docstring)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     recover(directory)  # after a kill between the renames, ".name.old" is the only copy: keep it
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"format": "polytask-checkpoint/1", "state": dict(state or {})}
@@ -141,11 +183,13 @@ def save_checkpoint(
     tensors.update(_rng_tensors())
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    tmp = make_temp_dir(directory.parent, f".{directory.name}.")
     try:
         save_file(tensors, str(tmp / TENSORS))
+        set_mode(tmp / TENSORS)
         with open(tmp / TENSORS, "rb+") as f:
             os.fsync(f.fileno())
+        meta["sha256"] = {TENSORS: sha256_file(tmp / TENSORS)}
         atomic_write_text(tmp / STATE, json.dumps(meta, indent=1, default=_json_default))
         _fsync_dir(tmp)
         old = directory.with_name(f".{directory.name}.old")
@@ -188,6 +232,15 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
             f"not a polytask checkpoint (needs {TENSORS} and {STATE})",
             "point to a run's checkpoint directory",
         )
+    meta = _read_state(directory)
+    digests = meta.get("sha256")
+    recorded = digests.get(TENSORS) if isinstance(digests, dict) else None
+    if recorded is not None and sha256_file(directory / TENSORS) != recorded:
+        raise CheckpointError(
+            str(directory / TENSORS),
+            "corrupt checkpoint: its SHA-256 differs from the one recorded when it was saved",
+            "restore the file from a backup, or resume from an earlier checkpoint or retrain",
+        )
     try:
         tensors = load_file(str(directory / TENSORS))
     except (SafetensorError, OSError, ValueError) as err:
@@ -196,6 +249,10 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
             f"corrupt checkpoint ({err})",
             "delete it and resume from an earlier checkpoint or retrain",
         ) from None
+    return tensors, meta
+
+
+def _read_state(directory: Path) -> dict[str, Any]:
     try:
         meta = json.loads((directory / STATE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -204,13 +261,14 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
             f"corrupt checkpoint state ({err})",
             "delete it and resume from an earlier checkpoint or retrain",
         ) from None
-    if meta.get("format") != "polytask-checkpoint/1":
+    if not isinstance(meta, dict) or meta.get("format") != "polytask-checkpoint/1":
+        found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(
             str(directory / STATE),
-            f"unknown checkpoint format {meta.get('format')!r}",
+            f"unknown checkpoint format {found!r}",
             "read it with the polytask version that wrote it",
         )
-    return tensors, meta
+    return meta
 
 
 def restore_model(

@@ -1,9 +1,15 @@
-"""Run logs: CSV always, TensorBoard when installed."""
+"""Run logs: CSV always, TensorBoard when installed.
+
+A log holds one run: a fresh start removes the old rows (:meth:`RunLogger.reset`), a resume
+drops the rows written after its checkpoint (:meth:`RunLogger.truncate`, an atomic rewrite).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,12 +38,15 @@ class RunLogger:
         if self.run is None:
             return
         path = self.run / name
-        new = not path.exists()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(header)
-            w.writerow(row)
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        if not path.exists():
+            w.writerow(header)
+        w.writerow(row)
+        # one write() of whole rows: a kill never leaves half a row
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            f.write(buffer.getvalue())
 
     def log_step(self, step: int, epoch: int, losses: Mapping[str, float], lr: float) -> None:
         self._append(
@@ -67,8 +76,18 @@ class RunLogger:
             [epoch, step, "*", "criterion", score],
         )
 
+    def reset(self) -> None:
+        """A fresh start: remove the rows of an earlier run, so that a log holds one run."""
+        if self.run is None:
+            return
+        for name in (TRAIN_LOG, METRICS_LOG):
+            (self.run / name).unlink(missing_ok=True)
+
     def truncate(self, step: int, epoch: int) -> None:
-        """After a resume, drop log rows written after the checkpoint (they will be rewritten)."""
+        """After a resume, drop log rows written after the checkpoint (they will be rewritten);
+        each log is rewritten atomically."""
+        from .checkpoint import atomic_write_text
+
         if self.run is None:
             return
         for name, key, limit in ((TRAIN_LOG, "step", step), (METRICS_LOG, "epoch", epoch - 1)):
@@ -81,17 +100,23 @@ class RunLogger:
             if fields is None:
                 continue
             kept = [r for r in rows if float(r[key]) <= limit]
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(kept)
+            buffer = io.StringIO(newline="")
+            w = csv.DictWriter(buffer, fieldnames=fields)
+            w.writeheader()
+            w.writerows(kept)
+            atomic_write_text(path, buffer.getvalue())
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
 
 
+def json_text(obj: Any) -> str:
+    """The text :func:`write_json` writes for ``obj`` (digests of run files are taken of it)."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+
 def write_json(path: Path, obj: Any) -> None:
     from .checkpoint import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(path, json_text(obj))

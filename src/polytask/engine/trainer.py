@@ -384,6 +384,7 @@ class Trainer:
         schedule = Schedule(optimizer, updates, cfg.warmup_steps, cfg.scheduler)
         logger = RunLogger(run, list(self.tasks))
         state = TrainState.start(list(self.tasks), cfg.patience)
+        restored = False
         if resume:
             if run is None:
                 raise OptionError(
@@ -396,6 +397,9 @@ class Trainer:
             if last.exists():
                 state = self._restore(last, optimizer, schedule)
                 logger.truncate(state.step, state.epoch)
+                restored = True
+        if not restored:  # a fresh start: the logs hold this run only
+            logger.reset()
         scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         fit = _Fit(
             run,

@@ -3,7 +3,8 @@
 A run directory holds ``config.yaml`` (the resolved config), ``run.json`` (seed, the
 config's base directory, versions, label sets), ``vocab.json``, ``best/`` (the selected
 weights), ``checkpoints/last`` (for ``--resume``), ``metrics.csv`` (per epoch),
-``train_log.csv`` and ``results.json`` (final validation and test metrics).
+``train_log.csv``, ``results.json`` (final validation and test metrics) and
+``manifest.json`` (what every reader checks the other files against; :mod:`.directory`).
 
 One module per job: :mod:`.training`, :mod:`.prediction` (a run read back), :mod:`.comparison`
 (multi-task against single-task models) and :mod:`.summary` (means, Δm, intervals).

@@ -127,7 +127,9 @@ def compare(
         scfg = cfg.model_copy(update={"seed": seed})
         sraw = dict(raw, seed=seed)
         exp = Experiment(scfg, base_dir)
-        mtl = train(scfg, sraw, base_dir, out / f"seed{seed}" / "mtl", experiment=exp)
+        mtl = train(
+            scfg, sraw, base_dir, out / f"seed{seed}" / "mtl", experiment=exp, overwrite=True
+        )
         mtl_model = load(mtl.run_dir).model
         names = list(exp.tasks)
         planned, shares = _planned_task_steps(exp)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
-import yaml
 
 from ..config.build import Experiment
-from ..config.errors import ConfigError
 from ..config.load import validate
 from ..data.base import Example
 from ..engine import checkpoint as ckpt
+from ..engine.checkpoint import CheckpointError
 from ..evaluation.evaluate import evaluate, predict
+from .directory import read_run
 
 __all__ = ["LoadedRun", "load"]
 
@@ -24,25 +23,27 @@ class LoadedRun:
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
         self.run_dir = Path(run_dir)
-        if (
-            not (self.run_dir / "config.yaml").is_file()
-            or not (self.run_dir / "run.json").is_file()
-        ):
-            raise ConfigError(
-                str(self.run_dir),
-                "not a polytask run directory (no config.yaml/run.json)",
-                "give the --out directory of `polytask train`",
-            )
-        raw = yaml.safe_load((self.run_dir / "config.yaml").read_text(encoding="utf-8"))
-        meta = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
-        vocab = json.loads((self.run_dir / "vocab.json").read_text(encoding="utf-8"))
-        self.cfg = validate(raw)
-        self.raw = raw
-        self.base_dir = Path(meta["base_dir"])
+        files = read_run(self.run_dir)  # every file checked against the run's manifest
+        self.raw = files.config
+        self.cfg = validate(self.raw)
+        self.vocab = files.vocab
+        self.base_dir = Path(files.meta["base_dir"])
         self.experiment = Experiment(
-            self.cfg, self.base_dir, vocab=vocab, labels=meta["labels"], load_data=False
+            self.cfg,
+            self.base_dir,
+            vocab=self.vocab,
+            labels=files.meta["labels"],
+            load_data=False,
         )
         self.tasks = self.experiment.tasks
+        for t, labels in files.manifest["labels"].items():
+            kind = self.tasks[t].kind if t in self.tasks else None
+            if kind is None or list(getattr(kind, "labels", labels)) != list(labels):
+                raise CheckpointError(
+                    str(self.run_dir / "config.yaml"),
+                    f"task {t!r} does not have the labels the run was trained with ({labels})",
+                    "restore the run's config.yaml, or train the run again",
+                )
         self.model = self.experiment.build_model()
         tensors, _ = ckpt.load_checkpoint(self.run_dir / "best")
         ckpt.restore_model(self.model, tensors, where=str(self.run_dir / "best"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import yaml
 
 from .. import __version__
 from ..config.build import Experiment
@@ -20,6 +18,7 @@ from ..engine.logs import write_json
 from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
+from .directory import config_text, open_run, write_manifest
 
 __all__ = ["TrainResult", "count_parameters", "train", "versions"]
 
@@ -68,33 +67,20 @@ def train(
     out: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     experiment: Experiment | None = None,
 ) -> TrainResult:
-    """Train the configured multi-task model into the run directory ``out``."""
+    """Train the configured multi-task model into the run directory ``out``.
+
+    Config, data, model, method and sampler are built before anything is written. A run
+    already in ``out`` is continued with ``resume=True`` (from ``checkpoints/last``, after its
+    files are checked against its manifest) or replaced with ``overwrite=True`` (trained
+    beside it and swapped in when complete); otherwise it is an error, as is ``resume=True``
+    without a checkpoint (unless ``overwrite=True``: then it starts again). See
+    :mod:`polytask.runs.directory`.
+    """
     exp = experiment or Experiment(cfg, base_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and (out / "config.yaml").exists():
-        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(dict(raw))):
-            raise ConfigError(
-                str(out / "config.yaml"),
-                "the run was started with a different config",
-                "resume with the same config and --set options, or use a new --out",
-            )
-    ckpt.atomic_write_text(
-        out / "config.yaml",
-        yaml.safe_dump(json.loads(json.dumps(dict(raw))), sort_keys=False, allow_unicode=True),
-    )
-    write_json(
-        out / "run.json",
-        {
-            "seed": cfg.seed,
-            "base_dir": str(base_dir.resolve()),
-            "versions": versions(),
-            "labels": exp.labels_json(),
-        },
-    )
-    write_json(out / "vocab.json", exp.vocab_json())
+    labels, vocab = exp.labels_json(), exp.vocab_json()
     model = exp.build_model()
     collate = exp.collator()
     try:
@@ -105,32 +91,55 @@ def train(
             exp.trainer_config(),
             sampler=exp.build_sampler(exp.train_sources()),
         )
-        report = trainer.fit(
-            exp.train_sources(), exp.train_sources(split="val"), collate, run_dir=out, resume=resume
-        )
     except OptionError as err:
         raise located(err) from None
-    test = evaluate(
-        model,
-        exp.tasks,
-        exp.train_sources(split="test"),
-        collate,
-        batch_size=cfg.trainer.eval_batch_size,
-        device=trainer.device,
-    )
-    result = {
-        "val": report.best_metrics,
-        "test": test,
-        "best_epoch": report.best_epoch,
-        "score": report.best_score,
-        "steps": report.steps,
-        "task_steps": report.task_steps,
-        "multi_task_steps": report.multi_task_steps,
-        "multi_task_share": report.multi_task_share,
-        "seconds": report.seconds,
-        "parameters": count_parameters(model),
-    }
-    write_json(out / "results.json", result)
+    with open_run(out, raw, labels, vocab, resume=resume, overwrite=overwrite) as target:
+        run = target.directory
+        if target.fresh:
+            ckpt.atomic_write_text(run / "config.yaml", config_text(raw))
+            write_json(
+                run / "run.json",
+                {
+                    "seed": cfg.seed,
+                    "base_dir": str(base_dir.resolve()),
+                    "versions": versions(),
+                    "labels": labels,
+                },
+            )
+            write_json(run / "vocab.json", vocab)
+            write_manifest(run, raw, labels, complete=False)
+        try:
+            report = trainer.fit(
+                exp.train_sources(),
+                exp.train_sources(split="val"),
+                collate,
+                run_dir=run,
+                resume=target.resume,
+            )
+        except OptionError as err:
+            raise located(err) from None
+        test = evaluate(
+            model,
+            exp.tasks,
+            exp.train_sources(split="test"),
+            collate,
+            batch_size=cfg.trainer.eval_batch_size,
+            device=trainer.device,
+        )
+        result = {
+            "val": report.best_metrics,
+            "test": test,
+            "best_epoch": report.best_epoch,
+            "score": report.best_score,
+            "steps": report.steps,
+            "task_steps": report.task_steps,
+            "multi_task_steps": report.multi_task_steps,
+            "multi_task_share": report.multi_task_share,
+            "seconds": report.seconds,
+            "parameters": count_parameters(model),
+        }
+        write_json(run / "results.json", result)
+        write_manifest(run, raw, labels, complete=True)
     return TrainResult(
         out,
         report.best_metrics,
