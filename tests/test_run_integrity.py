@@ -301,6 +301,8 @@ def test_predict_output_into_a_missing_directory(finished, tmp_path):
     result = _cli("predict", str(run), str(tmp_path / "in.txt"), "-o", str(target))
     assert "does not exist" in _error(result, "--output")
     assert not target.parent.exists() and snapshot(run) == before
+    result = _cli("predict", str(run), str(tmp_path / "in.txt"), "-o", str(tmp_path))
+    assert "is a directory" in _error(result, "--output")
 
 
 # ------------------------------------------------------------------ readers verify
@@ -329,6 +331,32 @@ def test_corrupted_weights_are_caught(finished, tmp_path):
         result = _cli(*args)
         assert "corrupt" in _error(result, str(weights)) and result.stdout == ""
     assert _error_of(lambda: polytask.load(run)).option == str(weights)
+    assert snapshot(run) == before
+
+
+def test_a_checkpoint_records_its_own_digest(finished, tmp_path):
+    """A checkpoint checks its weights on every read, manifest or not (``--resume`` of a
+    killed run, single-task baselines)."""
+    _, _, run = finished
+    shutil.copytree(run / "checkpoints" / "last", tmp_path / "last")
+    weights = tmp_path / "last" / "tensors.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x7f" * 8
+    weights.write_bytes(bytes(data))
+    err = _error_of(lambda: ckpt.load_checkpoint(tmp_path / "last"))
+    assert isinstance(err, CheckpointError) and err.option == str(weights)
+    assert "SHA-256" in err.problem
+
+
+def test_resume_from_corrupted_weights_refuses(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    weights = run / "checkpoints" / "last" / "tensors.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x7f" * 8
+    weights.write_bytes(bytes(data))
+    before = snapshot(run)
+    result = _cli("train", str(tmp_path / "config.yaml"), "--out", str(run), "--resume")
+    assert "corrupt" in _error(result, str(weights))
     assert snapshot(run) == before
 
 
