@@ -180,7 +180,25 @@ def test_overwrite_replaces_the_run_and_its_logs(finished, tmp_path):
         epochs = [r["epoch"] for r in csv.DictReader(f) if r["metric"] == "criterion"]
     assert epochs == ["0", "1"]
     polytask.load(run)  # verified against its new manifest
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755 & ~ckpt.umask()  # not mkdtemp's 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "run", "train.jsonl"]
+
+
+def test_a_fresh_fit_into_a_directory_starts_new_logs(zh, make_model, tmp_path):
+    """The engine too: ``Trainer.fit(run_dir=...)`` without resume never appends to the logs
+    of an earlier fit."""
+    from polytask.engine import Trainer, TrainerConfig
+
+    cfg = TrainerConfig(epochs=1, batch_size=16, threads=1, log_every=1)
+    for _ in range(2):
+        Trainer(make_model(), zh.tasks, config=cfg).fit(
+            zh.sources(n=32), zh.val_of(), zh.collate, run_dir=tmp_path
+        )
+    with open(tmp_path / "train_log.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(set(steps)) and steps[0] == 1
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f) if r["metric"] == "criterion"] == ["0"]
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(finished, tmp_path):
