@@ -293,6 +293,18 @@ def test_out_that_is_a_file(finished, tmp_path):
     assert (tmp_path / "file").read_text() == "mine"
 
 
+def test_compare_and_sweep_out_that_is_a_file(finished, tmp_path):
+    _copy(finished, tmp_path)
+    target = tmp_path / "file"
+    target.write_text("mine")
+    config = str(tmp_path / "config.yaml")
+    result = _cli("sweep", config, "--out", str(target), "--methods", "mean")
+    assert "is a file" in _error(result, "--out")
+    result = _cli("compare", config, "--out", str(target))
+    assert "File exists" in _error(result, str(target))
+    assert target.read_text() == "mine"
+
+
 def test_out_that_cannot_be_written(finished, tmp_path):
     _copy(finished, tmp_path)
     result = _cli("train", str(tmp_path / "config.yaml"), "--out", "/sys/polytask-run")

@@ -43,6 +43,16 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (PolytaskError, FileNotFoundError) as err:
         _fail(err)
+    except OSError as err:  # an I/O error (read-only, disk full, a file where a folder goes)
+        if _STATE["debug"]:
+            raise
+        _fail(
+            ConfigError(
+                str(err.filename or ""),
+                err.strerror or str(err),
+                "check the path, its permissions and the free space",
+            )
+        )
     except (ValueError, ImportError) as err:
         if _STATE["debug"]:
             raise

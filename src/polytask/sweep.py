@@ -67,6 +67,8 @@ def sweep(
         raise ConfigError(
             "--grid", "nothing to sweep", "give --grid KEY=V1,V2 and/or --methods NAME,..."
         )
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} is a file, not a directory", "give a directory")
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
     keys = list(grid)
     points = (
