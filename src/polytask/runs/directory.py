@@ -396,7 +396,7 @@ def _check_resumable(
         key, then, now = diff if diff is not None else ("config", "?", "?")
         raise ConfigError(
             "--resume",
-            f"{key} is {now!r} but the run {out} was started with {then!r}",
+            f"{key} is {now!r} but the run in {out} was started with {then!r}",
             "resume with the same config and --set options, or use a new --out",
         )
     problem = _label_difference(labels, manifest["labels"], "the data's labels of task {task}")
