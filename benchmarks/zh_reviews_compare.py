@@ -29,7 +29,9 @@ def main() -> None:
     args = ap.parse_args()
     cfg, raw = read_config(args.config, args.overrides)
     out = Path(args.out)
-    summary = compare(cfg, raw, Path(args.config).resolve().parent, out, seeds=args.seeds)
+    summary = compare(
+        cfg, raw, Path(args.config).resolve().parent, out, seeds=args.seeds, overwrite=True
+    )
     print((out / "compare.md").read_text(encoding="utf-8"))
     record = {
         "config": args.config,

@@ -195,6 +195,39 @@ def test_a_baseline_is_trained_again_when_what_it_depends_on_changes(one_seed, t
     assert not list(store.glob(".partial-*"))  # trained in place, then renamed
 
 
+def test_a_finished_comparison_is_refused_without_resume_or_overwrite(one_seed):
+    _, _, out = one_seed
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, ["compare", str(out.parent / "cmp.yaml"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --out:") and "--overwrite" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_killed_comparisons_partial_baseline_is_removed(one_seed, tmp_path):
+    """A ``.partial-*-<pid>`` directory whose process is gone is removed by the next
+    comparison that trains into the store; a live process's is kept."""
+    import os
+    import subprocess
+
+    _, _, out = one_seed
+    store = tmp_path / "store"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = store / f".partial-ner-0123456789abcdef-{gone.pid}"
+    live = store / f".partial-ner-0123456789abcdef-{os.getppid()}"
+    for d in (stale, live):
+        (d / "best").mkdir(parents=True)
+    result = _compare_again(out.parent / "cmp.yaml", tmp_path / "o", store)
+    assert result.exit_code == 0, (result.stdout, result.exception)
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name.split("-")[0] for p in store.iterdir() if p.is_dir()) == [
+        ".partial",
+        "ner",
+        "sentiment",
+    ]
+
+
 def test_a_corrupt_baseline_is_named_with_the_fix(one_seed, tmp_path):
     import shutil
 

@@ -79,6 +79,7 @@ def measure(
     overrides: list[str],
     resume: bool = False,
     variant: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run `polytask compare` on one configuration and keep what the tables need.
 
@@ -97,6 +98,7 @@ def measure(
             out,
             seeds=seeds,
             resume=resume,
+            overwrite=overwrite,
             baselines=RESULTS / "reviews" / "baselines",
         )
     except ConfigError as err:  # Δm undefined: the per-task table was still written
@@ -274,6 +276,11 @@ def main() -> None:
         "(benchmarks/results/reviews/<config>/seed<s>/)",
     )
     ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="measure again from scratch, replacing the seeds a former run left",
+    )
+    ap.add_argument(
         "--variant",
         default=None,
         help="a label for these overrides (e.g. joint-nash_mtl): results go to "
@@ -292,7 +299,7 @@ def main() -> None:
                 5 if name.endswith("scarce") else 1 if "minilm" in name or "absa" in name else 3
             )
             print(f"== {name}: {seeds} seed(s) {args.overrides}", flush=True)
-            entry = measure(name, seeds, args.overrides, args.resume, args.variant)
+            entry = measure(name, seeds, args.overrides, args.resume, args.variant, args.overwrite)
             # re-read: another invocation may have written other configurations meanwhile
             results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             results[key_of(name, args.variant)] = entry

@@ -337,6 +337,9 @@ def compare_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Reuse the seeds an interrupted compare into --out finished."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the seeds a comparison into --out left."
+    ),
     baselines: Path | None = typer.Option(
         None,
         "--baselines",
@@ -357,6 +360,7 @@ def compare_cmd(
             directory,
             seeds=seeds,
             resume=resume,
+            overwrite=overwrite,
             baselines=baselines,
         ), directory
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args[0]) if args else root / "runs" / "demo"
     cfg, raw = read_config(config)
     print(f"polytask demo: {config.relative_to(root)} -> {out}")
-    summary = compare(cfg, raw, config.parent, out, seeds=1)
+    summary = compare(cfg, raw, config.parent, out, seeds=1, overwrite=True)  # its own output
     print((out / "compare.md").read_text(encoding="utf-8"))
     mtl = json.loads((out / f"seed{cfg.seed}" / "mtl" / "results.json").read_text("utf-8"))
     print(

@@ -13,9 +13,9 @@ each baseline once. The digest does not cover the contents of the data files.
 
 An entry is ``<task>-<digest>/`` = the single-task run (``best/``, ``checkpoints/``,
 ``metrics.csv``, ...) plus ``baseline.json`` (the digest, what it was computed from, the
-test metrics and the cost). It is trained in a ``.partial-*`` directory and renamed into
-place when finished, so a killed comparison never leaves a half-trained baseline that a
-later one would read.
+test metrics and the cost). It is trained in a ``.partial-*-<pid>`` directory and renamed
+into place when finished, so a killed comparison never leaves a half-trained baseline that a
+later one would read; the next comparison that trains into the store removes such leftovers.
 """
 
 from __future__ import annotations
@@ -113,6 +113,21 @@ def _read_entry(directory: Path, digest: str) -> dict[str, Any]:
     return entry
 
 
+def _clean_stale(store: Path) -> None:
+    """Remove the ``.partial-*-<pid>`` directories of comparisons that were killed (their
+    process is gone); a live process's partial directory is left alone."""
+    for partial in store.glob(".partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 def single_task_baseline(
     exp: Experiment,
     task: str,
@@ -166,6 +181,7 @@ def single_task_baseline(
         progress=False,
     )
     store.mkdir(parents=True, exist_ok=True)
+    _clean_stale(store)
     partial = store / f".partial-{task}-{digest}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:

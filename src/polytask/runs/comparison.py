@@ -92,6 +92,7 @@ def compare(
     seeds: int = 1,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     baselines: Path | None = None,
 ) -> dict[str, Any]:
     """Train the MTL model and one STL model per task per seed; write compare.json / compare.md.
@@ -108,10 +109,21 @@ def compare(
     Each finished seed's result is written (atomically) to ``seed<s>/seed_result.json``;
     with ``resume=True`` those seeds are read back instead of trained again, provided they
     were written by the same configuration (the seed aside), so an interrupted comparison
-    loses at most the seed it was training.
+    loses at most the seed it was training (whose MTL run continues from its last
+    checkpoint). An ``out`` that already holds seeds is refused unless ``resume`` or
+    ``overwrite`` (each seed's runs then replaced atomically) is given.
     """
     if seeds < 1:
         raise ConfigError("--seeds", f"{seeds} is not ≥ 1", "give a positive number of seeds")
+    if not resume and not overwrite and out.is_dir():
+        taken = sorted(p.name for p in out.glob("seed*") if p.is_dir())
+        if taken:
+            raise ConfigError(
+                "--out",
+                f"{out} already holds a comparison ({', '.join(taken)})",
+                "add --resume to keep its finished seeds, --overwrite to replace them, "
+                "or give another --out",
+            )
     out.mkdir(parents=True, exist_ok=True)
     store = baselines if baselines is not None else out.resolve().parent / "baselines"
     digest = _config_digest(raw)
@@ -127,8 +139,16 @@ def compare(
         scfg = cfg.model_copy(update={"seed": seed})
         sraw = dict(raw, seed=seed)
         exp = Experiment(scfg, base_dir)
+        # an unfinished seed: its MTL run continues from its checkpoint under resume,
+        # else it is trained again (replaced atomically)
         mtl = train(
-            scfg, sraw, base_dir, out / f"seed{seed}" / "mtl", experiment=exp, overwrite=True
+            scfg,
+            sraw,
+            base_dir,
+            out / f"seed{seed}" / "mtl",
+            experiment=exp,
+            resume=resume,
+            overwrite=True,
         )
         mtl_model = load(mtl.run_dir).model
         names = list(exp.tasks)
