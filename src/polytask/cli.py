@@ -38,9 +38,14 @@ def _fail(err: BaseException) -> None:
     raise typer.Exit(2)
 
 
-def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _guard(fn: Any, *args: Any, refuse_imports: bool = False, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with its errors as one line and exit 2; ``refuse_imports``
+    (``--no-imports``): every import path a config names is refused before importing it."""
+    from .registry import no_imports
+
     try:
-        return fn(*args, **kwargs)
+        with no_imports(refuse_imports):
+            return fn(*args, **kwargs)
     except (PolytaskError, FileNotFoundError) as err:
         _fail(err)
     except OSError as err:  # an I/O error (read-only, disk full, a file where a folder goes)
@@ -57,6 +62,16 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
         if _STATE["debug"]:
             raise
         _fail(err)
+
+
+def _no_imports_option() -> Any:
+    return typer.Option(
+        False,
+        "--no-imports",
+        help="Refuse every import path (package.module:Class) the config names, before "
+        "importing anything: only built-in and registered names. A config that names "
+        "modules is code; use this for configs you do not trust.",
+    )
 
 
 def _read(config: Path, overrides: list[str] | None) -> tuple[Any, Any]:
@@ -100,6 +115,7 @@ def train_cmd(
         "complete (with --resume: start again when there is no checkpoint).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print test metrics as JSON."),
+    no_imports: bool = _no_imports_option(),
 ) -> None:
     """Train the multi-task model; writes a run directory (an existing one only with
     --resume or --overwrite)."""
@@ -110,7 +126,7 @@ def train_cmd(
         run = out or Path("runs") / cfg.name
         return train(cfg, raw, config.resolve().parent, run, resume=resume, overwrite=overwrite)
 
-    result = _guard(go)
+    result = _guard(go, refuse_imports=no_imports)
     if as_json:
         typer.echo(json.dumps(result.test))
     else:
@@ -213,9 +229,12 @@ def eval_cmd(
         "field (CoNLL: the last column; others: the field named TASK).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
+    no_imports: bool = _no_imports_option(),
 ) -> None:
     """Evaluate a trained run (its test split, or --test files)."""
-    metrics = _guard(lambda: evaluate_run(run_dir, _parse_tests(test), fmt))
+    metrics = _guard(
+        lambda: evaluate_run(run_dir, _parse_tests(test), fmt), refuse_imports=no_imports
+    )
     if as_json:
         typer.echo(json.dumps(metrics))
     else:
@@ -276,6 +295,7 @@ def predict_cmd(
     text_field: str = typer.Option(
         "text", "--text-field", help="JSONL field / CSV column with the text."
     ),
+    no_imports: bool = _no_imports_option(),
 ) -> None:
     """Predict every task for each input (one forward pass); writes JSONL."""
     from .runs import load
@@ -290,7 +310,7 @@ def predict_cmd(
             for x, p in zip(inputs, run.predict(inputs))
         ]
 
-    rows = _guard(go)
+    rows = _guard(go, refuse_imports=no_imports)
     lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
     if output:
         _guard(_write_output, output, lines)
@@ -346,6 +366,7 @@ def compare_cmd(
         help="Where single-task models are kept and reused across comparisons "
         "(keyed by a digest of what they depend on; default: baselines/ beside --out).",
     ),
+    no_imports: bool = _no_imports_option(),
 ) -> None:
     """Train MTL and one STL model per task on the same data; print the table and Δm."""
     from .runs import compare
@@ -364,7 +385,7 @@ def compare_cmd(
             baselines=baselines,
         ), directory
 
-    summary, directory = _guard(go)
+    summary, directory = _guard(go, refuse_imports=no_imports)
     if as_json:
         keys = ("stl", "mtl", "delta_m", "ci95")
         typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
@@ -392,6 +413,7 @@ def sweep_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the trials a sweep into --out left (see train)."
     ),
+    no_imports: bool = _no_imports_option(),
 ) -> None:
     """Search fixed task weights on validation data; report the best beside adaptive methods."""
     from .sweep import parse_grid, sweep
@@ -410,7 +432,7 @@ def sweep_cmd(
             overwrite=overwrite,
         ), directory
 
-    summary, directory = _guard(go)
+    summary, directory = _guard(go, refuse_imports=no_imports)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
     else:

@@ -5,7 +5,10 @@ encoders, architectures, task layers, samplers, data formats) and resolves what 
 names: a registered name, or an import path ``package.module:Name`` to the user's own
 code. Whatever it returns has been checked against the kind's base class (or predicate)
 *before* anything is called, so ``balancing: {method: "os:system"}`` is refused, not run.
-A config that names code by import path is code: treat it like code.
+A config that names code by import path is code: treat it like code. Importing a module
+runs its top-level code before any check can look at what it defines, so :func:`no_imports`
+(the command line's ``--no-imports``) refuses every import path before importing anything:
+only registered names resolve inside it.
 
 Each layer defines its own registry (``polytask.balancing.METHODS``,
 ``polytask.data.formats.FORMATS`` ...); this module imports nothing else from polytask
@@ -15,16 +18,39 @@ but the errors and the import helper, so every layer may use it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
 from polytask._imports import import_object
 from polytask.errors import OptionError
 
-__all__ = ["Registry", "describe"]
+__all__ = ["Registry", "describe", "imports_allowed", "no_imports"]
 
 T = TypeVar("T")
 
 PATH_HINT = "an import path 'package.module:Class'"
+
+#: whether :meth:`Registry.resolve` may import the module an import path names
+_IMPORTS: ContextVar[bool] = ContextVar("polytask_imports", default=True)
+
+
+@contextmanager
+def no_imports(refuse: bool = True) -> Iterator[None]:
+    """Inside this context every registry refuses import paths before importing anything
+    (``refuse=False``: a no-op, so a caller can pass its flag through). Registered names
+    still resolve."""
+    token = _IMPORTS.set(False) if refuse else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _IMPORTS.reset(token)
+
+
+def imports_allowed() -> bool:
+    """False inside :func:`no_imports`: import paths are refused there."""
+    return _IMPORTS.get()
 
 
 def describe(obj: Any, width: int = 80) -> str:
@@ -113,14 +139,22 @@ class Registry(MutableMapping[str, T], Generic[T]):
 
         Nothing is called: an imported object is checked against the kind first.
         Raises :class:`~polytask.errors.OptionError` (option :attr:`option`) for an unknown
-        name, a path that does not import, or an object that is not of this kind; the fix
-        lists the registered names.
+        name, a path that does not import, an object that is not of this kind, or any
+        import path inside :func:`no_imports` (refused before anything is imported); the
+        fix lists the registered names.
         """
         text = str(name)
         if text in self._entries:
             return self._entries[text]
         if ":" not in text:
             raise OptionError(self.option, f"unknown {self.kind} {text!r}", self._fix())
+        if not imports_allowed():
+            raise OptionError(
+                self.option,
+                f"import path {text!r} refused by --no-imports",
+                f"use one of {self.names()}, or drop --no-imports if you trust this config "
+                "(importing a module runs its code)",
+            )
         try:
             obj = import_object(text)
         except ValueError as err:

@@ -60,8 +60,11 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
         return ConfigError(where, "required key is missing", "add it")
     value = first.get("input")
     msg = str(first["msg"]).removeprefix("Value error, ")
+    msg, sep, fix = msg.partition("; fix: ")  # a validator may give its own fix
     return ConfigError(
-        where, f"{msg} (got {value!r})", "give a value of the expected type and range"
+        where,
+        f"{msg} (got {value!r})",
+        fix if sep else "give a value of the expected type and range",
     )
 
 

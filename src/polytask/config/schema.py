@@ -148,6 +148,7 @@ class TrainerSection(Strict):
 
 
 class Config(Strict):
+    #: the run's name: ``runs/<name>`` by default, so a plain name, never a path
     name: str = "experiment"
     seed: int = 0
     tasks: dict[str, TaskConfig]
@@ -156,6 +157,17 @@ class Config(Strict):
     balancing: BalancingConfig = Field(default_factory=BalancingConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v.strip() or v in (".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError(
+                "must be a plain name without path separators or '..', as it names the "
+                "directory runs/<name>; fix: give a name such as 'reviews-upgrad' (and "
+                "--out DIR to write the run elsewhere)"
+            )
+        return v
 
     @field_validator("tasks")
     @classmethod

@@ -2,7 +2,9 @@
 
 Words are split into sub-tokens; following Devlin et al. (2019, BERT, §5.3) each word is
 represented by its FIRST sub-token, so a tagger predicts one label per word. Models are
-only ever loaded from local files (``local_files_only=True``): nothing is downloaded.
+only ever loaded from local files (``local_files_only=True``): nothing is downloaded. Weights
+load from safetensors only: a folder with pickled weights alone (``pytorch_model.bin``) is
+refused before anything reads it, since unpickling a file can run code.
 ``transformers`` is imported lazily, so ``polytask.nn`` imports without it.
 """
 
@@ -55,6 +57,23 @@ def _local_folder(path: str | Path) -> str:
             "pass a folder holding a Hugging Face model, e.g. polytask.nn.minilm_path()",
         )
     return str(folder)
+
+
+def _safetensors_weights(folder: str) -> None:
+    """Refuse a model folder without safetensors weights (before anything unpickles)."""
+    root = Path(folder)
+    if any(
+        (root / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")
+    ):
+        return
+    pickled = sorted(p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    found = f"only pickled weights ({', '.join(pickled)})" if pickled else "no weights"
+    raise OptionError(
+        "path",
+        f"{folder!r} holds {found}, and models load from safetensors only",
+        "convert the weights to model.safetensors (e.g. model.save_pretrained(folder, "
+        "safe_serialization=True) where you trust the file)",
+    )
 
 
 def _check_max_length(max_length: int) -> None:
@@ -165,6 +184,7 @@ class Transformer(Encoder):
         super().__init__()
         _check_max_length(max_length)
         folder = _local_folder(path)
+        _safetensors_weights(folder)
         hf = _transformers()
         config = hf.AutoConfig.from_pretrained(folder, local_files_only=True)
         depth = int(config.num_hidden_layers)
@@ -185,7 +205,9 @@ class Transformer(Encoder):
                 f"indices in [0, {depth}] (0 = embeddings)",
                 f"give such a list, or None for all {depth} blocks",
             )
-        self.model = hf.AutoModel.from_pretrained(folder, config=config, local_files_only=True)
+        self.model = hf.AutoModel.from_pretrained(
+            folder, config=config, local_files_only=True, use_safetensors=True
+        )
         self.path = folder
         self.max_length = max_length
         self.hidden_layers = chosen
