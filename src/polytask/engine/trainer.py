@@ -328,14 +328,16 @@ class Trainer:
         fit = self._start(train, collate, Path(run_dir) if run_dir else None, resume)
         self.model.train()
         state = fit.state
-        while not state.done and state.epoch < self.config.epochs and state.step < fit.total:
-            self._train_epoch(fit)
-            self.method.on_epoch_end()
-            self._select(fit, self._evaluate(val, collate))
-            self._save_last(fit)
-        fit.progress.close()
+        try:
+            while not state.done and state.epoch < self.config.epochs and state.step < fit.total:
+                self._train_epoch(fit)
+                self.method.on_epoch_end()
+                self._select(fit, self._evaluate(val, collate))
+                self._save_last(fit)
+        finally:  # also when training fails: no log writer thread outlives its directory
+            fit.progress.close()
+            fit.logger.close()
         self._load_best(fit)
-        fit.logger.close()
         few = state.step - state.multi_task_steps
         if self._balances() and few:
             log.warning(
