@@ -26,7 +26,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -34,11 +34,13 @@ from .. import __version__
 from ..balancing import Sum
 from ..config.build import Experiment
 from ..config.errors import ConfigError
+from ..data.base import Example
 from ..data.samplers import JointSampler
 from ..engine import checkpoint as ckpt
-from ..engine.checkpoint import atomic_write_text
+from ..engine.logs import write_json
 from ..engine.trainer import Trainer, make_loader
 from ..evaluation.evaluate import evaluate
+from ..sharing.base import MultiTaskModel
 from .training import count_parameters
 
 __all__ = ["BASELINE", "Baseline", "baseline_inputs", "single_task_baseline"]
@@ -145,21 +147,40 @@ def single_task_baseline(
     digest, inputs = baseline_inputs(exp, task, seed, budget, batch_sizes, base_dir)
     final = store / f"{task}-{digest}"
     model = exp.build_model([task], seed=seed)
-    if final.exists():
+    reused = final.exists()
+    if reused:
         entry = _read_entry(final, digest)
         tensors, _ = ckpt.load_checkpoint(final / "best")
         ckpt.restore_model(model, tensors, where=str(final / "best"))
-        return Baseline(
-            task,
-            digest,
-            final,
-            entry["test"],
-            entry["seconds"],
-            entry["parameters"],
-            entry["task_steps"],
-            model,
-            reused=True,
-        )
+    else:
+        entry = _train(exp, task, model, sources, budget, batch_sizes, store, final, digest, inputs)
+    return Baseline(
+        task,
+        digest,
+        final,
+        entry["test"],
+        entry["seconds"],
+        entry["parameters"],
+        entry["task_steps"],
+        model,
+        reused=reused,
+    )
+
+
+def _train(
+    exp: Experiment,
+    task: str,
+    model: MultiTaskModel,
+    sources: Mapping[str, Sequence[Example]],
+    budget: int,
+    batch_sizes: Mapping[str, int] | None,
+    store: Path,
+    final: Path,
+    digest: str,
+    inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Train ``model`` on the plain loss of ``task`` in a partial directory, evaluate it on
+    the test split, and rename the directory to ``final``; the entry of ``baseline.json``."""
     if batch_sizes is None:
         sampler, overrides = exp.build_sampler(sources), {}
     else:
@@ -182,7 +203,7 @@ def single_task_baseline(
     )
     store.mkdir(parents=True, exist_ok=True)
     _clean_stale(store)
-    partial = store / f".partial-{task}-{digest}-{os.getpid()}"
+    partial = store / f".partial-{final.name}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         trainer = Trainer(model, {task: exp.tasks[task]}, Sum(), tcfg, sampler=sampler)
@@ -201,13 +222,13 @@ def single_task_baseline(
         )[task]
         entry = {
             "digest": digest,
-            "inputs": inputs,
+            "inputs": dict(inputs),
             "test": test,
             "seconds": report.seconds,
             "parameters": count_parameters(model),
             "task_steps": report.task_steps.get(task, 0),
         }
-        atomic_write_text(partial / BASELINE, json.dumps(entry, indent=2, default=str))
+        write_json(partial / BASELINE, entry)
         try:
             os.rename(partial, final)
         except OSError:  # another comparison finished the same baseline first: keep theirs
@@ -215,14 +236,4 @@ def single_task_baseline(
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return Baseline(
-        task,
-        digest,
-        final,
-        test,
-        entry["seconds"],
-        entry["parameters"],
-        entry["task_steps"],
-        model,
-        reused=False,
-    )
+    return entry
