@@ -218,6 +218,31 @@ def test_a_second_writer_is_refused_with_the_holders_pid(finished, tmp_path):
     assert snapshot(run) == before
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(
+    finished, tmp_path, caplog
+):
+    run = _copy(finished, tmp_path)
+    for name in ("checkpoints", "best", "results.json", "metrics.csv"):
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    manifest = json.loads((run / "manifest.json").read_text())  # as written at the start
+    manifest.update(
+        complete=False, files={k: v for k, v in manifest["files"].items() if (run / k).exists()}
+    )
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    config = str(tmp_path / "config.yaml")
+    # another config is still refused: the run was started with this one
+    problem = _error(
+        _cli("train", config, "--out", str(run), "--resume", "--set", "seed=99"), "--resume"
+    )
+    assert "seed" in problem and not (run / "checkpoints").exists()
+    result = _cli("train", config, "--out", str(run), "--resume")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert "starts it again from step 0" in caplog.text
+    assert (run / "checkpoints" / "last").is_dir() and (run / "results.json").is_file()
+    assert _cli("eval", str(run)).exit_code == 0
+
+
 def test_resume_without_a_checkpoint_refuses(finished, tmp_path):
     run = _copy(finished, tmp_path)
     shutil.rmtree(run / "checkpoints")

@@ -367,6 +367,13 @@ def _is_empty(out: Path) -> bool:
     )
 
 
+def _killed_before_a_checkpoint(out: Path) -> bool:
+    """A run that was started but stopped before its first checkpoint: no ``checkpoints/``,
+    no ``best/`` and no ``results.json`` (a finished run missing its checkpoint is damaged,
+    not unfinished, and is refused)."""
+    return not any((out / name).exists() for name in ("checkpoints", "best", RESULTS))
+
+
 def _has_checkpoint(out: Path) -> bool:
     last = out / "checkpoints" / "last"
     ckpt.recover(last)
@@ -414,10 +421,12 @@ def _check_resumable(
 class Target:
     """Where :func:`open_run`'s caller trains: ``directory`` (the run, or a staging
     directory), ``resume`` (continue its ``checkpoints/last``), ``fresh`` (write the run's
-    files first)."""
+    files first), ``restarted`` (a ``--resume`` of a run killed before its first checkpoint,
+    started again from step 0)."""
 
     directory: Path
     resume: bool
+    restarted: bool = False
 
     @property
     def fresh(self) -> bool:
@@ -490,6 +499,16 @@ def open_run(
             _check_resumable(out, raw, labels, vocab)
             lock.claim()
             yield Target(out, resume=True)
+            return
+        if is_run and resume and not overwrite and _killed_before_a_checkpoint(out):
+            # nothing to lose: the run stopped before saving anything, so resuming it is
+            # starting it again in place, with the same config
+            _check_resumable(out, raw, labels, vocab)
+            lock.claim()
+            for entry in out.iterdir():
+                if entry.name != LOCK:
+                    _remove(entry)
+            yield Target(out, resume=False, restarted=True)
             return
         if resume and not overwrite:
             raise ConfigError(

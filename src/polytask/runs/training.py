@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +20,8 @@ from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
 from .directory import config_text, open_run, write_manifest
+
+log = logging.getLogger("polytask")
 
 __all__ = ["TrainResult", "count_parameters", "train", "versions"]
 
@@ -95,6 +98,11 @@ def train(
         raise located(err) from None
     with open_run(out, raw, labels, vocab, resume=resume, overwrite=overwrite) as target:
         run = target.directory
+        if target.restarted:
+            log.warning(
+                "%s stopped before its first checkpoint; --resume starts it again from step 0",
+                run,
+            )
         if target.fresh:
             ckpt.atomic_write_text(run / "config.yaml", config_text(raw))
             write_json(
