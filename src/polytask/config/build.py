@@ -315,15 +315,22 @@ class Experiment:
             if hasattr(task.kind, "labels")
         }
 
-    def collator(self, task_names: Sequence[str] | None = None) -> Collator:
+    def collator(self, task_names: Sequence[str] | None = None, *, whole: bool = False) -> Collator:
+        """The collator of training (inputs cut at ``data.max_length`` and at a transformer's
+        positions) or, with ``whole=True``, of evaluation and prediction, which never drops a
+        token: no ``data.max_length``, and a transformer reads long inputs in overlapping
+        windows (:meth:`polytask.nn.SubwordTokenizer.windowed`)."""
         names = list(task_names) if task_names is not None else list(self.tasks)
+        tokenizer = self.tokenizer
+        if whole and hasattr(tokenizer, "windowed"):
+            tokenizer = tokenizer.windowed()
         return Collator(
             {t: self.tasks[t].kind for t in names},
             input_kind=self.input_kind,
             vocab=self.vocab,
             char_vocab=self.char_vocab,
-            tokenizer=self.tokenizer,
-            max_length=self.cfg.data.max_length,
+            tokenizer=tokenizer,
+            max_length=None if whole else self.cfg.data.max_length,
         )
 
     # ------------------------------------------------------------------ model

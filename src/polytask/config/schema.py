@@ -58,7 +58,9 @@ class DataConfig(Strict):
     test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     tokenizer: Literal["whitespace", "chars"] = "whitespace"
     vocab: VocabConfig = Field(default_factory=VocabConfig)
-    max_length: int | None = Field(default=None, ge=1)
+    #: training inputs longer than this many tokens are cut (with a warning); None: never.
+    #: eval and predict always read whole inputs
+    max_length: int | None = Field(default=512, ge=1)
     split_seed: int | None = None
 
     @field_validator("sources")

@@ -27,7 +27,7 @@ calling the kind.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -102,7 +102,12 @@ class Collator:
     """Turn examples into a :class:`Batch`; call as ``collator(examples, source)``.
 
     ``max_length`` cuts longer inputs (and their tags); :attr:`n_truncated` counts the
-    examples cut so far. ``max_chars`` caps the characters per token in ``chars``.
+    examples cut so far, by ``max_length`` or by a tokenizer that cuts what exceeds its
+    positions (one with ``fits(words)``, e.g. :class:`polytask.nn.SubwordTokenizer`);
+    :meth:`truncation` counts the examples a collator would cut without collating them.
+    ``max_chars`` caps the characters per token in ``chars``. Without ``max_length`` (and
+    with a windowed tokenizer) no token is dropped: that is the collator of evaluation and
+    prediction.
     """
 
     def __init__(
@@ -149,8 +154,35 @@ class Collator:
             if self.max_length is not None and len(toks) > self.max_length:
                 self.n_truncated += 1
                 toks = toks[: self.max_length]
+            elif self._tokenizer_cuts(toks):
+                self.n_truncated += 1
             words.append(list(toks))
         return words
+
+    def _tokenizer_cuts(self, words: Sequence[str]) -> bool:
+        """Whether the tokenizer cuts ``words`` (those beyond its positions are dropped)."""
+        if self.input_kind != "subwords" or getattr(self.tokenizer, "windows", False):
+            return False
+        fits = getattr(self.tokenizer, "fits", None)
+        return fits is not None and not fits(words)
+
+    def truncation(self, examples: Iterable[Example]) -> tuple[int, int]:
+        """``(longer, beyond)``: how many of ``examples`` this collator cuts, without collating
+        them or counting them in :attr:`n_truncated`: ``longer`` have more than
+        ``max_length`` tokens; ``beyond`` fit ``max_length`` (or have no limit) but exceed
+        the tokenizer's positions. Inputs without a token list are not counted."""
+        longer = beyond = 0
+        if self.input_kind not in ("tokens", "subwords"):
+            return longer, beyond
+        for ex in examples:
+            toks = ex.inputs.get("tokens")
+            if toks is None or isinstance(toks, str):
+                continue
+            if self.max_length is not None and len(toks) > self.max_length:
+                longer += 1
+            elif self._tokenizer_cuts([str(t) for t in toks]):
+                beyond += 1
+        return longer, beyond
 
     def _token_inputs(self, words: list[list[str]]) -> dict[str, Tensor]:
         assert self.vocab is not None

@@ -2,14 +2,77 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
+from torch import Tensor
 
 from ..data.base import Batch, Example
+from ..errors import DataError
 from ..tasks.base import Task, TaskKind
 
 Collate = Callable[[list[Example], str], Batch]
+
+
+class NonFiniteOutputError(DataError):
+    """A model's outputs for a task hold NaN or infinity, so its predictions would be
+    meaningless: ``option`` names the task (``task 'ner'``)."""
+
+
+def _tensors(output: Any) -> list[Tensor]:
+    """The tensors of a task's output: itself, or those of a dataclass (``TagScores``),
+    mapping or sequence."""
+    if isinstance(output, Tensor):
+        return [output]
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        values: Any = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    elif isinstance(output, Mapping):
+        values = list(output.values())
+    elif isinstance(output, (list, tuple)):
+        values = list(output)
+    else:
+        return []
+    return [t for v in values for t in _tensors(v)]
+
+
+def _bad_rows(output: Any, size: int, mask: Tensor | None) -> list[int]:
+    """Rows (examples) whose output is not finite; per-token values count on real tokens
+    only (padding may hold anything), values without a batch dimension count for every row."""
+    bad = torch.zeros(size, dtype=torch.bool)
+    for t in _tensors(output):
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        wrong = ~torch.isfinite(t)
+        if t.dim() == 0 or t.shape[0] != size:  # shared by the batch (CRF transitions)
+            if bool(wrong.any()):
+                return list(range(size))
+            continue
+        if mask is not None and t.dim() >= 2 and tuple(t.shape[:2]) == tuple(mask.shape):
+            wrong = wrong & mask.bool().reshape(*mask.shape, *[1] * (t.dim() - 2))
+        bad |= wrong.reshape(size, -1).any(dim=1).cpu()
+    return bad.nonzero().squeeze(-1).tolist()
+
+
+def check_finite(
+    task: str, output: Any, mask: Tensor | None, examples: Sequence[Example], offset: int = 0
+) -> None:
+    """Raise :class:`NonFiniteOutputError` naming ``task`` when ``output`` (a batch of
+    ``examples``, the first being number ``offset`` of its input) holds NaN or infinity;
+    ``mask`` (B, T), given for a token-level task, limits the check to real tokens."""
+    rows = _bad_rows(output, len(examples), mask)
+    if not rows:
+        return
+    first = rows[0]
+    which = examples[first].id
+    name = f"{which!r}" if which is not None else f"number {offset + first + 1}"
+    raise NonFiniteOutputError(
+        f"task {task!r}",
+        f"the model's outputs hold NaN or infinity for input {name} ({len(rows)} of the "
+        f"{len(examples)} inputs of its batch), so its predictions would be meaningless",
+        "the run's weights hold NaN or infinity, or training diverged: train it again "
+        "(e.g. with a lower trainer.lr or trainer.clip_norm)",
+    )
 
 
 def labelled_tasks(examples: Sequence[Example], tasks: Mapping[str, Task]) -> list[str]:
@@ -39,7 +102,10 @@ def predict(
     device: torch.device | str = "cpu",
     source: str = "",
 ) -> dict[str, list[Any]]:
-    """Decoded predictions ``{task: [one per example]}``, from one forward pass per batch."""
+    """Decoded predictions ``{task: [one per example]}``, from one forward pass per batch.
+
+    Outputs holding NaN or infinity (on real tokens) raise :class:`NonFiniteOutputError`
+    naming the task, never a prediction decoded from them."""
     names = list(task_names) if task_names is not None else list(tasks)
     was_training = model.training
     model.eval()
@@ -50,6 +116,8 @@ def predict(
             out = model(batch.inputs, tasks=names)
             chunk = examples[start : start + batch_size]
             for t in names:
+                token_mask = out.mask if tasks[t].kind.is_token_level else None
+                check_finite(t, out.outputs[t], token_mask, chunk, offset=start)
                 decoded = tasks[t].kind.decode(out.outputs[t], out.mask)
                 if tasks[t].kind.is_token_level:
                     decoded = [_pad_outside(p, ex, tasks[t].kind) for p, ex in zip(decoded, chunk)]

@@ -217,7 +217,7 @@ def _train(
             model,
             {task: exp.tasks[task]},
             exp.train_sources([task], split="test"),
-            exp.collator([task]),
+            exp.collator([task], whole=True),  # whole inputs, as the multi-task run's test
             batch_size=exp.cfg.trainer.eval_batch_size,
         )[task]
         entry = {

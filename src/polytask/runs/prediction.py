@@ -49,7 +49,7 @@ class LoadedRun:
         ckpt.restore_model(self.model, tensors, where=str(self.run_dir / "best"))
         self.device = torch.device(device)
         self.model.to(self.device).eval()
-        self.collate = self.experiment.collator()
+        self.collate = self.experiment.collator(whole=True)  # never drops a token
 
     def to_examples(self, inputs: Iterable[str | Sequence[str] | Example]) -> list[Example]:
         from ..data.readers import tokenize

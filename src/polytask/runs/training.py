@@ -14,6 +14,7 @@ from .. import __version__
 from ..config.build import Experiment
 from ..config.errors import ConfigError
 from ..config.schema import Config
+from ..data.collate import Collator
 from ..engine import checkpoint as ckpt
 from ..engine.logs import write_json
 from ..engine.trainer import Trainer, TrainerConfig
@@ -61,6 +62,30 @@ def located(err: OptionError) -> OptionError:
     if isinstance(err, ConfigError) or head not in _TRAINER_OPTIONS:
         return err
     return ConfigError.from_option(err, _SECTION_OF.get(head, "trainer"))
+
+
+def _warn_truncation(exp: Experiment, collate: Collator) -> None:
+    """One warning per run: how many training examples training reads cut short."""
+    examples = [ex for split in exp.train_sources().values() for ex in split]
+    longer, beyond = collate.truncation(examples)
+    if longer:
+        log.warning(
+            "%d of %d training examples are longer than data.max_length = %s tokens and are "
+            "cut to it in training and validation (eval and predict read whole inputs); set "
+            "data.max_length: null (or a larger limit) to train on whole inputs",
+            longer,
+            len(examples),
+            exp.cfg.data.max_length,
+        )
+    if beyond:
+        log.warning(
+            "%d of %d training examples exceed the encoder's %s sub-token positions and are "
+            "cut to them in training and validation (eval and predict read long inputs in "
+            "windows); raise model.encoder.max_length, up to the model's limit, to keep more",
+            beyond,
+            len(examples),
+            getattr(collate.tokenizer, "max_length", "?"),
+        )
 
 
 def train(
@@ -116,6 +141,7 @@ def train(
             )
             write_json(run / "vocab.json", vocab)
             write_manifest(run, raw, labels, complete=False)
+        _warn_truncation(exp, collate)
         try:
             report = trainer.fit(
                 exp.train_sources(),
@@ -130,7 +156,7 @@ def train(
             model,
             exp.tasks,
             exp.train_sources(split="test"),
-            collate,
+            exp.collator(whole=True),  # as `polytask eval` reads them: whole inputs
             batch_size=cfg.trainer.eval_batch_size,
             device=trainer.device,
         )
