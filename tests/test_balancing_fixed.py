@@ -130,8 +130,9 @@ def test_registry() -> None:
     ) as info:
         balancing.make("nope")
     assert all(name in str(info.value) for name in balancing.available())
-    with pytest.raises(ValueError, match="bad option for method 'sum'"):
+    with pytest.raises(OptionError, match="unknown option of method 'sum'") as err:
         balancing.make("sum", weights={"a": 1.0})
+    assert err.value.option == "weights"
     made = balancing.make("polytask.balancing.fixed:Mean")
     assert isinstance(made, Mean)
 

@@ -147,27 +147,31 @@ TRAINER_KEYS = (
         (
             "trainer.epoch",
             3,
-            f"trainer.epoch: unknown key; fix: remove it or correct its spelling (known keys here: "
+            f"trainer.epoch: unknown key; fix: "
+            "did you mean 'epochs'? remove it or correct its spelling (known keys here: "
             f"{TRAINER_KEYS})",
         ),
         (
             "data.sources.reviews.limt",
             3,
-            "data.sources.reviews.limt: unknown key; fix: remove it or correct its "
+            "data.sources.reviews.limt: unknown key; fix: "
+            "did you mean 'limit'? remove it or correct its "
             "spelling (known keys here: format, limit, options, tasks, test, "
             "test_fraction, train, val, val_fraction)",
         ),
         (
             "model.heads",
             {"sentiment": {"pool": "max"}},
-            "model.heads.sentiment.pool: unknown key; fix: remove it or correct its spelling "
+            "model.heads.sentiment.pool: unknown key; fix: "
+            "did you mean 'pooling'? remove it or correct its spelling "
             "(known keys here: crf, "
             "dropout, hidden, options, pooling, type)",
         ),
         (
             "trainer.param_groups",
             [{"match": "encoder", "lr": 0.1}, {"mtch": "heads"}],
-            "trainer.param_groups.1.mtch: unknown key; fix: remove it or correct its spelling "
+            "trainer.param_groups.1.mtch: unknown key; fix: "
+            "did you mean 'match'? remove it or correct its spelling "
             "(known keys here: freeze, "
             "lr, match, weight_decay)",
         ),
@@ -228,28 +232,31 @@ def test_missing_required_section(tmp_path):
         (
             "model.encoder.type",
             "lstm",
-            "model.encoder.type: unknown encoder 'lstm'; fix: use one of ['bilstm', 'cnn', "
+            "model.encoder.type: unknown encoder 'lstm'; fix: "
+            "did you mean 'bilstm'? use one of ['bilstm', 'cnn', "
             "'lenet', 'mlp', 'tabular', "
             "'transformer'] or an import path 'package.module:Class'",
         ),
         (
             "sampler.type",
             "temprature",
-            "sampler.type: unknown sampler 'temprature'; fix: use one of ['annealed', "
+            "sampler.type: unknown sampler 'temprature'; fix: "
+            "did you mean 'temperature'? use one of ['annealed', "
             "'joint', 'proportional', 'round_robin', "
             "'temperature', 'uniform'] or an import path 'package.module:Class'",
         ),
         (
             "balancing.method",
             "upgradd",
-            "balancing.method: unknown method 'upgradd'; fix: use one of "
+            "balancing.method: unknown method 'upgradd'; fix: did you mean 'upgrad'? use one of "
             + str(__import__("polytask.balancing", fromlist=["available"]).available())
             + " or an import path 'package.module:Class'",
         ),
         (
             "data.sources.reviews.format",
             "snownlp_sentiments",
-            "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: use one of "
+            "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: "
+            "did you mean 'snownlp_sentiment'? use one of "
             "['conll', 'csv', "
             "'jsonl', 'semeval2014', 'snownlp_ner', 'snownlp_sentiment'] or an import path "
             "'package.module:Class'",
@@ -257,8 +264,8 @@ def test_missing_required_section(tmp_path):
         (
             "model.encoder.kernel",
             3,
-            "model.encoder: bad option (got an unexpected keyword argument 'kernel'); fix: see "
-            "the options of CNN",
+            "model.encoder.kernel: unknown option of CNN; fix: did you mean 'kernel_size'? CNN "
+            "takes: vocab_size, embed_dim, channels, kernel_size, dropout, padding_idx",
         ),
         (
             "trainer.criterion",
@@ -418,7 +425,8 @@ def test_top_level_must_be_a_mapping(tmp_path):
         ),
         (
             "trainer.epoch=3",
-            f"trainer.epoch: unknown key; fix: remove it or correct its spelling (known keys here: "
+            f"trainer.epoch: unknown key; fix: "
+            "did you mean 'epochs'? remove it or correct its spelling (known keys here: "
             f"{TRAINER_KEYS})",
         ),
     ],
@@ -507,7 +515,8 @@ def test_real_process_one_line_and_debug_traceback(tmp_path):
     dout, derr = debug.communicate(timeout=120)
     assert plain.returncode == 2 and out == ""
     assert err.splitlines() == [
-        f"error: trainer.epoch: unknown key; fix: remove it or correct its spelling "
+        f"error: trainer.epoch: unknown key; fix: did you mean 'epochs'? remove it or correct "
+        f"its spelling "
         f"(known keys here: {TRAINER_KEYS})"
     ]
     assert debug.returncode == 2

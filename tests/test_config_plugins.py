@@ -107,7 +107,7 @@ def test_import_paths_build_user_pieces(tmp_path: Path) -> None:
         ({"sentiment": {"type": "test_config_plugins:Nope"}}, "model.heads.sentiment.type"),
         (
             {"sentiment": {"type": "test_config_plugins:ScaledHead", "options": {"bogus": 1}}},
-            "model.heads.sentiment",
+            "model.heads.sentiment.bogus",
         ),
         ({"sentiment": {"options": {"scale": 2}}}, "model.heads.sentiment.options"),
     ],

@@ -15,6 +15,7 @@ from polytask.data import (
     UniformSampler,
     make_sampler,
 )
+from polytask.errors import OptionError
 
 SIZES = {"big": 9000, "mid": 900, "small": 100}
 
@@ -97,8 +98,9 @@ def test_registry_and_errors():
     assert isinstance(s, TemperatureSampler) and s.T == 4.0 and s.sizes is None
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("nope")
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(OptionError, match="unknown option of sampler 'proportional'") as info:
         make_sampler("proportional", T=2)
+    assert info.value.option == "T"
     with pytest.raises(ValueError, match="bind"):
         TemperatureSampler().probabilities()
     with pytest.raises(ValueError, match="'e' has size 0"):

@@ -1,6 +1,7 @@
 import pytest
 
 from polytask._imports import import_object
+from polytask.errors import OptionError
 from polytask.tasks import KINDS, Classification, Multilabel, Regression, Tagging, make_kind
 
 
@@ -26,8 +27,9 @@ def test_make_kind_unknown_name_lists_known():
 
 
 def test_make_kind_bad_options():
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(OptionError, match="did you mean 'labels'") as info:
         make_kind("classification", label=["a", "b"])
+    assert info.value.option == "label"
 
 
 def test_make_kind_import_path():

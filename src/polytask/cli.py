@@ -241,48 +241,6 @@ def eval_cmd(
         _print_metrics(metrics, f"metrics ({run_dir})")
 
 
-def read_inputs(path: Path, text_field: str) -> list[Any]:
-    """Text (one input per line), JSONL (``tokens`` list or ``text_field``) or CSV
-    (``text_field`` column)."""
-    import csv
-
-    if not path.is_file():
-        raise ConfigError(str(path), "input file not found", "check the path")
-    if path.suffix == ".jsonl":
-        items: list[list[Any] | str] = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    f"{path}:{i}", f"not JSON ({err.msg})", "one JSON object per line"
-                ) from None
-            if "tokens" in obj:
-                items.append(list(obj["tokens"]))
-            elif text_field in obj:
-                items.append(str(obj[text_field]))
-            else:
-                raise ConfigError(
-                    f"{path}:{i}",
-                    f"no 'tokens' or {text_field!r} field",
-                    "add one or use --text-field",
-                )
-        return items
-    if path.suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            if text_field not in (reader.fieldnames or []):
-                raise ConfigError(
-                    str(path),
-                    f"no column {text_field!r}",
-                    "use --text-field to name the text column",
-                )
-            return [row[text_field] for row in reader]
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 @app.command("predict")
 def predict_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
@@ -299,6 +257,7 @@ def predict_cmd(
 ) -> None:
     """Predict every task for each input (one forward pass); writes JSONL."""
     from .runs import load
+    from .runs.inputs import read_inputs
 
     def go() -> list[dict[str, Any]]:
         if output is not None:

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
 from polytask._imports import import_object
-from polytask.errors import OptionError
+from polytask.errors import OptionError, did_you_mean
 
 __all__ = ["Registry", "describe", "imports_allowed", "no_imports"]
 
@@ -147,7 +147,11 @@ class Registry(MutableMapping[str, T], Generic[T]):
         if text in self._entries:
             return self._entries[text]
         if ":" not in text:
-            raise OptionError(self.option, f"unknown {self.kind} {text!r}", self._fix())
+            raise OptionError(
+                self.option,
+                f"unknown {self.kind} {text!r}",
+                did_you_mean(text, self._entries) + self._fix(),
+            )
         if not imports_allowed():
             raise OptionError(
                 self.option,

@@ -19,6 +19,7 @@ import yaml
 
 from .config.errors import ConfigError
 from .config.load import apply_override, validate
+from .config.yaml_text import load_yaml
 from .engine.checkpoint import atomic_write_text
 from .engine.logs import write_json
 from .runs import TrainResult, train
@@ -35,7 +36,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
                 "not of the form KEY=V1,V2,...",
                 "write e.g. --grid balancing.weights.ner=0.1,0.3,1",
             )
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[key] = [load_yaml(v, f"--grid {key}") for v in values.split(",")]
     return grid
 
 

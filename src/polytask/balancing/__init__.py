@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, check_options
 from ..registry import Registry
 from .aligned_mtl import AlignedMTL
 from .backward import backward, resolve_level
@@ -88,6 +88,7 @@ def make(name: str, **options: Any) -> Balancer:
     a path to something else or a bad option raises :class:`~polytask.errors.OptionError`.
     """
     cls = METHODS.resolve(name)
+    check_options(cls, options, owner=f"method {name!r}")
     try:
         return cls(**options)
     except TypeError as err:

@@ -14,7 +14,7 @@ from ..data.collate import Collator
 from ..data.vocab import Vocab
 from ..engine.optim import ParamGroupRule
 from ..engine.trainer import TrainerConfig
-from ..errors import OptionError
+from ..errors import OptionError, check_options
 from ..sharing.base import MultiTaskModel
 from ..tasks import Task, make_kind
 from ..tasks.schemes import OUTSIDE
@@ -33,13 +33,9 @@ _NOTED: set[str] = set()  # notes already given in this process (compare builds 
 
 def _construct(cls: Any, options: Mapping[str, Any], where: str) -> Any:
     try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as err:
-        raise ConfigError(
-            where, f"bad option ({err})", f"see the options of {getattr(cls, '__name__', cls)}"
-        ) from None
-    except ValueError:  # no signature available
-        pass
+        check_options(cls, options)
+    except OptionError as err:  # the misspelt key itself, with the nearest known name
+        raise ConfigError.from_option(err, where) from None
     try:
         return cls(**options)
     except OptionError as err:  # raised with the option's own name: located under ``where``
@@ -210,6 +206,35 @@ class Experiment:
                                 f"match: {err}",
                                 self._label_fix(t),
                             ) from None
+        self._repair_bio_tags()
+
+    def _repair_bio_tags(self) -> None:
+        """Read every ``I-X`` that does not continue an ``X`` entity as ``B-X`` in the data of
+        BIO tagging tasks, count the repairs per task, source and split
+        (:attr:`tag_repairs`) and note them once: strict entity metrics would otherwise drop
+        those entities from the gold data without a word."""
+        from ..tasks.schemes import repair_bio
+
+        #: (task, source, split) -> number of I-X tags read as B-X
+        self.tag_repairs: dict[tuple[str, str, str], int] = {}
+        bio = [t for t, task in self.tasks.items() if getattr(task.kind, "scheme", None) == "BIO"]
+        for sname, splits in self.sources.items():
+            for split_name in SPLITS:
+                for ex in getattr(splits, split_name):
+                    for t in bio:
+                        raw = ex.targets.get(t)
+                        if raw is None:
+                            continue
+                        fixed, n = repair_bio(raw)
+                        if n:
+                            ex.targets[t] = fixed
+                            key = (t, sname, split_name)
+                            self.tag_repairs[key] = self.tag_repairs.get(key, 0) + n
+        for (t, sname, split_name), n in self.tag_repairs.items():
+            note(
+                f"tasks.{t}: {n} tag(s) I-X in data.sources.{sname} ({split_name}) did not "
+                "continue an X entity and were read as B-X (IOB2 repair)"
+            )
 
     def _label_fix(self, task: str) -> str:
         """The hint for data that does not match the task's label set, by where the set came
@@ -414,7 +439,15 @@ class Experiment:
                 "architectures take model.sharing_options)",
             )
         try:
+            check_options(
+                arch.from_parts,
+                options,
+                supplied=("encoder", "heads", "tasks"),
+                owner=getattr(arch, "__name__", str(arch)),
+            )
             signature.bind(encoder=encoder, heads=heads, tasks=names, **options)
+        except OptionError as err:  # the misspelt option itself, with the nearest known name
+            raise ConfigError.from_option(err, "model.sharing_options") from None
         except TypeError as err:
             raise ConfigError(
                 "model.sharing_options",

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from ..errors import OptionError
+from ..errors import OptionError, did_you_mean
 
 
 class ConfigError(OptionError):
@@ -52,8 +52,10 @@ def from_validation_error(err: ValidationError, schema: type) -> ConfigError:
     kind = first["type"]
     if kind == "extra_forbidden":
         known = _known_fields_of(schema, loc)
-        hint = "remove it or correct its spelling" + (
-            f" (known keys here: {', '.join(known)})" if known else ""
+        hint = (
+            did_you_mean(str(loc[-1]), known)
+            + "remove it or correct its spelling"
+            + (f" (known keys here: {', '.join(known)})" if known else "")
         )
         return ConfigError(where, "unknown key", hint)
     if kind == "missing":

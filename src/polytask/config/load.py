@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, from_validation_error
 from .schema import Config
+from .yaml_text import DuplicateKeyError, load_yaml, parse_yaml
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -32,8 +33,12 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             )
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
+        node[parts[-1]] = parse_yaml(value) if value != "" else ""
+    except DuplicateKeyError as err:
+        raise ConfigError(
+            f"--set {key}", f"key {err.key!r} given twice in {value!r}", "keep one of them"
+        ) from None
+    except yaml.YAMLError:  # not YAML: the value is the text itself
         node[parts[-1]] = value
 
 
@@ -43,11 +48,16 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
     if not path.is_file():
         raise ConfigError(str(path), "config file not found", "check the path")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise ConfigError(where, "not valid YAML", "fix the syntax at that line") from None
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), f"not UTF-8 text ({err.reason} at byte {err.start})", "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            str(path), f"cannot read it ({err.strerror or err})", "check the path"
+        ) from None
+    raw = load_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(
             str(path),

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+#: the largest seed a config may give (a signed 64-bit integer)
+MAX_SEED = 2**63 - 1
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +64,7 @@ class DataConfig(Strict):
     #: training inputs longer than this many tokens are cut (with a warning); None: never.
     #: eval and predict always read whole inputs
     max_length: int | None = Field(default=512, ge=1)
-    split_seed: int | None = None
+    split_seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
 
     @field_validator("sources")
     @classmethod
@@ -152,7 +155,8 @@ class TrainerSection(Strict):
 class Config(Strict):
     #: the run's name: ``runs/<name>`` by default, so a plain name, never a path
     name: str = "experiment"
-    seed: int = 0
+    #: torch takes seeds up to 2**64 - 1; ``compare`` adds the seed index, so leave room
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     tasks: dict[str, TaskConfig]
     data: DataConfig
     model: ModelConfig

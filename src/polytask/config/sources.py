@@ -58,6 +58,17 @@ def _read_file(reader: Reader, path: Path) -> list[Example]:
         return reader.read(path)
     except ValueError as err:
         raise ConfigError(str(path), str(err), "repair the file or the source's options") from None
+    except EOFError as err:  # a truncated .gz
+        raise ConfigError(
+            str(path), f"the file ends early ({err})", "copy the whole file again"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "a directory, not a data file", "name a file in it") from None
+    except OSError as err:  # not gzip data, unreadable, ...
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ConfigError(
+            str(path), f"cannot read it ({reason})", "check the file and its permissions"
+        ) from None
 
 
 def load_source(

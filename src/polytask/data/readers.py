@@ -75,8 +75,14 @@ def resolve_data_path(path: PathLike) -> Path:
     return Path(text).expanduser()
 
 
+BOM = "\ufeff"
+
+
 def _open_text(path: PathLike, encoding: str = "utf-8") -> tuple[Path, io.TextIOBase]:
-    """Resolve ``path`` and open it as text (``.gz`` and single-member ``.zip`` too)."""
+    """Resolve ``path`` and open it as text (``.gz`` and single-member ``.zip`` too); a UTF-8
+    byte-order mark at the start is dropped."""
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"
     p = resolve_data_path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file (from {os.fspath(path)!r})")
@@ -98,7 +104,9 @@ def _open_text(path: PathLike, encoding: str = "utf-8") -> tuple[Path, io.TextIO
 
 
 def tokenize(text: str, char_level: bool = False) -> list[str]:
-    """Whitespace tokens, or (``char_level``) every non-whitespace character."""
+    """Whitespace tokens, or (``char_level``) every non-whitespace character; byte-order
+    marks (U+FEFF, e.g. where files were concatenated) are dropped."""
+    text = text.replace(BOM, "")
     if char_level:
         return [c for c in text if not c.isspace()]
     return text.split()
@@ -186,7 +194,7 @@ def read_jsonl(
                 if isinstance(text, str):
                     tokens = tokenize(text, char_level)
                 elif isinstance(text, list) and all(isinstance(t, str) for t in text):
-                    tokens = list(text)
+                    tokens = [t.replace(BOM, "") for t in text]
                 else:
                     raise ValueError(
                         f"{where}: {text_field!r} must be a list of strings or a string"
@@ -354,7 +362,7 @@ def _conll_sentences(
                 rows = []
             continue
         cols = line.split(delimiter) if delimiter is not None else line.split()
-        if cols[0] == docstart:
+        if cols[0].replace(BOM, "") == docstart:
             if rows:
                 yield rows[0][0], rows
                 rows = []
@@ -415,7 +423,7 @@ def read_conll(
                         f"(token column {token_col}, tag columns {dict(targets)}): a token "
                         "without its tag(s); give every token line all columns"
                     )
-                tok = cols[token_col]
+                tok = cols[token_col].replace(BOM, "")
                 tokens.append(token_transform(tok) if token_transform else tok)
                 for task, col in targets.items():
                     tag = cols[col]

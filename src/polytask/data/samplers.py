@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import torch
 
-from polytask.errors import OptionError
+from polytask.errors import OptionError, check_options
 from polytask.registry import Registry
 
 __all__ = [
@@ -349,6 +349,7 @@ def make_sampler(name: str, sizes: Mapping[str, int] | None = None, **opts: Any)
     """``make_sampler("temperature", T=2.0)``: a name or import path (checked by :data:`SAMPLERS`);
     unknown names and bad options raise ``ValueError`` (an unknown name: an ``OptionError``)."""
     cls = SAMPLERS.resolve(name)
+    check_options(cls, opts, supplied=["sizes"], owner=f"sampler {name!r}")
     try:
         return cls(sizes=sizes, **opts)
     except TypeError as e:

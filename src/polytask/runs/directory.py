@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from ..config.errors import ConfigError
+from ..config.yaml_text import parse_yaml
 from ..engine import checkpoint as ckpt
 from ..engine.checkpoint import CheckpointError
 from ..engine.logs import json_text, write_json
@@ -150,7 +151,7 @@ def read_manifest(run: Path) -> dict[str, Any]:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polytask.errors import check_options
 from polytask.registry import Registry
 from polytask.tasks.base import TagScores, Task, TaskKind
 from polytask.tasks.classification import Classification
@@ -38,6 +39,7 @@ def make_kind(name: str, **options: Any) -> TaskKind:
     The class is checked (:data:`KINDS`) before it is called.
     """
     cls = KINDS.resolve(name)
+    check_options(cls, options, owner=f"task kind {name!r}")
     try:
         return cls(**options)
     except TypeError as err:

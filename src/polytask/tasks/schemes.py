@@ -94,6 +94,29 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
+def repair_bio(tags: Sequence[str | None]) -> tuple[list[str | None], int]:
+    """BIO tags with every ``I-X`` that does not continue an ``X`` entity (first, after ``O``
+    or after another type) read as ``B-X`` — the lenient reading of conlleval — and the
+    number of tags so repaired. ``None`` (an unlabelled token) is kept, and an ``I-X`` after
+    it is left alone (what came before is unknown)."""
+    out: list[str | None] = []
+    repaired = 0
+    prev: str | None = OUTSIDE  # the type of the previous tag ("O" before the first)
+    for tag in tags:
+        if tag is None:
+            out.append(None)
+            prev = None
+            continue
+        prefix, typ = parse_tag(tag, "BIO")
+        if prefix == "I" and prev is not None and prev != typ:
+            out.append(f"B-{typ}")
+            repaired += 1
+        else:
+            out.append(tag)
+        prev = typ if typ is not None else OUTSIDE
+    return out, repaired
+
+
 def bio_to_bioes(tags: Sequence[str]) -> list[str]:
     """BIO (IOB2) -> BIOES: single-token entities become ``S-X``, last tokens ``E-X``.
 

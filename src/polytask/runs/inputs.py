@@ -1,0 +1,121 @@
+"""``predict``'s input file: every input checked before the model sees it.
+
+Formats, by suffix (a ``.gz`` suffix after it is read transparently):
+
+- ``.jsonl``: one JSON object per line with ``tokens`` (a list of strings) or the text field
+  (a string, ``--text-field``, default ``text``);
+- ``.csv`` / ``.tsv``: a header row with the text column;
+- anything else: one input per non-blank line.
+
+A byte-order mark is dropped. A line that is not an object, a field of the wrong type
+(``{"tokens": "a string"}`` would be split into characters; ``{"text": null}`` would be
+predicted as the text ``"None"``), an empty input, a file with no inputs, bytes that are
+not UTF-8 and a truncated ``.gz`` are each an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+from ..config.errors import ConfigError
+
+__all__ = ["read_inputs"]
+
+Input = str | list[str]
+
+
+def read_inputs(path: Path, text_field: str = "text") -> list[Input]:
+    """The inputs of ``path``: a string (to be tokenised) or a token list each, in order."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(str(path), "a directory, not an input file", "name a file")
+    if not path.is_file():
+        raise ConfigError(str(path), "input file not found", "check the path")
+    kind = path.suffixes[-2] if path.suffix == ".gz" and len(path.suffixes) > 1 else path.suffix
+    try:
+        text = _read_text(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), f"not UTF-8 text ({err.reason} at byte {err.start})", "save it as UTF-8"
+        ) from None
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise ConfigError(
+            str(path), f"cannot read it ({err})", "check the file is complete and readable"
+        ) from None
+    if kind == ".jsonl":
+        items = list(_jsonl(path, text, text_field))
+    elif kind in (".csv", ".tsv"):
+        items = list(_table(path, text, text_field, "\t" if kind == ".tsv" else ","))
+    else:
+        items = [line for line in text.splitlines() if line.strip()]
+    if not items:
+        raise ConfigError(str(path), "holds no inputs", "give at least one input")
+    return items
+
+
+def _read_text(path: Path) -> str:
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return raw.decode("utf-8").removeprefix("\ufeff")
+
+
+def _jsonl(path: Path, text: str, text_field: str) -> Iterator[Input]:
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(where, f"not JSON ({err.msg})", "one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise ConfigError(
+                where,
+                f"a JSON {type(obj).__name__}, not an object",
+                f'write {{"tokens": [...]}} or {{"{text_field}": "..."}} per line',
+            )
+        if "tokens" in obj:
+            tokens = obj["tokens"]
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ConfigError(
+                    where,
+                    f"'tokens' is a {type(tokens).__name__}, not a list of strings",
+                    f'give a list such as ["good", "battery"], or the text as "{text_field}"',
+                )
+            if not tokens:
+                raise ConfigError(where, "'tokens' is empty", "give at least one token")
+            yield [t.replace("\ufeff", "") for t in tokens]
+        elif text_field in obj:
+            value = obj[text_field]
+            if not isinstance(value, str):
+                raise ConfigError(
+                    where,
+                    f"{text_field!r} is {json.dumps(value)}, not a string",
+                    "give the text as a JSON string",
+                )
+            if not value.strip():
+                raise ConfigError(where, f"{text_field!r} is empty", "give some text")
+            yield value
+        else:
+            raise ConfigError(
+                where, f"no 'tokens' or {text_field!r} field", "add one or use --text-field"
+            )
+
+
+def _table(path: Path, text: str, text_field: str, delimiter: str) -> Iterator[Input]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if text_field not in (reader.fieldnames or []):
+        raise ConfigError(
+            str(path), f"no column {text_field!r}", "use --text-field to name the text column"
+        )
+    for row in reader:
+        value = row[text_field]
+        if value is None or not value.strip():
+            raise ConfigError(
+                f"{path}:{reader.line_num}", f"column {text_field!r} is empty", "give some text"
+            )
+        yield value
