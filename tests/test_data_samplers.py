@@ -105,5 +105,6 @@ def test_registry_and_errors():
         TemperatureSampler().probabilities()
     with pytest.raises(ValueError, match="'e' has size 0"):
         ProportionalSampler({"a": 1, "e": 0})
-    with pytest.raises(ValueError, match="T must be > 0"):
+    with pytest.raises(OptionError, match="must be > 0") as info:
         TemperatureSampler(T=0)
+    assert info.value.option == "T"

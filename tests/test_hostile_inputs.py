@@ -23,7 +23,8 @@ from polytask.config.build import Experiment
 from polytask.config.errors import ConfigError
 from polytask.config.load import read_config, validate
 from polytask.data.readers import read_conll, read_jsonl
-from polytask.errors import OptionError, check_options
+from polytask.errors import OptionError
+from polytask.options import check_options
 
 ROWS = [
     {"tokens": ["the", "screen", "is", "good"], "tags": ["O", "B-ASP", "O", "O"], "label": "pos"},
@@ -243,7 +244,12 @@ def test_an_unreadable_data_file_is_one_line_naming_it(tmp_path, damage):
         ("i.csv", b"text\ngood\n\n", "", None),
         ("j.csv", b"text,id\n,1\n", ":2", "column 'text' is empty"),
         ("k.txt", b"g\xf6od\n", "", "not UTF-8 text"),
-        ("l.jsonl.gz", gzip.compress(b'{"text": "good screen"}\n')[:25], "", "cannot read it"),
+        (
+            "l.jsonl.gz",
+            gzip.compress(b'{"text": "good screen"}\n', mtime=0)[:25],
+            "",
+            "cannot read it",
+        ),
     ],
 )
 def test_bad_predict_input_is_one_line_and_the_run_is_untouched(

@@ -12,11 +12,9 @@ This module imports nothing from polytask, so every layer may raise these errors
 
 from __future__ import annotations
 
-import difflib
-import inspect
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["DataError", "OptionError", "PolytaskError", "check_options", "did_you_mean"]
+__all__ = ["DataError", "OptionError", "PolytaskError"]
 
 E = TypeVar("E", bound="PolytaskError")
 
@@ -70,49 +68,3 @@ def _rebuild(cls: type[E], option: str, problem: str, fix: str) -> E:
     err = cls.__new__(cls)
     PolytaskError.__init__(err, option, problem, fix)
     return err
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"did you mean 'labels'? "`` for the known name nearest to ``name``, else ``""``."""
-    by_lower = {str(k).lower(): str(k) for k in known}
-    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
-    return f"did you mean {by_lower[match[0]]!r}? " if match else ""
-
-
-def check_options(
-    target: Callable[..., Any],
-    options: Mapping[str, Any],
-    *,
-    supplied: Iterable[str] = (),
-    owner: str | None = None,
-) -> None:
-    """Check ``target(**supplied, **options)`` against ``target``'s signature before calling it.
-
-    Raises :class:`OptionError` located at the first option ``target`` does not take (the
-    nearest name it takes is suggested: ``lables`` -> ``labels``), or at the first required
-    one that is missing. ``supplied`` are keywords the caller passes itself (not the user's
-    to name); ``owner`` names ``target`` in the message. Nothing is checked where ``target``
-    has no signature or takes ``**kwargs``.
-    """
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        return
-    name = owner or getattr(target, "__name__", type(target).__name__)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    supplied = set(supplied)
-    known = [n for n, p in params.items() if p.kind in keywords and n not in supplied]
-    for key in options:
-        if key not in known:
-            takes = ", ".join(known) if known else "no options"
-            raise OptionError(
-                str(key),
-                f"unknown option of {name}",
-                f"{did_you_mean(key, known)}{name} takes: {takes}",
-            )
-    for n, p in params.items():
-        if p.kind in keywords and p.default is inspect.Parameter.empty:
-            if n not in options and n not in supplied:
-                raise OptionError(n, f"required option of {name} is missing", "add it")

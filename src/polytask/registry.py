@@ -23,7 +23,8 @@ from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, cast
 
 from polytask._imports import import_object
-from polytask.errors import OptionError, did_you_mean
+from polytask.errors import OptionError
+from polytask.options import did_you_mean
 
 __all__ = ["Registry", "describe", "imports_allowed", "no_imports"]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OptionError, check_options
+from ..errors import OptionError
+from ..options import check_options
 from ..registry import Registry
 from .aligned_mtl import AlignedMTL
 from .backward import backward, resolve_level

@@ -14,7 +14,8 @@ from ..data.collate import Collator
 from ..data.vocab import Vocab
 from ..engine.optim import ParamGroupRule
 from ..engine.trainer import TrainerConfig
-from ..errors import OptionError, check_options
+from ..errors import OptionError
+from ..options import check_options
 from ..sharing.base import MultiTaskModel
 from ..tasks import Task, make_kind
 from ..tasks.schemes import OUTSIDE

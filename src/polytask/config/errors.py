@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from ..errors import OptionError, did_you_mean
+from ..errors import OptionError
+from ..options import did_you_mean
 
 
 class ConfigError(OptionError):

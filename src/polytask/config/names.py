@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from torch import nn
 
 from ..errors import OptionError
+from ..options import did_you_mean
 from ..registry import Registry
 from .errors import ConfigError
-from .schema import Config
+from .schema import Config, Open
 
 #: custom heads (``model.heads.TASK.type``): import paths only, built with in_dim and out_dim
 HEADS: Registry[type[nn.Module]] = Registry(
@@ -34,8 +36,32 @@ def resolve(registry: Registry[Any], name: str, where: str) -> Any:
         raise ConfigError(where, err.problem, err.fix) from None
 
 
+def check_misspelt_keys(section: BaseModel, where: str = "") -> None:
+    """Raise :class:`ConfigError` at an option of an open section (``balancing``, ``sampler``,
+    ``tasks.T``, ``model.encoder``, ...) that is a misspelling of one of the section's own keys
+    left out — ``methd: cagrad`` beside no ``method`` — rather than report the options of the
+    default the section falls back to. Walks nested sections."""
+    if isinstance(section, Open):
+        unset = [f for f in type(section).model_fields if f not in section.model_fields_set]
+        for key in section.model_extra or {}:
+            hint = did_you_mean(key, unset)
+            if hint:
+                raise ConfigError(
+                    f"{where}.{key}".lstrip("."), "unknown key", f"{hint}correct its spelling"
+                )
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        children: list[tuple[Any, Any]]
+        children = list(value.items()) if isinstance(value, dict) else [(None, value)]
+        for key, child in children:
+            if isinstance(child, BaseModel):
+                path = f"{where}.{name}" + (f".{key}" if key is not None else "")
+                check_misspelt_keys(child, path.lstrip("."))
+
+
 def check_registry_names(cfg: Config) -> None:
     """Resolve every registry name in ``cfg``; raise :class:`ConfigError` at the first bad one."""
+    check_misspelt_keys(cfg)
     from .. import balancing
     from ..data.formats import FORMATS
     from ..data.samplers import SAMPLERS

@@ -10,20 +10,44 @@ kind's registry (:mod:`polytask.config.names`) before any data is read.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: the largest seed a config may give (a signed 64-bit integer)
 MAX_SEED = 2**63 - 1
 
 
-class Strict(BaseModel):
+class _NoBoolNumbers(BaseModel):
+    """``epochs: true`` is an error, not 1: a bool is taken only where the field says bool
+    (pydantic's lax mode would read it as a number)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and not _admits_bool(field.annotation):
+                raise ValueError(f"{str(value).lower()} is not a number here")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_admits_bool(a) for a in typing.get_args(annotation))
+
+
+class Strict(_NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
-class Open(BaseModel):
-    """A section with a fixed selector and free options (checked by the constructor)."""
+class Open(_NoBoolNumbers):
+    """A section with a fixed selector and free options (checked against the signature and
+    type hints of what they configure, :func:`polytask.options.check_options`)."""
 
     model_config = ConfigDict(extra="allow")
 

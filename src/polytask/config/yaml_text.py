@@ -7,6 +7,7 @@ instead, naming the key and both lines. A byte-order mark at the start is droppe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -25,7 +26,13 @@ class DuplicateKeyError(yaml.MarkedYAMLError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """``SafeLoader`` whose mappings refuse a repeated key."""
+    """``SafeLoader`` whose mappings refuse a repeated key, and which reads ``2e-3`` as a
+    number (YAML 1.2; PyYAML's YAML 1.1 wants ``2.0e-3`` and would give the text "2e-3")."""
+
+    yaml_implicit_resolvers = {
+        first: list(resolvers)
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -40,6 +47,13 @@ class _StrictLoader(yaml.SafeLoader):
                 raise DuplicateKeyError(key, first, line, key_node.start_mark)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_yaml(text: str) -> Any:

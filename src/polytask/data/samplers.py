@@ -29,7 +29,8 @@ from typing import Any, Mapping
 
 import torch
 
-from polytask.errors import OptionError, check_options
+from polytask.errors import OptionError
+from polytask.options import check_options
 from polytask.registry import Registry
 
 __all__ = [
@@ -166,7 +167,7 @@ class TemperatureSampler(TaskSampler):
 
     def __init__(self, T: float = 2.0, sizes: Mapping[str, int] | None = None) -> None:
         if not T > 0:
-            raise ValueError(f"TemperatureSampler: T must be > 0, got {T}")
+            raise OptionError("T", f"must be > 0, got {T}", "give a temperature T > 0")
         self.T = float(T)
         super().__init__(sizes)
 
@@ -216,10 +217,9 @@ class AnnealedSampler(TaskSampler):
         T_end: float = math.inf,
         sizes: Mapping[str, int] | None = None,
     ) -> None:
-        if not (T_start > 0 and T_end > 0):
-            raise ValueError(
-                f"AnnealedSampler: T_start and T_end must be > 0, got {T_start}, {T_end}"
-            )
+        for name, value in (("T_start", T_start), ("T_end", T_end)):
+            if not value > 0:
+                raise OptionError(name, f"must be > 0, got {value}", f"give {name} > 0")
         self.T_start = float(T_start)
         self.T_end = float(T_end)
         super().__init__(sizes)

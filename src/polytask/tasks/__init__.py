@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polytask.errors import check_options
+from polytask.options import check_options
 from polytask.registry import Registry
 from polytask.tasks.base import TagScores, Task, TaskKind
 from polytask.tasks.classification import Classification
