@@ -326,8 +326,25 @@ def test_compare_and_sweep_out_that_is_a_file(finished, tmp_path):
     result = _cli("sweep", config, "--out", str(target), "--methods", "mean")
     assert "is a file" in _error(result, "--out")
     result = _cli("compare", config, "--out", str(target))
-    assert "File exists" in _error(result, str(target))
+    assert "is a file" in _error(result, "--out")
     assert target.read_text() == "mine"
+
+
+def test_compare_and_sweep_with_a_bad_config_create_no_out(finished, tmp_path):
+    _copy(finished, tmp_path)
+    config = str(tmp_path / "config.yaml")
+    out = tmp_path / "new"
+    bad = ("--set", "model.encoder.chanels=[8]")
+    _error(_cli("compare", config, "--out", str(out), *bad), "model.encoder.chanels")
+    _error(
+        _cli("sweep", config, "--out", str(out), "--methods", "mean", *bad), "model.encoder.chanels"
+    )
+    # every trial is checked before the first trains: a bad name in --methods trains nothing
+    problem = _error(
+        _cli("sweep", config, "--out", str(out), "--methods", "mean,meen"), "--methods"
+    )
+    assert "did you mean 'mean'?" in problem
+    assert not out.exists()
 
 
 def test_out_that_cannot_be_written(finished, tmp_path):

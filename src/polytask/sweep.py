@@ -19,6 +19,7 @@ import yaml
 
 from .config.errors import ConfigError
 from .config.load import apply_override, validate
+from .config.names import check_registry_names
 from .config.yaml_text import load_yaml
 from .engine.checkpoint import atomic_write_text
 from .engine.logs import write_json
@@ -70,27 +71,38 @@ def sweep(
         )
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is a file, not a directory", "give a directory")
-    out.mkdir(mode=0o755, parents=True, exist_ok=True)
     keys = list(grid)
     points = (
         [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
         if keys
         else []
     )
-    trials: list[dict[str, Any]] = []
-    for i, point in enumerate(points):
-        cfg, trial_raw = _trial_config(raw, point)
-        result = _trial(cfg, trial_raw, base_dir, out / f"fixed_{i}", resume, overwrite)
-        trials.append(
-            {"settings": point, "val_score": result.score, "val": result.val, "test": result.test}
-        )
-    runs = []
-    for name in methods:
-        cfg, trial_raw = _trial_config(raw, {"balancing": {"method": name}})
-        result = _trial(cfg, trial_raw, base_dir, out / f"method_{name}", resume, overwrite)
-        runs.append(
-            {"method": name, "val_score": result.score, "val": result.val, "test": result.test}
-        )
+    # every trial's config is validated before the first one trains; ``out`` is created by
+    # the first trial's run directory, once its config, data and model are built
+    planned = [(_trial_config(raw, point), out / f"fixed_{i}") for i, point in enumerate(points)]
+    planned += [
+        (_trial_config(raw, {"balancing": {"method": name}}), out / f"method_{name}")
+        for name in methods
+    ]
+    for n, ((cfg, _), _) in enumerate(planned):
+        try:
+            check_registry_names(cfg)
+        except ConfigError as err:
+            if n >= len(points) and err.option == "balancing.method":  # a name of --methods
+                raise ConfigError("--methods", err.problem, err.fix) from None
+            raise
+    results = [
+        _trial(cfg, trial_raw, base_dir, run, resume, overwrite)
+        for (cfg, trial_raw), run in planned
+    ]
+    trials: list[dict[str, Any]] = [
+        {"settings": point, "val_score": r.score, "val": r.val, "test": r.test}
+        for point, r in zip(points, results)
+    ]
+    runs: list[dict[str, Any]] = [
+        {"method": name, "val_score": r.score, "val": r.val, "test": r.test}
+        for name, r in zip(methods, results[len(points) :])
+    ]
     best = max(range(len(trials)), key=lambda i: trials[i]["val_score"]) if trials else None
     summary = {
         "criterion": validate(dict(raw)).trainer.criterion,

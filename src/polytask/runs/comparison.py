@@ -115,6 +115,8 @@ def compare(
     """
     if seeds < 1:
         raise ConfigError("--seeds", f"{seeds} is not ≥ 1", "give a positive number of seeds")
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} is a file, not a directory", "give a directory")
     if not resume and not overwrite and out.is_dir():
         taken = sorted(p.name for p in out.glob("seed*") if p.is_dir())
         if taken:
@@ -124,7 +126,8 @@ def compare(
                 "add --resume to keep its finished seeds, --overwrite to replace them, "
                 "or give another --out",
             )
-    out.mkdir(parents=True, exist_ok=True)
+    # ``out`` is created by the first seed's MTL run directory, once its config, data and
+    # model are built: a config error leaves nothing behind
     store = baselines if baselines is not None else out.resolve().parent / "baselines"
     digest = _config_digest(raw)
     per_seed: list[dict[str, Any]] = []
