@@ -325,6 +325,9 @@ def compare_cmd(
         help="Where single-task models are kept and reused across comparisons "
         "(keyed by a digest of what they depend on; default: baselines/ beside --out).",
     ),
+    report: bool = typer.Option(
+        False, "--report", help="Also write OUT/report.html (see `polytask report`)."
+    ),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Train MTL and one STL model per task on the same data; print the table and Δm."""
@@ -345,6 +348,10 @@ def compare_cmd(
         ), directory
 
     summary, directory = _guard(go, refuse_imports=no_imports)
+    if report:
+        from .report import write_report
+
+        _guard(write_report, [directory], directory / "report.html")
     if as_json:
         keys = ("stl", "mtl", "delta_m", "ci95")
         typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
@@ -426,6 +433,23 @@ def list_cmd(
     width = max(map(len, registry), default=0)
     for name in registry.names():
         typer.echo(name if names_only else f"{name:<{width}}  {describe(registry[name])}".rstrip())
+
+
+@app.command("report")
+def report_cmd(
+    directories: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="Run or comparison directories, side by side."
+    ),
+    out: Path = typer.Option(
+        Path("report.html"), "--out", "-o", help="HTML file (PNGs go to <stem>_files/)."
+    ),
+) -> None:
+    """Write one self-contained HTML report (opens from disk, offline): learning curves,
+    loss weights, gradient conflict, STL vs MTL with Δm and its CI, cost."""
+    from .report import write_report
+
+    path = _guard(write_report, directories, out)
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:
