@@ -80,9 +80,26 @@ def _read(config: Path, overrides: list[str] | None) -> tuple[Any, Any]:
     return read_config(config, overrides or [])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"polytask {__version__} (torch {torch_version()})")
+        raise typer.Exit()
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
 @app.callback()
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     _STATE["debug"] = debug
 
@@ -450,6 +467,57 @@ def report_cmd(
 
     path = _guard(write_report, directories, out)
     typer.echo(f"wrote {path}")
+
+
+@app.command("validate")
+def validate_cmd(
+    config: Path = typer.Argument(..., help="YAML config."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    no_imports: bool = _no_imports_option(),
+) -> None:
+    """Check a config and its data without training: examples per source and split, label
+    sets and counts, missing-label shares, input lengths, a tokenisation sample, the model."""
+    from .runs.validation import check_config, check_text
+
+    def go() -> Any:
+        cfg, _ = _read(config, set_)
+        return check_config(cfg, config.resolve().parent)
+
+    summary = _guard(go, refuse_imports=no_imports)
+    typer.echo(json.dumps(summary, ensure_ascii=False) if as_json else check_text(summary))
+
+
+@app.command("init")
+def init_cmd(
+    data_files: list[Path] = typer.Argument(
+        ..., metavar="DATA_FILE...", help="JSONL, CSV/TSV or CoNLL files."
+    ),
+    out: Path = typer.Option(Path("config.yaml"), "--out", "-o", help="Config file to write."),
+    name: str | None = typer.Option(
+        None, "--name", help="The run name (default from the first file)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+) -> None:
+    """Propose a commented config from data files: tasks and their kinds, label sets, an
+    encoder, a sampler. `polytask validate` it, then `polytask train` it."""
+    from .config.propose import propose_yaml
+    from .engine.checkpoint import atomic_write_text
+
+    def go() -> str:
+        if out.exists() and not force:
+            raise ConfigError(
+                "--out", f"{out} exists", "give --force to replace it, or another --out"
+            )
+        if not out.parent.is_dir():
+            raise ConfigError("--out", f"directory {out.parent} does not exist", "create it")
+        text = propose_yaml(data_files, out, name)
+        atomic_write_text(out, text)
+        return text
+
+    text = _guard(go)
+    typer.echo(text, nl=False)
+    typer.echo(f"# wrote {out}", err=True)
 
 
 def main() -> None:
