@@ -128,7 +128,8 @@ def _train(config: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 # ---------------------------------------------------------------------- schema errors
 TRAINER_KEYS = (
-    "accumulate, baselines, batch_size, checkpoint_every, clip_norm, criterion, device, epochs, "
+    "accumulate, baselines, batch_size, checkpoint_every, clip_norm, criterion, deterministic, "
+    "device, epochs, "
     "eval_batch_size, log_every, lr, max_steps, momentum, optimizer, param_groups, patience, "
     "precision, progress, scheduler, threads, warmup_steps, weight_decay"
 )

@@ -74,6 +74,33 @@ def _no_imports_option() -> Any:
     )
 
 
+def _device_option(default: str | None) -> Any:
+    where = "the config's trainer.device (default auto)" if default is None else default
+    return typer.Option(
+        default,
+        "--device",
+        help="Where the model runs: auto (CUDA when available, else the CPU), cpu, cuda or "
+        f"cuda:N (default: {where}).",
+    )
+
+
+def _checked_device(device: str) -> str:
+    """``device`` when this machine has it, else a one-line error at ``--device``."""
+    from .engine.trainer import resolve_device
+    from .errors import OptionError
+
+    try:
+        resolve_device(device)
+    except OptionError as err:
+        raise ConfigError("--device", err.problem, err.fix) from None
+    return device
+
+
+def _with_device(overrides: list[str] | None, device: str | None) -> list[str]:
+    """The ``--set`` overrides, then ``trainer.device`` from ``--device`` when given."""
+    return [*(overrides or []), *([f"trainer.device={_checked_device(device)}"] if device else [])]
+
+
 def _read(config: Path, overrides: list[str] | None) -> tuple[Any, Any]:
     from .config.load import read_config
 
@@ -132,6 +159,7 @@ def train_cmd(
         "complete (with --resume: start again when there is no checkpoint).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print test metrics as JSON."),
+    device: str | None = _device_option(None),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Train the multi-task model; writes a run directory (an existing one only with
@@ -139,7 +167,7 @@ def train_cmd(
     from .runs import train
 
     def go() -> Any:
-        cfg, raw = _read(config, set_)
+        cfg, raw = _read(config, _with_device(set_, device))
         run = out or Path("runs") / cfg.name
         return train(cfg, raw, config.resolve().parent, run, resume=resume, overwrite=overwrite)
 
@@ -165,7 +193,7 @@ def _parse_tests(items: list[str] | None) -> dict[str, Path]:
 
 
 def evaluate_run(
-    run_dir: Path, tests: dict[str, Path], fmt: str | None
+    run_dir: Path, tests: dict[str, Path], fmt: str | None, device: str = "auto"
 ) -> dict[str, dict[str, float]]:
     """Metrics of a trained run on its own test split, or on other files per task."""
     from .config.build import Experiment
@@ -173,7 +201,7 @@ def evaluate_run(
     from .config.sources import load_source
     from .runs import load
 
-    run = load(run_dir)
+    run = load(run_dir, device=_checked_device(device))
     cfg = run.cfg
     if not tests:
         exp = Experiment(
@@ -246,11 +274,12 @@ def eval_cmd(
         "field (CoNLL: the last column; others: the field named TASK).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {task: {metric: value}} as JSON."),
+    device: str = _device_option("auto"),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Evaluate a trained run (its test split, or --test files)."""
     metrics = _guard(
-        lambda: evaluate_run(run_dir, _parse_tests(test), fmt), refuse_imports=no_imports
+        lambda: evaluate_run(run_dir, _parse_tests(test), fmt, device), refuse_imports=no_imports
     )
     if as_json:
         typer.echo(json.dumps(metrics))
@@ -270,6 +299,7 @@ def predict_cmd(
     text_field: str = typer.Option(
         "text", "--text-field", help="JSONL field / CSV column with the text."
     ),
+    device: str = _device_option("auto"),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Predict every task for each input (one forward pass); writes JSONL."""
@@ -279,7 +309,7 @@ def predict_cmd(
     def go() -> list[dict[str, Any]]:
         if output is not None:
             _check_output(output)
-        run = load(run_dir)
+        run = load(run_dir, device=_checked_device(device))
         inputs = read_inputs(input_path, text_field)
         return [
             {"input": x if isinstance(x, str) else " ".join(x), **p}
@@ -342,6 +372,7 @@ def compare_cmd(
         help="Where single-task models are kept and reused across comparisons "
         "(keyed by a digest of what they depend on; default: baselines/ beside --out).",
     ),
+    device: str | None = _device_option(None),
     report: bool = typer.Option(
         False, "--report", help="Also write OUT/report.html (see `polytask report`)."
     ),
@@ -351,7 +382,7 @@ def compare_cmd(
     from .runs import compare
 
     def go() -> Any:
-        cfg, raw = _read(config, set_)
+        cfg, raw = _read(config, _with_device(set_, device))
         directory = out or Path("runs") / f"{cfg.name}-compare"
         return compare(
             cfg,
@@ -396,13 +427,14 @@ def sweep_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the trials a sweep into --out left (see train)."
     ),
+    device: str | None = _device_option(None),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Search fixed task weights on validation data; report the best beside adaptive methods."""
     from .sweep import parse_grid, sweep
 
     def go() -> Any:
-        cfg, raw = _read(config, set_)
+        cfg, raw = _read(config, _with_device(set_, device))
         names = [m.strip() for m in (methods or "").split(",") if m.strip()]
         directory = out or Path("runs") / f"{cfg.name}-sweep"
         return sweep(

@@ -140,7 +140,11 @@ def backward(
             tensor is given and the method allows it, else params (ignored by loss
             weightings).
         scale: multiplies the update (``1/accumulate`` for gradient accumulation, or an
-            AMP loss scale).
+            AMP loss scale). A tensor is taken for a GradScaler's loss scale: a gradient
+            method's per-task gradients are then taken of the scaled losses (fp16 gradients
+            do not underflow) and unscaled before the method sees them; where they overflow,
+            the method is not called and the update is left non-finite, so the scaler skips
+            the step (and lowers its scale).
         chunk_size: level ``"params"``: at most this many rows per batched
             vector-Jacobian product (bounds memory; ``None``: all K at once).
         penalty: an optional scalar regulariser that is not a task loss (soft sharing's
@@ -210,6 +214,21 @@ def backward(
     return stacked.detach().sum()
 
 
+def _amp(scale: float | Tensor) -> bool:
+    """Whether ``scale`` is a GradScaler's loss scale (a tensor)."""
+    return isinstance(scale, Tensor)
+
+
+def _scaled(values: list[Tensor], scale: float | Tensor) -> list[Tensor]:
+    """The losses whose per-task gradients are taken: scaled under AMP."""
+    return [v * scale for v in values] if _amp(scale) else values
+
+
+def _finite(tensors: Sequence[Tensor]) -> bool:
+    """Whether every entry of ``tensors`` is finite (one host synchronisation)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def _feature_list(features: Features) -> list[Tensor]:
     if features is None:
         return []
@@ -245,8 +264,13 @@ def _features_backward(
         torch.autograd.backward(total)
         return
     k = len(values)
-    blocks = [j.reshape(k, -1) for j in _autograd.looped_grad(values, live)]
-    update = _combine(method, blocks, losses)
+    blocks = [j.reshape(k, -1) for j in _autograd.looped_grad(_scaled(values, scale), live)]
+    if _amp(scale):
+        blocks = [b / scale for b in blocks]
+    if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
+        update = [b.sum(0) for b in blocks]
+    else:
+        update = _combine(method, blocks, losses)
     extra: tuple[Tensor | None, ...] = (None,) * len(live)
     if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
         extra = torch.autograd.grad(penalty, live, retain_graph=True, allow_unused=True)
@@ -322,6 +346,8 @@ def _feature_backward(
 
     def replace(rows: Tensor) -> Tensor:  # rows are scale · ∇_z L_i (+ scale · ∇_z penalty last)
         jz = rows[:k] if unit else rows[:k] / scale
+        if _amp(scale) and not _finite([jz]):  # overflow: the scaler skips this step
+            return rows.sum(0).to(z.dtype)
         dz = _feature_update(method, jz, losses, z.shape)
         out = dz if unit else dz * scale
         if extra is not None:  # the penalty's path through z, unbalanced
@@ -331,8 +357,13 @@ def _feature_backward(
     if _autograd.one_pass_feature_backward(values, z, total, replace, extra=extra):
         return
     # K passes through the heads, then one backward with z's gradient replaced
-    jz = _autograd.feature_jacobian(values, z)
-    dz = _feature_update(method, jz, losses, z.shape)
+    jz = _autograd.feature_jacobian(_scaled(values, scale), z)
+    if _amp(scale):
+        jz = jz / scale
+    if _amp(scale) and not _finite([jz]):  # overflow: the scaler skips this step
+        dz = jz.sum(0)
+    else:
+        dz = _feature_update(method, jz, losses, z.shape)
     if extra is not None:
         (pz,) = torch.autograd.grad(extra, z, retain_graph=True, allow_unused=True)
         if pz is not None:
@@ -369,7 +400,11 @@ def _param_backward(
     # One walk down the graph gives the shared rows and the task-specific parameters'
     # gradient ∇ Σ_i L_i (the sum of their rows) together. Losses of separate batches are
     # differentiated one at a time: each pass then visits only its own batch's graph.
-    rows = _autograd.jacobian(values, params + others, chunk_size, batched=not disjoint)
+    rows = _autograd.jacobian(
+        _scaled(values, scale), params + others, chunk_size, batched=not disjoint
+    )
+    if _amp(scale):  # unscaled before the method (and the rule below) sees them
+        rows = [r / scale for r in rows]
     jac, other_rows = rows[: len(params)], rows[len(params) :]
     penalty_grads: tuple[Tensor | None, ...] = (None,) * len(reached)
     if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
@@ -385,7 +420,11 @@ def _param_backward(
             p.grad.add_(g)
     extra = penalty_grads[: len(params)] if penalty is not None else None
     k = len(values)
-    update = _combine(method, [j.reshape(k, -1) for j in jac], losses)
+    blocks = [j.reshape(k, -1) for j in jac]
+    if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
+        update = [b.sum(0) for b in blocks]
+    else:
+        update = _combine(method, blocks, losses)
     if extra is not None:
         update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):

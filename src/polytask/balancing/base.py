@@ -50,6 +50,15 @@ class Balancer(ABC):
         """Learnable parameters the method owns (optimised with the model's)."""
         return []
 
+    def to(self, device: torch.device | str) -> Balancer:
+        """Move the method's learnable parameters to ``device`` in place (the objects stay,
+        so an optimiser built from :meth:`parameters` keeps them): beside the model, a
+        learned weight costs no transfer between host and device per step."""
+        with torch.no_grad():
+            for p in self.parameters():
+                p.data = p.data.to(device)
+        return self
+
     def after_step(self, losses: Mapping[str, Tensor], closure: Closure | None = None) -> None:
         """Hook after the optimiser step.
 

@@ -44,18 +44,20 @@ class DynamicWeightAverage(LossWeighting):
             "temperature", temperature, low=0.0, strict=True, fix="use e.g. 2.0 (the paper's value)"
         )
         self.history: dict[str, list[float]] = {}
-        self.sums: dict[str, float] = {}
+        #: per task, the sum of this epoch's losses: a tensor on the losses' device until
+        #: the epoch ends (no host synchronisation per step)
+        self.sums: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
     def after_step(self, losses: Mapping[str, Tensor], closure: Closure | None = None) -> None:
         for t, v in losses.items():
-            self.sums[t] = self.sums.get(t, 0.0) + float(v.detach())
+            self.sums[t] = self.sums.get(t, 0.0) + v.detach().double()
             self.counts[t] = self.counts.get(t, 0) + 1
 
     def on_epoch_end(self) -> None:
         for t, n in self.counts.items():
             if n > 0:
-                self.history[t] = (self.history.get(t, []) + [self.sums[t] / n])[-2:]
+                self.history[t] = (self.history.get(t, []) + [float(self.sums[t]) / n])[-2:]
         self.sums, self.counts = {}, {}
 
     def ratio(self, task: str) -> float:
@@ -79,7 +81,7 @@ class DynamicWeightAverage(LossWeighting):
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": {t: list(h) for t, h in self.history.items()},
-            "sums": dict(self.sums),
+            "sums": {t: float(v) for t, v in self.sums.items()},
             "counts": dict(self.counts),
         }
 

@@ -135,8 +135,8 @@ class FAMO(LossWeighting):
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         tasks = list(losses)
-        z = self._z(tasks)
         d = torch.stack([v - self.min_losses.get(t, 0.0) + self.eps for t, v in losses.items()])
+        z = self._z(tasks).to(d.device)  # the logits live on the host, the losses anywhere
         if bool((d.detach() <= 0).any()):
             bad = [
                 t

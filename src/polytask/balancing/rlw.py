@@ -72,8 +72,13 @@ class RandomLossWeighting(LossWeighting):
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         lam = self.draw(len(losses))
         self.last_weights = lam
+        # a host weight enters a device loss as a scalar operand: no copy, no synchronisation
+        host = lam.device.type == "cpu"
         return torch.stack(
-            [lam[i].to(v.device, v.dtype) * v for i, v in enumerate(losses.values())]
+            [
+                (lam[i] if host else lam[i].to(v.device)).to(v.dtype) * v
+                for i, v in enumerate(losses.values())
+            ]
         ).sum()
 
     def state_dict(self) -> dict[str, Any]:

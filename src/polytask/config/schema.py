@@ -165,7 +165,10 @@ class TrainerSection(Strict):
     clip_norm: float | None = Field(default=5.0, gt=0)
     accumulate: int = Field(default=1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: str = "cpu"
+    #: auto: CUDA when available, else the CPU
+    device: str = "auto"
+    #: deterministic kernels: bitwise-exact resume on GPUs too, at some speed
+    deterministic: bool = False
     threads: int | None = Field(default=None, ge=1)
     criterion: str = "mean"
     patience: int | None = Field(default=None, ge=1)
@@ -174,6 +177,17 @@ class TrainerSection(Strict):
     param_groups: list[ParamGroupConfig] = Field(default_factory=list)
     progress: bool = True
     log_every: int = Field(default=20, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        index = v.removeprefix("cuda:")
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and index.isdigit()):
+            return v
+        raise ValueError(
+            f"unknown device {v!r}; fix: use auto (CUDA when available, else the CPU), cpu, "
+            "cuda or cuda:N"
+        )
 
 
 class Config(Strict):

@@ -297,6 +297,10 @@ def restore_rng(tensors: Mapping[str, torch.Tensor]) -> None:
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
     if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
-        if states:
-            torch.cuda.set_rng_state_all(states)
+        # by device number (rng.cuda10 after rng.cuda9), for the devices this process has
+        saved = {
+            int(k[len("rng.cuda") :]): v for k, v in tensors.items() if k.startswith("rng.cuda")
+        }
+        for i in range(min(torch.cuda.device_count(), len(saved))):
+            if i in saved:
+                torch.cuda.set_rng_state(saved[i], i)

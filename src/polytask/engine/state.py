@@ -29,6 +29,8 @@ class TrainState:
         task_steps: per task, the steps that carried its loss.
         multi_task_steps: steps that carried the losses of two tasks or more (what a
             balancing method needs to have something to balance).
+        skipped_steps: fp16 updates skipped because the scaled gradients overflowed (the
+            GradScaler lowers its scale and the run goes on).
         seconds: training time so far (kept across resumes).
         best_metrics: validation metrics of the best epoch.
         done: early stopping has ended the run.
@@ -41,6 +43,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     task_steps: dict[str, int] = field(default_factory=dict)
     multi_task_steps: int = 0
+    skipped_steps: int = 0
     seconds: float = 0.0
     best_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     done: bool = False
@@ -82,6 +85,7 @@ class TrainState:
             "history": self.history,
             "task_steps": dict(self.task_steps),
             "multi_task_steps": self.multi_task_steps,
+            "skipped_steps": self.skipped_steps,
             "seconds": self.seconds,
             "best_metrics": self.best_metrics,
             "done": self.done,
@@ -102,6 +106,7 @@ class TrainState:
             task_steps={t: int(n) for t, n in data["task_steps"].items()},
             # checkpoints written before the count existed: their steps are not recounted
             multi_task_steps=int(data.get("multi_task_steps", 0)),
+            skipped_steps=int(data.get("skipped_steps", 0)),
             seconds=float(data["seconds"]),
             best_metrics=dict(data["best_metrics"]),
             done=bool(data["done"]),

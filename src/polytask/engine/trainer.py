@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Mapping, Sequence
+from typing import Any, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 
@@ -71,7 +72,11 @@ class TrainerConfig:
     clip_norm: float | None = 5.0
     accumulate: int = 1
     precision: str = "fp32"
-    device: str = "cpu"
+    #: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N"
+    device: str = "auto"
+    #: deterministic kernels (see :func:`deterministic_mode`): bitwise-exact resume on GPUs,
+    #: at some speed; without it a resumed GPU run is statistically, not bitwise, the same
+    deterministic: bool = False
     seed: int = 0
     threads: int | None = None
     criterion: str = "mean"
@@ -97,6 +102,39 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise OptionError("device", f"unknown device {name!r}", "use cpu, cuda or auto")
     return torch.device(name)
+
+
+#: the cuBLAS workspace setting that makes its kernels deterministic (CUDA >= 10.2)
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Inside, with ``enabled``: ``torch.use_deterministic_algorithms(True)``, cuDNN's
+    ``deterministic = True`` and ``benchmark = False``, and on CUDA
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless the environment sets it already; it counts
+    from cuBLAS's first use in the process, so set it before any CUDA work when a process
+    uses CUDA before training). The previous settings are restored on exit."""
+    if not enabled:
+        yield
+        return
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic = saved[2]
+        torch.backends.cudnn.benchmark = saved[3]
 
 
 def make_loader(
@@ -138,6 +176,8 @@ class FitReport:
     seconds: float
     #: steps that carried two tasks or more (a balancing method's material)
     multi_task_steps: int = 0
+    #: fp16: updates skipped because the scaled gradients overflowed
+    skipped_steps: int = 0
 
     @property
     def multi_task_share(self) -> float:
@@ -226,8 +266,6 @@ class Trainer:
                 "precision", f"unknown precision {cfg.precision!r}", "use fp32, bf16 or fp16"
             )
         self.device = resolve_device(cfg.device)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
-            raise OptionError("precision", "fp16 needs CUDA", "use bf16 on the CPU")
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> ContextManager[Any]:
@@ -250,7 +288,10 @@ class Trainer:
             losses = {
                 t: self.tasks[t].kind.loss(out.outputs[t], *batch.targets[t]) for t in present
             }
-        return {t: v.float() for t, v in losses.items()}, out
+        # float32 at least: half-precision losses are raised, float64 ones kept
+        return {
+            t: v.to(torch.promote_types(v.dtype, torch.float32)) for t, v in losses.items()
+        }, out
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The losses of the tasks labelled in ``batch`` (see :meth:`forward_losses`)."""
@@ -282,14 +323,14 @@ class Trainer:
         re-evaluates them on the same batches at the current parameters."""
         rng = RngSnapshot.take(self.device)
         out = self.step_losses(batches)
-        for t, v in out.losses.items():
-            if not torch.isfinite(v):
-                raise TrainingError(
-                    f"task {t!r}",
-                    f"loss is {v.item()} at epoch {epoch}, step {step} (numbered "
-                    "as in train_log.csv)",
-                    "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
-                )
+        # one host synchronisation per step for every task together
+        if out.losses and not bool(torch.isfinite(torch.stack(list(out.losses.values()))).all()):
+            t, v = next((t, v) for t, v in out.losses.items() if not torch.isfinite(v))
+            raise TrainingError(
+                f"task {t!r}",
+                f"loss is {v.item()} at epoch {epoch}, step {step} (numbered as in train_log.csv)",
+                "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
+            )
         if out.losses:
             balancing.backward(
                 out.losses,
@@ -325,6 +366,17 @@ class Trainer:
         run.
         """
         self._check_val(val)
+        with deterministic_mode(self.config.deterministic, self.device):
+            return self._fit(train, val, collate, run_dir, resume)
+
+    def _fit(
+        self,
+        train: Mapping[str, Sequence[Example]],
+        val: Mapping[str, Sequence[Example]],
+        collate: Collate,
+        run_dir: str | Path | None,
+        resume: bool,
+    ) -> FitReport:
         fit = self._start(train, collate, Path(run_dir) if run_dir else None, resume)
         self.model.train()
         state = fit.state
@@ -347,11 +399,19 @@ class Trainer:
                 state.step,
                 self.method.name or type(self.method).__name__,
             )
+        if state.skipped_steps:
+            log.warning(
+                "polytask: %d of %d updates skipped: their fp16-scaled gradients overflowed "
+                "(the loss scale was lowered each time)",
+                state.skipped_steps,
+                state.step,
+            )
         return FitReport(
             best_epoch=state.selection.best_epoch,
             best_score=state.selection.best_score,  # type: ignore[arg-type]
             best_metrics=state.best_metrics,
             multi_task_steps=state.multi_task_steps,
+            skipped_steps=state.skipped_steps,
             history=state.history,
             steps=state.step,
             task_steps=dict(state.task_steps),
@@ -372,6 +432,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
+        self.method.to(self.device)  # its learned scalars (uw, imtl_l) beside the model
         loader = self.make_loader(train, collate)
         total = planned_steps(cfg, loader.steps_per_epoch)
         per = loader.steps_per_epoch
@@ -387,6 +448,7 @@ class Trainer:
         logger = RunLogger(run, list(self.tasks))
         state = TrainState.start(list(self.tasks), cfg.patience)
         restored = False
+        scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         if resume:
             if run is None:
                 raise OptionError(
@@ -397,12 +459,11 @@ class Trainer:
             last = run / "checkpoints" / "last"
             ckpt.recover(last)
             if last.exists():
-                state = self._restore(last, optimizer, schedule)
+                state = self._restore(last, optimizer, schedule, scaler)
                 logger.truncate(state.step, state.epoch)
                 restored = True
         if not restored:  # a fresh start: the logs hold this run only
             logger.reset()
-        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         fit = _Fit(
             run,
             loader,
@@ -465,9 +526,12 @@ class Trainer:
             state.count_step(list(losses))
             lr = fit.optimizer.param_groups[0]["lr"]  # the rate of this step's update
             if updated:
-                self._update(fit.optimizer, fit.scaler)
+                applied = self._update(fit.optimizer, fit.scaler)
                 fit.schedule.step()
-                self.method.after_step(losses, closure)
+                if applied:
+                    self.method.after_step(losses, closure)
+                else:  # fp16 overflow: no task's update was taken, the method waits too
+                    state.skipped_steps += 1
             self._log_step(fit, losses, lr)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 fit.checkpoint_due = True
@@ -521,6 +585,8 @@ class Trainer:
         fit.state.seconds = time.perf_counter() - fit.started
         balancer, tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
         saved = dict(fit.state.to_json(), schedule=fit.schedule.state_dict(), balancer=balancer)
+        if fit.scaler is not None:
+            saved["scaler"] = fit.scaler.state_dict()
         ckpt.save_checkpoint(
             fit.run / "checkpoints" / "last",
             model=self.model,
@@ -548,28 +614,36 @@ class Trainer:
                 "add them or use criterion mean",
             )
 
-    def _update(self, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+    def _update(self, optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
+        """The optimiser's step; False when the GradScaler skipped it (fp16: the scaled
+        gradients overflowed, so the scale was lowered and no parameter moved)."""
         cfg = self.config
         if scaler is not None:
             scaler.unscale_(optimizer)
         if cfg.clip_norm:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+        applied = True
         if scaler is not None:
+            before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
+            applied = not scaler.get_scale() < before  # lowered only after an overflow
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return applied
 
     def _restore(
-        self, last: Path, optimizer: torch.optim.Optimizer, schedule: Schedule
+        self, last: Path, optimizer: torch.optim.Optimizer, schedule: Schedule, scaler: Any = None
     ) -> TrainState:
         tensors, meta = ckpt.load_checkpoint(last)
         ckpt.restore_model(self.model, tensors, where=str(last))
         ckpt.restore_optimizer(optimizer, tensors, meta)
         saved = meta["state"]
         schedule.load_state_dict(saved["schedule"])
+        if scaler is not None and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         self.method.load_state_dict(ckpt.join_tensors(saved.get("balancer", {}), tensors))
         ckpt.restore_rng(tensors)
         return TrainState.from_json(saved, self.config.patience)

@@ -75,6 +75,14 @@ def check_finite(
     )
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model`` runs: the device of its first parameter (or buffer); the CPU for a
+    model without tensors."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def labelled_tasks(examples: Sequence[Example], tasks: Mapping[str, Task]) -> list[str]:
     """Tasks with at least one label among ``examples`` (in ``tasks`` order)."""
     return [t for t in tasks if any(ex.targets.get(t) is not None for ex in examples)]
@@ -99,14 +107,16 @@ def predict(
     *,
     task_names: Sequence[str] | None = None,
     batch_size: int = 128,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     source: str = "",
 ) -> dict[str, list[Any]]:
-    """Decoded predictions ``{task: [one per example]}``, from one forward pass per batch.
+    """Decoded predictions ``{task: [one per example]}``, from one forward pass per batch;
+    the batches go to ``device`` (default: where the model is).
 
     Outputs holding NaN or infinity (on real tokens) raise :class:`NonFiniteOutputError`
     naming the task, never a prediction decoded from them."""
     names = list(task_names) if task_names is not None else list(tasks)
+    device = model_device(model) if device is None else device
     was_training = model.training
     model.eval()
     preds: dict[str, list[Any]] = {t: [] for t in names}
@@ -134,9 +144,10 @@ def evaluate(
     collate: Collate,
     *,
     batch_size: int = 128,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics ``{task: {metric: value}}`` over every example that labels the task.
+    """Metrics ``{task: {metric: value}}`` over every example that labels the task (the
+    batches go to ``device``, default where the model is).
 
     Examples of all sources that label a task are pooled; unlabelled ones are skipped
     by the task's metrics (their target is ``None``).

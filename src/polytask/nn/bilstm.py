@@ -38,6 +38,14 @@ def run_packed(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tenso
     Returns ``(outputs (B, T, H*dirs), h_n (layers*dirs, B, H))``. Rows of length 0 are
     run over one (padding) step and their outputs are zeroed; callers mask them anyway.
     """
+    cpu_fp16 = (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.float16
+    )
+    if cpu_fp16:  # the CPU has no float16 LSTM kernel: this one runs in float32
+        with torch.autocast("cpu", enabled=False):
+            return run_packed(lstm, x.float(), lengths)
     packed = pack_padded_sequence(
         x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
     )
@@ -77,7 +85,9 @@ class CharBiLSTM(nn.Module):
         selected = flat[words]
         lengths = _right_padded_lengths(char_mask[words])
         _, h_n = run_packed(self.lstm, self.embedding(selected), lengths)
-        out = out.index_copy(0, words, torch.cat([h_n[0], h_n[1]], dim=-1))
+        # under autocast the LSTM's states are half precision: the features keep the
+        # embeddings' dtype, which the word embeddings they are concatenated with share
+        out = out.index_copy(0, words, torch.cat([h_n[0], h_n[1]], dim=-1).to(out.dtype))
         return out.reshape(batch, steps, self.output_dim)
 
 

@@ -414,7 +414,7 @@ class Transformer(Encoder):
 
         def words(pieces: list[Tensor]) -> Tensor:
             dim = pieces[0].shape[-1] if pieces else int(self.layer_dims[0])
-            flat = torch.cat(pieces) if pieces else torch.zeros(0, dim)
+            flat = torch.cat(pieces) if pieces else input_ids.new_zeros((0, dim), dtype=torch.float)
             full = flat.new_zeros(size * num_words, dim).index_copy(0, target, flat)
             return full.reshape(size, num_words, dim)
 

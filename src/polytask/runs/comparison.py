@@ -153,7 +153,7 @@ def compare(
             resume=resume,
             overwrite=True,
         )
-        mtl_model = load(mtl.run_dir).model
+        mtl_model = load(mtl.run_dir, device=scfg.trainer.device).model
         names = list(exp.tasks)
         planned, shares = _planned_task_steps(exp)
         stl_metrics: dict[str, dict[str, float]] = {}

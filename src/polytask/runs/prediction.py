@@ -12,6 +12,7 @@ from ..config.load import validate
 from ..data.base import Example
 from ..engine import checkpoint as ckpt
 from ..engine.checkpoint import CheckpointError
+from ..engine.trainer import resolve_device
 from ..evaluation.evaluate import evaluate, predict
 from .directory import read_run
 
@@ -21,7 +22,7 @@ __all__ = ["LoadedRun", "load"]
 class LoadedRun:
     """A trained run: model, tasks and vocabularies, ready to predict (see :func:`load`)."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str | torch.device = "auto") -> None:
         self.run_dir = Path(run_dir)
         files = read_run(self.run_dir)  # every file checked against the run's manifest
         self.raw = files.config
@@ -47,7 +48,7 @@ class LoadedRun:
         self.model = self.experiment.build_model()
         tensors, _ = ckpt.load_checkpoint(self.run_dir / "best")
         ckpt.restore_model(self.model, tensors, where=str(self.run_dir / "best"))
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
         self.model.to(self.device).eval()
         self.collate = self.experiment.collator(whole=True)  # never drops a token
 
@@ -96,6 +97,7 @@ class LoadedRun:
         return evaluate(self.model, self.tasks, sources, self.collate, device=self.device)
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
-    """``polytask.load(RUN_DIR)``: the trained model with its vocabularies and ``predict()``."""
+def load(run_dir: str | Path, device: str | torch.device = "auto") -> LoadedRun:
+    """``polytask.load(RUN_DIR)``: the trained model with its vocabularies and ``predict()``,
+    on ``device`` ("auto": CUDA when available, else the CPU; "cpu", "cuda", "cuda:N")."""
     return LoadedRun(run_dir, device=device)

@@ -169,6 +169,7 @@ def train(
             "task_steps": report.task_steps,
             "multi_task_steps": report.multi_task_steps,
             "multi_task_share": report.multi_task_share,
+            "skipped_steps": report.skipped_steps,  # fp16 overflows (see trainer.precision)
             "seconds": report.seconds,
             "parameters": count_parameters(model),
         }

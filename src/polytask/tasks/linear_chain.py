@@ -20,8 +20,27 @@ empty sequence is certain) and decodes to ``[]``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import torch
 from torch import Tensor
+
+
+def _full_precision(*tensors: Tensor) -> tuple[AbstractContextManager[Any], list[Tensor]]:
+    """Autocast off, and the float tensors in float32 at least (float64 stays): the
+    forward algorithm's sums of exponentials lose too much in bf16/fp16."""
+    device = tensors[0].device.type
+    off: AbstractContextManager[Any] = (
+        torch.autocast(device, enabled=False)
+        if torch.amp.is_autocast_available(device)
+        else nullcontext()
+    )
+    out = [
+        t.to(torch.promote_types(t.dtype, torch.float32)) if t.is_floating_point() else t
+        for t in tensors
+    ]
+    return off, out
 
 
 def check_prefix_mask(mask: Tensor) -> None:
@@ -61,9 +80,17 @@ def _check_shapes(
 def crf_log_partition(
     emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
 ) -> Tensor:
-    """``log Z`` per sequence, (B,), by the forward algorithm (0 for empty sequences)."""
+    """``log Z`` per sequence, (B,), by the forward algorithm (0 for empty sequences); in
+    float32 at least, under autocast too."""
     _check_shapes(emissions, mask, transitions, start, end)
-    mask = mask.bool()
+    off, (emissions, transitions, start, end) = _full_precision(emissions, transitions, start, end)
+    with off:
+        return _log_partition(emissions, mask.bool(), transitions, start, end)
+
+
+def _log_partition(
+    emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
     if emissions.shape[1] == 0:
         return emissions.new_zeros(emissions.shape[0])
     alpha = start + emissions[:, 0]  # (B, C)
@@ -77,8 +104,17 @@ def crf_log_partition(
 def crf_score(
     emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
 ) -> Tensor:
-    """``score(y)`` of the given tag sequences, (B,); tags under ``mask = False`` are ignored."""
+    """``score(y)`` of the given tag sequences, (B,); tags under ``mask = False`` are ignored
+    (float32 at least, as :func:`crf_log_partition`)."""
     _check_shapes(emissions, mask, transitions, start, end)
+    off, (emissions, transitions, start, end) = _full_precision(emissions, transitions, start, end)
+    with off:
+        return _score(emissions, tags, mask, transitions, start, end)
+
+
+def _score(
+    emissions: Tensor, tags: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tensor:
     if tuple(tags.shape) != tuple(mask.shape):
         raise ValueError(f"tags shape {tuple(tags.shape)} does not match mask {tuple(mask.shape)}")
     mask = mask.bool()
