@@ -552,6 +552,35 @@ def init_cmd(
     typer.echo(f"# wrote {out}", err=True)
 
 
+@app.command("serve")
+def serve_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Inputs per forward pass."),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", help="How long a request waits to share its batch."
+    ),
+    queue_size: int = typer.Option(
+        1024, "--queue", help="Inputs waiting at most; beyond, requests get 503 + Retry-After."
+    ),
+    max_inputs: int = typer.Option(256, "--max-inputs", help="Inputs per request."),
+    device: str = _device_option("auto"),
+    no_imports: bool = _no_imports_option(),
+) -> None:
+    """Serve every task of a run over HTTP (POST /predict, GET /health, GET /tasks, /docs)
+    from one forward pass per micro-batch; needs the serve extra (fastapi, uvicorn)."""
+    from .serve import Limits, serve
+
+    limits = Limits(
+        max_inputs=max_inputs, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size
+    )
+    _guard(
+        lambda: serve(str(run_dir), host, port, limits, device=_checked_device(device)),
+        refuse_imports=no_imports,
+    )
+
+
 def main() -> None:
     app()
 
