@@ -155,7 +155,7 @@ def test_no_imports_on_compare_and_sweep(
     args = [command.split()[0], str(config), "--out", str(tmp_path / "out"), "--no-imports"]
     args += ["--methods", path] if "--methods" in command else []
     args += ["--grid", "balancing.weights.t=0.5,1"] if command == "sweep" else []
-    _fails(args, "balancing.method")
+    _fails(args, "--methods" if "--methods" in command else "balancing.method")
     assert not marker.exists() and module not in sys.modules
 
 
