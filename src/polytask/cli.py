@@ -299,6 +299,12 @@ def predict_cmd(
     text_field: str = typer.Option(
         "text", "--text-field", help="JSONL field / CSV column with the text."
     ),
+    tokenizer: str | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="How raw text is split: whitespace, words or chars (default: as the run's "
+        "sources split it in training).",
+    ),
     device: str = _device_option("auto"),
     no_imports: bool = _no_imports_option(),
 ) -> None:
@@ -313,7 +319,7 @@ def predict_cmd(
         inputs = read_inputs(input_path, text_field)
         return [
             {"input": x if isinstance(x, str) else " ".join(x), **p}
-            for x, p in zip(inputs, run.predict(inputs))
+            for x, p in zip(inputs, run.predict(inputs, tokenizer=tokenizer))
         ]
 
     rows = _guard(go, refuse_imports=no_imports)

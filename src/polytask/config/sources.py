@@ -18,6 +18,8 @@ class Splits:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    #: what the format applied to raw text (:attr:`polytask.data.formats.Reader.tokenizer`)
+    tokenizer: str | None = None
 
 
 def _path(spec: str, base_dir: Path, where: str) -> Path:
@@ -106,4 +108,4 @@ def load_source(
         raise ConfigError(
             where, "no training examples left after splitting", "lower the fractions or add data"
         )
-    return Splits(train=list(train), val=list(val), test=list(test))
+    return Splits(train=list(train), val=list(val), test=list(test), tokenizer=reader.tokenizer)

