@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config.errors import ConfigError
 from ..errors import PolytaskError
 from .batcher import Batcher, Overloaded
 
@@ -208,6 +209,8 @@ def create_app(run: Any, limits: Limits | None = None) -> Any:
                 "retry later",
                 headers={"Retry-After": str(err.retry_after)},
             )
+        except ConfigError as err:  # e.g. raw text for a run whose sources split it differently
+            return _error(422, "inputs", err.problem, "send token lists instead of raw text")
         except PolytaskError as err:  # e.g. non-finite outputs: the model's problem, named
             return _error(500, err.option or "model", err.problem, err.fix)
         return {"tasks": wanted, "predictions": [{t: row[t] for t in wanted} for row in outputs]}
