@@ -142,7 +142,7 @@ TRAINER_KEYS = (
             "epochz",
             3,
             "epochz: unknown key; fix: remove it or correct its spelling (known keys here: "
-            "balancing, data, "
+            "balancing, data, diagnostics, "
             "model, name, sampler, seed, tasks, trainer)",
         ),
         (

@@ -14,7 +14,7 @@ from ..errors import OptionError
 from ..options import check_options
 from ..registry import Registry
 from .aligned_mtl import AlignedMTL
-from .backward import backward, resolve_level
+from .backward import Trace, backward, resolve_level
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 from .cagrad import CAGrad
 from .con_fig import ConFIG
@@ -104,6 +104,7 @@ __all__ = [
     "GradientAggregator",
     "GramianWeighting",
     "backward",
+    "Trace",
     "make",
     "available",
     "METHODS",

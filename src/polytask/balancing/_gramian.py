@@ -29,7 +29,7 @@ weights computed from the Gramian ``G = J Jᵀ = Σ_b J_b J_bᵀ`` alone. Both i
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -132,14 +132,21 @@ def canonical_order(gramian: np.ndarray) -> np.ndarray:
 
 
 def combine(
-    method: GramianWeighting, blocks: Sequence[Tensor], losses: Mapping[str, Tensor] | None
+    method: GramianWeighting,
+    blocks: Sequence[Tensor],
+    losses: Mapping[str, Tensor] | None,
+    seen: Callable[[Tensor, Tensor], None] | None = None,
 ) -> list[Tensor]:
     """The update ``[wᵀJ_1, …, wᵀJ_B]`` of a Gramian method, with ``w = method.weights(G)``
-    and G from :func:`gramian`: the one path of ``aggregate()`` and of the engine."""
+    and G from :func:`gramian`: the one path of ``aggregate()`` and of the engine.
+    ``seen(G, w)``, when given, is called with both (monitoring reuses them)."""
     k = blocks[0].shape[0]
-    w = method.weights(gramian(blocks), losses)
+    g = gramian(blocks)
+    w = method.weights(g, losses)
     if tuple(w.shape) != (k,):
         raise ValueError(
             f"{method.name}: weights() returned shape {tuple(w.shape)}, expected ({k},)"
         )
+    if seen is not None:
+        seen(g, w)
     return [w.to(device=b.device, dtype=b.dtype) @ b for b in blocks]

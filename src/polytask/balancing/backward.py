@@ -28,13 +28,14 @@ What each parameter receives (``.grad`` accumulates, as with ``loss.backward()``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from . import _autograd
-from ._gramian import combine
+from ._gramian import combine, gramian
 from ._options import OptionError, require
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 
@@ -42,6 +43,35 @@ LEVELS = ("features", "params")
 
 #: the shared features: one tensor, or one per batch of the step (source -> tensor, or a list)
 Features = Tensor | Mapping[str, Tensor] | Sequence[Tensor] | None
+
+
+@dataclass
+class Trace:
+    """What one :func:`backward` call's update was made of, filled when passed as
+    ``trace=`` (for monitoring: gradient conflict, the weights a method gave each task).
+
+    Attributes:
+        tasks: the task names, in the order of ``losses`` (the rows of the fields below).
+        level: the level the method took per-task gradients at (None: a loss weighting).
+        gramian: (K, K) Gramian ``J Jᵀ`` of the per-task gradients at the shared
+            parameters, float32 or better, detached — at that level whatever level the
+            method works at (at the features of separate batches the rows are orthogonal
+            by construction). None without shared parameters.
+        weights: (K,) the weights the method gave the tasks: ``λ_i = ∂ combine / ∂L_i``
+            for a loss weighting, the Gramian weighting's ``w`` (at its own level), None
+            for other aggregators (their update is no weighted sum of the rows) and when an
+            fp16 overflow left the method uncalled.
+        reused: whether ``gramian`` came from the per-task gradients the update itself
+            needed (a gradient method at the shared parameters: no extra work beyond a
+            K × K product); otherwise it took K retained backward passes of its own through
+            the shared part.
+    """
+
+    tasks: list[str] = field(default_factory=list)
+    level: str | None = None
+    gramian: Tensor | None = None
+    weights: Tensor | None = None
+    reused: bool = False
 
 
 def _as_mapping(losses: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
@@ -120,6 +150,7 @@ def backward(
     scale: float | Tensor = 1.0,
     chunk_size: int | None = None,
     penalty: Tensor | None = None,
+    trace: Trace | None = None,
 ) -> Tensor:
     """Fill ``.grad`` of every parameter the losses reach with the balanced update.
 
@@ -150,6 +181,7 @@ def backward(
         penalty: an optional scalar regulariser that is not a task loss (soft sharing's
             tie between towers, a representation-similarity term). It is not balanced:
             every parameter it reaches gets its plain gradient, added to the update.
+        trace: a :class:`Trace` to fill (the update is the same with or without it).
 
     Returns:
         The combined loss, detached: ``method.combine(losses)`` for a loss weighting,
@@ -183,24 +215,32 @@ def backward(
         )
     if penalty is not None and penalty.dim() != 0:
         raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
+    values = list(named.values())
+    if trace is not None:
+        trace.tasks, trace.level = list(named), resolved
+        if isinstance(method, LossWeighting) or resolved == "features":
+            trace.gramian = _shared_gramian(values, shared_list, scale, disjoint)
     if isinstance(method, LossWeighting):
         total = method.combine(named)
+        if trace is not None:
+            trace.weights = _loss_weights(total, values)
         torch.autograd.backward((total if penalty is None else total + penalty) * scale)
         return total.detach()
     if not isinstance(method, GradientAggregator):
         raise TypeError(
             f"balancing method {method.name!r} is neither a LossWeighting nor a GradientAggregator"
         )
-    values = list(named.values())
     for t, v in named.items():
         if v.dim() != 0:
             raise ValueError(f"the loss of task {t!r} must be a scalar, got shape {tuple(v.shape)}")
     detached = {t: v.detach() for t, v in named.items()}
     stacked = torch.stack(values)
     if resolved == "features" and disjoint:
-        _features_backward(stacked, values, detached, method, zs, scale, penalty)
+        _features_backward(stacked, values, detached, method, zs, scale, penalty, trace)
     elif resolved == "features":
-        _feature_backward(stacked, values, detached, method, zs[0], scale, chunk_size, penalty)
+        _feature_backward(
+            stacked, values, detached, method, zs[0], scale, chunk_size, penalty, trace
+        )
     else:
         if shared_list is None:
             raise OptionError(
@@ -209,9 +249,57 @@ def backward(
                 "pass shared=model.shared_parameters() (or features=... for the feature level)",
             )
         _param_backward(
-            stacked, values, detached, method, shared_list, scale, chunk_size, penalty, disjoint
+            stacked,
+            values,
+            detached,
+            method,
+            shared_list,
+            scale,
+            chunk_size,
+            penalty,
+            disjoint,
+            trace,
         )
     return stacked.detach().sum()
+
+
+def _loss_weights(total: Tensor, values: list[Tensor]) -> Tensor | None:
+    """``∂ total / ∂L_i`` (K,): the weight a loss weighting gave each task in this step
+    (a walk through the combination only; the graph is kept)."""
+    live = [i for i, v in enumerate(values) if v.requires_grad]
+    if not total.requires_grad or not live:
+        return None
+    grads = torch.autograd.grad(
+        total, [values[i] for i in live], retain_graph=True, allow_unused=True
+    )
+    out = torch.zeros(len(values), dtype=total.dtype, device=total.device)
+    for i, g in zip(live, grads):
+        if g is not None:
+            out[i] = g.detach()
+    return out
+
+
+def _shared_gramian(
+    values: list[Tensor],
+    shared: list[torch.nn.Parameter] | None,
+    scale: float | Tensor,
+    disjoint: bool,
+) -> Tensor | None:
+    """The Gramian of the per-task gradients at the shared parameters, for a :class:`Trace`
+    where the update does not compute them: K retained backward passes through the shared
+    part (one per loss; for losses of separate batches each walks its own batch)."""
+    if not shared:
+        return None
+    k = len(values)
+    stacked = torch.stack(values)
+    ids = {id(p) for p in shared}
+    params = [p for p in _autograd.reached_leaves([stacked]) if id(p) in ids]
+    if not params:
+        return torch.zeros((k, k), dtype=torch.promote_types(stacked.dtype, torch.float32))
+    rows = _autograd.jacobian(_scaled(values, scale), params, batched=not disjoint)
+    if _amp(scale):
+        rows = [r / scale for r in rows]
+    return gramian([r.reshape(k, -1) for r in rows])
 
 
 def _amp(scale: float | Tensor) -> bool:
@@ -252,6 +340,7 @@ def _features_backward(
     zs: list[Tensor],
     scale: float | Tensor,
     penalty: Tensor | None,
+    trace: Trace | None = None,
 ) -> None:
     """The feature-level rule over several feature tensors (one per batch of the step): the
     rows are the per-task gradients of all of them, flattened and concatenated; each
@@ -270,7 +359,7 @@ def _features_backward(
     if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
         update = [b.sum(0) for b in blocks]
     else:
-        update = _combine(method, blocks, losses)
+        update = _combine(method, blocks, losses, trace)
     extra: tuple[Tensor | None, ...] = (None,) * len(live)
     if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
         extra = torch.autograd.grad(penalty, live, retain_graph=True, allow_unused=True)
@@ -287,14 +376,30 @@ def _features_backward(
 
 
 def _combine(
-    method: GradientAggregator, blocks: Sequence[Tensor], losses: Mapping[str, Tensor]
+    method: GradientAggregator,
+    blocks: Sequence[Tensor],
+    losses: Mapping[str, Tensor],
+    trace: Trace | None = None,
+    params: bool = False,
 ) -> list[Tensor]:
     """The update from per-task gradient blocks (K, P_b) of one Jacobian [J_1 … J_B]: for a
     Gramian method ``wᵀJ_b`` with ``w = weights(Σ_b J_b J_bᵀ)`` (J is never concatenated;
     :func:`._gramian.combine`, the path ``aggregate()`` takes too), else the split of
-    ``aggregate([J_1 … J_B])``."""
+    ``aggregate([J_1 … J_B])``. ``trace`` gets the weights, and the Gramian when the
+    blocks are the shared parameters' (``params``)."""
     if isinstance(method, GramianWeighting):
-        return combine(method, blocks, losses)
+        if trace is None:
+            return combine(method, blocks, losses)
+
+        def seen(g: Tensor, w: Tensor) -> None:
+            assert trace is not None
+            trace.weights = w.detach()
+            if params:
+                trace.gramian, trace.reused = g, True
+
+        return combine(method, blocks, losses, seen)
+    if trace is not None and params:
+        trace.gramian, trace.reused = gramian(blocks), True
     jac = blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=1)
     d = method.aggregate(jac, losses)
     if tuple(d.shape) != (jac.shape[1],):
@@ -307,12 +412,16 @@ def _combine(
 
 
 def _feature_update(
-    method: GradientAggregator, jz: Tensor, losses: Mapping[str, Tensor], shape: torch.Size
+    method: GradientAggregator,
+    jz: Tensor,
+    losses: Mapping[str, Tensor],
+    shape: torch.Size,
+    trace: Trace | None = None,
 ) -> Tensor:
     """The aggregated feature gradient (``shape``) from the rows ∇_z L_i (K, *shape)."""
     k = jz.shape[0]
     if isinstance(method, GramianWeighting):
-        (dz,) = _combine(method, [jz.reshape(k, -1)], losses)
+        (dz,) = _combine(method, [jz.reshape(k, -1)], losses, trace)
         return dz.reshape(shape)
     # a Jacobian aggregator sees (K, *feature shape): batch-aware rules (GradDrop) need it
     dz = method.aggregate(jz.reshape(k, *shape), losses)
@@ -333,6 +442,7 @@ def _feature_backward(
     scale: float | Tensor,
     chunk_size: int | None,
     penalty: Tensor | None,
+    trace: Trace | None = None,
 ) -> None:
     if not stacked.requires_grad:
         return
@@ -348,7 +458,7 @@ def _feature_backward(
         jz = rows[:k] if unit else rows[:k] / scale
         if _amp(scale) and not _finite([jz]):  # overflow: the scaler skips this step
             return rows.sum(0).to(z.dtype)
-        dz = _feature_update(method, jz, losses, z.shape)
+        dz = _feature_update(method, jz, losses, z.shape, trace)
         out = dz if unit else dz * scale
         if extra is not None:  # the penalty's path through z, unbalanced
             out = out + rows[k]
@@ -363,7 +473,7 @@ def _feature_backward(
     if _amp(scale) and not _finite([jz]):  # overflow: the scaler skips this step
         dz = jz.sum(0)
     else:
-        dz = _feature_update(method, jz, losses, z.shape)
+        dz = _feature_update(method, jz, losses, z.shape, trace)
     if extra is not None:
         (pz,) = torch.autograd.grad(extra, z, retain_graph=True, allow_unused=True)
         if pz is not None:
@@ -386,6 +496,7 @@ def _param_backward(
     chunk_size: int | None,
     penalty: Tensor | None,
     disjoint: bool = False,
+    trace: Trace | None = None,
 ) -> None:
     if not stacked.requires_grad:
         return
@@ -394,6 +505,11 @@ def _param_backward(
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]
     if not params:  # nothing shared is reached: the plain gradient (+ penalty) of the rest
+        if trace is not None:
+            k = len(values)
+            trace.gramian = torch.zeros(
+                (k, k), dtype=torch.promote_types(stacked.dtype, torch.float32)
+            )
         total = stacked.sum() if penalty is None else stacked.sum() + penalty
         torch.autograd.backward(total * scale, inputs=others)
         return
@@ -423,8 +539,10 @@ def _param_backward(
     blocks = [j.reshape(k, -1) for j in jac]
     if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
         update = [b.sum(0) for b in blocks]
+        if trace is not None:
+            trace.gramian = gramian(blocks)
     else:
-        update = _combine(method, blocks, losses)
+        update = _combine(method, blocks, losses, trace, params=True)
     if extra is not None:
         update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):

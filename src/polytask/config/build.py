@@ -583,6 +583,8 @@ class Experiment:
         t["param_groups"] = [ParamGroupRule(**g) for g in t["param_groups"]]
         t["seed"] = self.seed
         t["level"] = self.cfg.balancing.level
+        diag = self.cfg.diagnostics
+        t["diagnostics_every"] = diag.every if diag.enabled else 0
         t.update(overrides)
         return TrainerConfig(**t)
 

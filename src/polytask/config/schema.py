@@ -190,6 +190,17 @@ class TrainerSection(Strict):
         )
 
 
+class DiagnosticsSection(Strict):
+    """Training diagnostics (:mod:`polytask.engine.diagnostics`): per-task losses and
+    gradient norms, gradient cosines and conflict, the method's task weights, gate usage,
+    written to ``diagnostics.jsonl`` every ``every`` steps; ``every: 0`` or
+    ``enabled: false`` turns them off."""
+
+    enabled: bool = True
+    #: steps between two samples (default 25: at least one per 50 steps)
+    every: int = Field(default=25, ge=0)
+
+
 class Config(Strict):
     #: the run's name: ``runs/<name>`` by default, so a plain name, never a path
     name: str = "experiment"
@@ -201,6 +212,7 @@ class Config(Strict):
     balancing: BalancingConfig = Field(default_factory=BalancingConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
+    diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection)
 
     @field_validator("name")
     @classmethod

@@ -1,4 +1,4 @@
-"""Run logs: CSV always, TensorBoard when installed.
+"""Run logs: CSV (and the diagnostics' JSON lines) always, TensorBoard when installed.
 
 A log holds one run: a fresh start removes the old rows (:meth:`RunLogger.reset`), a resume
 drops the rows written after its checkpoint (:meth:`RunLogger.truncate`, an atomic rewrite).
@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 TRAIN_LOG = "train_log.csv"
 METRICS_LOG = "metrics.csv"
+#: training diagnostics, one JSON object per sample (:mod:`polytask.engine.diagnostics`)
+DIAGNOSTICS_LOG = "diagnostics.jsonl"
 
 
 class RunLogger:
@@ -43,10 +45,14 @@ class RunLogger:
         if not path.exists():
             w.writerow(header)
         w.writerow(row)
+        self._write(name, buffer.getvalue())
+
+    def _write(self, name: str, text: str) -> None:
+        assert self.run is not None
         # one write() of whole rows: a kill never leaves half a row
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.run / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(buffer.getvalue())
+            f.write(text)
 
     def log_step(self, step: int, epoch: int, losses: Mapping[str, float], lr: float) -> None:
         self._append(
@@ -57,6 +63,23 @@ class RunLogger:
         if self.tb is not None:
             for t, v in losses.items():
                 self.tb.add_scalar(f"loss/{t}", v, step)
+
+    def log_diagnostics(self, entry: Mapping[str, Any]) -> None:
+        """One diagnostics sample: a line of ``diagnostics.jsonl`` and TensorBoard scalars."""
+        if self.run is None:
+            return
+        self._write(DIAGNOSTICS_LOG, json.dumps(entry, ensure_ascii=False) + "\n")
+        if self.tb is not None:
+            step = int(entry["step"])
+            for key in ("losses", "grad_norms", "cosines", "weights"):
+                for name, v in (entry.get(key) or {}).items():
+                    if v is not None:
+                        self.tb.add_scalar(f"diag/{key}/{name}", v, step)
+            if entry.get("conflict_share") is not None:
+                self.tb.add_scalar("diag/conflict_share", entry["conflict_share"], step)
+            for task, row in (entry.get("gates") or {}).items():
+                for e, v in enumerate(row):
+                    self.tb.add_scalar(f"diag/gates/{task}/{e}", v, step)
 
     def log_epoch(
         self, epoch: int, step: int, metrics: Mapping[str, Mapping[str, float]], score: float
@@ -80,7 +103,7 @@ class RunLogger:
         """A fresh start: remove the rows of an earlier run, so that a log holds one run."""
         if self.run is None:
             return
-        for name in (TRAIN_LOG, METRICS_LOG):
+        for name in (TRAIN_LOG, METRICS_LOG, DIAGNOSTICS_LOG):
             (self.run / name).unlink(missing_ok=True)
 
     def truncate(self, step: int, epoch: int) -> None:
@@ -105,10 +128,22 @@ class RunLogger:
             w.writeheader()
             w.writerows(kept)
             atomic_write_text(path, buffer.getvalue())
+        path = self.run / DIAGNOSTICS_LOG
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            atomic_write_text(path, "".join(f"{x}\n" for x in lines if _line_step(x) <= step))
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _line_step(line: str) -> float:
+    """The step of a diagnostics line; infinite for a line cut by a kill (dropped)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def json_text(obj: Any) -> str:

@@ -14,6 +14,9 @@ A run is a few named steps over one :class:`~polytask.engine.state.TrainState`:
   weights and stops early when asked;
 * **save** — ``checkpoints/last`` (the state, weights, optimiser, RNG) and ``best/``.
 
+Every ``diagnostics_every`` steps a step also records what the tasks do to each other
+(:mod:`polytask.engine.diagnostics`), without changing anything in the training.
+
 The loop never asks which method or architecture it runs.
 """
 
@@ -41,6 +44,7 @@ from ..evaluation.evaluate import evaluate, labelled_tasks, primary_scores
 from ..sharing.base import MultiTaskModel, MultiTaskOutput
 from ..tasks.base import Task
 from . import checkpoint as ckpt
+from . import diagnostics
 from .logs import RunLogger
 from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
 from .progress import Progress
@@ -90,6 +94,9 @@ class TrainerConfig:
     #: feature tensor), "params" (the shared parameters), or None: features where the model
     #: gives them and the method allows it, else params (see ``balancing.backward``)
     level: str | None = None
+    #: steps between two training-diagnostics samples (gradient conflict, task weights,
+    #: gates: :mod:`polytask.engine.diagnostics`), written with a run directory; 0: none
+    diagnostics_every: int = diagnostics.DEFAULT_EVERY
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,6 +202,8 @@ class StepLosses:
     losses: dict[str, torch.Tensor]
     features: torch.Tensor | dict[str, torch.Tensor] | None
     penalty: torch.Tensor | None
+    #: each source batch's model output
+    outputs: dict[str, MultiTaskOutput] = field(default_factory=dict)
 
 
 @dataclass
@@ -255,6 +264,12 @@ class Trainer:
                 f"{cfg.accumulate} is not ≥ 1",
                 "give the number of steps per update, 1 for none",
             )
+        if cfg.diagnostics_every < 0:
+            raise OptionError(
+                "diagnostics_every",
+                f"{cfg.diagnostics_every} is not ≥ 0",
+                "give the number of steps between two diagnostics samples, 0 for none",
+            )
         resolve_level(
             self.method,
             cfg.level,
@@ -313,14 +328,22 @@ class Trainer:
             losses={t: _mean(vs) for t, vs in per_task.items()},
             features=_one_or_all(features),
             penalty=_mean(penalties) if penalties else None,
+            outputs=outputs,
         )
 
     def train_step(
-        self, batches: Mapping[str, Batch], scale: Any = 1.0, *, epoch: int = 0, step: int = 0
+        self,
+        batches: Mapping[str, Batch],
+        scale: Any = 1.0,
+        *,
+        epoch: int = 0,
+        step: int = 0,
+        probe: diagnostics.Probe | None = None,
     ) -> tuple[dict[str, torch.Tensor], Closure]:
         """Forward and balanced backward pass of one step (gradients accumulate in
         ``.grad``); returns the detached losses and the step hook's closure, which
-        re-evaluates them on the same batches at the current parameters."""
+        re-evaluates them on the same batches at the current parameters. A ``probe`` gets
+        the step's diagnostics (the update is the same with or without it)."""
         rng = RngSnapshot.take(self.device)
         out = self.step_losses(batches)
         # one host synchronisation per step for every task together
@@ -340,7 +363,10 @@ class Trainer:
                 level=self.config.level,
                 scale=scale,
                 penalty=out.penalty,
+                trace=None if probe is None else probe.trace,
             )
+        if probe is not None:
+            probe.observe(self.model, out.losses, out.outputs)
 
         def closure() -> dict[str, torch.Tensor]:
             with torch.no_grad(), replaying(rng), buffers_kept(self.model):
@@ -520,8 +546,10 @@ class Trainer:
             if fit.scaler is not None:
                 scale = fit.scaler.scale(torch.tensor(scale, device=self.device))
             batches = {s: b.to(self.device) for s, b in batches.items()}
+            sampled = fit.run is not None and diagnostics.due(cfg.diagnostics_every, state.step + 1)
+            probe = diagnostics.Probe() if sampled else None
             losses, closure = self.train_step(
-                batches, scale, epoch=state.epoch, step=state.step + 1
+                batches, scale, epoch=state.epoch, step=state.step + 1, probe=probe
             )
             state.count_step(list(losses))
             lr = fit.optimizer.param_groups[0]["lr"]  # the rate of this step's update
@@ -533,6 +561,10 @@ class Trainer:
                 else:  # fp16 overflow: no task's update was taken, the method waits too
                     state.skipped_steps += 1
             self._log_step(fit, losses, lr)
+            if probe is not None and probe.entry is not None:
+                fit.logger.log_diagnostics(
+                    {"step": state.step, "epoch": state.epoch, **probe.entry}
+                )
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 fit.checkpoint_due = True
             # never between the micro-batches of one update: their gradients are not saved

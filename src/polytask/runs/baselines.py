@@ -75,7 +75,7 @@ def baseline_inputs(
 ) -> tuple[str, dict[str, Any]]:
     """The digest of everything single-task model ``task`` depends on, and those inputs."""
     config = exp.cfg.model_dump(mode="json")
-    for key in ("name", "seed", "balancing"):
+    for key in ("name", "seed", "balancing", "diagnostics"):
         config.pop(key, None)
     for key in _LOGGING_ONLY:
         config["trainer"].pop(key, None)

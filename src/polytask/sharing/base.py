@@ -43,13 +43,17 @@ class MultiTaskOutput:
     below it (None where the architecture has no such tensor); ``task_features[task]``: the
     task-specific representation its head reads (a tower's output, a gated mixture of
     experts, attention-selected features), which representation-similarity penalties pull
-    together (empty where every head reads the same shared tensor)."""
+    together (empty where every head reads the same shared tensor); ``gates[task]``: in gated
+    architectures (MMoE, CGC/PLE) the gate weights (B, E) or per token (B, T, E) of the
+    mixture that task's head reads (PLE: the top level's gate, over the task's own experts
+    then the shared ones), which training diagnostics average (empty elsewhere)."""
 
     outputs: dict[str, Any]
     features: dict[str, Tensor] = field(default_factory=dict)
     mask: Tensor | None = None
     shared_features: Tensor | None = None
     task_features: dict[str, Tensor] = field(default_factory=dict)
+    gates: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultiTaskModel(nn.Module):

@@ -254,9 +254,10 @@ class MMoE(MultiTaskModel):
         mask = encoded[0].mask
         outs = [o.last for o in encoded]
         z = self.gate_input(inputs)
-        outputs, task_features = {}, {}
+        outputs, task_features, gates = {}, {}, {}
         for t in tasks:
-            y = mix(outs, self.gates[t](z), mask)
+            gates[t] = self.gates[t](z)
+            y = mix(outs, gates[t], mask)
             task_features[t] = y
             outputs[t] = self.heads[t](y, mask)
         return MultiTaskOutput(
@@ -265,6 +266,7 @@ class MMoE(MultiTaskModel):
             mask=mask,
             shared_features=None,
             task_features=task_features,
+            gates=gates,
         )
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -422,6 +424,7 @@ class PLE(MultiTaskModel):
         mask: Tensor | None = None
         z = self.gate_input(inputs)
         y: dict[str, Tensor] = {}
+        gates: dict[str, Tensor] = {}
         s: Tensor = z
         for depth, level in enumerate(self._levels(), start=1):
             needed = (
@@ -446,12 +449,8 @@ class PLE(MultiTaskModel):
                 t: [run(e, y[t] if depth > 1 else None) for e in cast(nn.ModuleList, level.task[t])]
                 for t in needed
             }
-            new_y = {
-                t: mix(
-                    task_out[t] + shared_out, level.task_gates[t](y[t] if depth > 1 else z), mask
-                )
-                for t in needed
-            }
+            gates = {t: level.task_gates[t](y[t] if depth > 1 else z) for t in needed}
+            new_y = {t: mix(task_out[t] + shared_out, gates[t], mask) for t in needed}
             if level.shared_gate is not None:
                 # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order,
                 # then shared
@@ -465,6 +464,7 @@ class PLE(MultiTaskModel):
             mask=mask,
             shared_features=None,
             task_features={t: y[t] for t in tasks},
+            gates={t: gates[t] for t in tasks},  # the top level's
         )
 
     def _levels(self) -> Sequence[ExtractionLevel]:
