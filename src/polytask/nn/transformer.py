@@ -278,7 +278,10 @@ class Transformer(Encoder):
     with first sub-token at position ``i_w = word_index[w]``, the output is ``H^l[i_w]``
     (zero where ``word_mask`` is False). ``freeze=True`` keeps the pretrained weights fixed
     (no gradients, dropout off). Reads ``input_ids``, ``attention_mask``, ``word_index`` and
-    ``word_mask`` as produced by :meth:`tokenizer`.
+    ``word_mask`` as produced by :meth:`tokenizer`. ``pretrained=False`` builds the
+    architecture from the folder's ``config.json`` alone, with random weights — how a run
+    that carries the folder's config and tokenizer files (``RUN/encoder/``) is rebuilt
+    before its fine-tuned weights are loaded.
     """
 
     input_kind = "subwords"
@@ -291,11 +294,13 @@ class Transformer(Encoder):
         layers: Sequence[int] | None = None,
         freeze: bool = False,
         max_length: int = 256,
+        pretrained: bool = True,
     ) -> None:
         super().__init__()
         _check_max_length(max_length)
         folder = _local_folder(path)
-        _safetensors_weights(folder)
+        if pretrained:
+            _safetensors_weights(folder)
         hf = _transformers()
         config = hf.AutoConfig.from_pretrained(folder, local_files_only=True)
         depth = int(config.num_hidden_layers)
@@ -316,9 +321,12 @@ class Transformer(Encoder):
                 f"indices in [0, {depth}] (0 = embeddings)",
                 f"give such a list, or None for all {depth} blocks",
             )
-        self.model = hf.AutoModel.from_pretrained(
-            folder, config=config, local_files_only=True, use_safetensors=True
-        )
+        if pretrained:
+            self.model = hf.AutoModel.from_pretrained(
+                folder, config=config, local_files_only=True, use_safetensors=True
+            )
+        else:  # the architecture only: weights come from a checkpoint (a run's best/)
+            self.model = hf.AutoModel.from_config(config)
         self.path = folder
         self.max_length = max_length
         self.hidden_layers = chosen

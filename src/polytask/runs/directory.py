@@ -64,6 +64,9 @@ LISTED = (
     f"best/{ckpt.TENSORS}",
     f"checkpoints/last/{ckpt.TENSORS}",
 )
+#: the folder of a transformer encoder's config and tokenizer files, copied into the run so
+#: that it predicts without the folder it was trained from (every file listed)
+ENCODER = "encoder"
 _RESTORE = "restore the file as training wrote it, or train the run again (train --overwrite)"
 
 
@@ -91,6 +94,15 @@ def write_manifest(
 ) -> None:
     """``RUN/manifest.json`` over the listed files that exist; ``complete`` once the run ended."""
     files = {name: ckpt.sha256_file(run / name) for name in LISTED if (run / name).is_file()}
+    encoder = run / ENCODER
+    if encoder.is_dir():
+        files.update(
+            {
+                p.relative_to(run).as_posix(): ckpt.sha256_file(p)
+                for p in sorted(encoder.rglob("*"))
+                if p.is_file()
+            }
+        )
     if not complete:  # weights change at every checkpoint: each records its own digest
         files = {k: v for k, v in files.items() if not k.endswith(ckpt.TENSORS)}
     write_json(

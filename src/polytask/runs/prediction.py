@@ -16,7 +16,7 @@ from ..engine import checkpoint as ckpt
 from ..engine.checkpoint import CheckpointError
 from ..engine.trainer import resolve_device
 from ..evaluation.evaluate import evaluate, predict
-from .directory import read_run
+from .directory import ENCODER, read_run
 
 __all__ = ["LoadedRun", "load"]
 
@@ -30,7 +30,13 @@ class LoadedRun:
         self.raw = files.config
         self.cfg = validate(self.raw)
         self.vocab = files.vocab
-        self.base_dir = Path(files.meta["base_dir"])
+        self.base_dir = _base_dir(self.run_dir, files.meta)
+        encoder = self.run_dir / ENCODER
+        if encoder.is_dir():  # a transformer run carries its encoder's config and tokenizer
+            options = {**self.cfg.model.encoder.model_dump(), "path": str(encoder.resolve())}
+            self.cfg.model.encoder = type(self.cfg.model.encoder).model_validate(
+                {**options, "pretrained": False}
+            )
         self.experiment = Experiment(
             self.cfg,
             self.base_dir,
@@ -116,6 +122,15 @@ class LoadedRun:
 
     def evaluate(self, sources: Mapping[str, Sequence[Example]]) -> dict[str, dict[str, float]]:
         return evaluate(self.model, self.tasks, sources, self.collate, device=self.device)
+
+
+def _base_dir(run_dir: Path, meta: Mapping[str, Any]) -> Path:
+    """The config's folder when the run was trained: seen from the run when that folder is
+    there (run and data moved together), else as recorded."""
+    relative = meta.get("base_dir_from_run")
+    if relative is not None and (run_dir / relative).is_dir():
+        return Path(run_dir / str(relative)).resolve()
+    return Path(meta["base_dir"])
 
 
 def load(run_dir: str | Path, device: str | torch.device = "auto") -> LoadedRun:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,11 +22,41 @@ from ..engine.logs import write_json
 from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
-from .directory import config_text, open_run, write_manifest
+from .directory import ENCODER, config_text, open_run, write_manifest
 
 log = logging.getLogger("polytask")
 
 __all__ = ["TrainResult", "count_parameters", "train", "versions"]
+
+
+#: what a Hugging Face model folder holds besides its weights (config and tokenizer)
+_ENCODER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+)
+
+
+def copy_encoder_files(exp: Experiment, run: Path) -> None:
+    """A transformer encoder's config and tokenizer files into ``RUN/encoder/`` (its weights
+    are in the run's checkpoints), so that the run predicts without the folder it was
+    trained from; listed in the manifest."""
+    if exp.input_kind != "subwords":
+        return
+    folder = Path(exp._encoder_path(exp.cfg.model.encoder.options()))
+    target = run / ENCODER
+    target.mkdir(mode=ckpt.DIR_MODE, exist_ok=True)
+    for name in _ENCODER_FILES:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, target / name)
+            ckpt.set_mode(target / name)
 
 
 def versions() -> dict[str, str]:
@@ -130,11 +162,15 @@ def train(
             )
         if target.fresh:
             ckpt.atomic_write_text(run / "config.yaml", config_text(raw))
+            copy_encoder_files(exp, run)
             write_json(
                 run / "run.json",
                 {
                     "seed": cfg.seed,
                     "base_dir": str(base_dir.resolve()),
+                    # the config's folder seen from the run: data paths resolve against it
+                    # when run and data move together (else against base_dir)
+                    "base_dir_from_run": os.path.relpath(base_dir.resolve(), out.resolve()),
                     "versions": versions(),
                     "labels": labels,
                     # how each source split raw text: predict splits it the same way
