@@ -587,6 +587,36 @@ def serve_cmd(
     )
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output file (default RUN_DIR/model.onnx)."
+    ),
+    exporter: str = typer.Option(
+        "auto", "--exporter", help="auto (dynamo, else TorchScript), dynamo or torchscript."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the export's summary as JSON."),
+    no_imports: bool = _no_imports_option(),
+) -> None:
+    """Export the shared encoder and every head as one ONNX graph (per-task outputs named
+    after the tasks), checked against PyTorch in onnxruntime; needs the onnx extra."""
+    from .export import TOLERANCE, export_run
+
+    done = _guard(
+        lambda: export_run(run_dir, out, format=fmt, exporter=exporter), refuse_imports=no_imports
+    )
+    if as_json:
+        typer.echo(json.dumps(done.summary()))
+        return
+    typer.echo(
+        f"wrote {done.path} ({done.exporter} exporter; outputs: {', '.join(done.outputs)}); "
+        f"onnxruntime vs PyTorch max abs diff {done.max_abs_diff:.2e} <= {TOLERANCE:g} "
+        f"on batches of {', '.join(map(str, done.checked))}"
+    )
+
+
 def main() -> None:
     app()
 

@@ -21,9 +21,19 @@ from polytask.nn.base import Encoder, EncoderState
 from polytask.nn.mlp import check_dropout, check_positive
 
 
+def exporting() -> bool:
+    """Whether the module runs under a graph exporter (``torch.export`` or the TorchScript
+    tracer, as :mod:`polytask.export` uses them), which cannot trace packed sequences or
+    data-dependent checks: the encoder then takes equivalent dense paths (:func:`run_dense`)."""
+    return bool(torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
+
+
 def _right_padded_lengths(mask: Tensor) -> Tensor:
-    """Lengths (B,) of a right-padded (B, T) mask; ``ValueError`` if a row has holes."""
+    """Lengths (B,) of a right-padded (B, T) mask; ``ValueError`` if a row has holes (not
+    checked while exporting: a graph takes the lengths as they are)."""
     lengths = mask.sum(dim=1)
+    if exporting():
+        return lengths
     positions = torch.arange(mask.shape[1], device=mask.device)
     if not torch.equal(mask, positions.unsqueeze(0) < lengths.unsqueeze(1)):
         raise ValueError(
@@ -46,12 +56,46 @@ def run_packed(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tenso
     if cpu_fp16:  # the CPU has no float16 LSTM kernel: this one runs in float32
         with torch.autocast("cpu", enabled=False):
             return run_packed(lstm, x.float(), lengths)
+    if exporting():
+        return run_dense(lstm, x, lengths)
     packed = pack_padded_sequence(
         x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
     )
     out, (h_n, _) = lstm(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out, h_n
+
+
+def run_dense(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`run_packed` of a one-layer bidirectional ``lstm`` with dense operations only
+    (what ONNX export traces; same results up to rounding).
+
+    The forward direction reads each padded row as it is (its padding comes after the real
+    steps); the backward direction reads each row reversed within its length, and its
+    outputs are put back in place by the same permutation. Outputs beyond a row's length are
+    zero, and a row of length 0 is run over one (padding) step, as in :func:`run_packed`.
+    """
+    if lstm.num_layers != 1 or not lstm.bidirectional or not lstm.batch_first or not lstm.bias:
+        raise ValueError("run_dense runs a one-layer bidirectional batch_first LSTM with biases")
+    batch, steps, width = x.shape
+    hidden = lstm.hidden_size
+    n = lengths.clamp(min=1).unsqueeze(1)  # (B, 1)
+    position = torch.arange(steps, device=x.device).unsqueeze(0)  # (1, T)
+    inside = position < n
+    flip = torch.where(inside, n - 1 - position, position)  # an involution on each row
+    zeros = x.new_zeros(1, batch, hidden)
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    forward = [getattr(lstm, name) for name in names]
+    backward = [getattr(lstm, f"{name}_reverse") for name in names]
+    # torch._VF.lstm is what nn.LSTM.forward calls: (input, (h0, c0), weights, has_biases,
+    # num_layers, dropout, train, bidirectional, batch_first)
+    out_f = torch._VF.lstm(x, (zeros, zeros), forward, True, 1, 0.0, False, False, True)[0]
+    reversed_x = x.gather(1, flip.unsqueeze(-1).expand(-1, -1, width))
+    out_r = torch._VF.lstm(reversed_x, (zeros, zeros), backward, True, 1, 0.0, False, False, True)
+    out_b = out_r[0].gather(1, flip.unsqueeze(-1).expand(-1, -1, hidden))
+    out = torch.where(inside.unsqueeze(-1), torch.cat([out_f, out_b], dim=-1), 0.0)
+    last = out_f.gather(1, (n - 1).unsqueeze(-1).expand(-1, 1, hidden)).squeeze(1)
+    return out, torch.stack([last, out_b[:, 0]])
 
 
 class CharBiLSTM(nn.Module):
@@ -79,6 +123,12 @@ class CharBiLSTM(nn.Module):
         flat = chars.reshape(batch * steps, width)
         char_mask = flat != 0
         out = flat.new_zeros((batch * steps, self.output_dim), dtype=self.embedding.weight.dtype)
+        if exporting():  # a graph runs every word (no data-dependent selection)
+            lengths = _right_padded_lengths(char_mask)
+            _, h_n = run_packed(self.lstm, self.embedding(flat), lengths)
+            states = torch.cat([h_n[0], h_n[1]], dim=-1).to(out.dtype)
+            out = torch.where(char_mask.any(dim=1, keepdim=True), states, out)
+            return out.reshape(batch, steps, self.output_dim)
         words = char_mask.any(dim=1).nonzero(as_tuple=True)[0]
         if words.numel() == 0:
             return out.reshape(batch, steps, self.output_dim)
