@@ -118,11 +118,11 @@ def propose_groups(
         for groups in _beam(z, n_groups, beam, disjoint=True)[:top]:
             improved = _climb(z, [list(g) for g in groups])
             found.append((group_score(z, improved), tuple(tuple(sorted(g)) for g in improved)))
-    unique = {}
-    for total, groups in sorted(found, key=lambda f: (-f[0], f[1])):
-        unique.setdefault(tuple(sorted(groups)), total)
+    unique: dict[tuple[tuple[int, ...], ...], float] = {}
+    for total, chosen in sorted(found, key=lambda f: (-f[0], f[1])):
+        unique.setdefault(tuple(sorted(chosen)), total)
     best = sorted(unique.items(), key=lambda item: (-item[1], item[0]))[:top]
-    return [_result(tasks, z, groups) for groups, _ in best]
+    return [_result(tasks, z, chosen) for chosen, _ in best]
 
 
 def _count(n: int, r: int) -> int:
