@@ -19,7 +19,8 @@ from polytask.engine import Trainer, TrainerConfig
 from polytask.engine import diagnostics as diag
 from polytask.engine.logs import RunLogger
 from polytask.nn import BiLSTM, heads_for
-from polytask.sharing import MMoE
+from polytask.report.collect import Curves, _diagnostics
+from polytask.sharing import CrossStitch, MMoE
 
 
 def _steps(zh, trainer: Trainer, n: int = 2) -> list[dict[str, Any]]:
@@ -100,7 +101,7 @@ def test_conflict_share_counts_negative_pairs() -> None:
     g = torch.tensor([[1.0, -0.5, 0.2], [-0.5, 1.0, 0.3], [0.2, 0.3, 0.0]])
     out = diag._conflict(["c", "a", "b"], g)
     assert out["grad_norms"] == {"c": 1.0, "a": 1.0, "b": 0.0}
-    assert out["cosines"] == {"a|b": None, "a|c": -0.5, "b|c": None}  # b's gradient is 0
+    assert out["cosines"] == {"a|c": -0.5}  # b's gradient is 0: no direction
     assert out["conflict_share"] == 1.0  # of the pairs with a cosine
     g2 = torch.tensor([[4.0, 1.0, -1.0], [1.0, 1.0, 0.5], [-1.0, 0.5, 1.0]])
     out2 = diag._conflict(["a", "b", "c"], g2)
@@ -178,6 +179,12 @@ def test_gates_are_logged_for_mmoe(zh, tmp_path) -> None:
         assert sorted(x["gates"]) == ["ner", "sentiment"]
         for row in x["gates"].values():
             assert len(row) == 3 and sum(row) == pytest.approx(1.0)
+    # what the report reads of it
+    curves = Curves()
+    _diagnostics(tmp_path / diag.DIAGNOSTICS_LOG, curves)
+    assert sorted(curves.gates) == ["ner", "sentiment"] and len(curves.gates["ner"]) == 3
+    assert [s for s, _ in curves.weights["ner"]] == [1, 2, 3]
+    assert [s for s, _ in curves.cosines] == [1, 2, 3]
     # step 1 at the initial weights: the mean over the real tokens of each task's gate
     fresh = build()
     first = next(trainer.make_loader(zh.sources(n=48), zh.collate).iterate(0))
@@ -187,6 +194,20 @@ def test_gates_are_logged_for_mmoe(zh, tmp_path) -> None:
             keep = out.mask.unsqueeze(-1).double()
             mean = (gate.double() * keep).sum((0, 1)) / keep.sum()
             assert lines[0]["gates"][task] == pytest.approx(mean.tolist(), rel=1e-5), source
+
+
+def test_stitch_values_are_logged_for_cross_stitch(zh, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = CrossStitch.from_parts(
+        encoder=lambda: BiLSTM(vocab_size=len(zh.vocab), embed_dim=8, hidden=4, layers=2),
+        heads=lambda dims: heads_for(list(zh.tasks.values()), dim=8),
+        tasks=list(zh.tasks),
+    )
+    initial = model.alpha(1).detach().tolist()
+    _fit(zh, model, tmp_path, epochs=1, max_steps=2, diagnostics_every=1, lr=0.05)
+    first, second = _lines(tmp_path / diag.DIAGNOSTICS_LOG)
+    assert first["stitch"] == {"1": initial}  # at the step's parameters, before its update
+    assert second["stitch"]["1"] != initial and "gates" not in first
 
 
 def test_the_default_samples_at_least_once_per_50_steps(zh, make_model, tmp_path) -> None:

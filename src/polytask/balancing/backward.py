@@ -288,7 +288,7 @@ def _shared_gramian(
     """The Gramian of the per-task gradients at the shared parameters, for a :class:`Trace`
     where the update does not compute them: K retained backward passes through the shared
     part (one per loss; for losses of separate batches each walks its own batch)."""
-    if not shared:
+    if not shared or any(v.dim() != 0 for v in values):  # a bad loss: backward says so
         return None
     k = len(values)
     stacked = torch.stack(values)

@@ -197,8 +197,8 @@ class DiagnosticsSection(Strict):
     ``enabled: false`` turns them off."""
 
     enabled: bool = True
-    #: steps between two samples (default 25: at least one per 50 steps)
-    every: int = Field(default=25, ge=0)
+    #: steps between two samples (default 50: at least one per 50 steps)
+    every: int = Field(default=50, ge=0)
 
 
 class Config(Strict):

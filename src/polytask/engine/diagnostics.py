@@ -8,7 +8,8 @@ directory (and TensorBoard scalars ``diag/...`` when TensorBoard is installed):
 * ``losses`` {task: float}: the step's task losses;
 * ``grad_norms`` {task: float}: ‖∇_θ L_i‖ at the shared parameters θ;
 * ``cosines`` {"a|b": float} (names sorted within the key): the cosine of the two tasks'
-  gradients at the shared parameters, null where a gradient is zero;
+  gradients at the shared parameters (a pair is left out where a gradient is zero; any
+  value that is not finite, e.g. after an fp16 overflow, is left out of its mapping);
 * ``conflict_share``: the share of task pairs with a negative cosine (null with fewer than
   two tasks in the step);
 * ``weights`` {task: float} or null: the weights the balancing method gave the tasks — a
@@ -52,7 +53,7 @@ from .logs import DIAGNOSTICS_LOG
 __all__ = ["DEFAULT_EVERY", "DIAGNOSTICS_LOG", "Probe", "due", "pair_key"]
 
 #: steps between two samples by default (at least one sample per 50 steps)
-DEFAULT_EVERY = 25
+DEFAULT_EVERY = 50
 
 
 def due(every: int, step: int) -> bool:
@@ -82,13 +83,13 @@ class Probe:
         outputs: Mapping[str, MultiTaskOutput],
     ) -> None:
         trace = self.trace
-        entry: dict[str, Any] = {"losses": {t: _number(v.detach()) for t, v in losses.items()}}
+        entry: dict[str, Any] = {"losses": _finite({t: v.detach() for t, v in losses.items()})}
         entry.update(_conflict(trace.tasks, trace.gramian))
         weights = trace.weights
         entry["weights"] = (
             None
             if weights is None
-            else {t: _number(w) for t, w in zip(trace.tasks, weights.detach().cpu().tolist())}
+            else _finite(dict(zip(trace.tasks, weights.detach().cpu().tolist())))
         )
         gates = _gates(outputs)
         if gates:
@@ -100,10 +101,10 @@ class Probe:
         self.entry = entry
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, else None (JSON has no NaN)."""
-    x = float(value)
-    return x if math.isfinite(x) else None
+def _finite(values: Mapping[str, Any]) -> dict[str, float]:
+    """The finite values as floats; the others are left out (JSON has no NaN)."""
+    out = {k: float(v) for k, v in values.items()}
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def _conflict(tasks: list[str], gramian: torch.Tensor | None) -> dict[str, Any]:
@@ -114,19 +115,19 @@ def _conflict(tasks: list[str], gramian: torch.Tensor | None) -> dict[str, Any]:
     g = gramian.detach().to(device="cpu", dtype=torch.float64)
     g = 0.5 * (g + g.T)
     norms = g.diagonal().clamp(min=0).sqrt()
-    cosines: dict[str, float | None] = {}
+    cosines: dict[str, float] = {}
     negative = counted = 0
     for i in range(len(tasks)):
         for j in range(i + 1, len(tasks)):
             denom = float(norms[i] * norms[j])
             cos = float(g[i, j]) / denom if denom > 0 else math.nan
             cos = max(-1.0, min(1.0, cos)) if math.isfinite(cos) else math.nan
-            cosines[pair_key(tasks[i], tasks[j])] = _number(cos)
-            if math.isfinite(cos):
+            if math.isfinite(cos):  # a zero gradient has no direction: no cosine
+                cosines[pair_key(tasks[i], tasks[j])] = cos
                 counted += 1
                 negative += cos < 0
     return {
-        "grad_norms": {t: _number(n) for t, n in zip(tasks, norms.tolist())},
+        "grad_norms": _finite(dict(zip(tasks, norms.tolist()))),
         "cosines": dict(sorted(cosines.items())),
         "conflict_share": negative / counted if counted else None,
     }
