@@ -617,6 +617,80 @@ def export_cmd(
     )
 
 
+@app.command("affinity")
+def affinity_cmd(
+    config: Path = typer.Argument(..., help="YAML config of the joint model."),
+    out: Path = typer.Option(..., "--out", help="Run directory (gets affinity.json)."),
+    every: int = typer.Option(10, "--every", help="Steps between two affinity samples."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out."),
+    no_imports: bool = _no_imports_option(),
+) -> None:
+    """Train the joint model and record task affinity (Fifty et al. 2021): Z[i][j] =
+    1 - L_j(θ - η∇L_i) / L_j(θ) on the shared parameters, averaged over training."""
+    from .runs import train
+
+    def go() -> dict[str, Any]:
+        if every < 1:
+            raise ConfigError("--every", f"{every} is not ≥ 1", "give a number of steps")
+        cfg, raw = _read(config, set_)
+        result = train(
+            cfg, raw, config.resolve().parent, out, overwrite=overwrite, affinity_every=every
+        )
+        return dict(json.loads((result.run_dir / "affinity.json").read_text("utf-8")))
+
+    data = _guard(go, refuse_imports=no_imports)
+    tasks = data["tasks"]
+    width = max(len(t) for t in tasks)
+    typer.echo(
+        f"task affinity Z[row -> column] over {data['samples']} samples ({out}/affinity.json)"
+    )
+    typer.echo(" " * (width + 2) + "  ".join(f"{t:>8}" for t in tasks))
+    for t, row in zip(tasks, data["matrix"]):
+        cells = "  ".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in row)
+        typer.echo(f"{t:<{width}}  {cells}")
+
+
+@app.command("group")
+def group_cmd(
+    run_dir: Path = typer.Argument(..., help="A run of `polytask affinity` (its affinity.json)."),
+    groups: int = typer.Option(2, "--groups", help="How many networks to propose."),
+    partition: bool = typer.Option(
+        False, "--partition", help="Disjoint groups (default: a task may train in several)."
+    ),
+    top: int = typer.Option(3, "--top", help="How many proposals to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the proposals as JSON."),
+) -> None:
+    """Propose which tasks to train together from a run's task affinity (TAG, Fifty et al.
+    2021): G groups maximising each task's affinity from the others in its best group."""
+    from .analysis import propose_groups
+
+    def go() -> list[Any]:
+        path = run_dir / "affinity.json"
+        if not path.is_file():
+            raise ConfigError(
+                str(run_dir), "holds no affinity.json", "record it with polytask affinity CONFIG"
+            )
+        data = json.loads(path.read_text("utf-8"))
+        matrix = [[0.0 if v is None else v for v in row] for row in data["matrix"]]
+        try:
+            return propose_groups(matrix, data["tasks"], groups, partition=partition, top=top)
+        except ValueError as err:
+            raise ConfigError("--groups", str(err), "give a number of groups ≤ the tasks") from None
+
+    proposals = _guard(go)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [{"groups": p.groups, "serves": p.serves, "score": p.score} for p in proposals]
+            )
+        )
+        return
+    for rank, p in enumerate(proposals, 1):
+        shown = " | ".join("{" + ", ".join(g) + "}" for g in p.groups)
+        typer.echo(f"{rank}. score {p.score:.4f}: {shown}")
+
+
 def main() -> None:
     app()
 

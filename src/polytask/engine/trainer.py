@@ -34,6 +34,7 @@ from typing import Any, ContextManager, Iterator, Mapping, Sequence
 import torch
 
 from .. import balancing
+from ..analysis.affinity import AffinityRecorder
 from ..balancing.backward import resolve_level
 from ..balancing.base import Closure
 from ..data.base import Batch, Example
@@ -256,6 +257,9 @@ class Trainer:
         self.method.bind(list(self.tasks))
         self.config = config or TrainerConfig()
         self.sampler = sampler
+        #: task affinity, recorded every few steps when set (``polytask affinity``:
+        #: :class:`polytask.analysis.affinity.AffinityRecorder`)
+        self.affinity: AffinityRecorder | None = None
         cfg = self.config
         selection.validate_criterion(cfg.criterion, self.tasks, cfg.baselines)
         if cfg.accumulate < 1:
@@ -354,6 +358,13 @@ class Trainer:
                 f"loss is {v.item()} at epoch {epoch}, step {step} (numbered as in train_log.csv)",
                 "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
             )
+        if self.affinity is not None and self.affinity.due(step) and len(out.losses) > 1:
+
+            def lookahead() -> dict[str, torch.Tensor]:
+                with torch.no_grad(), replaying(rng), buffers_kept(self.model):
+                    return self.step_losses(batches).losses
+
+            self.affinity.record(out.losses, self.model.shared_parameters(), lookahead)
         if out.losses:
             balancing.backward(
                 out.losses,
@@ -548,6 +559,8 @@ class Trainer:
             batches = {s: b.to(self.device) for s, b in batches.items()}
             sampled = fit.run is not None and diagnostics.due(cfg.diagnostics_every, state.step + 1)
             probe = diagnostics.Probe() if sampled else None
+            if self.affinity is not None:  # the lookahead steps at this step's rate
+                self.affinity.lr = float(fit.optimizer.param_groups[0]["lr"])
             losses, closure = self.train_step(
                 batches, scale, epoch=state.epoch, step=state.step + 1, probe=probe
             )

@@ -55,12 +55,15 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 FORMAT = "polytask-run/1"
 CONFIG, RUN, VOCAB, RESULTS = "config.yaml", "run.json", "vocab.json", "results.json"
+#: the task-affinity matrix of a run trained by ``polytask affinity``
+AFFINITY = "affinity.json"
 #: the files of a run the manifest lists when they exist (paths relative to the run)
 LISTED = (
     CONFIG,
     RUN,
     VOCAB,
     RESULTS,
+    AFFINITY,
     f"best/{ckpt.TENSORS}",
     f"checkpoints/last/{ckpt.TENSORS}",
 )

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .. import __version__
+from ..analysis.affinity import AffinityRecorder
 from ..config.build import Experiment
 from ..config.errors import ConfigError
 from ..config.schema import Config
@@ -22,7 +23,7 @@ from ..engine.logs import write_json
 from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
-from .directory import ENCODER, config_text, open_run, write_manifest
+from .directory import AFFINITY, ENCODER, config_text, open_run, write_manifest
 
 log = logging.getLogger("polytask")
 
@@ -129,8 +130,12 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     experiment: Experiment | None = None,
+    affinity_every: int = 0,
 ) -> TrainResult:
     """Train the configured multi-task model into the run directory ``out``.
+
+    ``affinity_every`` > 0 also records the task affinity every that many steps
+    (:mod:`polytask.analysis.affinity`) into ``RUN/affinity.json``.
 
     Config, data, model, method and sampler are built before anything is written. A run
     already in ``out`` is continued with ``resume=True`` (from ``checkpoints/last``, after its
@@ -153,6 +158,8 @@ def train(
         )
     except OptionError as err:
         raise located(err) from None
+    if affinity_every:
+        trainer.affinity = AffinityRecorder(list(exp.tasks), affinity_every)
     with open_run(out, raw, labels, vocab, resume=resume, overwrite=overwrite) as target:
         run = target.directory
         if target.restarted:
@@ -212,6 +219,8 @@ def train(
             "parameters": count_parameters(model),
         }
         write_json(run / "results.json", result)
+        if trainer.affinity is not None:
+            write_json(run / AFFINITY, trainer.affinity.to_json())
         write_manifest(run, raw, labels, complete=True)
     return TrainResult(
         out,
