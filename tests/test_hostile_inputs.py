@@ -9,15 +9,13 @@ Every case that reads a finished run checks that its files are byte-identical af
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from tiny_reviews import CONFIG, ROWS, cli, one_error, write_project
 
-from polytask.cli import app
 from polytask.config import build
 from polytask.config.build import Experiment
 from polytask.config.errors import ConfigError
@@ -26,56 +24,12 @@ from polytask.data.readers import read_conll, read_jsonl
 from polytask.errors import OptionError
 from polytask.options import check_options
 
-ROWS = [
-    {"tokens": ["the", "screen", "is", "good"], "tags": ["O", "B-ASP", "O", "O"], "label": "pos"},
-    {"tokens": ["bad", "battery", "life"], "tags": ["O", "B-ASP", "I-ASP"], "label": "neg"},
-    {"tokens": ["fast", "and", "light"], "tags": ["O", "O", "O"], "label": "pos"},
-    {"tokens": ["the", "keyboard", "broke"], "tags": ["O", "B-ASP", "O"], "label": "neg"},
-] * 6
-CONFIG = {
-    "name": "hostile",
-    "seed": 1,
-    "tasks": {
-        "aspects": {"kind": "tagging", "labels": ["O", "B-ASP", "I-ASP"]},
-        "sentiment": {"kind": "classification"},
-    },
-    "data": {
-        "sources": {
-            "reviews": {
-                "format": "jsonl",
-                "train": "train.jsonl",
-                "tasks": {"aspects": "tags", "sentiment": "label"},
-            }
-        }
-    },
-    "model": {"encoder": {"type": "cnn", "embed_dim": 8, "channels": [8]}},
-    "trainer": {"epochs": 1, "batch_size": 8, "lr": 0.01, "threads": 1, "progress": False},
-}
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
 
 def _config(tmp: Path, rows: list[dict] = ROWS, **changes: object) -> Path:
-    _jsonl(tmp / "train.jsonl", rows)
-    cfg = {**CONFIG, **changes}
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
+    return write_project(tmp, rows, **{"seed": 1, **changes})
 
 
-def _cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _error(result, field: str) -> str:
-    """The one error line, checked to start with ``field``; returns the problem and fix."""
-    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
-    [line] = result.stderr.splitlines()
-    assert line.startswith(f"error: {field}: "), line
-    return line.removeprefix(f"error: {field}: ")
+_cli, _error = cli, one_error
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
@@ -144,7 +98,7 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     config.write_text(text.replace("seed: 1\n", "seed: 1\nseed: 2\n"), encoding="utf-8")
     problem = _error(_cli("train", config, "--out", tmp_path / "run"), f"{config}:3")
     assert "'seed' given twice (lines 2 and 3)" in problem
-    nested = text.replace("lr: 0.01\n", "lr: 0.01\n  lr: 0.1\n")
+    nested = text.replace("lr: 0.02\n", "lr: 0.02\n  lr: 0.1\n")
     config.write_text(nested, encoding="utf-8")
     line = len(nested[: nested.index("  lr: 0.1")].splitlines()) + 1
     assert "'lr' given twice" in _error(
@@ -268,7 +222,8 @@ def test_bad_predict_input_is_one_line_and_the_run_is_untouched(
 
 
 def test_predict_reads_a_bom_and_gzip_like_plain_text(finished, tmp_path):
-    plain = _jsonl(tmp_path / "in.jsonl", [{"text": "good screen"}, {"tokens": ["bad", "battery"]}])
+    plain = tmp_path / "in.jsonl"
+    plain.write_text('{"text": "good screen"}\n{"tokens": ["bad", "battery"]}\n', "utf-8")
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     packed = tmp_path / "in.jsonl.gz"

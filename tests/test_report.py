@@ -16,59 +16,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
+from tiny_reviews import ROWS, cli, write_project
 
-from polytask.cli import app
 from polytask.report import collect, write_report
 from polytask.report.figures import mean_cosines
 
-ROWS = [
-    {"tokens": ["the", "screen", "is", "good"], "tags": ["O", "B-ASP", "O", "O"], "label": "pos"},
-    {"tokens": ["bad", "battery", "life"], "tags": ["O", "B-ASP", "I-ASP"], "label": "neg"},
-    {"tokens": ["fast", "and", "light"], "tags": ["O", "O", "O"], "label": "pos"},
-    {"tokens": ["the", "keyboard", "broke"], "tags": ["O", "B-ASP", "O"], "label": "neg"},
-] * 8
-CONFIG = {
-    "name": "report",
-    "seed": 0,
-    "tasks": {
-        "aspects": {"kind": "tagging", "labels": ["O", "B-ASP", "I-ASP"]},
-        "sentiment": {"kind": "classification"},
-    },
-    "data": {
-        "sources": {
-            "reviews": {
-                "format": "jsonl",
-                "train": "train.jsonl",
-                "tasks": {"aspects": "tags", "sentiment": "label"},
-            }
-        }
-    },
-    "model": {"encoder": {"type": "cnn", "embed_dim": 8, "channels": [8]}},
-    "trainer": {
-        "epochs": 3,
-        "batch_size": 8,
-        "lr": 0.02,
-        "threads": 1,
-        "progress": False,
-        "log_every": 1,
-    },
-}
 PNG = b"\x89PNG\r\n\x1a\n"
 INSTALL = "apt-get install -y chromium chromium-driver"
 
 
-def _cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+_cli = cli
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory) -> Path:
     """A two-seed comparison written with --report."""
     tmp = tmp_path_factory.mktemp("report")
-    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), "utf-8")
-    (tmp / "config.yaml").write_text(yaml.safe_dump(CONFIG), "utf-8")
+    write_project(tmp, ROWS * 2, trainer={"epochs": 3, "log_every": 1})
     out = tmp / "cmp"
     result = _cli("compare", tmp / "config.yaml", "--seeds", 2, "--out", out, "--report")
     assert result.exit_code == 0, (result.stderr, result.exception)

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from typer.testing import CliRunner
+from tiny_reviews import cli, write_project
 
-from polytask.cli import app as cli
 from polytask.runs import load
 
 pytest.importorskip("fastapi")
@@ -25,37 +23,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from polytask.serve import Limits, create_app  # noqa: E402
 
-ROWS = [
-    {"tokens": ["the", "screen", "is", "good"], "tags": ["O", "B-ASP", "O", "O"], "label": "pos"},
-    {"tokens": ["bad", "battery", "life"], "tags": ["O", "B-ASP", "I-ASP"], "label": "neg"},
-] * 12
-CONFIG = {
-    "name": "serve",
-    "seed": 0,
-    "tasks": {
-        "aspects": {"kind": "tagging", "labels": ["O", "B-ASP", "I-ASP"]},
-        "sentiment": {"kind": "classification"},
-    },
-    "data": {
-        "sources": {
-            "reviews": {
-                "format": "jsonl",
-                "train": "train.jsonl",
-                "tasks": {"aspects": "tags", "sentiment": "label"},
-            }
-        }
-    },
-    "model": {"encoder": {"type": "cnn", "embed_dim": 8, "channels": [8]}},
-    "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.02, "threads": 1, "progress": False},
-}
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Any:
     tmp = tmp_path_factory.mktemp("serve")
-    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), "utf-8")
-    (tmp / "config.yaml").write_text(yaml.safe_dump(CONFIG), "utf-8")
-    result = CliRunner().invoke(cli, ["train", str(tmp / "config.yaml"), "--out", str(tmp / "run")])
+    result = cli("train", write_project(tmp, trainer={"epochs": 2}), "--out", tmp / "run")
     assert result.exit_code == 0, (result.stderr, result.exception)
     return load(tmp / "run", device="cpu")
 
@@ -170,11 +142,16 @@ def test_concurrent_requests_share_forward_passes(run):
     assert all(a.status_code == 200 for a in answers)
     stats = app.state.batcher.stats
     assert stats["inputs"] == 12 and stats["batches"] < 12  # shared passes
-    for i, a in enumerate(answers):
-        assert a.json()["predictions"] == json.loads(json.dumps(run.predict([f"good screen {i}"])))
+    for i, a in enumerate(answers):  # the same answers as one at a time (up to rounding:
+        [served] = a.json()["predictions"]  # a batch of 12 sums in another order)
+        [alone] = json.loads(json.dumps(run.predict([f"good screen {i}"])))
+        assert served["aspects"]["tags"] == alone["aspects"]["tags"]
+        assert served["sentiment"]["label"] == alone["sentiment"]["label"]
+        for label, p in alone["sentiment"]["probabilities"].items():
+            assert served["sentiment"]["probabilities"][label] == pytest.approx(p, abs=1e-5)
 
 
 def test_serve_of_a_missing_run_is_one_line(tmp_path: Path):
-    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nope")])
+    result = cli("serve", tmp_path / "nope")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
