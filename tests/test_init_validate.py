@@ -184,3 +184,13 @@ def test_version_names_polytask_and_torch():
     result = _cli("--version")
     assert result.exit_code == 0
     assert result.stdout.strip() == f"polytask {polytask.__version__} (torch {torch.__version__})"
+
+
+def test_python_m_polytask_is_the_command_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "polytask", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and result.stdout.startswith("polytask ")
