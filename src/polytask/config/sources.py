@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..data.base import Example
 from ..data.formats import FORMATS, Reader
@@ -20,6 +21,8 @@ class Splits:
     test: list[Example]
     #: what the format applied to raw text (:attr:`polytask.data.formats.Reader.tokenizer`)
     tokenizer: str | None = None
+    #: an unfitted TabularPreprocessor of the source's feature columns (format tabular)
+    preprocessor: Any = None
 
 
 def _path(spec: str, base_dir: Path, where: str) -> Path:
@@ -55,9 +58,11 @@ def _reader(src: SourceConfig, char_level: bool, where: str) -> Reader:
         ) from None
 
 
-def _read_file(reader: Reader, path: Path) -> list[Example]:
+def _read_file(reader: Reader, path: Path, where: str) -> list[Example]:
     try:
         return reader.read(path)
+    except OptionError as err:  # a column the file lacks: data.sources.NAME.options.numeric
+        raise ConfigError.from_option(err, where) from None
     except ValueError as err:
         raise ConfigError(str(path), str(err), "repair the file or the source's options") from None
     except EOFError as err:  # a truncated .gz
@@ -93,11 +98,17 @@ def load_source(
             raise ConfigError(
                 f"{where}.train", "required for file formats", "give the training file's path"
             )
-        train = _read_file(reader, _path(src.train, base_dir, f"{where}.train"))
+        train = _read_file(reader, _path(src.train, base_dir, f"{where}.train"), where)
         if src.limit:
             train = subsample(train, src.limit, seed=seed)
-        val = _read_file(reader, _path(src.val, base_dir, f"{where}.val")) if src.val else None
-        test = _read_file(reader, _path(src.test, base_dir, f"{where}.test")) if src.test else None
+        val = (
+            _read_file(reader, _path(src.val, base_dir, f"{where}.val"), where) if src.val else None
+        )
+        test = (
+            _read_file(reader, _path(src.test, base_dir, f"{where}.test"), where)
+            if src.test
+            else None
+        )
     test_fraction = src.test_fraction if src.test_fraction is not None else data.test_fraction
     val_fraction = src.val_fraction if src.val_fraction is not None else data.val_fraction
     if test is None:
@@ -108,4 +119,11 @@ def load_source(
         raise ConfigError(
             where, "no training examples left after splitting", "lower the fractions or add data"
         )
-    return Splits(train=list(train), val=list(val), test=list(test), tokenizer=reader.tokenizer)
+    make = getattr(reader, "preprocessor", None)
+    return Splits(
+        train=list(train),
+        val=list(val),
+        test=list(test),
+        tokenizer=reader.tokenizer,
+        preprocessor=make() if callable(make) else None,
+    )

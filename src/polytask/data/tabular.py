@@ -175,4 +175,103 @@ class TabularPreprocessor:
             "categories": {c: list(v) for c, v in self.categories.items()},
             "log1p": sorted(self.log1p),
             "min_count": self.min_count,
+            "missing": sorted(self.missing, key=lambda v: (v is not None, str(v))),
         }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TabularPreprocessor:
+        """The preprocessor :meth:`state` describes (a run's ``vocab.json["tabular"]``): it
+        transforms rows exactly as the fitted one did."""
+        prep = cls(
+            state["numeric"],
+            state["categorical"],
+            missing=state.get("missing", ("?", "", None)),
+            log1p=state.get("log1p", ()),
+            min_count=int(state.get("min_count", 1)),
+        )
+        prep.mean = {c: float(v) for c, v in state["mean"].items()}
+        prep.std = {c: float(v) for c, v in state["std"].items()}
+        for c in prep.categorical:
+            kept = [str(v) for v in state["categories"][c]]
+            prep.categories[c] = kept
+            prep._index[c] = {v: i + 1 for i, v in enumerate(kept)}
+        return prep
+
+
+def _missing_cell(value: Any, missing: set[Any]) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value in missing
+
+
+def _target_value(spec: Any, row: Mapping[str, Any], missing: set[Any]) -> Any:
+    """One task's raw label from a row: a column's cell (a string; ``None`` when missing),
+    a list of columns (numbers, ``None`` when missing: multilabel / multi-output), or
+    ``{column: C, positive: V or [V, ...]}`` (1 when the cell is one of them, else 0)."""
+    if isinstance(spec, Mapping):
+        cell = row[spec["column"]]
+        if _missing_cell(cell, missing):
+            return None
+        positive = spec["positive"]
+        values = positive if isinstance(positive, (list, tuple)) else [positive]
+        return int(str(cell).strip() in {str(v) for v in values})
+    if isinstance(spec, (list, tuple)):
+        out: list[float | None] = []
+        for c in spec:
+            cell = row[c]
+            out.append(None if _missing_cell(cell, missing) else float(cell))
+        return out
+    cell = row[spec]
+    return None if _missing_cell(cell, missing) else cell
+
+
+def _spec_columns(spec: Any) -> list[str]:
+    if isinstance(spec, Mapping):
+        return [str(spec.get("column"))]
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    return [spec]
+
+
+def read_table_rows(
+    path: Any,
+    *,
+    columns: Sequence[str] | None = None,
+    delimiter: str = ",",
+    comment: str | None = None,
+    encoding: str = "utf-8",
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """The column names and ``(line, {column: cell})`` rows of a CSV file (cells stripped;
+    ``columns`` names them when the file has no header row) or, with pyarrow installed, a
+    Parquet file."""
+    import csv
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(
+                str(p), "reading Parquet needs pyarrow", "pip install pyarrow, or give a CSV"
+            ) from None
+        table = pq.read_table(p).to_pylist()
+        header = list(columns) if columns else (list(table[0]) if table else [])
+        return header, [(i + 1, dict(r)) for i, r in enumerate(table)]
+    rows: list[tuple[int, dict[str, Any]]] = []
+    names: list[str] | None = list(columns) if columns else None
+    with open(p, encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, skipinitialspace=True)
+        for cells in reader:
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if comment is not None and cells[0].startswith(comment):
+                continue
+            cells = [c.strip() for c in cells]
+            if names is None:
+                names = cells
+                continue
+            if len(cells) != len(names):
+                raise ValueError(
+                    f"{p} line {reader.line_num}: {len(cells)} fields, expected {len(names)}"
+                )
+            rows.append((reader.line_num, dict(zip(names, cells))))
+    return names or [], rows

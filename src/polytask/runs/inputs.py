@@ -7,6 +7,9 @@ Formats, by suffix (a ``.gz`` suffix after it is read transparently):
 - ``.csv`` / ``.tsv``: a header row with the text column;
 - anything else: one input per non-blank line.
 
+A run trained on ``format: tabular`` reads rows instead (:func:`read_rows`): one JSON object
+of column -> value per line (``.jsonl``), or a ``.csv`` / ``.tsv`` file with a header row.
+
 A byte-order mark is dropped. A line that is not an object, a field of the wrong type
 (``{"tokens": "a string"}`` would be split into characters; ``{"text": null}`` would be
 predicted as the text ``"None"``), an empty input, a file with no inputs, bytes that are
@@ -20,11 +23,11 @@ import gzip
 import io
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..config.errors import ConfigError
 
-__all__ = ["read_inputs"]
+__all__ = ["read_inputs", "read_rows"]
 
 Input = str | list[str]
 
@@ -56,6 +59,51 @@ def read_inputs(path: Path, text_field: str = "text") -> list[Input]:
     if not items:
         raise ConfigError(str(path), "holds no inputs", "give at least one input")
     return items
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows (column -> value) of a ``.jsonl`` or ``.csv`` / ``.tsv`` file, for a run
+    trained on ``format: tabular``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "input file not found", "check the path")
+    kind = path.suffixes[-2] if path.suffix == ".gz" and len(path.suffixes) > 1 else path.suffix
+    try:
+        text = _read_text(path)
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as err:
+        raise ConfigError(str(path), f"cannot read it ({err})", "give UTF-8 text") from None
+    rows: list[dict[str, Any]] = []
+    if kind == ".jsonl":
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(
+                    f"{path}:{i}", f"not JSON ({err.msg})", "one object a line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise ConfigError(
+                    f"{path}:{i}", "not a JSON object", 'write {"column": value, ...} per line'
+                )
+            rows.append(obj)
+    elif kind in (".csv", ".tsv"):
+        delimiter = "\t" if kind == ".tsv" else ","
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = [
+            {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items() if k}
+            for r in reader
+        ]
+    else:
+        raise ConfigError(
+            str(path),
+            "a tabular run predicts rows",
+            "give a .jsonl file (an object column -> value a line) or a .csv with a header",
+        )
+    if not rows:
+        raise ConfigError(str(path), "holds no rows", "give at least one row")
+    return rows
 
 
 def _read_text(path: Path) -> str:

@@ -65,16 +65,36 @@ class LoadedRun:
         self.tokenizer = choose(self.tokenizers, self.cfg.data.tokenizer)
 
     def to_examples(
-        self, inputs: Iterable[str | Sequence[str] | Example], tokenizer: str | None = None
+        self,
+        inputs: Iterable[str | Sequence[str] | Mapping[str, Any] | Example],
+        tokenizer: str | None = None,
     ) -> list[Example]:
         """Examples of ``inputs``: raw text is split as the run's sources split it in
         training (or by ``tokenizer``, a name of :data:`~polytask.data.tokenizers.TOKENIZERS`);
-        token lists and examples are taken as they are."""
+        token lists and examples are taken as they are; a mapping column -> value is a raw
+        row of a ``format: tabular`` run, transformed by the run's fitted preprocessor."""
         name = tokenizer or self.tokenizer
+        prep = self.experiment.tabular
         out = []
-        for x in inputs:
+        for i, x in enumerate(inputs):
             if isinstance(x, Example):
                 out.append(x)
+            elif isinstance(x, Mapping):
+                if prep is None:
+                    raise ConfigError(
+                        f"input {i + 1}",
+                        "a mapping of columns, but the run was not trained on format tabular",
+                        "give text or token lists",
+                    )
+                absent = [c for c in prep.numeric + prep.categorical if c not in x]
+                if absent:
+                    raise ConfigError(
+                        f"input {i + 1}",
+                        f"the row has no column(s) {', '.join(absent)}",
+                        "give every feature column the run was trained with (a missing value "
+                        'as null or "?")',
+                    )
+                out.append(Example(inputs={"row": dict(x)}))
             elif isinstance(x, str):
                 if name is None:
                     used = ", ".join(f"{s}: {t}" for s, t in sorted(self.tokenizers.items()))
@@ -91,7 +111,7 @@ class LoadedRun:
 
     def predict(
         self,
-        inputs: Iterable[str | Sequence[str] | Example],
+        inputs: Iterable[str | Sequence[str] | Mapping[str, Any] | Example],
         batch_size: int = 64,
         tokenizer: str | None = None,
     ) -> list[dict[str, Any]]:
