@@ -141,3 +141,56 @@ def test_the_lookahead_restores_the_parameters_exactly():
             p.sub_(0.1 * g)
         expected = 1 - float(losses()["a"]) / float(current["a"])
     assert recorder.matrix()[0][0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_group_train_compares_the_grouping_with_all_in_one(measured, tmp_path):
+    out = tmp_path / "grouping"
+    result = _cli(
+        "group",
+        measured,
+        "--groups",
+        2,
+        "--train",
+        "--seeds",
+        2,
+        "--out",
+        out,
+        "--set",
+        "trainer.epochs=4",
+    )
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    data = json.loads((out / "grouping.json").read_text("utf-8"))
+    assert sorted(map(sorted, data["groups"])) == [sorted(TASKS[:3]), sorted(TASKS[3:])]
+    assert data["seeds"] == [0, 1] and len(data["delta_m_per_seed"]["grouped"]) == 2
+    # one bottleneck for both clusters cannot serve them: the grouping beats all-in-one
+    assert data["delta_m"]["grouped"] > data["delta_m"]["all_in_one"] + 5
+    assert (out / "all" / "compare.json").is_file() and (out / "group0" / "compare.json").is_file()
+    assert "Δm: grouped" in result.stdout
+
+
+def test_restrict_config_keeps_only_the_groups_tasks():
+    from polytask.runs.grouped import restrict_config
+
+    raw = {
+        "name": "x",
+        "tasks": {
+            "a": {"kind": "classification"},
+            "b": {"kind": "tagging"},
+            "c": {"kind": "regression"},
+        },
+        "data": {
+            "sources": {
+                "s1": {"format": "jsonl", "train": "1.jsonl", "tasks": {"a": "y", "b": "tags"}},
+                "s2": {"format": "jsonl", "train": "2.jsonl", "tasks": {"c": "z"}},
+            }
+        },
+        "model": {"encoder": {"type": "cnn"}, "taps": {"a": 2, "b": 1, "c": 2}},
+        "balancing": {"method": "fixed", "weights": {"a": 1.0, "b": 0.3, "c": 2.0}},
+        "trainer": {"criterion": "c", "baselines": {"c": 1.0}},
+    }
+    sub = restrict_config(raw, ["a", "b"])
+    assert list(sub["tasks"]) == ["a", "b"] and list(sub["data"]["sources"]) == ["s1"]
+    assert sub["model"]["taps"] == {"a": 2, "b": 1}
+    assert sub["balancing"]["weights"] == {"a": 1.0, "b": 0.3}
+    assert "criterion" not in sub["trainer"] and sub["trainer"]["baselines"] == {}
+    assert sub["name"] == "x-a+b" and raw["model"]["taps"]["c"] == 2  # the original is kept

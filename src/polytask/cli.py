@@ -666,6 +666,18 @@ def group_cmd(
     ),
     top: int = typer.Option(3, "--top", help="How many proposals to list."),
     as_json: bool = typer.Option(False, "--json", help="Print the proposals as JSON."),
+    train_it: bool = typer.Option(
+        False,
+        "--train",
+        help="Train the best proposal and compare it on test data with the all-in-one and "
+        "single-task models (Δm, paired CI over seeds).",
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds for --train."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where --train writes (default RUN_DIR/grouping)."
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override for --train."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse what an earlier --train left."),
 ) -> None:
     """Propose which tasks to train together from a run's task affinity (TAG, Fifty et al.
     2021): G groups maximising each task's affinity from the others in its best group."""
@@ -685,6 +697,9 @@ def group_cmd(
             raise ConfigError("--groups", str(err), "give a number of groups ≤ the tasks") from None
 
     proposals = _guard(go)
+    if train_it:
+        _train_grouping(run_dir, proposals[0], seeds, out or run_dir / "grouping", set_, resume)
+        return
     if as_json:
         typer.echo(
             json.dumps(
@@ -695,6 +710,35 @@ def group_cmd(
     for rank, p in enumerate(proposals, 1):
         shown = " | ".join("{" + ", ".join(g) + "}" for g in p.groups)
         typer.echo(f"{rank}. score {p.score:.4f}: {shown}")
+
+
+def _train_grouping(
+    run_dir: Path, proposal: Any, seeds: int, out: Path, overrides: list[str] | None, resume: bool
+) -> None:
+    from .config.load import apply_override
+    from .runs.directory import read_run
+    from .runs.grouped import train_grouping
+    from .runs.prediction import base_dir_of
+
+    def go() -> dict[str, Any]:
+        files = read_run(run_dir)
+        raw = dict(files.config)
+        for assignment in overrides or []:
+            apply_override(raw, assignment)
+        return train_grouping(
+            raw, base_dir_of(run_dir, files.meta), out, proposal, seeds, resume=resume
+        )
+
+    result = _guard(go)
+    typer.echo("groups: " + " | ".join("{" + ", ".join(g) + "}" for g in result["groups"]))
+    typer.echo("task | STL | all-in-one | grouped   (primary metric, mean over seeds)")
+    for t, v in result["per_task"].items():
+        typer.echo(f"{t} | {v['stl']:.4f} | {v['all']:.4f} | {v['grouped']:.4f}")
+    dm = result["delta_m"]
+    ci = result["grouped_minus_all_ci95"]
+    shown = f" (grouped − all-in-one, paired 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}])" if ci else ""
+    typer.echo(f"Δm: grouped {dm['grouped']:+.2f} %, all-in-one {dm['all_in_one']:+.2f} %{shown}")
+    typer.echo(f"written to {out / 'grouping.json'}")
 
 
 def main() -> None:

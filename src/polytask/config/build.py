@@ -110,6 +110,9 @@ class Experiment:
         #: the TabularPreprocessor of format-tabular rows: fitted on the training rows of the
         #: sources, or the run's (``vocab.json["tabular"]``)
         self.tabular = self._build_tabular(vocab)
+        #: the width of numeric feature inputs: the data's, or the run's (``vocab.json``), so
+        #: that a run of feature vectors is rebuilt without its data
+        self.features_dim = self._features_dim(vocab)
 
     # ------------------------------------------------------------------ tasks
     def _build_tasks(self, known: Mapping[str, list[str]]) -> dict[str, Task]:
@@ -363,6 +366,15 @@ class Experiment:
         path = enc.get("path", "minilm")
         return minilm_path() if path == "minilm" else str(path)
 
+    def _features_dim(self, saved: Mapping[str, Any] | None) -> int | None:
+        if self.input_kind != "features":
+            return None
+        first = next((ex for s in self.sources.values() for ex in s.train), None)
+        if first is not None and "features" in first.inputs:
+            return len(first.inputs["features"])
+        value = (saved or {}).get("features_dim")
+        return int(value) if value is not None else None
+
     def vocab_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tokens": self.vocab.to_json() if self.vocab else None,
@@ -370,6 +382,8 @@ class Experiment:
         }
         if self.tabular is not None:  # format tabular: the fitted preprocessor
             out["tabular"] = self.tabular.state()
+        if self.features_dim is not None:  # feature vectors: their width
+            out["features_dim"] = self.features_dim
         return out
 
     def labels_json(self) -> dict[str, list[str]]:
@@ -408,11 +422,8 @@ class Experiment:
             if self.char_vocab is not None:
                 opts.setdefault("char_vocab_size", len(self.char_vocab))
         elif self.input_kind == "features":
-            first = (
-                next(ex for s in self.sources.values() for ex in s.train) if self.sources else None
-            )
-            if first is not None:
-                opts.setdefault("input_dim", len(first.inputs["features"]))
+            if self.features_dim is not None:
+                opts.setdefault("input_dim", self.features_dim)
         elif self.input_kind == "subwords":
             opts["path"] = self._encoder_path(opts)
         elif self.input_kind == "tabular" and self.tabular is not None:

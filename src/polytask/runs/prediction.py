@@ -30,7 +30,7 @@ class LoadedRun:
         self.raw = files.config
         self.cfg = validate(self.raw)
         self.vocab = files.vocab
-        self.base_dir = _base_dir(self.run_dir, files.meta)
+        self.base_dir = base_dir_of(self.run_dir, files.meta)
         encoder = self.run_dir / ENCODER
         if encoder.is_dir():  # a transformer run carries its encoder's config and tokenizer
             options = {**self.cfg.model.encoder.model_dump(), "path": str(encoder.resolve())}
@@ -144,7 +144,7 @@ class LoadedRun:
         return evaluate(self.model, self.tasks, sources, self.collate, device=self.device)
 
 
-def _base_dir(run_dir: Path, meta: Mapping[str, Any]) -> Path:
+def base_dir_of(run_dir: Path, meta: Mapping[str, Any]) -> Path:
     """The config's folder when the run was trained: seen from the run when that folder is
     there (run and data moved together), else as recorded."""
     relative = meta.get("base_dir_from_run")
