@@ -25,7 +25,7 @@ format                 reader
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -242,6 +242,26 @@ def _names(value: Any, option: str) -> list[str]:
     return list(value)
 
 
+def _require_columns(
+    path: Path,
+    names: Sequence[str],
+    options: Mapping[str, Sequence[str]],
+    targets: Mapping[str, Any],
+) -> None:
+    """Raise :class:`OptionError` at the first option (``options.numeric`` ...) or task
+    (``tasks.TASK``) naming a column that ``path`` (columns ``names``) does not have."""
+    wanted = dict(options)
+    wanted.update({f"tasks.{t}": list(tabular._spec_columns(spec)) for t, spec in targets.items()})
+    known = set(names)
+    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    for field, columns in wanted.items():
+        for c in columns:
+            if c not in known:
+                raise OptionError(
+                    field, f"column {c!r} is not in {path.name}", f"use one of its columns: {shown}"
+                )
+
+
 class Tabular(Reader):
     """Rows of a CSV (or, with pyarrow, Parquet) file: ``numeric`` and ``categorical`` feature
     columns for the ``tabular`` encoder, several target columns.
@@ -339,25 +359,11 @@ class Tabular(Reader):
             comment=o.get("comment"),
             encoding=o.get("encoding", "utf-8"),
         )
-        known = set(names)
-        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        wanted: dict[str, list[str]] = {}
         for option in ("numeric", "categorical", "log1p", "id_column"):
             value = o.get(option)
-            for c in [value] if isinstance(value, str) else value or []:
-                if c not in known:
-                    raise OptionError(
-                        f"options.{option}",
-                        f"column {c!r} is not in {path.name}",
-                        f"use one of its columns: {shown}",
-                    )
-        for task, spec in self.targets.items():
-            for c in tabular._spec_columns(spec):
-                if c not in known:
-                    raise OptionError(
-                        f"tasks.{task}",
-                        f"column {c!r} is not in {path.name}",
-                        f"use one of its columns: {shown}",
-                    )
+            wanted[f"options.{option}"] = [value] if isinstance(value, str) else list(value or [])
+        _require_columns(path, names, wanted, self.targets)
         features = list(o.get("numeric", [])) + list(o.get("categorical", []))
         missing = set(o.get("missing", ("?", "")))
         id_column = o.get("id_column")
@@ -428,23 +434,12 @@ class Molecules(Reader):
 
         o = self.options
         names, rows = tabular.read_table_rows(path)
-        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-        for option in ("smiles", "id_column"):
-            c = o.get(option, "smiles" if option == "smiles" else None)
-            if c is not None and c not in names:
-                raise OptionError(
-                    f"options.{option}",
-                    f"column {c!r} is not in {path.name}",
-                    f"use one of its columns: {shown}",
-                )
-        for task, spec in self.targets.items():
-            for c in tabular._spec_columns(spec):
-                if c not in names:
-                    raise OptionError(
-                        f"tasks.{task}",
-                        f"column {c!r} is not in {path.name}",
-                        f"use one of its columns: {shown}",
-                    )
+        wanted = {
+            f"options.{option}": [c]
+            for option in ("smiles", "id_column")
+            if (c := o.get(option, "smiles" if option == "smiles" else None)) is not None
+        }
+        _require_columns(path, names, wanted, self.targets)
         column = o.get("smiles", "smiles")
         smiles = [r[column] for _, r in rows]
         counts = bool(o.get("counts", False))
