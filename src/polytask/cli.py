@@ -7,6 +7,7 @@ and exit with code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -121,14 +122,32 @@ def torch_version() -> str:
     return str(torch.__version__)
 
 
+#: the commands that run across torchrun's ranks (the others run in one process)
+_DISTRIBUTED_COMMANDS = {"train"}
+
+
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     _STATE["debug"] = debug
+    command = ctx.invoked_subcommand
+    if command and command not in _DISTRIBUTED_COMMANDS:
+        from .engine.distributed import world_size_from_env
+
+        if world_size_from_env() > 1:
+            _fail(
+                ConfigError(
+                    "torchrun",
+                    f"polytask {command} runs in one process, not across "
+                    f"{world_size_from_env()} ranks (only train does)",
+                    f"run polytask {command} without torchrun",
+                )
+            )
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]], title: str) -> None:
@@ -172,6 +191,8 @@ def train_cmd(
         return train(cfg, raw, config.resolve().parent, run, resume=resume, overwrite=overwrite)
 
     result = _guard(go, refuse_imports=no_imports)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for all
+        return
     if as_json:
         typer.echo(json.dumps(result.test))
     else:

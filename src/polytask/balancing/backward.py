@@ -29,7 +29,7 @@ What each parameter receives (``.grad`` accumulates, as with ``loss.backward()``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -38,6 +38,9 @@ from . import _autograd
 from ._gramian import combine, gramian
 from ._options import OptionError, require
 from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
+
+if TYPE_CHECKING:
+    from .distributed import Collective
 
 LEVELS = ("features", "params")
 
@@ -151,6 +154,8 @@ def backward(
     chunk_size: int | None = None,
     penalty: Tensor | None = None,
     trace: Trace | None = None,
+    collective: Collective | None = None,
+    params: Iterable[torch.nn.Parameter] | None = None,
 ) -> Tensor:
     """Fill ``.grad`` of every parameter the losses reach with the balanced update.
 
@@ -182,6 +187,14 @@ def backward(
             tie between towers, a representation-similarity term). It is not balanced:
             every parameter it reaches gets its plain gradient, added to the update.
         trace: a :class:`Trace` to fill (the update is the same with or without it).
+        collective: data-parallel training (:mod:`polytask.balancing.distributed`): the
+            ranks to balance across. ``losses`` are then this rank's *shares* (summing to
+            the global losses over the ranks; a zero tensor where its shard has no label of
+            a task, so that every rank passes the same tasks), and every rank's ``.grad``
+            gets the update one process computes on the global batch. With a collective
+            of one rank this is the ordinary path.
+        params: with ``collective``: every parameter whose gradient is summed over the
+            ranks (the model's ``parameters()``, the same order on every rank).
 
     Returns:
         The combined loss, detached: ``method.combine(losses)`` for a loss weighting,
@@ -198,10 +211,12 @@ def backward(
     shared_list = None if shared is None else list(shared)
     zs = _feature_list(features)
     disjoint = len(zs) > 1
+    ranks = collective is not None and collective.world_size > 1
     resolved = resolve_level(
         method,
         "params" if disjoint and level is None and shared_list else level,
-        has_features=bool(zs),
+        # across ranks a shard may give no batch (and no features) where others do
+        has_features=bool(zs) or (None if ranks else False),
         has_shared=None if shared_list is None else bool(shared_list),
     )
     if disjoint and resolved == "features":
@@ -215,6 +230,39 @@ def backward(
         )
     if penalty is not None and penalty.dim() != 0:
         raise ValueError(f"the penalty must be a scalar, got shape {tuple(penalty.shape)}")
+    if collective is not None and ranks:
+        if params is None:
+            raise OptionError(
+                "params",
+                "balancing across ranks needs every parameter whose gradient is summed",
+                "pass params=model.parameters() with collective=...",
+            )
+        if resolved is None and not isinstance(method, LossWeighting) and method.needs != "losses":
+            raise OptionError(
+                "level",
+                "across ranks the level must not depend on one rank's batch",
+                "pass level='features' or level='params' explicitly",
+            )
+        for t, v in named.items():
+            if v.dim() != 0:
+                raise ValueError(
+                    f"the loss of task {t!r} must be a scalar, got shape {tuple(v.shape)}"
+                )
+        from .distributed import distributed_backward
+
+        return distributed_backward(
+            named,
+            method=method,
+            level=resolved,
+            features=zs,
+            shared=shared_list or [],
+            params=list(params),
+            scale=scale,
+            chunk_size=chunk_size,
+            penalty=penalty,
+            trace=trace,
+            collective=collective,
+        )
     values = list(named.values())
     if trace is not None:
         trace.tasks, trace.level = list(named), resolved

@@ -153,15 +153,24 @@ class MultiTaskLoader:
         self._cache = (epoch, out)
         return [dict(step) for step in out]
 
-    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, Batch]]:
+    def iterate(
+        self,
+        epoch: int,
+        start_step: int = 0,
+        part: Callable[[list[int]], Sequence[int]] | None = None,
+    ) -> Iterator[dict[str, Batch]]:
         """The steps of ``epoch`` from ``start_step`` on, each as ``{source: collated
-        batch}`` (earlier steps are skipped without collating)."""
+        batch}`` (earlier steps are skipped without collating). ``part`` (data-parallel
+        training) picks this process's part of each source's indices; a source whose part
+        is empty is left out of the step."""
         if start_step < 0:
             raise ValueError(f"MultiTaskLoader.iterate: start_step must be >= 0, got {start_step}")
         for step in self.plan(epoch)[start_step:]:
+            parts = {src: list(part(idx)) if part else idx for src, idx in step.items()}
             yield {
                 src: self.collate([self.sources[src][i] for i in idx], src)
-                for src, idx in step.items()
+                for src, idx in parts.items()
+                if idx
             }
 
     def task_steps(

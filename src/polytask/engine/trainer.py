@@ -37,6 +37,7 @@ from .. import balancing
 from ..analysis.affinity import AffinityRecorder
 from ..balancing.backward import resolve_level
 from ..balancing.base import Closure
+from ..balancing.distributed import global_values
 from ..data.base import Batch, Example
 from ..data.loader import Collate, MultiTaskLoader
 from ..errors import OptionError, PolytaskError
@@ -46,6 +47,7 @@ from ..sharing.base import MultiTaskModel, MultiTaskOutput
 from ..tasks.base import Task
 from . import checkpoint as ckpt
 from . import diagnostics
+from .distributed import World, forward_rng
 from .logs import RunLogger
 from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
 from .progress import Progress
@@ -250,8 +252,11 @@ class Trainer:
         method: balancing.Balancer | None = None,
         config: TrainerConfig | None = None,
         sampler: Any = None,
+        world: World | None = None,
     ) -> None:
         self.model = model
+        #: the ranks of data-parallel training (:mod:`polytask.engine.distributed`), or None
+        self.world = world
         self.tasks = dict(tasks) if isinstance(tasks, Mapping) else {t.name: t for t in tasks}
         self.method = method or balancing.make("fixed")
         self.method.bind(list(self.tasks))
@@ -284,7 +289,11 @@ class Trainer:
             raise OptionError(
                 "precision", f"unknown precision {cfg.precision!r}", "use fp32, bf16 or fp16"
             )
-        self.device = resolve_device(cfg.device)
+        self.device = world.device if world is not None else resolve_device(cfg.device)
+        #: the sources of the loader being trained from (data-parallel steps count per source)
+        self._sources: list[str] = []
+        #: the level gradient methods work at (data-parallel: fixed for the whole run)
+        self._level: str | None = self.config.level
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> ContextManager[Any]:
@@ -335,6 +344,62 @@ class Trainer:
             outputs=outputs,
         )
 
+    def step_shares(self, batches: Mapping[str, Batch]) -> StepLosses:
+        """Data-parallel training: this rank's shares of the step's global losses (see
+        :mod:`polytask.engine.distributed`). A task's loss on source s is the mean over the
+        labelled items of all ranks: this rank's mean times its count over the all-reduced
+        count; a task labelled in several sources gets the mean over those sources; a task
+        no item of this rank labels gets a zero share (every rank passes the same tasks)."""
+        assert self.world is not None
+        names = list(self.tasks)
+        counts = torch.zeros((len(self._sources), len(names)), dtype=torch.float64)
+        counts = counts.to(self.device)
+        means: dict[tuple[int, int], torch.Tensor] = {}
+        outputs: dict[str, MultiTaskOutput] = {}
+        for i, source in enumerate(self._sources):
+            batch = batches.get(source)
+            if batch is None:
+                continue
+            losses, out = self.forward_losses(batch)
+            outputs[source] = out
+            for t, v in losses.items():
+                j = names.index(t)
+                means[i, j] = v
+                counts[i, j] = self.tasks[t].kind.loss_count(out.outputs[t], *batch.targets[t])
+        totals = self.world.collective.all_reduce(counts.clone())
+        cells: dict[str, list[tuple[int, int]]] = {}
+        for i, row in enumerate(totals.tolist()):  # the step's one host synchronisation
+            for j, n in enumerate(row):
+                if n > 0:
+                    cells.setdefault(names[j], []).append((i, j))
+        shares: dict[str, torch.Tensor] = {}
+        for t, where in cells.items():
+            parts = [
+                means[c] * (counts[c] / totals[c]).to(means[c].dtype) for c in where if c in means
+            ]
+            if parts:
+                shares[t] = torch.stack(parts).sum() / len(where)
+            else:
+                shares[t] = torch.zeros((), device=self.device)
+        penalties = [p for p in map(self.model.penalty, outputs.values()) if p is not None]
+        features = {s: o.shared_features for s, o in outputs.items()}
+        return StepLosses(
+            losses=shares,
+            features=_one_or_all(features) if outputs else None,
+            penalty=_mean(penalties) / self.world.size if penalties else None,
+            outputs=outputs,
+        )
+
+    def _step(self, batches: Mapping[str, Batch]) -> StepLosses:
+        return self.step_losses(batches) if self.world is None else self.step_shares(batches)
+
+    def _values(self, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The step's loss values, detached: summed over the ranks in data-parallel training."""
+        if self.world is None:
+            return {t: v.detach() for t, v in losses.items()}
+        totals = global_values(list(losses.values()), self.world.collective)
+        return dict(zip(losses, totals))
+
     def train_step(
         self,
         batches: Mapping[str, Batch],
@@ -348,17 +413,24 @@ class Trainer:
         ``.grad``); returns the detached losses and the step hook's closure, which
         re-evaluates them on the same batches at the current parameters. A ``probe`` gets
         the step's diagnostics (the update is the same with or without it)."""
-        rng = RngSnapshot.take(self.device)
-        out = self.step_losses(batches)
+        with forward_rng(self.world, self.config.seed, step, self.device):
+            rng = RngSnapshot.take(self.device)
+            out = self._step(batches)
+        values = self._values(out.losses)
         # one host synchronisation per step for every task together
-        if out.losses and not bool(torch.isfinite(torch.stack(list(out.losses.values()))).all()):
-            t, v = next((t, v) for t, v in out.losses.items() if not torch.isfinite(v))
+        if values and not bool(torch.isfinite(torch.stack(list(values.values()))).all()):
+            t, v = next((t, v) for t, v in values.items() if not torch.isfinite(v))
             raise TrainingError(
                 f"task {t!r}",
                 f"loss is {v.item()} at epoch {epoch}, step {step} (numbered as in train_log.csv)",
                 "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
             )
-        if self.affinity is not None and self.affinity.due(step) and len(out.losses) > 1:
+        if (
+            self.world is None
+            and self.affinity is not None
+            and self.affinity.due(step)
+            and len(out.losses) > 1
+        ):
 
             def lookahead() -> dict[str, torch.Tensor]:
                 with torch.no_grad(), replaying(rng), buffers_kept(self.model):
@@ -371,19 +443,21 @@ class Trainer:
                 method=self.method,
                 features=out.features,
                 shared=self.model.shared_parameters(),
-                level=self.config.level,
+                level=self._level,
                 scale=scale,
                 penalty=out.penalty,
                 trace=None if probe is None else probe.trace,
+                collective=None if self.world is None else self.world.collective,
+                params=None if self.world is None else list(self.model.parameters()),
             )
         if probe is not None:
-            probe.observe(self.model, out.losses, out.outputs)
+            probe.observe(self.model, values, out.outputs)
 
         def closure() -> dict[str, torch.Tensor]:
             with torch.no_grad(), replaying(rng), buffers_kept(self.model):
-                return {t: v.detach() for t, v in self.step_losses(batches).losses.items()}
+                return self._values(self._step(batches).losses)
 
-        return {t: v.detach() for t, v in out.losses.items()}, closure
+        return values, closure
 
     # ---------------------------------------------------------------------- fit
     def fit(
@@ -420,6 +494,8 @@ class Trainer:
         try:
             while not state.done and state.epoch < self.config.epochs and state.step < fit.total:
                 self._train_epoch(fit)
+                if self.world is not None:
+                    self.world.check_in_sync(self.model, f"after epoch {state.epoch}")
                 self.method.on_epoch_end()
                 self._select(fit, self._evaluate(val, collate))
                 self._save_last(fit)
@@ -470,7 +546,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
         self.method.to(self.device)  # its learned scalars (uw, imtl_l) beside the model
+        world = self.world
+        if world is not None:  # every rank starts from rank 0's weights
+            world.broadcast_tensors(
+                [*self.model.parameters(), *self.model.buffers(), *self.method.parameters()]
+            )
         loader = self.make_loader(train, collate)
+        self._sources = list(loader.sources)
+        self._level = self._run_level(loader)
         total = planned_steps(cfg, loader.steps_per_epoch)
         per = loader.steps_per_epoch
         # gradients accumulate over `accumulate` steps and never across an epoch boundary
@@ -482,7 +565,8 @@ class Trainer:
         )
         optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
         schedule = Schedule(optimizer, updates, cfg.warmup_steps, cfg.scheduler)
-        logger = RunLogger(run, list(self.tasks))
+        writer = world is None or world.is_main
+        logger = RunLogger(run if writer else None, list(self.tasks))
         state = TrainState.start(list(self.tasks), cfg.patience)
         restored = False
         scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
@@ -494,7 +578,10 @@ class Trainer:
                     "give run_dir (the directory the run was saved in)",
                 )
             last = run / "checkpoints" / "last"
-            ckpt.recover(last)
+            if writer:
+                ckpt.recover(last)
+            if world is not None:  # the others read what rank 0 recovered
+                world.barrier()
             if last.exists():
                 state = self._restore(last, optimizer, schedule, scaler)
                 logger.truncate(state.step, state.epoch)
@@ -509,14 +596,29 @@ class Trainer:
             schedule,
             scaler,
             logger,
-            Progress(cfg.progress, total, state.step),
+            Progress(cfg.progress and writer, total, state.step),
             state,
             self.model.shared_parameters(),
         )
         fit.started = time.perf_counter() - state.seconds
-        if not resume or state.step == 0:
+        if (not resume or state.step == 0) and writer:
             self._warn_if_inert(train, loader)
         return fit
+
+    def _run_level(self, loader: MultiTaskLoader) -> str | None:
+        """The level of the run's gradient method. One process decides per step (from the
+        feature tensors the step gives); data-parallel ranks must agree whatever their
+        shards hold, so it is fixed from the plan: the shared parameters where steps draw
+        several sources, else the features where the model gives them."""
+        cfg = self.config
+        if self.world is None or cfg.level is not None:
+            return cfg.level
+        if isinstance(self.method, balancing.LossWeighting) or self.method.needs == "losses":
+            return None
+        if loader.shares is not None and len(loader.sources) > 1:
+            return "params"
+        has = bool(getattr(self.model, "provides_shared_features", False))
+        return resolve_level(self.method, None, has_features=has, has_shared=True) or "params"
 
     def _balances(self) -> bool:
         """Whether the method has tasks to balance against each other (not a single-task
@@ -546,7 +648,8 @@ class Trainer:
         cfg, state = self.config, fit.state
         length = fit.epoch_length(state.epoch)
         fit.optimizer.zero_grad(set_to_none=True)
-        for batches in fit.loader.iterate(state.epoch, start_step=state.step_in_epoch):
+        part = None if self.world is None else self.world.shard
+        for batches in fit.loader.iterate(state.epoch, start_step=state.step_in_epoch, part=part):
             if state.step >= fit.total:
                 break
             i = state.step_in_epoch
@@ -595,6 +698,7 @@ class Trainer:
     def _evaluate(
         self, val: Mapping[str, Sequence[Example]], collate: Collate
     ) -> dict[str, dict[str, float]]:
+        world = self.world
         return evaluate(
             self.model,
             self.tasks,
@@ -602,6 +706,8 @@ class Trainer:
             collate,
             batch_size=self.config.eval_batch_size,
             device=self.device,
+            part=None if world is None else world.shard,
+            gather=None if world is None else world.gather,
         )
 
     def _select(self, fit: _Fit, metrics: dict[str, dict[str, float]]) -> None:
@@ -614,7 +720,7 @@ class Trainer:
         fit.progress.epoch(epoch, state.step, score, primary_scores(metrics, self.tasks), improved)
         if not improved:
             return
-        if fit.run is not None:
+        if fit.run is not None and (self.world is None or self.world.is_main):
             ckpt.save_checkpoint(
                 fit.run / "best", model=self.model, state={"epoch": epoch, "score": score}
             )
@@ -625,7 +731,7 @@ class Trainer:
         """``checkpoints/last``: the train state, weights, optimiser, RNG, schedule and the
         method's state."""
         fit.checkpoint_due = False
-        if fit.run is None:
+        if fit.run is None or (self.world is not None and not self.world.is_main):
             return
         fit.state.seconds = time.perf_counter() - fit.started
         balancer, tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")
@@ -694,11 +800,11 @@ class Trainer:
         return TrainState.from_json(saved, self.config.patience)
 
     def _load_best(self, fit: _Fit) -> None:
-        if fit.run is not None and (fit.run / "best").exists():
+        if fit.best_weights is not None:  # without a run directory, and ranks other than 0
+            self.model.load_state_dict(fit.best_weights)
+        elif fit.run is not None and (fit.run / "best").exists():
             tensors, _ = ckpt.load_checkpoint(fit.run / "best")
             ckpt.restore_model(self.model, tensors, where=str(fit.run / "best"))
-        elif fit.best_weights is not None:
-            self.model.load_state_dict(fit.best_weights)
 
 
 def _one_or_all(

@@ -145,12 +145,18 @@ def evaluate(
     *,
     batch_size: int = 128,
     device: torch.device | str | None = None,
+    part: Callable[[Sequence[Example]], Sequence[Example]] | None = None,
+    gather: Callable[[list[Any]], list[Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics ``{task: {metric: value}}`` over every example that labels the task (the
     batches go to ``device``, default where the model is).
 
     Examples of all sources that label a task are pooled; unlabelled ones are skipped
     by the task's metrics (their target is ``None``).
+
+    Across processes (data-parallel training), ``part`` picks this process's contiguous
+    part of each source's examples and ``gather`` concatenates every process's list in
+    order: the metrics are those of one process predicting every example.
     """
     preds: dict[str, list[Any]] = {t: [] for t in tasks}
     golds: dict[str, list[Any]] = {t: [] for t in tasks}
@@ -158,16 +164,20 @@ def evaluate(
         names = labelled_tasks(examples, tasks)
         if not names:
             continue
+        mine = part(examples) if part is not None else examples
         p = predict(
             model,
             tasks,
-            examples,
+            mine,
             collate,
             task_names=names,
             batch_size=batch_size,
             device=device,
             source=source,
         )
+        if gather is not None:
+            parts = gather([p])
+            p = {t: [x for q in parts for x in q[t]] for t in names}
         for t in names:
             preds[t].extend(p[t])
             golds[t].extend(ex.targets.get(t) for ex in examples)

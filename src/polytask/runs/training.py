@@ -19,6 +19,7 @@ from ..config.errors import ConfigError
 from ..config.schema import Config
 from ..data.collate import Collator
 from ..engine import checkpoint as ckpt
+from ..engine.distributed import World, init_world
 from ..engine.logs import write_json
 from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import OptionError
@@ -145,6 +146,24 @@ def train(
     :mod:`polytask.runs.directory`.
     """
     exp = experiment or Experiment(cfg, base_dir)
+    world = init_world(cfg.trainer.device)
+    try:
+        return _train(exp, raw, base_dir, out, resume, overwrite, affinity_every, world)
+    finally:
+        if world is not None:
+            world.close()
+
+
+def _train(
+    exp: Experiment,
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    affinity_every: int,
+    world: World | None,
+) -> TrainResult:
     labels, vocab = exp.labels_json(), exp.vocab_json()
     model = exp.build_model()
     collate = exp.collator()
@@ -155,73 +174,147 @@ def train(
             exp.build_method(),
             exp.trainer_config(),
             sampler=exp.build_sampler(exp.train_sources()),
+            world=world,
         )
     except OptionError as err:
         raise located(err) from None
     if affinity_every:
+        if world is not None:
+            raise OptionError(
+                "affinity",
+                "task affinity is recorded in one process, not across torchrun's ranks",
+                "run polytask affinity without torchrun",
+            )
         trainer.affinity = AffinityRecorder(list(exp.tasks), affinity_every)
-    with open_run(out, raw, labels, vocab, resume=resume, overwrite=overwrite) as target:
-        run = target.directory
-        if target.restarted:
-            log.warning(
-                "%s stopped before its first checkpoint; --resume starts it again from step 0",
-                run,
-            )
-        if target.fresh:
-            ckpt.atomic_write_text(run / "config.yaml", config_text(raw))
-            copy_encoder_files(exp, run)
-            write_json(
-                run / "run.json",
-                {
-                    "seed": cfg.seed,
-                    "base_dir": str(base_dir.resolve()),
-                    # the config's folder seen from the run: data paths resolve against it
-                    # when run and data move together (else against base_dir)
-                    "base_dir_from_run": os.path.relpath(base_dir.resolve(), out.resolve()),
-                    "versions": versions(),
-                    "labels": labels,
-                    # how each source split raw text: predict splits it the same way
-                    "tokenizers": {name: s.tokenizer for name, s in exp.sources.items()},
-                },
-            )
-            write_json(run / "vocab.json", vocab)
-            write_manifest(run, raw, labels, complete=False)
-        _warn_truncation(exp, collate)
-        try:
-            report = trainer.fit(
-                exp.train_sources(),
-                exp.train_sources(split="val"),
-                collate,
-                run_dir=run,
-                resume=target.resume,
-            )
-        except OptionError as err:
-            raise located(err) from None
-        test = evaluate(
-            model,
-            exp.tasks,
-            exp.train_sources(split="test"),
-            exp.collator(whole=True),  # as `polytask eval` reads them: whole inputs
-            batch_size=cfg.trainer.eval_batch_size,
-            device=trainer.device,
+    if world is not None and not world.is_main:
+        return _follow(exp, trainer, out, world)
+    announced = False
+    try:
+        with open_run(out, raw, labels, vocab, resume=resume, overwrite=overwrite) as target:
+            if world is not None:  # where the other ranks read a checkpoint from
+                world.broadcast({"directory": str(target.directory), "resume": target.resume})
+                announced = True
+            result = _train_in(exp, raw, base_dir, out, trainer, collate, target, world)
+    except BaseException as err:
+        if world is not None and not announced:  # the others wait for the run directory
+            world.broadcast({"error": f"{type(err).__name__}: {err}"})
+        raise
+    return result
+
+
+def _follow(exp: Experiment, trainer: Trainer, out: Path, world: World) -> TrainResult:
+    """A rank other than 0: trains beside rank 0, in the run directory rank 0 opened (read
+    for resuming only), and takes its part of the test evaluation; writes nothing."""
+    told = world.broadcast(None)
+    if "error" in told:
+        raise OptionError(
+            "rank 0", f"stopped before training: {told['error']}", "see rank 0's message"
         )
-        result = {
-            "val": report.best_metrics,
-            "test": test,
-            "best_epoch": report.best_epoch,
-            "score": report.best_score,
-            "steps": report.steps,
-            "task_steps": report.task_steps,
-            "multi_task_steps": report.multi_task_steps,
-            "multi_task_share": report.multi_task_share,
-            "skipped_steps": report.skipped_steps,  # fp16 overflows (see trainer.precision)
-            "seconds": report.seconds,
-            "parameters": count_parameters(model),
-        }
-        write_json(run / "results.json", result)
-        if trainer.affinity is not None:
-            write_json(run / AFFINITY, trainer.affinity.to_json())
-        write_manifest(run, raw, labels, complete=True)
+    report = trainer.fit(
+        exp.train_sources(),
+        exp.train_sources(split="val"),
+        exp.collator(),
+        run_dir=Path(told["directory"]),
+        resume=bool(told["resume"]),
+    )
+    test = _test_metrics(exp, trainer)
+    return TrainResult(
+        out,
+        report.best_metrics,
+        test,
+        report.seconds,
+        report.task_steps,
+        count_parameters(trainer.model),
+        report.best_score,
+    )
+
+
+def _test_metrics(exp: Experiment, trainer: Trainer) -> dict[str, dict[str, float]]:
+    """Test metrics of the trained model, on whole inputs as `polytask eval` reads them
+    (each rank predicts its part when training ran across ranks)."""
+    world = trainer.world
+    return evaluate(
+        trainer.model,
+        exp.tasks,
+        exp.train_sources(split="test"),
+        exp.collator(whole=True),
+        batch_size=exp.cfg.trainer.eval_batch_size,
+        device=trainer.device,
+        part=None if world is None else world.shard,
+        gather=None if world is None else world.gather,
+    )
+
+
+def _train_in(
+    exp: Experiment,
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    out: Path,
+    trainer: Trainer,
+    collate: Collator,
+    target: Any,
+    world: World | None,
+) -> TrainResult:
+    """Training and the results, inside the run directory ``target`` (rank 0 or the one
+    process)."""
+    cfg = exp.cfg
+    model = trainer.model
+    labels, vocab = exp.labels_json(), exp.vocab_json()
+    run = target.directory
+    if target.restarted:
+        log.warning(
+            "%s stopped before its first checkpoint; --resume starts it again from step 0",
+            run,
+        )
+    if target.fresh:
+        ckpt.atomic_write_text(run / "config.yaml", config_text(raw))
+        copy_encoder_files(exp, run)
+        write_json(
+            run / "run.json",
+            {
+                "seed": cfg.seed,
+                "base_dir": str(base_dir.resolve()),
+                # the config's folder seen from the run: data paths resolve against it
+                # when run and data move together (else against base_dir)
+                "base_dir_from_run": os.path.relpath(base_dir.resolve(), out.resolve()),
+                "versions": versions(),
+                "labels": labels,
+                # how each source split raw text: predict splits it the same way
+                "tokenizers": {name: s.tokenizer for name, s in exp.sources.items()},
+            },
+        )
+        write_json(run / "vocab.json", vocab)
+        write_manifest(run, raw, labels, complete=False)
+    _warn_truncation(exp, collate)
+    try:
+        report = trainer.fit(
+            exp.train_sources(),
+            exp.train_sources(split="val"),
+            collate,
+            run_dir=run,
+            resume=target.resume,
+        )
+    except OptionError as err:
+        raise located(err) from None
+    test = _test_metrics(exp, trainer)
+    result = {
+        "val": report.best_metrics,
+        "test": test,
+        "best_epoch": report.best_epoch,
+        "score": report.best_score,
+        "steps": report.steps,
+        "task_steps": report.task_steps,
+        "multi_task_steps": report.multi_task_steps,
+        "multi_task_share": report.multi_task_share,
+        "skipped_steps": report.skipped_steps,  # fp16 overflows (see trainer.precision)
+        "seconds": report.seconds,
+        "parameters": count_parameters(model),
+        "ranks": 1 if world is None else world.size,
+    }
+    write_json(run / "results.json", result)
+    if trainer.affinity is not None:
+        write_json(run / AFFINITY, trainer.affinity.to_json())
+    write_manifest(run, raw, labels, complete=True)
     return TrainResult(
         out,
         report.best_metrics,

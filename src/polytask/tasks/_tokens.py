@@ -53,6 +53,15 @@ def token_loss(
     return F.cross_entropy(emissions[mask], target[mask])
 
 
+def token_loss_count(output: Tensor | TagScores, mask: Tensor) -> Tensor:
+    """What :func:`token_loss` averages over: labelled tokens (softmax), or sequences with
+    a labelled token (CRF)."""
+    mask = torch.as_tensor(mask).bool()
+    if isinstance(output, TagScores):
+        return mask.any(dim=1).sum()
+    return mask.sum()
+
+
 def full_mask(emissions: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)

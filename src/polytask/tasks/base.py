@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor
 
 from polytask.errors import OptionError
@@ -72,6 +73,13 @@ class TaskKind(ABC):
     @abstractmethod
     def loss(self, output: Any, target: Tensor, mask: Tensor) -> Tensor:
         """Scalar loss averaged over labelled entries (``mask``); requires ``mask.any()``."""
+
+    def loss_count(self, output: Any, target: Tensor, mask: Tensor) -> Tensor:
+        """The number of items :meth:`loss` averages over (a 0-d tensor): the labelled
+        entries of ``mask`` by default. Data-parallel training weights each rank's loss by
+        it, so that the ranks' losses sum to the mean over the global batch; a kind whose
+        loss averages over other units (a CRF: sequences) overrides it."""
+        return torch.as_tensor(mask).bool().sum()
 
     @abstractmethod
     def decode(self, output: Any, mask: Tensor | None = None) -> list[Any]:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from polytask.errors import OptionError
 from polytask.tasks._common import check_labels, nan
-from polytask.tasks._tokens import token_decode, token_loss
+from polytask.tasks._tokens import token_decode, token_loss, token_loss_count
 from polytask.tasks.base import TagScores, TaskKind
 from polytask.tasks.schemes import OUTSIDE, normalize_scheme, parse_tag, spans
 
@@ -100,6 +100,9 @@ class Tagging(TaskKind):
 
     def loss(self, output: Tensor | TagScores, target: Tensor, mask: Tensor) -> Tensor:
         return token_loss(output, target, mask, self.crf, self.output_size, "Tagging")
+
+    def loss_count(self, output: Tensor | TagScores, target: Tensor, mask: Tensor) -> Tensor:
+        return token_loss_count(output, mask)
 
     def decode(self, output: Tensor | TagScores, mask: Tensor | None = None) -> list[list[int]]:
         """Tag indices of the tokens under ``mask`` (all tokens if ``None``): argmax or Viterbi."""

@@ -18,7 +18,13 @@ from sklearn.metrics import f1_score
 from torch import Tensor
 
 from polytask.tasks._common import check_labels, nan
-from polytask.tasks._tokens import emissions_of, full_mask, token_decode, token_loss
+from polytask.tasks._tokens import (
+    emissions_of,
+    full_mask,
+    token_decode,
+    token_loss,
+    token_loss_count,
+)
 from polytask.tasks.base import TagScores, TaskKind
 from polytask.tasks.linear_chain import crf_log_partition
 
@@ -124,6 +130,9 @@ class TokenClassification(TaskKind):
 
     def loss(self, output: Tensor | TagScores, target: Tensor, mask: Tensor) -> Tensor:
         return token_loss(output, target, mask, self.crf, self.output_size, "TokenClassification")
+
+    def loss_count(self, output: Tensor | TagScores, target: Tensor, mask: Tensor) -> Tensor:
+        return token_loss_count(output, mask)
 
     def decode(self, output: Tensor | TagScores, mask: Tensor | None = None) -> list[list[Any]]:
         """Per sequence, the label index of each token under ``mask`` (argmax or Viterbi), or
