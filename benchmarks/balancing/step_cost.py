@@ -39,6 +39,10 @@ gradients of this model, polytask ``weights(G)`` vs torchjd's cvxpy/ECOS solve.
     benchmarks/.venv-peers/bin/python benchmarks/balancing/step_cost.py [--rounds 20]
         [--steps 3] [--threads 2] [--K 2 10 40] [--methods upgrad mgda ...]
         [--libs polytask torchjd libmtl]
+        [--device cuda --input 1024 --width 2048 --depth 4 --batch 512 --no-memory --no-nash]
+
+(``--device``/``--input``/``--width``/``--depth``/``--batch``: the GPU check's table,
+benchmarks/gpu/check.sh; on CUDA each timed step ends with a synchronisation.)
 """
 
 from __future__ import annotations
@@ -85,6 +89,16 @@ from polytask.balancing.base import LossWeighting  # noqa: E402
 
 IN_DIM, WIDTH, DEPTH, BATCH, LR = 256, 512, 3, 128, 1e-3
 LEVELS = ("features", "params")
+#: where models and batches live (``--device``; the CPU unless told); ``--input``, ``--width``,
+#: ``--depth`` and ``--batch`` replace the model's sizes above (the GPU check's table:
+#: 1024 -> 4 x 2048, batch 512)
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 # --------------------------------------------------------------------------- model
@@ -97,6 +111,10 @@ def build_model(k: int, seed: int = 0) -> tuple[nn.Sequential, dict[str, nn.Line
         width = WIDTH
     trunk = nn.Sequential(*layers)
     heads = {f"t{i}": nn.Linear(WIDTH, 1) for i in range(k)}
+    if DEVICE.type != "cpu":
+        trunk.to(DEVICE)
+        for h in heads.values():
+            h.to(DEVICE)
     return trunk, heads
 
 
@@ -107,7 +125,7 @@ def make_batches(k: int, n: int = 4, seed: int = 1) -> list[tuple[torch.Tensor, 
     for _ in range(n):
         x = torch.randn(BATCH, IN_DIM, generator=g)
         y = torch.tanh(x @ w) + 0.1 * torch.randn(BATCH, k, generator=g)
-        out.append((x, y))
+        out.append((x.to(DEVICE), y.to(DEVICE)))
     return out
 
 
@@ -164,6 +182,8 @@ def polytask_runner(name: str, level: str, k: int, base: tuple, batches: list) -
     trunk, heads = copy.deepcopy(base)
     method, note = methods.build(POLYTASK_SPECS, name)
     method.bind(list(heads))
+    if DEVICE.type != "cpu":
+        method.to(DEVICE)
     params = list(trunk.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt = torch.optim.SGD(params + list(method.parameters()), lr=LR)
     shared = list(trunk.parameters())
@@ -349,6 +369,7 @@ def _block(step: Callable[[], None], n: int) -> float:
     for _ in range(n):
         t0 = time.perf_counter()
         step()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -434,6 +455,8 @@ def measure_memory(args: argparse.Namespace) -> dict[str, float | str]:
         *map(str, args.K),
         "--libs",
         *args.libs,
+        *("--input", str(args.input), "--width", str(args.width)),
+        *("--depth", str(args.depth), "--batch", str(args.batch)),
     ] + (["--no-discover"] if args.no_discover else [])
     if args.methods:
         cmd += ["--methods", *args.methods]
@@ -571,8 +594,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    gpu = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None
     return {
         "cpu": cpu,
+        "device": str(DEVICE),
+        "gpu": gpu,
+        "cuda": torch.version.cuda if gpu else None,
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -618,6 +645,7 @@ def print_table(results: list[Result]) -> None:
 
 
 def main() -> None:
+    global DEVICE, IN_DIM, WIDTH, DEPTH, BATCH
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -660,8 +688,17 @@ def main() -> None:
         help="re-measure: replace the configurations measured now in the existing --out file "
         "(and its Nash-MTL solve unless --no-nash), keep the others",
     )
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--input", type=int, default=IN_DIM, help="input width of the trunk")
+    ap.add_argument("--width", type=int, default=WIDTH, help="width of each trunk layer")
+    ap.add_argument("--depth", type=int, default=DEPTH, help="trunk layers (Linear + ReLU)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="examples per step")
     ap.add_argument("--phase", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    DEVICE = torch.device(args.device)
+    IN_DIM, WIDTH, DEPTH, BATCH = args.input, args.width, args.depth, args.batch
+    if DEVICE.type != "cpu" and not args.no_memory:
+        ap.error("--no-memory is needed off the CPU (peak memory is read from /proc)")
     if args.phase == "memory":
         memory_phase(args)
         return
