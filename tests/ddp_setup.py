@@ -33,15 +33,31 @@ TASKS = {
     "cls": Task("cls", Classification(["a", "b"])),
 }
 
-#: the methods of the issue's criterion, each at the levels it supports
-CASES: list[dict[str, Any]] = [
-    *({"method": m, "level": None, "sampler": "joint"} for m in ("fixed", "uw", "famo")),
-    *(
-        {"method": m, "level": lv, "sampler": s}
-        for m in ("pcgrad", "mgda", "cagrad", "upgrad", "nash_mtl")
-        for lv, s in (("features", "proportional"), ("params", "joint"))
-    ),
-]
+
+def _cases() -> list[dict[str, Any]]:
+    """Every method at every level it supports (features: one source per step; params:
+    joint steps over both sources), and gradient accumulation for two of them."""
+    from polytask.balancing.base import LossWeighting
+
+    cases: list[dict[str, Any]] = []
+    for name in balancing.available():
+        method = balancing.make(name)
+        if isinstance(method, LossWeighting) or method.needs == "losses":
+            cases.append({"method": name, "level": None, "sampler": "joint"})
+            continue
+        for level, sampler in (("features", "proportional"), ("params", "joint")):
+            if level in getattr(method, "levels", ("features", "params")):
+                cases.append({"method": name, "level": level, "sampler": sampler})
+    return [
+        *cases,
+        {"method": "upgrad", "level": "params", "sampler": "joint", "name": "-accumulate2",
+         "overrides": {"accumulate": 2}},
+        {"method": "uw", "level": None, "sampler": "joint", "name": "-accumulate3",
+         "overrides": {"accumulate": 3}},
+    ]  # fmt: skip
+
+
+CASES = _cases()
 
 
 def case_name(case: dict[str, Any]) -> str:

@@ -65,15 +65,16 @@ def _free_port() -> int:
 
 # ------------------------------------------------------------ the update of one process
 def test_every_method_gives_the_update_of_one_process_on_the_global_batch(tmp_path) -> None:
-    """Fixed, uw, famo and the gradient methods at each level: after the whole run (12
-    steps, AdamW, clipping, validation and best-epoch selection) the weights of both ranks
-    are identical and equal the single-process run on the same global batch."""
+    """Every balancing method at each level it supports, and gradient accumulation: after
+    the whole run (12 steps, AdamW, clipping, validation and best-epoch selection) the
+    weights of both ranks are identical and equal the single-process run on the same global
+    batch."""
     _run(_torchrun("tests/ddp_setup.py", str(tmp_path), json.dumps(setup.CASES)), cwd=ROOT)
     train, val = setup.data()
     init = setup.model().state_dict()
     for case in setup.CASES:
         name = setup.case_name(case)
-        one = setup.trainer(case)
+        one = setup.trainer(case, **case.get("overrides", {}))
         one.fit(train, val, setup.collate())
         ref = one.model.state_dict()
         ranks = [torch.load(tmp_path / f"{name}.rank{r}.pt") for r in (0, 1)]
@@ -88,7 +89,8 @@ def test_the_problem_has_a_shard_without_labels_of_a_task() -> None:
     from polytask.engine.distributed import World
 
     train, _ = setup.data()
-    loader = setup.trainer(setup.CASES[0]).make_loader(train, setup.collate())
+    joint = {"method": "fixed", "level": None, "sampler": "joint"}
+    loader = setup.trainer(joint).make_loader(train, setup.collate())
     worlds = [World(r, 2, r, torch.device("cpu"), None) for r in (0, 1)]  # type: ignore[arg-type]
     found = 0
     for step in loader.plan(0):
@@ -102,9 +104,10 @@ def test_the_problem_has_a_shard_without_labels_of_a_task() -> None:
 
 # ------------------------------------------------------------ resume with other rank counts
 RESUMED = [
-    dict(setup.CASES[2], overrides={"checkpoint_every": 3}),  # famo: state in the checkpoint
-    dict(setup.CASES[-1], overrides={"checkpoint_every": 3}),  # nash_mtl at the parameters
-]
+    {"method": "famo", "level": None, "sampler": "joint", "overrides": {"checkpoint_every": 3}},
+    {"method": "nash_mtl", "level": "params", "sampler": "joint",
+     "overrides": {"checkpoint_every": 3}},
+]  # fmt: skip
 
 
 def test_a_two_rank_run_resumes_with_one_rank_and_vice_versa(tmp_path) -> None:

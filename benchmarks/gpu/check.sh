@@ -217,7 +217,7 @@ main() {
     run_part stepcost "$(clamp 100000 "$F_RESERVE")" stepcost
     if [ "$F_RESERVE" -gt 0 ]; then
         run_part throughput "$(clamp 60 -5)" \
-            "$PY" benchmarks/throughput.py --gpu --json "$OUT_DIR/throughput.json"
+            "$PY" benchmarks/throughput.py --gpu --rounds 1 --steps 30 --json "$OUT_DIR/throughput.json"
     else
         echo
         echo "=== throughput: skipped ($([ "$DEV" = cpu ] && echo "dry run on the CPU" ||

@@ -26,7 +26,7 @@ same tasks in the same order (a zero tensor where its shard has no label) and th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -72,20 +72,29 @@ class ProcessGroup:
     """A :class:`Collective` over a ``torch.distributed`` process group (default: the world
     group)."""
 
-    def __init__(self, group: object | None = None) -> None:
-        self.group = group
+    def __init__(self, group: Any = None) -> None:
+        self.group: Any = group
 
     @property
     def world_size(self) -> int:
         import torch.distributed as dist
 
-        return int(dist.get_world_size(self.group))  # type: ignore[arg-type]
+        return int(dist.get_world_size(self.group))
 
     @property
     def rank(self) -> int:
         import torch.distributed as dist
 
-        return int(dist.get_rank(self.group))  # type: ignore[arg-type]
+        return int(dist.get_rank(self.group))
+
+    @property
+    def device(self) -> torch.device:
+        """Where this group's collectives take their tensors (NCCL: the current GPU)."""
+        import torch.distributed as dist
+
+        if dist.get_backend(self.group) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
 
     def all_reduce(self, tensor: Tensor) -> Tensor:
         import torch.distributed as dist
@@ -184,6 +193,47 @@ def gather_columns(rows: Tensor, collective: Collective) -> tuple[Tensor, int, i
     full = torch.cat([p[:, :w] for p, w in zip(parts, widths)], dim=1)
     start = sum(widths[:rank])
     return full, start, start + n
+
+
+#: the most dimensions a feature tensor may have for :func:`gather_batches`
+_MAX_DIMS = 8
+
+
+def gather_batches(rows: Tensor | None, collective: Collective) -> tuple[Tensor, slice]:
+    """Per-task feature gradients (K, B_r, *F_r) of every rank, stacked along the batch
+    (K, Σ B_r, *F) with each trailing dimension padded with zeros to the largest over the
+    ranks (as one process pads the global batch); with this rank's rows. ``rows`` is None on
+    a rank without a batch."""
+    k = -1 if rows is None else rows.shape[0]
+    shape = [] if rows is None else list(rows.shape[1:])
+    if len(shape) > _MAX_DIMS:
+        raise ValueError(f"features with {len(shape)} dimensions; at most {_MAX_DIMS}")
+    device = _device(collective) if rows is None else rows.device
+    info = torch.tensor([k, len(shape), *shape, *[0] * (_MAX_DIMS - len(shape))], device=device)
+    infos = [t.tolist() for t in collective.all_gather(info)]
+    known = [i for i in infos if i[0] >= 0]
+    k, dims = known[0][0], known[0][1]
+    sizes = [i[2] if i[0] >= 0 else 0 for i in infos]
+    trailing = [max(i[3 + d] for i in known) for d in range(dims - 1)]
+    dtype = torch.float32 if rows is None else rows.dtype
+    padded = torch.zeros((k, max(sizes), *trailing), dtype=dtype, device=device)
+    if rows is not None:
+        padded[(slice(None), *(slice(0, n) for n in rows.shape[1:]))] = rows
+    parts = collective.all_gather(padded)
+    full = torch.cat([p[:, :n] for p, n in zip(parts, sizes)], dim=1)
+    start = sum(sizes[: collective.rank])
+    return full, slice(start, start + sizes[collective.rank])
+
+
+def _device(collective: Collective) -> torch.device:
+    """Where ``collective`` takes tensors that no local data places (the CPU by default)."""
+    return getattr(collective, "device", torch.device("cpu"))
+
+
+def _most(n: int, collective: Collective) -> int:
+    """The largest ``n`` over the ranks."""
+    counts = collective.all_gather(torch.tensor([n], device=_device(collective)))
+    return max(int(c.item()) for c in counts)
 
 
 def _shared_rows(
@@ -363,6 +413,25 @@ def _features(
             if trace is not None:
                 trace.weights = w.detach()
             update = [w.to(device=b.device, dtype=b.dtype) @ b for b in blocks]
+    elif _most(len(live), collective) <= 1:
+        # one batch per rank: the aggregator sees the global batch (K, B, *F), as in one
+        # process (batch-aware rules such as GradDrop need the batch dimension)
+        own = blocks[0].reshape(k, *live[0].shape) if blocks else None
+        full, mine = gather_batches(own, collective)
+        if _amp(scale) and not _finite([full]):
+            d = full.sum(0)
+        else:
+            d = method.aggregate(full, losses)
+            if tuple(d.shape) != tuple(full.shape[1:]):
+                raise ValueError(
+                    f"{method.name}: aggregate() returned shape {tuple(d.shape)} at the "
+                    f"feature level, expected the feature shape {tuple(full.shape[1:])}"
+                )
+        if own is None:
+            update = []
+        else:
+            part = d[(mine, *(slice(0, n) for n in own.shape[2:]))]
+            update = [part.reshape(-1)]
     else:
         device = stacked.device
         rows = torch.cat(blocks, dim=1) if blocks else torch.zeros((k, 0), device=device)
