@@ -194,7 +194,13 @@ def main() -> None:
         worker(args)
         return
     settings = (
-        {"gpu": (1, "cuda")} if args.gpu else {"1 process": (1, "cpu"), "2 ranks": (2, "cpu")}
+        {"gpu": (1, "cuda", 1)}
+        if args.gpu
+        else {
+            "1 process": (1, "cpu", args.threads),
+            "1 thread": (1, "cpu", 1),
+            "2 ranks": (2, "cpu", 1),
+        }
     )
     batch = 32
     with tempfile.TemporaryDirectory() as tmp:

@@ -277,6 +277,67 @@ def feature_jacobian(losses: Sequence[Tensor], z: Tensor) -> Tensor:
     return looped_grad(list(losses), [z])[0]
 
 
+def jacobian_through(
+    losses: Sequence[Tensor],
+    z: Tensor,
+    below: Sequence[Tensor],
+    above: Sequence[Tensor],
+    chunk_size: int | None = None,
+) -> tuple[list[Tensor], list[Tensor]] | None:
+    """Per-task gradients of the parameters ``below`` the shared features z, (K, *p.shape)
+    each, and the plain gradient ``∇ Σ_i L_i`` of the parameters ``above`` it (the heads),
+    in two stages: ONE pass through the heads that splits what each loss sends to z
+    (:func:`split_jacobian`'s hooks) and gives the heads' gradients, then one batched
+    vector-Jacobian product of z with those K rows through the trunk.
+
+    A batched product from the losses pushes all K cotangent rows through every head (K²
+    head passes, each as wide as z) where each head has one non-zero row; this pushes K
+    rows through the trunk only (as torchjd's ``mtl_backward`` does). Returns None, having
+    done nothing, where it does not apply: a consumer of z shared by several losses, a
+    parameter of ``below`` not below z, one of ``above`` below it, or a path from below z to
+    a loss that avoids z. Keeps the graph."""
+    if not z.requires_grad or z.grad_fn is None:
+        return None
+    beneath = _leaf_ids([z.grad_fn], None)
+    if not all(id(p) in beneath for p in below) or any(id(p) in beneath for p in above):
+        return None
+    if not separates(z, losses):
+        return None
+    owners = split_consumers(losses, z)
+    if owners is None:
+        return None
+    capture = _RowCapture(owners, len(losses), z)
+    try:
+        total = torch.stack(list(losses)).sum()
+        grads = torch.autograd.grad(
+            total, [z, *above], retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+    finally:
+        capture.remove()
+    rows = capture.finish()
+    k = rows.shape[0]
+    if not below:
+        return [], list(grads[1:])
+    step = k if chunk_size is None else min(chunk_size, k)
+    try:
+        parts = [batched_grad(z, below, rows[i : i + step]) for i in range(0, k, step)]
+        jac = list(parts[0]) if len(parts) == 1 else [torch.cat(c) for c in zip(*parts)]
+    except (RuntimeError, NotImplementedError):
+        jac = [
+            torch.stack(r)
+            for r in zip(
+                *(
+                    torch.autograd.grad(
+                        z, list(below), grad_outputs=rows[i], retain_graph=True,
+                        allow_unused=True, materialize_grads=True,
+                    )
+                    for i in range(k)
+                )
+            )
+        ]  # fmt: skip
+    return jac, list(grads[1:])
+
+
 def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     """Leaf tensors with ``requires_grad`` that the roots' autograd graph reaches, in the
     order found (each once)."""

@@ -8,11 +8,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..errors import OptionError
 from ._options import finite, is_integer, require
 
 __all__ = [
+    "weighted_sum",
     "check_state_keys",
     "Seeded",
     "random_orders",
@@ -221,3 +223,14 @@ class LearnedLogScales:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         check_state_keys(self.name, state, {"scale"})
         self.scales.load_state_dict(state.get("scale", {}))
+
+
+def weighted_sum(losses: Mapping[str, Tensor], weights: Sequence[float] | Tensor) -> Tensor:
+    """``Σ_i λ_i L_i`` as one product of the stacked losses with the weights (in the losses'
+    dtype, copied to their device once): a few kernels whatever K, where a product per task
+    costs K launches and their backward passes on a GPU."""
+    stacked = torch.stack(list(losses.values()))
+    w = torch.as_tensor(weights).to(dtype=stacked.dtype)
+    if w.device != stacked.device:
+        w = w.to(stacked.device, non_blocking=True)
+    return (stacked * w).sum()

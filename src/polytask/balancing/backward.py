@@ -307,6 +307,7 @@ def backward(
             penalty,
             disjoint,
             trace,
+            z=zs[0] if len(zs) == 1 else None,
         )
     return stacked.detach().sum()
 
@@ -545,6 +546,7 @@ def _param_backward(
     penalty: Tensor | None,
     disjoint: bool = False,
     trace: Trace | None = None,
+    z: Tensor | None = None,
 ) -> None:
     if not stacked.requires_grad:
         return
@@ -564,19 +566,28 @@ def _param_backward(
     # One walk down the graph gives the shared rows and the task-specific parameters'
     # gradient ∇ Σ_i L_i (the sum of their rows) together. Losses of separate batches are
     # differentiated one at a time: each pass then visits only its own batch's graph.
-    rows = _autograd.jacobian(
-        _scaled(values, scale), params + others, chunk_size, batched=not disjoint
+    # Through the shared features when given: the heads once, then K rows through the trunk.
+    scaled = _scaled(values, scale)
+    staged = (
+        _autograd.jacobian_through(scaled, z, params, others, chunk_size)
+        if z is not None and not disjoint
+        else None
     )
+    if staged is not None:
+        jac, other_sums = staged
+    else:
+        rows = _autograd.jacobian(scaled, params + others, chunk_size, batched=not disjoint)
+        jac, other_sums = rows[: len(params)], [r.sum(0) for r in rows[len(params) :]]
     if _amp(scale):  # unscaled before the method (and the rule below) sees them
-        rows = [r / scale for r in rows]
-    jac, other_rows = rows[: len(params)], rows[len(params) :]
+        jac = [r / scale for r in jac]
+        other_sums = [r / scale for r in other_sums]
     penalty_grads: tuple[Tensor | None, ...] = (None,) * len(reached)
     if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
         penalty_grads = torch.autograd.grad(
             penalty, params + others, retain_graph=True, allow_unused=True
         )
-    for p, r, e in zip(others, other_rows, penalty_grads[len(params) :]):
-        g = r.sum(0) if e is None else r.sum(0) + e
+    for p, r, e in zip(others, other_sums, penalty_grads[len(params) :]):
+        g = r if e is None else r + e
         g = (g * scale).to(p.dtype)
         if p.grad is None:
             p.grad = g

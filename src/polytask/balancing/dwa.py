@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._options import number
-from ._state import check_state_keys
+from ._state import check_state_keys, weighted_sum
 from .base import Closure, LossWeighting
 
 
@@ -76,7 +76,7 @@ class DynamicWeightAverage(LossWeighting):
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         lam = self.weights(list(losses))
-        return torch.stack([lam[i].to(v.dtype) * v for i, v in enumerate(losses.values())]).sum()
+        return weighted_sum(losses, lam)
 
     def state_dict(self) -> dict[str, Any]:
         return {

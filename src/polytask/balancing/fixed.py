@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import torch
 from torch import Tensor
 
 from ._options import is_real, known_tasks, require
+from ._state import weighted_sum
 from .base import LossWeighting
 
 
@@ -45,7 +45,7 @@ class FixedWeights(LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
-        return torch.stack([self.weight(t) * loss for t, loss in losses.items()]).sum()
+        return weighted_sum(losses, [self.weight(t) for t in losses])
 
 
 class Sum(FixedWeights):

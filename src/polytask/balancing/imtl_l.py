@@ -34,8 +34,6 @@ class IMTLL(LearnedLogScales, LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
-        terms = []
-        for t, loss in losses.items():
-            s = self.scales.get(t).to(loss.dtype)
-            terms.append(torch.exp(s) * loss - s)
-        return torch.stack(terms).sum()
+        stacked = torch.stack(list(losses.values()))  # one expression whatever K
+        s = torch.stack([self.scales.get(t) for t in losses]).to(stacked.device, stacked.dtype)
+        return (torch.exp(s) * stacked - s).sum()

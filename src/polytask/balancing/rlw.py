@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._options import is_integer, require
-from ._state import check_state_keys
+from ._state import check_state_keys, weighted_sum
 from .base import LossWeighting
 
 
@@ -72,14 +72,7 @@ class RandomLossWeighting(LossWeighting):
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         lam = self.draw(len(losses))
         self.last_weights = lam
-        # a host weight enters a device loss as a scalar operand: no copy, no synchronisation
-        host = lam.device.type == "cpu"
-        return torch.stack(
-            [
-                (lam[i] if host else lam[i].to(v.device)).to(v.dtype) * v
-                for i, v in enumerate(losses.values())
-            ]
-        ).sum()
+        return weighted_sum(losses, lam)
 
     def state_dict(self) -> dict[str, Any]:
         if self.generator is None:

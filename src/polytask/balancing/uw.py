@@ -75,12 +75,12 @@ class UncertaintyWeighting(LossWeighting):
     def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
-        terms = []
-        for t, loss in losses.items():
-            s = self.log_vars.get(t).to(loss.dtype)
-            c = 0.5 if self.kind(t) == "regression" else 1.0
-            terms.append(c * torch.exp(-s) * loss + 0.5 * s)
-        return torch.stack(terms).sum()
+        # one expression over the stacked tasks: a few kernels whatever K
+        stacked = torch.stack(list(losses.values()))
+        s = torch.stack([self.log_vars.get(t) for t in losses]).to(stacked.device, stacked.dtype)
+        c = [0.5 if self.kind(t) == "regression" else 1.0 for t in losses]
+        factor = torch.tensor(c, dtype=stacked.dtype).to(stacked.device, non_blocking=True)
+        return (factor * torch.exp(-s) * stacked + 0.5 * s).sum()
 
     def state_dict(self) -> dict[str, Any]:
         return {"log_var": self.log_vars.state_dict()}
