@@ -160,6 +160,9 @@ EOF
 
 stepcost() {
     local sizes=() ks=(2 10 40)
+    # the methods the targets compare: those both libraries have, and the loss weightings
+    local STEPCOST_METHODS=(upgrad mgda cagrad pcgrad imtl_g nash_mtl aligned_mtl dualproj
+        gradvac con_fig graddrop fixed uw dwa rlw famo)
     if [ "$DEV" = cpu ]; then
         sizes=(--input 32 --width 64 --depth 2 --batch 32 --steps 1 --warmup 1)
         ks=(2 10)
@@ -181,7 +184,8 @@ stepcost() {
         echo "--- step cost K=$k (budget ${budget} s)"
         timeout -k 5 "$budget" "$PY" benchmarks/balancing/step_cost.py --device "$DEV" \
             "${sizes[@]}" --K "$k" --rounds "$ROUNDS" --threads "$THREADS" --retries 1 \
-            --libs polytask torchjd --no-memory --no-nash --merge --out "$WORK/step_cost.json"
+            --libs polytask torchjd --no-memory --no-nash --merge --out "$WORK/step_cost.json" \
+            --methods "${STEPCOST_METHODS[@]}"
         rc=$?
         if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
             echo "step cost K=$k: stopped after its ${budget} s (the table says what was measured)"

@@ -504,7 +504,8 @@ class Trainer:
             fit.logger.close()
         self._load_best(fit)
         few = state.step - state.multi_task_steps
-        if self._balances() and few:
+        speaks = self.world is None or self.world.is_main  # one rank warns for all
+        if self._balances() and few and speaks:
             log.warning(
                 "polytask: %d of %d steps carried fewer than two tasks: balancing method %r had "
                 "nothing to balance in those steps",
@@ -512,7 +513,7 @@ class Trainer:
                 state.step,
                 self.method.name or type(self.method).__name__,
             )
-        if state.skipped_steps:
+        if state.skipped_steps and speaks:
             log.warning(
                 "polytask: %d of %d updates skipped: their fp16-scaled gradients overflowed "
                 "(the loss scale was lowered each time)",
