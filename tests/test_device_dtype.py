@@ -428,12 +428,19 @@ def test_eval_and_predict_take_a_device(run: tuple[Path, Path], device: str) -> 
     assert len(result.stdout.splitlines()) == 2
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "train", "compare", "sweep"])
+@pytest.mark.parametrize(
+    "command", ["eval", "predict", "train", "compare", "sweep", "affinity", "group"]
+)
 def test_a_bad_device_is_one_line_at_the_option(run: tuple[Path, Path], command: str) -> None:
     tmp, run_dir = run
+    (tmp / "affinity-run").mkdir(exist_ok=True)
+    (tmp / "affinity-run" / "affinity.json").write_text(
+        '{"tasks": ["sentiment", "ner"], "matrix": [[0, 0.1], [0.2, 0]], "samples": 1}'
+    )
     target = {
         "eval": [str(run_dir)],
         "predict": [str(run_dir), str(tmp / "input.txt")],
+        "group": [str(tmp / "affinity-run"), "--train", "--out", str(tmp / "never-group")],
     }.get(command, [str(tmp / "config.yaml"), "--out", str(tmp / f"never-{command}")])
     result = CliRunner().invoke(app, [command, *target, "--device", "tpu"])
     assert result.exit_code == 2, (result.stdout, result.exception)

@@ -651,6 +651,7 @@ def affinity_cmd(
     every: int = typer.Option(10, "--every", help="Steps between two affinity samples."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override, e.g. trainer.epochs=3."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in --out."),
+    device: str | None = _device_option(None),
     no_imports: bool = _no_imports_option(),
 ) -> None:
     """Train the joint model and record task affinity (Fifty et al. 2021): Z[i][j] =
@@ -660,7 +661,7 @@ def affinity_cmd(
     def go() -> dict[str, Any]:
         if every < 1:
             raise ConfigError("--every", f"{every} is not ≥ 1", "give a number of steps")
-        cfg, raw = _read(config, set_)
+        cfg, raw = _read(config, _with_device(set_, device))
         result = train(
             cfg, raw, config.resolve().parent, out, overwrite=overwrite, affinity_every=every
         )
@@ -699,6 +700,7 @@ def group_cmd(
     ),
     set_: list[str] | None = typer.Option(None, "--set", help="Override for --train."),
     resume: bool = typer.Option(False, "--resume", help="Reuse what an earlier --train left."),
+    device: str | None = _device_option(None),
 ) -> None:
     """Propose which tasks to train together from a run's task affinity (TAG, Fifty et al.
     2021): G groups maximising each task's affinity from the others in its best group."""
@@ -719,7 +721,10 @@ def group_cmd(
 
     proposals = _guard(go)
     if train_it:
-        _train_grouping(run_dir, proposals[0], seeds, out or run_dir / "grouping", set_, resume)
+        overrides = _guard(lambda: _with_device(set_, device))
+        _train_grouping(
+            run_dir, proposals[0], seeds, out or run_dir / "grouping", overrides, resume
+        )
         return
     if as_json:
         typer.echo(

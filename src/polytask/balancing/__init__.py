@@ -19,6 +19,7 @@ from .base import Balancer, GradientAggregator, GramianWeighting, LossWeighting
 from .cagrad import CAGrad
 from .con_fig import ConFIG
 from .db_mtl import DBMTL
+from .distributed import Collective, ProcessGroup
 from .dualproj import DualProj
 from .dwa import DynamicWeightAverage
 from .excess_mtl import ExcessMTL
@@ -109,6 +110,8 @@ __all__ = [
     "available",
     "METHODS",
     "resolve_level",
+    "Collective",
+    "ProcessGroup",
     "AlignedMTL",
     "CAGrad",
     "ConFIG",
