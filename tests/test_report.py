@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -113,6 +114,23 @@ def test_diagnostics_when_present_give_weights_and_conflict(compared, tmp_path):
     out = write_report([run], tmp_path / "diag.html")
     page = out.read_text("utf-8")
     assert 'data-file="d0_weights.png"' in page and 'data-file="d0_conflict.png"' in page
+    assert 'data-file="d0_conflict_over_training.png"' in page
+
+
+def test_conflict_over_training_averages_the_samples_of_each_span() -> None:
+    """Rows are task pairs, columns consecutive spans of samples; a cell is the mean cosine
+    of its span's samples (and NaN where the pair was not sampled)."""
+    from polytask.report.collect import Curves
+    from polytask.report.figures import cosines_over_training
+
+    samples = [(s, {"a|b": c, **({"a|c": -c} if s > 20 else {})}) for s, c in
+               [(10, 0.1), (20, 0.3), (30, -0.5), (40, 0.7)]]  # fmt: skip
+    pairs, spans, matrix = cosines_over_training(Curves(cosines=samples), bins=2)
+    assert pairs == ["a / b", "a / c"] and spans == ["10–20", "30–40"]
+    assert matrix[0] == pytest.approx([0.2, 0.1])
+    assert math.isnan(matrix[1][0]) and matrix[1][1] == pytest.approx(-0.1)
+    _, spans, matrix = cosines_over_training(Curves(cosines=samples), bins=20)
+    assert spans == ["10", "20", "30", "40"] and matrix[0] == pytest.approx([0.1, 0.3, -0.5, 0.7])
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,11 @@ def _figures(data: ReportData) -> list[tuple[str, bytes | None, str]]:
         ("validation", figures.val_curves(c), f"Validation metrics per epoch{first}"),
         ("weights", figures.weight_curves(c), f"Loss weights over training{first}"),
         ("conflict", figures.conflict_map(c), f"Mean gradient cosine{first}"),
+        (
+            "conflict_over_training",
+            figures.conflict_over_training(c),
+            f"Gradient cosine per task pair over training{first}",
+        ),
         ("gates", figures.gate_map(c), f"Mean gate weight per task and expert{first}"),
     ]
     if data.affinity:

@@ -15,6 +15,8 @@ from .collect import Curves
 __all__ = [
     "affinity_map",
     "conflict_map",
+    "conflict_over_training",
+    "cosines_over_training",
     "gate_map",
     "loss_curves",
     "stl_vs_mtl",
@@ -115,10 +117,16 @@ def mean_cosines(curves: Curves) -> tuple[list[str], list[list[float]]]:
 
 
 def _heatmap(
-    matrix: list[list[float]], rows: list[str], cols: list[str], title: str, *, signed: bool
+    matrix: list[list[float]],
+    rows: list[str],
+    cols: list[str],
+    title: str,
+    *,
+    signed: bool,
+    cell: tuple[float, float] = (0.7, 0.6),
 ) -> bytes:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols), 1.0 + 0.6 * len(rows)))
+    fig, ax = plt.subplots(figsize=(1.2 + cell[0] * len(cols), 1.0 + cell[1] * len(rows)))
     finite = [abs(v) for row in matrix for v in row if not math.isnan(v)] or [1.0]
     bound = max(finite) or 1.0
     image = ax.imshow(
@@ -129,9 +137,10 @@ def _heatmap(
     )
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    annotate = len(rows) * len(cols) <= 200  # numbers in the cells while they stay legible
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
-            if not math.isnan(v):
+            if annotate and not math.isnan(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -145,6 +154,48 @@ def conflict_map(curves: Curves) -> bytes | None:
         return None
     tasks, matrix = mean_cosines(curves)
     return _heatmap(matrix, tasks, tasks, "Mean gradient cosine (< 0: conflict)", signed=True)
+
+
+#: the most columns (spans of training steps) of :func:`conflict_over_training`
+TIME_BINS = 20
+
+
+def cosines_over_training(
+    curves: Curves, bins: int = TIME_BINS
+) -> tuple[list[str], list[str], list[list[float]]]:
+    """The task pairs, the spans of steps, and per pair and span the mean gradient cosine of
+    the samples in it (NaN where a pair has none): the samples cut into at most ``bins``
+    consecutive groups of (nearly) equal size."""
+    samples = curves.cosines
+    pairs = sorted({key for _, values in samples for key in values})
+    n = len(samples)
+    cut = min(bins, n)
+    groups = [samples[n * b // cut : n * (b + 1) // cut] for b in range(cut)]
+    spans = [f"{g[0][0]}–{g[-1][0]}" if len(g) > 1 else str(g[0][0]) for g in groups]
+    matrix = []
+    for pair in pairs:
+        row = []
+        for g in groups:
+            values = [v[pair] for _, v in g if pair in v]
+            row.append(sum(values) / len(values) if values else math.nan)
+        matrix.append(row)
+    return [p.replace("|", " / ") for p in pairs], spans, matrix
+
+
+def conflict_over_training(curves: Curves) -> bytes | None:
+    """Gradient cosine of every task pair over training (rows: pairs; columns: spans of
+    steps; blue below 0: the pair conflicts there)."""
+    if not curves.cosines:
+        return None
+    pairs, spans, matrix = cosines_over_training(curves)
+    return _heatmap(
+        matrix,
+        pairs,
+        spans,
+        "Gradient cosine over training (< 0: conflict)",
+        signed=True,
+        cell=(0.45, 0.3),
+    )
 
 
 def gate_map(curves: Curves) -> bytes | None:
