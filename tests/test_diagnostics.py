@@ -20,7 +20,7 @@ from polytask.engine import diagnostics as diag
 from polytask.engine.logs import RunLogger
 from polytask.nn import BiLSTM, heads_for
 from polytask.report.collect import Curves, _diagnostics
-from polytask.sharing import CrossStitch, MMoE
+from polytask.sharing import PLE, CrossStitch, MMoE
 
 
 def _steps(zh, trainer: Trainer, n: int = 2) -> list[dict[str, Any]]:
@@ -194,6 +194,51 @@ def test_gates_are_logged_for_mmoe(zh, tmp_path) -> None:
             keep = out.mask.unsqueeze(-1).double()
             mean = (gate.double() * keep).sum((0, 1)) / keep.sum()
             assert lines[0]["gates"][task] == pytest.approx(mean.tolist(), rel=1e-5), source
+
+
+def test_ple_logs_the_gates_of_every_level(zh, tmp_path) -> None:
+    """PLE with two extraction levels: the top level's gates by task, and below it every
+    task's gate and the shared gate ("level 1: ..."), each a distribution over its experts,
+    equal to the model's own gates at the initial weights; the report shows them all."""
+
+    def build() -> PLE:
+        torch.manual_seed(0)
+        return PLE.from_parts(
+            encoder=lambda: BiLSTM(vocab_size=len(zh.vocab), embed_dim=8, hidden=4, layers=1),
+            heads=lambda dims: heads_for(list(zh.tasks.values()), dim=8),
+            tasks=list(zh.tasks),
+            shared_experts=2,
+            task_experts=1,
+            levels=2,
+            gate_input="encoder",
+        )
+
+    trainer = _fit(zh, build(), tmp_path, epochs=1, max_steps=2, diagnostics_every=1)
+    lines = _lines(tmp_path / diag.DIAGNOSTICS_LOG)
+    lower = ["level 1: ner", "level 1: sentiment", "level 1: shared"]
+    for x in lines:
+        assert sorted(x["gates"]) == ["ner", "sentiment"] and sorted(x["lower_gates"]) == lower
+        assert len(x["lower_gates"]["level 1: shared"]) == 4  # 2 task experts + 2 shared
+        for row in [*x["gates"].values(), *x["lower_gates"].values()]:
+            assert sum(row) == pytest.approx(1.0)
+    # step 1 (joint: both sources) at the initial weights: the mean over the real tokens
+    # of both batches, for every gate below the top
+    fresh = build()
+    first = next(trainer.make_loader(zh.sources(n=48), zh.collate).iterate(0))
+    sums: dict[str, torch.Tensor] = {}
+    tokens = 0.0
+    for batch in first.values():
+        out = fresh(batch.inputs, tasks=batch.tasks)
+        keep = out.mask.unsqueeze(-1).double()
+        tokens += float(keep.sum())
+        for name, gate in out.lower_gates.items():
+            sums[name] = sums.get(name, 0) + (gate.double() * keep).sum((0, 1))
+    for name, total in sums.items():
+        expected = (total / tokens).tolist()
+        assert lines[0]["lower_gates"][name] == pytest.approx(expected, rel=1e-5), name
+    curves = Curves()
+    _diagnostics(tmp_path / diag.DIAGNOSTICS_LOG, curves)
+    assert sorted(curves.gates) == sorted(["ner", "sentiment", *lower])
 
 
 def test_stitch_values_are_logged_for_cross_stitch(zh, tmp_path) -> None:

@@ -20,6 +20,8 @@ directory (and TensorBoard scalars ``diag/...`` when TensorBoard is installed):
 * ``gates`` {task: [mean gate weight per expert]}: gated architectures only (MMoE,
   CGC/PLE: the gate of the mixture the task's head reads, averaged over the step's rows
   and real tokens);
+* ``lower_gates`` {"level d: task" | "level d: shared": [...]}: PLE's gates below the top
+  level, the same way;
 * ``stitch`` {depth: K × K matrix}: cross-stitch only (rows receiving task, columns
   source task, in the model's task order).
 
@@ -94,6 +96,9 @@ class Probe:
         gates = _gates(outputs)
         if gates:
             entry["gates"] = gates
+        lower = _gates(outputs, lower=True)
+        if lower:
+            entry["lower_gates"] = lower
         if isinstance(model, CrossStitch):
             entry["stitch"] = {
                 str(d): model.alpha(d).detach().float().cpu().tolist() for d in model.after
@@ -133,12 +138,13 @@ def _conflict(tasks: list[str], gramian: torch.Tensor | None) -> dict[str, Any]:
     }
 
 
-def _gates(outputs: Mapping[str, MultiTaskOutput]) -> dict[str, list[float]]:
-    """Per task the mean gate weight of each expert over the step's rows (and real tokens)."""
+def _gates(outputs: Mapping[str, MultiTaskOutput], lower: bool = False) -> dict[str, list[float]]:
+    """Per task the mean gate weight of each expert over the step's rows (and real tokens);
+    ``lower``: PLE's gates below the top level instead."""
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, float] = {}
     for out in outputs.values():
-        for task, gate in out.gates.items():
+        for task, gate in (out.lower_gates if lower else out.gates).items():
             g = gate.detach().double()
             flat = g.reshape(-1, g.shape[-1])
             if g.dim() == 3 and out.mask is not None:  # per token: real tokens only

@@ -148,7 +148,11 @@ def _diagnostics(path: Path, curves: Curves) -> None:
             curves.weights.setdefault(task, []).append((step, float(w)))
         if entry.get("cosines"):
             curves.cosines.append((step, {k: float(v) for k, v in entry["cosines"].items()}))
-        for task, row in (entry.get("gates") or {}).items():
+        # the top level's gates by task, then PLE's lower levels ("level d: task")
+        for task, row in [
+            *(entry.get("gates") or {}).items(),
+            *(entry.get("lower_gates") or {}).items(),
+        ]:
             gates.setdefault(task, []).append([float(v) for v in row])
     for task, rows in gates.items():  # the mean over the samples
         curves.gates[task] = [sum(col) / len(col) for col in zip(*rows)]

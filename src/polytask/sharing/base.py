@@ -46,7 +46,9 @@ class MultiTaskOutput:
     together (empty where every head reads the same shared tensor); ``gates[task]``: in gated
     architectures (MMoE, CGC/PLE) the gate weights (B, E) or per token (B, T, E) of the
     mixture that task's head reads (PLE: the top level's gate, over the task's own experts
-    then the shared ones), which training diagnostics average (empty elsewhere)."""
+    then the shared ones), which training diagnostics average (empty elsewhere);
+    ``lower_gates``: PLE's gates below the top level, keyed ``"level d: task"`` and
+    ``"level d: shared"`` (the shared gate mixes every task's experts, then the shared ones)."""
 
     outputs: dict[str, Any]
     features: dict[str, Tensor] = field(default_factory=dict)
@@ -54,6 +56,7 @@ class MultiTaskOutput:
     shared_features: Tensor | None = None
     task_features: dict[str, Tensor] = field(default_factory=dict)
     gates: dict[str, Tensor] = field(default_factory=dict)
+    lower_gates: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultiTaskModel(nn.Module):

@@ -425,6 +425,7 @@ class PLE(MultiTaskModel):
         z = self.gate_input(inputs)
         y: dict[str, Tensor] = {}
         gates: dict[str, Tensor] = {}
+        lower: dict[str, Tensor] = {}  # the gates below the top level (diagnostics)
         s: Tensor = z
         for depth, level in enumerate(self._levels(), start=1):
             needed = (
@@ -455,7 +456,11 @@ class PLE(MultiTaskModel):
                 # the shared gate mixes [E^1; ...; E^T; E^s]: each task's experts in task order,
                 # then shared
                 everything = [o for t in self.task_names for o in task_out[t]] + shared_out
-                s = mix(everything, level.shared_gate(s), mask)
+                shared_gate = level.shared_gate(s)
+                s = mix(everything, shared_gate, mask)
+                lower[f"level {depth}: shared"] = shared_gate
+            if depth < top:
+                lower.update({f"level {depth}: {t}": gates[t] for t in needed})
             y = new_y
         outputs = {t: self.heads[t](y[t], mask) for t in tasks}
         return MultiTaskOutput(
@@ -465,6 +470,7 @@ class PLE(MultiTaskModel):
             shared_features=None,
             task_features={t: y[t] for t in tasks},
             gates={t: gates[t] for t in tasks},  # the top level's
+            lower_gates=lower,
         )
 
     def _levels(self) -> Sequence[ExtractionLevel]:
