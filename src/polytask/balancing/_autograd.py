@@ -301,7 +301,7 @@ def jacobian_through(
     beneath = _leaf_ids([z.grad_fn], None)
     if not all(id(p) in beneath for p in below) or any(id(p) in beneath for p in above):
         return None
-    if not separates(z, losses):
+    if beneath & _leaf_ids([loss.grad_fn for loss in losses], z.grad_fn):  # see separates()
         return None
     owners = split_consumers(losses, z)
     if owners is None:
