@@ -460,6 +460,23 @@ def _combine(
     return list(torch.split(d, [b.shape[1] for b in blocks]))
 
 
+def _shared_update(
+    method: GradientAggregator,
+    blocks: Sequence[Tensor],
+    losses: Mapping[str, Tensor],
+    scale: float | Tensor,
+    trace: Trace | None,
+) -> list[Tensor]:
+    """The update of the shared parameters from their per-task gradient blocks: the
+    method's, or under AMP, where the blocks overflowed, their plain sum (non-finite: the
+    scaler then skips the step)."""
+    if _amp(scale) and not _finite(blocks):
+        if trace is not None:
+            trace.gramian = gramian(blocks)
+        return [b.sum(0) for b in blocks]
+    return _combine(method, blocks, losses, trace, params=True)
+
+
 def _feature_update(
     method: GradientAggregator,
     jz: Tensor,
@@ -596,12 +613,7 @@ def _param_backward(
     extra = penalty_grads[: len(params)] if penalty is not None else None
     k = len(values)
     blocks = [j.reshape(k, -1) for j in jac]
-    if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
-        update = [b.sum(0) for b in blocks]
-        if trace is not None:
-            trace.gramian = gramian(blocks)
-    else:
-        update = _combine(method, blocks, losses, trace, params=True)
+    update = _shared_update(method, blocks, losses, scale, trace)
     if extra is not None:
         update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):

@@ -297,7 +297,7 @@ def distributed_backward(
     ``losses`` are this rank's shares, ``level`` the resolved level, ``params`` every
     parameter whose gradient is summed over the ranks (the model's, in the same order on
     every rank). Returns the global combined loss, detached."""
-    from .backward import _amp, _combine, _finite, _loss_weights, _scaled
+    from .backward import _amp, _loss_weights, _scaled, _shared_update
 
     names = list(losses)
     k = len(names)
@@ -358,12 +358,7 @@ def distributed_backward(
             grads[: len(mine)] if pen is not None else None,
             collective,
         )
-        if _amp(scale) and not _finite(blocks):  # overflow: the scaler skips this step
-            update = [b.sum(0) for b in blocks]
-            if trace is not None:
-                trace.gramian = gramian(blocks)
-        else:
-            update = _combine(method, blocks, detached, trace, params=True)
+        update = _shared_update(method, blocks, detached, scale, trace)
         reduce_grads([p for p in params if id(p) not in shared_ids], collective)
         used = _reached_shared(mine, shared, collective)
         start = 0

@@ -21,7 +21,7 @@ from ..data.collate import Collator
 from ..engine import checkpoint as ckpt
 from ..engine.distributed import World, init_world
 from ..engine.logs import write_json
-from ..engine.trainer import Trainer, TrainerConfig
+from ..engine.trainer import FitReport, Trainer, TrainerConfig
 from ..errors import OptionError
 from ..evaluation.evaluate import evaluate
 from .directory import AFFINITY, ENCODER, config_text, open_run, write_manifest
@@ -82,6 +82,21 @@ class TrainResult:
     task_steps: dict[str, int]
     parameters: int
     score: float = float("nan")
+
+    @classmethod
+    def of(
+        cls, out: Path, report: FitReport, test: dict[str, dict[str, float]], model: Any
+    ) -> TrainResult:
+        """The result of a fit ``report`` into ``out``, with its ``test`` metrics."""
+        return cls(
+            out,
+            report.best_metrics,
+            test,
+            report.seconds,
+            report.task_steps,
+            count_parameters(model),
+            report.best_score,
+        )
 
 
 #: Trainer options that sit outside the ``trainer:`` section of a config
@@ -217,16 +232,7 @@ def _follow(exp: Experiment, trainer: Trainer, out: Path, world: World) -> Train
         run_dir=Path(told["directory"]),
         resume=bool(told["resume"]),
     )
-    test = _test_metrics(exp, trainer)
-    return TrainResult(
-        out,
-        report.best_metrics,
-        test,
-        report.seconds,
-        report.task_steps,
-        count_parameters(trainer.model),
-        report.best_score,
-    )
+    return TrainResult.of(out, report, _test_metrics(exp, trainer), trainer.model)
 
 
 def _test_metrics(exp: Experiment, trainer: Trainer) -> dict[str, dict[str, float]]:
@@ -315,12 +321,4 @@ def _train_in(
     if trainer.affinity is not None:
         write_json(run / AFFINITY, trainer.affinity.to_json())
     write_manifest(run, raw, labels, complete=True)
-    return TrainResult(
-        out,
-        report.best_metrics,
-        test,
-        report.seconds,
-        report.task_steps,
-        count_parameters(model),
-        report.best_score,
-    )
+    return TrainResult.of(out, report, test, model)
