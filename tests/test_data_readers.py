@@ -53,6 +53,8 @@ def test_formats_are_reader_classes_over_the_read_functions():
     assert FORMATS.names() == [
         "conll",
         "csv",
+        "hf_disk",
+        "images",
         "jsonl",
         "molecules",
         "semeval2014",

@@ -113,6 +113,9 @@ class Experiment:
         #: the width of numeric feature inputs: the data's, or the run's (``vocab.json``), so
         #: that a run of feature vectors is rebuilt without its data
         self.features_dim = self._features_dim(vocab)
+        #: (C, H, W) of image inputs: the data's, or the run's (``vocab.json["image_shape"]``);
+        #: the image encoder's ``image_size`` / ``in_channels`` default to it
+        self.image_shape = self._image_shape(vocab)
 
     # ------------------------------------------------------------------ tasks
     def _build_tasks(self, known: Mapping[str, list[str]]) -> dict[str, Task]:
@@ -375,6 +378,27 @@ class Experiment:
         value = (saved or {}).get("features_dim")
         return int(value) if value is not None else None
 
+    def _image_shape(self, saved: Mapping[str, Any] | None) -> list[int] | None:
+        first = next((ex for s in self.sources.values() for ex in s.train), None)
+        image = first.inputs.get("image") if first is not None else None
+        if image is not None and self.input_kind != "image":
+            name = next(
+                n for n, s in self.sources.items() if s.train and "image" in s.train[0].inputs
+            )
+            raise ConfigError(
+                "model.encoder.type",
+                f"data.sources.{name} gives images, which the {self.cfg.model.encoder.type} "
+                "encoder cannot read",
+                "set model.encoder.type: lenet",
+            )
+        if self.input_kind != "image":
+            return None
+        if image is not None:
+            shape = [int(n) for n in getattr(image, "shape", ())]
+            return [1, *shape] if len(shape) == 2 else shape
+        value = (saved or {}).get("image_shape")
+        return [int(n) for n in value] if value is not None else None
+
     def vocab_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tokens": self.vocab.to_json() if self.vocab else None,
@@ -384,6 +408,8 @@ class Experiment:
             out["tabular"] = self.tabular.state()
         if self.features_dim is not None:  # feature vectors: their width
             out["features_dim"] = self.features_dim
+        if self.image_shape is not None:  # images: (C, H, W)
+            out["image_shape"] = self.image_shape
         return out
 
     def labels_json(self) -> dict[str, list[str]]:
@@ -429,6 +455,12 @@ class Experiment:
         elif self.input_kind == "tabular" and self.tabular is not None:
             opts.setdefault("numeric", len(self.tabular.numeric))
             opts.setdefault("cardinalities", self.tabular.cardinalities)
+        elif self.input_kind == "image" and self.image_shape is not None:
+            takes = inspect.signature(cls).parameters
+            if "in_channels" in takes:
+                opts.setdefault("in_channels", self.image_shape[0])
+            if "image_size" in takes:
+                opts.setdefault("image_size", self.image_shape[1:])
         return _construct(cls, opts, "model.encoder")
 
     def build_model(

