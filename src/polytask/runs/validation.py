@@ -76,6 +76,7 @@ def check_config(cfg: Config, base_dir: Path) -> dict[str, Any]:
                     tasks[t]["label_counts"].update(_labels_of(raw, tasks[t]["kind"]))
         first = splits.train[0] if splits.train else None
         entry["sample"] = list((first.inputs.get("tokens") or [])[:20]) if first else []
+        entry["input"] = _input_kind(first)
         sources[name] = entry
     for info in tasks.values():
         for counts in info["splits"].values():
@@ -101,17 +102,37 @@ def check_config(cfg: Config, base_dir: Path) -> dict[str, Any]:
     }
 
 
+def _input_kind(example: Any) -> str:
+    """What a source's examples give the model, in words (tokens, features, an image, ...)."""
+    if example is None:
+        return "no examples"
+    inputs = example.inputs
+    if "tokens" in inputs:
+        return "tokens"
+    if "image" in inputs:
+        shape = getattr(inputs["image"], "shape", None)
+        return "image " + " × ".join(map(str, shape)) if shape is not None else "image"
+    if "features" in inputs or "categorical" in inputs or "row" in inputs:
+        width = len(inputs.get("features") or ()) + len(inputs.get("categorical") or ())
+        return f"{width} features" if width else "a table row"
+    return ", ".join(sorted(inputs)) or "nothing"
+
+
 def check_text(summary: Mapping[str, Any]) -> str:
     """The summary as lines for the terminal."""
-    out = ["sources (examples train / val / test; tokens per example mean, max):"]
+    out = ["sources (examples train / val / test; inputs: tokens per example mean, max):"]
     for name, s in summary["sources"].items():
         sizes = " / ".join(str(s[split]["examples"]) for split in SPLITS)
         train = s["train"]
         cut = train.get("cut_by_max_length")
         cut_text = f"; {cut} cut by data.max_length" if cut else ""
-        out.append(
-            f"  {name}: {sizes}; tokens {train['tokens_mean']}, {train['tokens_max']}{cut_text}"
+        given = s.get("input", "tokens")
+        shown = (
+            f"tokens {train['tokens_mean']}, {train['tokens_max']}{cut_text}"
+            if given == "tokens"
+            else given
         )
+        out.append(f"  {name}: {sizes}; {shown}")
         if s["sample"]:
             out.append(f"    sample: {' | '.join(s['sample'])}")
     out.append("tasks (labelled examples per split, share missing):")
