@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from polytask.analysis.affinity import AffinityRecorder
@@ -194,3 +195,23 @@ def test_restrict_config_keeps_only_the_groups_tasks():
     assert sub["balancing"]["weights"] == {"a": 1.0, "b": 0.3}
     assert "criterion" not in sub["trainer"] and sub["trainer"]["baselines"] == {}
     assert sub["name"] == "x-a+b" and raw["model"]["taps"]["c"] == 2  # the original is kept
+
+
+def test_affinity_with_a_deep_trunk_trains_as_plain_training(tmp_path):
+    """A trunk of two layers saves its weights for the backward pass: the lookahead, which
+    moves them in place, runs after that pass, and training is the same as without it."""
+    config = _project(tmp_path, n=128)
+    cfg = yaml.safe_load(config.read_text("utf-8"))
+    cfg["model"]["encoder"]["hidden"] = [4, 3]
+    cfg["trainer"]["epochs"] = 1
+    config.write_text(yaml.safe_dump(cfg), "utf-8")
+    result = _cli("affinity", config, "--out", tmp_path / "aff", "--every", 1)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert _cli("train", config, "--out", tmp_path / "plain").exit_code == 0
+    [with_affinity, plain] = [
+        load_file(str(tmp_path / run / "best" / "tensors.safetensors")) for run in ("aff", "plain")
+    ]
+    assert with_affinity.keys() == plain.keys()
+    assert all(torch.equal(with_affinity[k], plain[k]) for k in plain)
+    data = json.loads((tmp_path / "aff" / "affinity.json").read_text("utf-8"))
+    assert data["samples"] > 0

@@ -19,6 +19,7 @@ exact duplicate of itself is its own diagonal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -26,6 +27,15 @@ import torch
 __all__ = ["AffinityRecorder"]
 
 Lookahead = Callable[[], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class Gradients:
+    """What a sample takes before the step's backward pass: each task's loss value and its
+    gradient at the shared parameters."""
+
+    losses: dict[str, float]
+    grads: dict[str, tuple[torch.Tensor | None, ...]]
 
 
 class AffinityRecorder:
@@ -64,25 +74,51 @@ class AffinityRecorder:
             for p, s in zip(shared, saved):
                 p.copy_(s)
 
+    def gradients(
+        self, losses: Mapping[str, torch.Tensor], shared: Sequence[torch.nn.Parameter]
+    ) -> Gradients | None:
+        """The first half of a sample: each present task's loss and its gradient at the
+        shared parameters (``losses`` keep their graph). Take it before the step's backward
+        pass, and :meth:`measure` after it: the lookahead moves the parameters in place,
+        which the backward pass of a graph that saved them (any layer above the first) would
+        refuse."""
+        present = [t for t in self.tasks if t in losses]
+        if not present or self.lr <= 0:
+            return None
+        return Gradients(
+            {t: float(losses[t].detach()) for t in present},
+            {
+                t: tuple(
+                    torch.autograd.grad(
+                        losses[t], list(shared), retain_graph=True, allow_unused=True
+                    )
+                )
+                for t in present
+            },
+        )
+
     def record(
         self,
         losses: Mapping[str, torch.Tensor],
         shared: Sequence[torch.nn.Parameter],
         evaluate: Lookahead,
     ) -> None:
-        """One sample: ``losses`` with their graph (kept), ``shared`` parameters, and
-        ``evaluate()`` giving the step's losses at the current parameters (no gradient,
-        same batches and dropout masks)."""
-        present = [t for t in self.tasks if t in losses]
-        if not present or self.lr <= 0:
-            return
-        base = {t: float(losses[t].detach()) for t in present}
+        """One sample at once (:meth:`gradients`, then :meth:`measure`): for callers whose
+        graph is not needed after it."""
+        taken = self.gradients(losses, shared)
+        if taken is not None:
+            self.measure(taken, shared, evaluate)
+
+    def measure(
+        self, taken: Gradients, shared: Sequence[torch.nn.Parameter], evaluate: Lookahead
+    ) -> None:
+        """The second half of a sample: for each task i, ``evaluate()`` (the step's losses,
+        no gradient, same batches and dropout masks) at θ − η g_i, and θ restored."""
+        base = taken.losses
+        present = list(base)
         index = {t: n for n, t in enumerate(self.tasks)}
         for i in present:
-            grads = torch.autograd.grad(
-                losses[i], list(shared), retain_graph=True, allow_unused=True
-            )
-            after = self._lookahead(shared, grads, evaluate)
+            after = self._lookahead(shared, taken.grads[i], evaluate)
             for j in present:
                 if base[j] > 0 and j in after:
                     z = 1.0 - after[j] / base[j]

@@ -425,18 +425,14 @@ class Trainer:
                 f"loss is {v.item()} at epoch {epoch}, step {step} (numbered as in train_log.csv)",
                 "lower trainer.lr, enable trainer.clip_norm, or check this task's labels",
             )
+        sampled = None  # task affinity: gradients before the backward pass, lookahead after it
         if (
             self.world is None
             and self.affinity is not None
             and self.affinity.due(step)
             and len(out.losses) > 1
         ):
-
-            def lookahead() -> dict[str, torch.Tensor]:
-                with torch.no_grad(), replaying(rng), buffers_kept(self.model):
-                    return self.step_losses(batches).losses
-
-            self.affinity.record(out.losses, self.model.shared_parameters(), lookahead)
+            sampled = self.affinity.gradients(out.losses, self.model.shared_parameters())
         if out.losses:
             balancing.backward(
                 out.losses,
@@ -452,6 +448,13 @@ class Trainer:
             )
         if probe is not None:
             probe.observe(self.model, values, out.outputs)
+        if sampled is not None and self.affinity is not None:
+
+            def lookahead() -> dict[str, torch.Tensor]:
+                with torch.no_grad(), replaying(rng), buffers_kept(self.model):
+                    return self.step_losses(batches).losses
+
+            self.affinity.measure(sampled, self.model.shared_parameters(), lookahead)
 
         def closure() -> dict[str, torch.Tensor]:
             with torch.no_grad(), replaying(rng), buffers_kept(self.model):
