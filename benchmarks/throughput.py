@@ -185,6 +185,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--gpu", action="store_true", help="only one process on cuda")
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=["1 process", "1 thread", "2 ranks"],
+        help="which CPU settings to time (names as in the table)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/throughput.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -202,6 +208,8 @@ def main() -> None:
             "2 ranks": (2, "cpu", 1),
         }
     )
+    if not args.gpu:
+        settings = {k: v for k, v in settings.items() if k in args.settings}
     batch = 32
     with tempfile.TemporaryDirectory() as tmp:
         config = write_data(Path(tmp))
