@@ -20,26 +20,11 @@ from polytask.config.build import Experiment
 from polytask.config.errors import ConfigError
 from polytask.config.load import validate
 from polytask.data import formats
+from polytask.data.adult import ADULT_COLUMNS
 from polytask.data.readers import read_jsonl
 from polytask.data.tabular import read_table_rows
 
-COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-    "income",
-]
+COLUMNS = list(ADULT_COLUMNS)
 NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 CATEGORICAL = ["workclass", "education", "occupation", "race", "sex", "native-country"]
 FAST = {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "threads": 1, "max_steps": 2}

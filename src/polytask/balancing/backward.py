@@ -409,16 +409,29 @@ def _features_backward(
         update = [b.sum(0) for b in blocks]
     else:
         update = _combine(method, blocks, losses, trace)
+    _backward_with_updates(total, live, update, penalty, scale)
+
+
+def _backward_with_updates(
+    total: Tensor,
+    live: Sequence[Tensor],
+    update: Sequence[Tensor],
+    penalty: Tensor | None,
+    scale: float | Tensor,
+) -> None:
+    """``total.backward()`` with the gradient arriving at each feature tensor of ``live``
+    replaced by ``scale · (its block of the update + the penalty's plain gradient there)``."""
     extra: tuple[Tensor | None, ...] = (None,) * len(live)
-    if penalty is not None and penalty.requires_grad:  # unbalanced: its plain gradient
-        extra = torch.autograd.grad(penalty, live, retain_graph=True, allow_unused=True)
+    if penalty is not None and penalty.requires_grad and live:  # unbalanced: plain gradient
+        extra = torch.autograd.grad(penalty, list(live), retain_graph=True, allow_unused=True)
     handles = []
     for z, d, e in zip(live, update, extra):
         dz = d.reshape(z.shape) if e is None else d.reshape(z.shape) + e
         replacement = (dz * scale).to(z.dtype)
         handles.append(z.register_hook(lambda _grad, r=replacement: r))  # type: ignore[no-untyped-call]
     try:
-        torch.autograd.backward(total)
+        if total.requires_grad:
+            torch.autograd.backward(total)
     finally:
         for handle in handles:
             handle.remove()

@@ -385,7 +385,7 @@ def _features(
 ) -> None:
     """The feature-level rule across ranks: the update of this rank's feature rows goes down
     through its own graph (the caller then sums the parameters' gradients)."""
-    from .backward import _amp, _finite, _scaled
+    from .backward import _amp, _backward_with_updates, _finite, _scaled
 
     k = len(values)
     stacked = torch.stack(values)
@@ -441,21 +441,8 @@ def _features(
                     f"({full.shape[1]},)"
                 )
         update = list(torch.split(d[start:end], [b.shape[1] for b in blocks]))
-    extra: tuple[Tensor | None, ...] = (None,) * len(live)
-    if penalty is not None and live:
-        extra = torch.autograd.grad(penalty, live, retain_graph=True, allow_unused=True)
-    handles = []
-    for z, d, e in zip(live, update, extra):
-        dz = d.reshape(z.shape) if e is None else d.reshape(z.shape) + e
-        replacement = (dz * scale).to(z.dtype)
-        handles.append(z.register_hook(lambda _grad, r=replacement: r))  # type: ignore[no-untyped-call]
     total = stacked.sum() if penalty is None else stacked.sum() + penalty
-    try:
-        if total.requires_grad:
-            torch.autograd.backward(total * scale)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _backward_with_updates(total * scale, live, update, penalty, scale)
 
 
 def _global_gramian(
