@@ -460,10 +460,9 @@ def _global_gramian(
         return None
     k = len(values)
     stacked = torch.stack(values)
-    ids = {id(p) for p in shared}
     reached = _autograd.reached_leaves([stacked]) if stacked.requires_grad else []
     reached_ids = {id(p) for p in reached}
-    mine = [p for p in shared if id(p) in reached_ids and id(p) in ids]
+    mine = [p for p in shared if id(p) in reached_ids]
     rows = _autograd.jacobian(_scaled(values, scale), mine, batched=not disjoint) if mine else []
     if _amp(scale):
         rows = [r / scale for r in rows]

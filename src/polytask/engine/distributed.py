@@ -41,7 +41,14 @@ from ..balancing.distributed import ProcessGroup
 from ..data.samplers import stable_seed
 from ..errors import OptionError, PolytaskError
 
-__all__ = ["World", "init_world", "world_size_from_env", "forward_rng", "DivergedError"]
+__all__ = [
+    "World",
+    "init_world",
+    "world_size_from_env",
+    "forward_rng",
+    "split_evaluation",
+    "DivergedError",
+]
 
 T = TypeVar("T")
 
@@ -170,6 +177,12 @@ def init_world(device: str = "auto") -> World | None:
             "nccl" if use_cuda else "gloo", timeout=dt.timedelta(seconds=seconds)
         )
     return World(rank, size, local, where, ProcessGroup())
+
+
+def split_evaluation(world: World | None) -> dict[str, Any]:
+    """The options of :func:`polytask.evaluation.evaluate.evaluate` that split the examples
+    over the ranks and gather the predictions (none for one process)."""
+    return {} if world is None else {"part": world.shard, "gather": world.gather}
 
 
 @contextmanager

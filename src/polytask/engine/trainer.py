@@ -47,7 +47,7 @@ from ..sharing.base import MultiTaskModel, MultiTaskOutput
 from ..tasks.base import Task
 from . import checkpoint as ckpt
 from . import diagnostics
-from .distributed import World, forward_rng
+from .distributed import World, forward_rng, split_evaluation
 from .logs import RunLogger
 from .optim import ParamGroupRule, Schedule, build_optimizer, build_param_groups
 from .progress import Progress
@@ -295,6 +295,11 @@ class Trainer:
         #: the level gradient methods work at (data-parallel: fixed for the whole run)
         self._level: str | None = self.config.level
 
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run and the log (one process, or rank 0)."""
+        return self.world is None or self.world.is_main
+
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> ContextManager[Any]:
         if self.config.precision == "fp32":
@@ -507,8 +512,7 @@ class Trainer:
             fit.logger.close()
         self._load_best(fit)
         few = state.step - state.multi_task_steps
-        speaks = self.world is None or self.world.is_main  # one rank warns for all
-        if self._balances() and few and speaks:
+        if self._balances() and few and self._writes:  # one rank warns for all
             log.warning(
                 "polytask: %d of %d steps carried fewer than two tasks: balancing method %r had "
                 "nothing to balance in those steps",
@@ -516,7 +520,7 @@ class Trainer:
                 state.step,
                 self.method.name or type(self.method).__name__,
             )
-        if state.skipped_steps and speaks:
+        if state.skipped_steps and self._writes:
             log.warning(
                 "polytask: %d of %d updates skipped: their fp16-scaled gradients overflowed "
                 "(the loss scale was lowered each time)",
@@ -569,7 +573,7 @@ class Trainer:
         )
         optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
         schedule = Schedule(optimizer, updates, cfg.warmup_steps, cfg.scheduler)
-        writer = world is None or world.is_main
+        writer = self._writes
         logger = RunLogger(run if writer else None, list(self.tasks))
         state = TrainState.start(list(self.tasks), cfg.patience)
         restored = False
@@ -702,7 +706,6 @@ class Trainer:
     def _evaluate(
         self, val: Mapping[str, Sequence[Example]], collate: Collate
     ) -> dict[str, dict[str, float]]:
-        world = self.world
         return evaluate(
             self.model,
             self.tasks,
@@ -710,8 +713,7 @@ class Trainer:
             collate,
             batch_size=self.config.eval_batch_size,
             device=self.device,
-            part=None if world is None else world.shard,
-            gather=None if world is None else world.gather,
+            **split_evaluation(self.world),
         )
 
     def _select(self, fit: _Fit, metrics: dict[str, dict[str, float]]) -> None:
@@ -724,7 +726,7 @@ class Trainer:
         fit.progress.epoch(epoch, state.step, score, primary_scores(metrics, self.tasks), improved)
         if not improved:
             return
-        if fit.run is not None and (self.world is None or self.world.is_main):
+        if fit.run is not None and self._writes:
             ckpt.save_checkpoint(
                 fit.run / "best", model=self.model, state={"epoch": epoch, "score": score}
             )
@@ -735,7 +737,7 @@ class Trainer:
         """``checkpoints/last``: the train state, weights, optimiser, RNG, schedule and the
         method's state."""
         fit.checkpoint_due = False
-        if fit.run is None or (self.world is not None and not self.world.is_main):
+        if fit.run is None or not self._writes:
             return
         fit.state.seconds = time.perf_counter() - fit.started
         balancer, tensors = ckpt.split_tensors(self.method.state_dict(), "balancer")

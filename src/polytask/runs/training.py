@@ -19,7 +19,7 @@ from ..config.errors import ConfigError
 from ..config.schema import Config
 from ..data.collate import Collator
 from ..engine import checkpoint as ckpt
-from ..engine.distributed import World, init_world
+from ..engine.distributed import World, init_world, split_evaluation
 from ..engine.logs import write_json
 from ..engine.trainer import FitReport, Trainer, TrainerConfig
 from ..errors import OptionError
@@ -209,7 +209,8 @@ def _train(
             if world is not None:  # where the other ranks read a checkpoint from
                 world.broadcast({"directory": str(target.directory), "resume": target.resume})
                 announced = True
-            result = _train_in(exp, raw, base_dir, out, trainer, collate, target, world)
+            files = (raw, labels, vocab)
+            result = _train_in(exp, files, base_dir, out, trainer, collate, target, world)
     except BaseException as err:
         if world is not None and not announced:  # the others wait for the run directory
             world.broadcast({"error": f"{type(err).__name__}: {err}"})
@@ -238,7 +239,6 @@ def _follow(exp: Experiment, trainer: Trainer, out: Path, world: World) -> Train
 def _test_metrics(exp: Experiment, trainer: Trainer) -> dict[str, dict[str, float]]:
     """Test metrics of the trained model, on whole inputs as `polytask eval` reads them
     (each rank predicts its part when training ran across ranks)."""
-    world = trainer.world
     return evaluate(
         trainer.model,
         exp.tasks,
@@ -246,14 +246,13 @@ def _test_metrics(exp: Experiment, trainer: Trainer) -> dict[str, dict[str, floa
         exp.collator(whole=True),
         batch_size=exp.cfg.trainer.eval_batch_size,
         device=trainer.device,
-        part=None if world is None else world.shard,
-        gather=None if world is None else world.gather,
+        **split_evaluation(trainer.world),
     )
 
 
 def _train_in(
     exp: Experiment,
-    raw: Mapping[str, Any],
+    files: tuple[Mapping[str, Any], dict[str, Any], dict[str, Any]],
     base_dir: Path,
     out: Path,
     trainer: Trainer,
@@ -262,10 +261,10 @@ def _train_in(
     world: World | None,
 ) -> TrainResult:
     """Training and the results, inside the run directory ``target`` (rank 0 or the one
-    process)."""
+    process); ``files``: the raw config, the label sets and the vocabularies it records."""
     cfg = exp.cfg
     model = trainer.model
-    labels, vocab = exp.labels_json(), exp.vocab_json()
+    raw, labels, vocab = files
     run = target.directory
     if target.restarted:
         log.warning(
