@@ -9,6 +9,7 @@ leaves training untouched."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,18 @@ def test_group_train_compares_the_grouping_with_all_in_one(measured, tmp_path):
     assert data["delta_m"]["grouped"] > data["delta_m"]["all_in_one"] + 5
     assert (out / "all" / "compare.json").is_file() and (out / "group0" / "compare.json").is_file()
     assert "Δm: grouped" in result.stdout
+    # its report: the proposal, every task three ways and both Δm, as in grouping.json
+    report = _cli("report", out, "--out", tmp_path / "grouping.html")
+    assert report.exit_code == 0, (report.stderr, report.exception)
+    page = (tmp_path / "grouping.html").read_text("utf-8")
+    cells = dict(re.findall(r'data-key="([^"]+)" data-value="([^"]*)"', page))
+    for task, values in data["per_task"].items():
+        for side in ("stl", "all", "grouped"):
+            assert float(cells[f"grouping.per_task.{task}.{side}"]) == values[side]
+    assert float(cells["grouping.delta_m.grouped"]) == data["delta_m"]["grouped"]
+    assert float(cells["grouping.delta_m.all_in_one"]) == data["delta_m"]["all_in_one"]
+    assert float(cells["grouping.headline.0"]) == data["delta_m"]["grouped"]
+    assert (tmp_path / "grouping_files" / "d0_grouping.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_restrict_config_keeps_only_the_groups_tasks():

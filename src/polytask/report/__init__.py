@@ -1,6 +1,7 @@
-"""``polytask report``: one self-contained HTML file for run and comparison directories.
+"""``polytask report``: one self-contained HTML file for run, comparison and grouping
+directories.
 
-``write_report([run_or_compare_dir, ...], "report.html")`` writes the page (figures
+``write_report([run_compare_or_grouping_dir, ...], "report.html")`` writes the page (figures
 embedded, numbers as tables, the source JSON inside; it opens from disk with no network)
 and the same figures as PNG files in ``report_files/`` beside it, for papers. The
 numbers are those of each directory's JSON (:mod:`.collect`); see :mod:`.figures` for
@@ -23,6 +24,9 @@ __all__ = ["ReportData", "collect", "write_report"]
 
 def _figures(data: ReportData) -> list[tuple[str, bytes | None, str]]:
     c = data.curves
+    if data.kind == "grouping":
+        caption = "Primary test metric per task: single-task, all-in-one, grouped (mean over seeds)"
+        return [("grouping", figures.grouping_bars(data.summary), caption)]
     listed: list[tuple[str, bytes | None, str]] = []
     if data.kind == "compare":
         listed.append(

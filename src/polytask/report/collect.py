@@ -4,7 +4,10 @@ A *run* directory (``polytask train``) gives the training losses per task over s
 (``train_log.csv``), the validation metrics per epoch (``metrics.csv``) and its results
 (``results.json``). A *comparison* directory (``polytask compare``) gives the single- and
 multi-task test metrics over seeds, Δm with its paired 95 % CI and the cost columns
-(``compare.json``), and the learning curves of each seed's multi-task run. Files that
+(``compare.json``), and the learning curves of each seed's multi-task run. A *grouping*
+directory (``polytask group --train``) gives each task's primary test metric single-task,
+in the all-in-one network and in the network that serves it, with both Δm and the paired CI
+of their difference (``grouping.json``). Files that
 later versions add (``diagnostics.jsonl``: loss weights, gradient conflict, gate usage;
 ``affinity.json``) are read when present. Nothing here draws: :mod:`.figures` does.
 """
@@ -43,10 +46,10 @@ class ReportData:
     """One directory's numbers: a run or a comparison."""
 
     name: str
-    kind: str  # "run" | "compare"
+    kind: str  # "run" | "compare" | "grouping"
     directory: Path
     curves: Curves
-    #: run: its results.json; compare: its compare.json
+    #: run: its results.json; compare: its compare.json; grouping: its grouping.json
     summary: dict[str, Any]
     #: task -> (K × K) affinity matrix with its task order, when affinity.json is present
     affinity: dict[str, Any] | None = None
@@ -57,6 +60,8 @@ def collect(directory: str | Path) -> ReportData:
     d = Path(directory)
     if not d.is_dir():
         raise ConfigError(str(d), "not a directory", "give a run or comparison directory")
+    if (d / "grouping.json").is_file():
+        return ReportData(d.name, "grouping", d, Curves(), _json(d / "grouping.json"))
     if (d / "compare.json").is_file():
         summary = _json(d / "compare.json")
         first = _first_mtl_run(d)
@@ -68,8 +73,9 @@ def collect(directory: str | Path) -> ReportData:
         return ReportData(d.name, "run", d, _curves(d), _json(d / "results.json"), _affinity(d))
     raise ConfigError(
         str(d),
-        "holds no results.json or compare.json",
-        "give a finished run (polytask train) or comparison (polytask compare)",
+        "holds no results.json, compare.json or grouping.json",
+        "give a finished run (polytask train), comparison (polytask compare) or grouping "
+        "(polytask group --train)",
     )
 
 

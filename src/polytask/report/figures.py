@@ -18,6 +18,7 @@ __all__ = [
     "conflict_over_training",
     "cosines_over_training",
     "gate_map",
+    "grouping_bars",
     "loss_curves",
     "stl_vs_mtl",
     "val_curves",
@@ -278,5 +279,45 @@ def stl_vs_mtl(summary: dict[str, Any]) -> bytes | None:
         title += f"  (paired 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}])"
     ax.set_title(title, fontsize=9)
     ax.legend(frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def grouping_bars(summary: dict[str, Any]) -> bytes | None:
+    """Each task's primary test metric (mean over seeds) single-task, in the all-in-one
+    network and in the network of the proposed grouping that serves it."""
+    per_task = summary.get("per_task") or {}
+    if not per_task:
+        return None
+    plt = _plt()
+    tasks = list(per_task)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(tasks), 3.4))
+    width = 0.27
+    sides = (("stl", "single-task", "#9aa5b1"), ("all", "all-in-one", "#2b6cb0"))
+    for k, (side, label, color) in enumerate((*sides, ("grouped", "grouped", "#dd6b20"))):
+        ax.bar(
+            [i + (k - 1) * width for i in range(len(tasks))],
+            [per_task[t][side] for t in tasks],
+            width,
+            color=color,
+            label=label,
+        )
+    primary = summary.get("primary") or {}
+    ax.set_xticks(
+        range(len(tasks)), [f"{t}\n{primary.get(t, '')}" for t in tasks], fontsize=7, rotation=30
+    )
+    values = [per_task[t][side] for t in tasks for side in ("stl", "all", "grouped")]
+    low, high = min(values), max(values)
+    ax.set_ylim(max(0.0, low - 0.1 * (high - low + 1e-9)), high + 0.05 * (high - low + 1e-9))
+    dm = summary.get("delta_m") or {}
+    ci = summary.get("grouped_minus_all_ci95")
+    title = (
+        f"Δm grouped {dm.get('grouped', float('nan')):+.2f} %, "
+        f"all-in-one {dm.get('all_in_one', float('nan')):+.2f} %"
+    )
+    if ci:
+        title += f"  (grouped − all-in-one, paired 95% CI [{ci[0]:+.2f}, {ci[1]:+.2f}])"
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)

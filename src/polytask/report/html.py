@@ -118,6 +118,49 @@ def _compare_tables(data: ReportData) -> str:
     return head + table
 
 
+def _grouping_tables(data: ReportData) -> str:
+    """The proposal, each task's primary test metric three ways, and both Δm."""
+    s = data.summary
+    serves, primary = s.get("serves") or {}, s.get("primary") or {}
+    groups = "".join(
+        f'<tr><td class="text">{g}</td><td class="text">{_e(", ".join(members))}</td>'
+        f'<td class="text">{_e(", ".join(t for t in members if serves.get(t) == g) or "—")}'
+        "</td></tr>"
+        for g, members in enumerate(s.get("groups") or [])
+    )
+    rows = "".join(
+        f'<tr><td class="text">{_e(task)}</td><td class="text">{_e(primary.get(task, ""))}</td>'
+        + "".join(
+            _cell(values.get(side), f"grouping.per_task.{task}.{side}")
+            for side in ("stl", "all", "grouped")
+        )
+        + f'<td class="text">{serves.get(task, "")}</td></tr>'
+        for task, values in (s.get("per_task") or {}).items()
+    )
+    dm, ci = s.get("delta_m") or {}, s.get("grouped_minus_all_ci95")
+    head = f"<p>Seeds {_e(s.get('seeds'))}. <b>Δm</b> against the single-task models: grouped "
+    for side, text in (("grouped", ""), ("all_in_one", ", all-in-one ")):
+        value = dm.get(side)
+        head += text + (
+            f'<span data-key="grouping.delta_m.{side}" data-value="{value!r}">{value:+.2f} %</span>'
+            if isinstance(value, (int, float))
+            else "not defined"
+        )
+    if ci:
+        head += (
+            "; grouped − all-in-one, paired 95 % CI over seeds <span data-key="
+            f'"grouping.grouped_minus_all_ci95" data-value="{json.dumps(ci)}">'
+            f"[{ci[0]:+.2f}, {ci[1]:+.2f}]</span>"
+        )
+    return (
+        head + ".</p><table><thead><tr><th>network</th><th>tasks</th><th>serves</th></tr></thead>"
+        f"<tbody>{groups}</tbody></table>"
+        "<table><thead><tr><th>task</th><th>metric</th><th>single-task</th><th>all-in-one</th>"
+        f"<th>grouped</th><th>served by</th></tr></thead><tbody>{rows}</tbody></table>"
+        '<p class="muted">Test values, means over seeds.</p>'
+    )
+
+
 def _run_tables(data: ReportData) -> str:
     s = data.summary
     rows = []
@@ -159,15 +202,19 @@ def render(
     body = []
     for i, (data, figures) in enumerate(sections):
         s = data.summary
-        headline = s.get("delta_m") if data.kind == "compare" else s.get("score")
-        label = "Δm (%)" if data.kind == "compare" else "validation score"
+        headline, label = {
+            "compare": (s.get("delta_m"), "Δm (%)"),
+            "grouping": ((s.get("delta_m") or {}).get("grouped"), "Δm grouped (%)"),
+        }.get(data.kind, (s.get("score"), "validation score"))
         overview.append(
             f'<tr><td class="text"><a href="#d{i}">{_e(data.name)}</a></td>'
             f'<td class="text">{_e(data.kind)}</td><td class="text">{label}</td>'
             + _cell(headline, f"{data.kind}.headline.{i}", 3)
             + "</tr>"
         )
-        tables = _compare_tables(data) if data.kind == "compare" else _run_tables(data)
+        tables = {"compare": _compare_tables, "grouping": _grouping_tables}.get(
+            data.kind, _run_tables
+        )(data)
         figs = "".join(
             _figure(png, caption, f"d{i}_{name}.png", images) for name, png, caption in figures
         )
