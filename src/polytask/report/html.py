@@ -202,10 +202,12 @@ def render(
     body = []
     for i, (data, figures) in enumerate(sections):
         s = data.summary
-        headline, label = {
-            "compare": (s.get("delta_m"), "Δm (%)"),
-            "grouping": ((s.get("delta_m") or {}).get("grouped"), "Δm grouped (%)"),
-        }.get(data.kind, (s.get("score"), "validation score"))
+        if data.kind == "compare":
+            headline, label = s.get("delta_m"), "Δm (%)"
+        elif data.kind == "grouping":
+            headline, label = (s.get("delta_m") or {}).get("grouped"), "Δm grouped (%)"
+        else:
+            headline, label = s.get("score"), "validation score"
         overview.append(
             f'<tr><td class="text"><a href="#d{i}">{_e(data.name)}</a></td>'
             f'<td class="text">{_e(data.kind)}</td><td class="text">{label}</td>'
