@@ -315,13 +315,17 @@ def predict_cmd(
         ...,
         metavar="INPUT",
         help="Text (a line each), .jsonl or .csv file; for a format-tabular run, rows: "
-        ".jsonl objects of column -> value, or a .csv with a header.",
+        ".jsonl objects of column -> value, or a .csv with a header; for a format-molecules "
+        "run, SMILES (a line each, or the run's SMILES column / field of a .csv / .jsonl).",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="JSONL output file (default stdout)."
     ),
-    text_field: str = typer.Option(
-        "text", "--text-field", help="JSONL field / CSV column with the text."
+    text_field: str | None = typer.Option(
+        None,
+        "--text-field",
+        help="JSONL field / CSV column with the text (default text; for a format-molecules "
+        "run, the SMILES column it was trained with).",
     ),
     tokenizer: str | None = typer.Option(
         None,
@@ -343,7 +347,8 @@ def predict_cmd(
         if run.experiment.tabular is not None:  # format tabular: rows of column -> value
             rows = read_rows(input_path)
             return [{"input": x, **p} for x, p in zip(rows, run.predict(rows))]
-        inputs = read_inputs(input_path, text_field)
+        field = text_field or run.smiles_column or "text"  # molecules: SMILES as trained
+        inputs = read_inputs(input_path, field)
         return [
             {"input": x if isinstance(x, str) else " ".join(x), **p}
             for x, p in zip(inputs, run.predict(inputs, tokenizer=tokenizer))

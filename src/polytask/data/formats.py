@@ -438,9 +438,7 @@ class Molecules(Reader):
         self.invalid: list[tuple[str, str]] = []
 
     def read(self, path: Path) -> list[Example]:
-        import numpy as np
-
-        from polytask.data.molecules import ecfp
+        from polytask.data.molecules import Fingerprints
 
         o = self.options
         names, rows = tabular.read_table_rows(path)
@@ -452,11 +450,7 @@ class Molecules(Reader):
         _require_columns(path, names, wanted, self.targets)
         column = o.get("smiles", "smiles")
         smiles = [r[column] for _, r in rows]
-        counts = bool(o.get("counts", False))
-        fps, bad = ecfp(
-            smiles, radius=int(o.get("radius", 2)), n_bits=int(o.get("n_bits", 2048)), counts=counts
-        )
-        features = np.log1p(fps.astype(np.float32)) if counts else fps
+        features, bad = Fingerprints.from_options(o)(smiles)
         skipped = set(bad)
         missing = set(o.get("missing", ("",)))
         out = []

@@ -6,6 +6,8 @@ needs it.
 * :func:`ecfp`: Morgan / ECFP fingerprints (Rogers & Hahn 2010), radius 2 (ECFP4) and
   2048 bits by default, as ``uint8`` arrays; SMILES that RDKit cannot parse are reported
   (their positions), never silently dropped.
+* :class:`Fingerprints`: the features ``format: molecules`` gives a SMILES (its ``radius``,
+  ``n_bits`` and ``counts`` options), in training and at prediction alike.
 * :func:`scaffold_split`: the deterministic scaffold split of MoleculeNet (Wu et al. 2018)
   as DeepChem's ``ScaffoldSplitter`` makes it: molecules are grouped by their Bemis–Murcko
   scaffold (Bemis & Murcko 1996; generic SMILES without chirality); groups are sorted
@@ -25,7 +27,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from polytask.errors import DataError, OptionError
 
 __all__ = [
     "TOX21_TASKS",
+    "Fingerprints",
     "MoleculeData",
     "InvalidSmilesError",
     "ecfp",
@@ -127,6 +130,33 @@ def ecfp(
                 else gen.GetFingerprintAsNumPy(mol)
             )
     return out, [i for i, _ in invalid]
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """The features of ``format: molecules``: :func:`ecfp` bits of radius ``radius`` folded to
+    ``n_bits`` (``uint8``), or with ``counts`` ``log(1 + count)`` of the count fingerprint
+    (``float32``). The reader computes a source's features with it and a trained run its raw
+    SMILES, from the same options, so both get the same vectors."""
+
+    radius: int = 2
+    n_bits: int = 2048
+    counts: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Fingerprints:
+        """The settings of a source's ``options`` (defaults where absent)."""
+        return cls(
+            radius=int(options.get("radius", 2)),
+            n_bits=int(options.get("n_bits", 2048)),
+            counts=bool(options.get("counts", False)),
+        )
+
+    def __call__(self, smiles: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """``(features, invalid)``: one row per SMILES (all zero for one RDKit cannot parse)
+        and the positions of those RDKit could not parse."""
+        fps, invalid = ecfp(smiles, radius=self.radius, n_bits=self.n_bits, counts=self.counts)
+        return (np.log1p(fps.astype(np.float32)) if self.counts else fps), invalid
 
 
 def murcko_scaffold(smiles: str, include_chirality: bool = False) -> str:

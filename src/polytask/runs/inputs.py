@@ -7,6 +7,9 @@ Formats, by suffix (a ``.gz`` suffix after it is read transparently):
 - ``.csv`` / ``.tsv``: a header row with the text column;
 - anything else: one input per non-blank line.
 
+A run trained on ``format: molecules`` reads SMILES the same way: one a line, or the run's
+SMILES column (``.csv`` / ``.tsv``) or field (``.jsonl``) as the text field.
+
 A run trained on ``format: tabular`` reads rows instead (:func:`read_rows`): one JSON object
 of column -> value per line (``.jsonl``), or a ``.csv`` / ``.tsv`` file with a header row.
 

@@ -10,7 +10,10 @@ import torch
 from ..config.build import Experiment
 from ..config.errors import ConfigError
 from ..config.load import validate
+from ..config.schema import Config
 from ..data.base import Example
+from ..data.formats import FORMATS, Molecules
+from ..data.molecules import Fingerprints
 from ..data.tokenizers import TOKENIZERS, choose, tokenize_with
 from ..engine import checkpoint as ckpt
 from ..engine.checkpoint import CheckpointError
@@ -63,6 +66,50 @@ class LoadedRun:
         #: tokenizers were recorded) and what raw text gets here (None: sources differed)
         self.tokenizers: dict[str, str | None] = dict(files.meta.get("tokenizers") or {})
         self.tokenizer = choose(self.tokenizers, self.cfg.data.tokenizer)
+        #: the ``format: molecules`` sources (empty: raw strings are text) by name: their
+        #: SMILES column and fingerprint settings, read from the run's config
+        self.molecule_sources: dict[str, tuple[str, Fingerprints]] = molecule_sources(self.cfg)
+        #: the SMILES column of the run's molecules sources (``None`` for other runs): the
+        #: column (CSV) or field (JSONL) ``predict`` reads from an input file
+        self.smiles_column = next((c for c, _ in self.molecule_sources.values()), None)
+
+    @property
+    def molecules(self) -> bool:
+        """Whether the run was trained on ``format: molecules``: a raw string is a SMILES."""
+        return bool(self.molecule_sources)
+
+    def fingerprints(self) -> Fingerprints:
+        """How a raw SMILES becomes features: as every molecules source of the run did in
+        training; a :class:`ConfigError` when the sources used different settings."""
+        (first, (_, fp)), *rest = self.molecule_sources.items()
+        for name, (_, other) in rest:
+            for option in ("radius", "n_bits", "counts"):
+                if getattr(other, option) != getattr(fp, option):
+                    raise ConfigError(
+                        f"data.sources.{name}.options.{option}",
+                        f"the run's molecules sources fingerprint SMILES differently ({first}: "
+                        f"{getattr(fp, option)}, {name}: {getattr(other, option)})",
+                        "give Examples with their features, or train every molecules source "
+                        "with the same radius, n_bits and counts",
+                    )
+        return fp
+
+    def _smiles_examples(self, items: Sequence[tuple[int, str]]) -> list[Example]:
+        """Examples of raw SMILES (``(position, SMILES)``), featurised as in training."""
+        if not items:
+            return []
+        fingerprints = self.fingerprints()
+        smiles = [s.strip() for _, s in items]
+        features, invalid = fingerprints(smiles)
+        if invalid:
+            j = invalid[0]
+            more = f" ({len(invalid) - 1} more after it)" if len(invalid) > 1 else ""
+            raise ConfigError(
+                f"input {items[j][0] + 1}",
+                f"SMILES {items[j][1]!r} cannot be parsed by RDKit{more}",
+                "correct it, or leave it out",
+            )
+        return [Example(inputs={"features": f, "smiles": s}) for f, s in zip(features, smiles)]
 
     def to_examples(
         self,
@@ -72,13 +119,28 @@ class LoadedRun:
         """Examples of ``inputs``: raw text is split as the run's sources split it in
         training (or by ``tokenizer``, a name of :data:`~polytask.data.tokenizers.TOKENIZERS`);
         token lists and examples are taken as they are; a mapping column -> value is a raw
-        row of a ``format: tabular`` run, transformed by the run's fitted preprocessor."""
+        row of a ``format: tabular`` run, transformed by the run's fitted preprocessor; for a
+        run trained on ``format: molecules`` a string is a SMILES, fingerprinted as the
+        run's sources were (:meth:`fingerprints`; one RDKit cannot parse is an error naming
+        the input)."""
         name = tokenizer or self.tokenizer
         prep = self.experiment.tabular
-        out = []
+        out: list[Example | None] = []
+        smiles: list[tuple[int, str]] = []  # raw SMILES of a molecules run: featurised at once
         for i, x in enumerate(inputs):
             if isinstance(x, Example):
                 out.append(x)
+            elif self.molecules and isinstance(x, str):
+                if not x.strip():
+                    raise ConfigError(f"input {i + 1}", "an empty SMILES", "give a molecule")
+                smiles.append((i, x))
+                out.append(None)
+            elif self.molecules:
+                raise ConfigError(
+                    f"input {i + 1}",
+                    f"a {type(x).__name__}, but the run was trained on format molecules",
+                    "give SMILES strings (or Examples with their features)",
+                )
             elif isinstance(x, Mapping):
                 if prep is None:
                     raise ConfigError(
@@ -107,7 +169,9 @@ class LoadedRun:
                 out.append(Example(inputs={"tokens": tokenize_with(name, x)}))
             else:
                 out.append(Example(inputs={"tokens": list(x)}))
-        return out
+        for (i, _), ex in zip(smiles, self._smiles_examples(smiles)):
+            out[i] = ex
+        return [ex for ex in out if ex is not None]
 
     def predict(
         self,
@@ -142,6 +206,15 @@ class LoadedRun:
 
     def evaluate(self, sources: Mapping[str, Sequence[Example]]) -> dict[str, dict[str, float]]:
         return evaluate(self.model, self.tasks, sources, self.collate, device=self.device)
+
+
+def molecule_sources(cfg: Config) -> dict[str, tuple[str, Fingerprints]]:
+    """The ``format: molecules`` sources of ``cfg``: their SMILES column and fingerprints."""
+    return {
+        name: (str(src.options.get("smiles", "smiles")), Fingerprints.from_options(src.options))
+        for name, src in cfg.data.sources.items()
+        if issubclass(FORMATS.resolve(src.format), Molecules)
+    }
 
 
 def base_dir_of(run_dir: Path, meta: Mapping[str, Any]) -> Path:

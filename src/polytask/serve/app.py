@@ -15,6 +15,10 @@ UTF-8, too large (413), of another content type (415), nested too deeply, with f
 the wrong type, empty or over-long texts, too many inputs or an unknown task name is a 4xx
 with ``{"error": {"field", "problem", "fix"}}``. A full queue answers 503 with
 ``Retry-After`` at once.
+
+A run trained on ``format: molecules`` reads each input string as a SMILES, fingerprinted as
+in training; one RDKit cannot parse (or a token list) is a 422 naming the input, before
+anything is queued.
 """
 
 from __future__ import annotations
@@ -199,8 +203,17 @@ def create_app(run: Any, limits: Limits | None = None) -> Any:
                 f"unknown task {unknown[0]!r}" if unknown else "empty",
                 f"use some of {list(tasks)}",
             )
+        inputs: list[Any] = list(req.inputs)
+        if getattr(run, "molecules", False):
+            # SMILES become features here, one at a time: a bad one is this request's 422
+            # naming it, never the error of a batch shared with other requests
+            for i, x in enumerate(req.inputs):
+                try:
+                    inputs[i] = run.to_examples([x])[0]
+                except ConfigError as err:
+                    return _error(422, f"inputs.{i}", err.problem, err.fix)
         try:
-            outputs = await batcher.submit(req.inputs)
+            outputs = await batcher.submit(inputs)
         except Overloaded as err:
             return _error(
                 503,
