@@ -525,14 +525,17 @@ def list_cmd(
 @app.command("report")
 def report_cmd(
     directories: list[Path] = typer.Argument(
-        ..., metavar="RUN_DIR...", help="Run or comparison directories, side by side."
+        ...,
+        metavar="RUN_DIR...",
+        help="Run, comparison or grouping (group --train) directories, side by side.",
     ),
     out: Path = typer.Option(
         Path("report.html"), "--out", "-o", help="HTML file (PNGs go to <stem>_files/)."
     ),
 ) -> None:
     """Write one self-contained HTML report (opens from disk, offline): learning curves,
-    loss weights, gradient conflict, STL vs MTL with Δm and its CI, cost."""
+    loss weights, gradient conflict, STL vs MTL with Δm and its CI, cost; for a grouping,
+    single-task vs all-in-one vs grouped per task."""
     from .report import write_report
 
     path = _guard(write_report, directories, out)
