@@ -151,7 +151,7 @@ def test_validate_reports_missing_labels(tmp_path):
     "setup, field",
     [
         (lambda p: (p / "x.parquet").write_bytes(b"PAR1"), "x.parquet"),
-        (lambda p: (p / "n.csv").write_text("a,b\n1,2\n3,4\n", "utf-8"), "n.csv"),
+        (lambda p: (p / "n.csv").write_text("a\n1\n2\n", "utf-8"), "n.csv"),  # no feature
         (lambda p: (p / "c.yaml").write_text("x", "utf-8"), "--out"),
     ],
 )

@@ -564,32 +564,48 @@ def validate_cmd(
 @app.command("init")
 def init_cmd(
     data_files: list[Path] = typer.Argument(
-        ..., metavar="DATA_FILE...", help="JSONL, CSV/TSV or CoNLL files."
+        ...,
+        metavar="DATA_FILE...",
+        help="JSONL, CSV/TSV/.data (text, tabular or SMILES) or CoNLL files.",
     ),
     out: Path = typer.Option(Path("config.yaml"), "--out", "-o", help="Config file to write."),
     name: str | None = typer.Option(
         None, "--name", help="The run name (default from the first file)."
     ),
+    targets: list[str] | None = typer.Option(
+        None,
+        "--targets",
+        help="Task columns COL[,COL...] (repeatable): a tabular CSV's tasks (default: its "
+        "last column); in other files only these become tasks. CoNLL files refuse it.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ) -> None:
     """Propose a commented config from data files: tasks and their kinds, label sets, an
-    encoder, a sampler. `polytask validate` it, then `polytask train` it."""
-    from .config.propose import propose_yaml
+    encoder (text, tabular or SMILES fingerprints), a sampler. `polytask validate` it,
+    then `polytask train` it."""
+    from .config.propose import propose, render
     from .engine.checkpoint import atomic_write_text
 
-    def go() -> str:
+    columns = [c.strip() for t in targets or [] for c in t.split(",") if c.strip()]
+
+    def go() -> tuple[str, list[str]]:
         if out.exists() and not force:
             raise ConfigError(
                 "--out", f"{out} exists", "give --force to replace it, or another --out"
             )
         if not out.parent.is_dir():
             raise ConfigError("--out", f"directory {out.parent} does not exist", "create it")
-        text = propose_yaml(data_files, out, name)
+        if targets is not None and not columns:
+            raise ConfigError("--targets", "names no column", "give COL[,COL...]")
+        proposal = propose(data_files, targets=columns or None)
+        text = render(proposal, out, name)
         atomic_write_text(out, text)
-        return text
+        return text, proposal.messages
 
-    text = _guard(go)
+    text, messages = _guard(go)
     typer.echo(text, nl=False)
+    for message in messages:
+        typer.echo(f"note: {message}", err=True)
     typer.echo(f"# wrote {out}", err=True)
 
 
