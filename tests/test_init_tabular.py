@@ -14,38 +14,11 @@ from typer.testing import CliRunner
 
 from polytask.cli import app
 from polytask.config.propose import propose
+from polytask.data.adult import ADULT_COLUMNS
+from polytask.data.molecules import TOX21_TASKS
 
-ADULT = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-    "income",
-]
-TOX21 = [
-    "NR-AR",
-    "NR-AR-LBD",
-    "NR-AhR",
-    "NR-Aromatase",
-    "NR-ER",
-    "NR-ER-LBD",
-    "NR-PPAR-gamma",
-    "SR-ARE",
-    "SR-ATAD5",
-    "SR-HSE",
-    "SR-MMP",
-    "SR-p53",
-]
+ADULT = list(ADULT_COLUMNS)
+TOX21 = list(TOX21_TASKS)
 QUICK = ["trainer.epochs=1", "trainer.max_steps=2", "trainer.progress=false"]
 
 
