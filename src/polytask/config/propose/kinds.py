@@ -9,7 +9,8 @@ import unicodedata
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
-from .model import Task
+from ..errors import ConfigError
+from .model import Source, Task
 from .read import _MISSING, _as_number
 
 #: at most this many distinct values make a classification task
@@ -130,3 +131,11 @@ def _column_task(column: str, present: list[str]) -> Task | None:
     if _numeric(present) and distinct > MAX_NUMBER_CLASSES:
         return Task(column, "regression", note=f"numbers, {distinct} distinct")
     return _scalar_task(column, present)
+
+
+def _left_out(src: Source, what: str, name: str, why: str, targets: Sequence[str] | None) -> None:
+    """A field or column that no task kind reads: refused when the user named it in
+    ``--targets``, else left out of the proposal with a note saying why."""
+    if targets:
+        raise ConfigError("--targets", f"{what} {name!r} is no task ({why})", _NAME_LABELS)
+    src.notes.append(f"{name}: left out ({why})")

@@ -17,6 +17,7 @@ from .kinds import (
     _binary_task,
     _column_task,
     _id_reason,
+    _left_out,
     _numeric,
     _present,
 )
@@ -133,11 +134,7 @@ def _molecules_source(
         task = _column_task(column, present)  # the reader gives the cell: a class or a number
         if task is None:
             why = "one value, every value distinct, or too many classes"
-            if targets:
-                raise ConfigError(
-                    "--targets", f"column {column!r} is no task ({why})", _NAME_LABELS
-                )
-            src.notes.append(f"{column}: left out ({why})")
+            _left_out(src, "column", column, why, targets)
             continue
         tasks.append(task)
         src.tasks[column] = column

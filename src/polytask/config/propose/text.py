@@ -12,6 +12,7 @@ from .kinds import (
     MAX_CLASSES,
     _iob1,
     _is_cjk,
+    _left_out,
     _scalar_task,
     _token_task,
 )
@@ -85,12 +86,9 @@ def _jsonl_source(
         else:
             task = _scalar_task(key, values)
             if task is None:
-                why = "an id, one value, or too many distinct values"
-                if targets:
-                    raise ConfigError(
-                        "--targets", f"field {key!r} is no task ({why})", _NAME_LABELS
-                    )
-                src.notes.append(f"{key}: left out ({why})")
+                _left_out(
+                    src, "field", key, "an id, one value, or too many distinct values", targets
+                )
                 continue
             tasks.append(task)
         src.tasks[tasks[-1].name] = key
@@ -140,11 +138,7 @@ def _text_csv_source(
         task = _scalar_task(column, [r.get(column) for r in table.rows])
         if task is None:
             why = "an id, one value, or too many distinct values"
-            if targets:
-                raise ConfigError(
-                    "--targets", f"column {column!r} is no task ({why})", _NAME_LABELS
-                )
-            src.notes.append(f"{column}: left out ({why})")
+            _left_out(src, "column", column, why, targets)
             continue
         tasks.append(task)
         src.tasks[column] = column if table.header else table.names.index(column)
