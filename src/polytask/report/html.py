@@ -203,20 +203,18 @@ def render(
     for i, (data, figures) in enumerate(sections):
         s = data.summary
         if data.kind == "compare":
-            headline, label = s.get("delta_m"), "Δm (%)"
+            headline, label, tables = s.get("delta_m"), "Δm (%)", _compare_tables(data)
         elif data.kind == "grouping":
-            headline, label = (s.get("delta_m") or {}).get("grouped"), "Δm grouped (%)"
+            dm = (s.get("delta_m") or {}).get("grouped")
+            headline, label, tables = dm, "Δm grouped (%)", _grouping_tables(data)
         else:
-            headline, label = s.get("score"), "validation score"
+            headline, label, tables = s.get("score"), "validation score", _run_tables(data)
         overview.append(
             f'<tr><td class="text"><a href="#d{i}">{_e(data.name)}</a></td>'
             f'<td class="text">{_e(data.kind)}</td><td class="text">{label}</td>'
             + _cell(headline, f"{data.kind}.headline.{i}", 3)
             + "</tr>"
         )
-        tables = {"compare": _compare_tables, "grouping": _grouping_tables}.get(
-            data.kind, _run_tables
-        )(data)
         figs = "".join(
             _figure(png, caption, f"d{i}_{name}.png", images) for name, png, caption in figures
         )
