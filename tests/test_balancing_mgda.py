@@ -46,7 +46,8 @@ def hull_witness(jacobian: torch.Tensor) -> float:
     the hull to working precision."""
     j = jacobian.double()
     g, _ = prepare_gramian(j @ j.T)
-    u, _ = nonneg_qp(g + 1.0, -torch.ones(1, j.shape[0], dtype=torch.float64))
+    x, _ = nonneg_qp(g + 1.0, -torch.ones(1, j.shape[0], dtype=torch.float64))
+    u = torch.from_numpy(x)
     d = (u[0] / u[0].sum()) @ j
     return float(d @ d / (j * j).sum(dim=1).max())
 

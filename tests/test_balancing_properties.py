@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from matrix_families import Case, all_cases, strongly_stationary_family
@@ -219,8 +220,8 @@ def test_fallback_solvers_are_certified(monkeypatch: pytest.MonkeyPatch) -> None
     assert not bool(_qp.projection_kkt(h, a, torch.zeros_like(a)).all())  # the check can fail
     expected = balancing.make("upgrad").aggregate(jacobian)
 
-    def broken(hh: torch.Tensor, c: torch.Tensor, **_: object) -> tuple[torch.Tensor, bool]:
-        return torch.zeros_like(c), False
+    def broken(hh: np.ndarray, c: np.ndarray, **_: object) -> tuple[np.ndarray, bool]:
+        return np.zeros_like(c), False
 
     monkeypatch.setattr(_qp, "nonneg_qp", broken)
     y_cd, ok_cd = _qp._certified_projection(h, a, _qp._EPS)
@@ -236,11 +237,11 @@ def test_uncertified_projections_are_replaced_by_zero(monkeypatch: pytest.Monkey
     a warning: the update still conflicts with no task."""
     from polytask.balancing import _qp
 
-    def broken(hh: torch.Tensor, c: torch.Tensor, **_: object) -> tuple[torch.Tensor, bool]:
-        return torch.zeros_like(c), False
+    def broken(hh: np.ndarray, c: np.ndarray, **_: object) -> tuple[np.ndarray, bool]:
+        return np.zeros_like(c), False
 
-    def stuck(p: object, x0: torch.Tensor, max_sweeps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return x0, torch.zeros(x0.shape[0], dtype=torch.bool)
+    def stuck(p: object, x0: np.ndarray, max_sweeps: int) -> tuple[np.ndarray, np.ndarray]:
+        return x0, np.zeros(x0.shape[0], dtype=bool)
 
     monkeypatch.setattr(_qp, "nonneg_qp", broken)
     monkeypatch.setattr(_qp, "_coordinate_descent", stuck)

@@ -25,6 +25,7 @@ Torch only, no knowledge of models or data. These primitives serve
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -125,6 +126,76 @@ def jacobian(
     return looped_grad(list(losses), inputs)
 
 
+@dataclass
+class Cut:
+    """The autograd graph of K losses seen from a tensor z they read (:func:`cut_at`).
+
+    Attributes:
+        above: the leaves the losses reach without passing through z, in the order found.
+        below: the leaves z depends on, in the order found.
+        owners: z's *consumers* (the nodes that read z directly), each mapped to the one
+            loss that reaches it and the input slots where it reads z; None where a
+            consumer is reached by several losses, or a loss is z itself.
+        reads: whether some loss reads z at all.
+    """
+
+    above: list[Tensor]
+    below: list[Tensor]
+    owners: dict[Any, tuple[int, list[int]]] | None
+    reads: bool
+
+    def leaves(self) -> list[Tensor]:
+        """Every leaf the losses reach (above, then those below z not already seen)."""
+        seen = {id(p) for p in self.above}
+        below = [p for p in self.below if id(p) not in seen] if self.reads else []
+        return self.above + below
+
+
+def cut_at(losses: Sequence[Tensor], z: Tensor) -> Cut:
+    """One walk over the graph of ``losses`` down to z and one below it (:class:`Cut`): what
+    :func:`split_consumers`, :func:`reached_leaves` and the checks of
+    :func:`jacobian_through` need, without walking the same nodes several times (a walk
+    costs host time per node: ~a microsecond each, thousands in a transformer)."""
+    edge = get_gradient_edge(z)
+    node_z, nr = edge.node, edge.output_nr
+    above: list[Tensor] = []
+    seen_leaf: set[int] = set()
+    owners: dict[Any, tuple[int, list[int]]] = {}
+    splittable = True
+    for i, loss in enumerate(losses):
+        root = loss.grad_fn
+        if root is None:
+            if loss.requires_grad and id(loss) not in seen_leaf:
+                seen_leaf.add(id(loss))
+                above.append(loss)
+            continue
+        if root is node_z:
+            splittable = False
+            continue
+        seen: set[Any] = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            var = getattr(node, "variable", None)
+            if var is not None:
+                if id(var) not in seen_leaf:
+                    seen_leaf.add(id(var))
+                    above.append(var)
+                continue
+            nexts = node.next_functions
+            idxs = [j for j, (nxt, k) in enumerate(nexts) if nxt is node_z and k == nr]
+            if idxs:
+                if owners.get(node, (i,))[0] != i:
+                    splittable = False
+                owners[node] = (i, idxs)
+            stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
+    below = _leaves([node_z], None)
+    return Cut(above, below, owners if splittable else None, bool(owners) or not splittable)
+
+
 def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int, list[int]]] | None:
     """The autograd nodes that read z directly (z's *consumers*), each mapped to the one
     loss that reaches it and the input slots where it reads z; None where a consumer is
@@ -134,36 +205,17 @@ def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int,
     """
     if not z.requires_grad:
         return None
-    edge = get_gradient_edge(z)
-    node_z, nr = edge.node, edge.output_nr
-    owners: dict[Any, tuple[int, list[int]]] = {}
-    for i, loss in enumerate(losses):
-        root = loss.grad_fn
-        if root is None:
-            continue
-        if root is node_z:
-            return None
-        seen: set[Any] = set()
-        stack = [root]
-        while stack:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            nexts = node.next_functions
-            idxs = [j for j, (nxt, k) in enumerate(nexts) if nxt is node_z and k == nr]
-            if idxs:
-                if owners.get(node, (i,))[0] != i:
-                    return None
-                owners[node] = (i, idxs)
-            stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
+    return _owners(cut_at(losses, z))
+
+
+def _owners(cut: Cut) -> dict[Any, tuple[int, list[int]]] | None:
     require(
-        bool(owners),
+        cut.reads,
         "features",
         "no loss depends on the feature tensor given",
         "pass the tensor the task heads read (the model output's shared_features)",
     )
-    return owners
+    return cut.owners
 
 
 class _RowCapture:
@@ -283,6 +335,7 @@ def jacobian_through(
     below: Sequence[Tensor],
     above: Sequence[Tensor],
     chunk_size: int | None = None,
+    cut: Cut | None = None,
 ) -> tuple[list[Tensor], list[Tensor]] | None:
     """Per-task gradients of the parameters ``below`` the shared features z, (K, *p.shape)
     each, and the plain gradient ``∇ Σ_i L_i`` of the parameters ``above`` it (the heads),
@@ -295,15 +348,17 @@ def jacobian_through(
     rows through the trunk only (as torchjd's ``mtl_backward`` does). Returns None, having
     done nothing, where it does not apply: a consumer of z shared by several losses, a
     parameter of ``below`` not below z, one of ``above`` below it, or a path from below z to
-    a loss that avoids z. Keeps the graph."""
+    a loss that avoids z. ``cut``: :func:`cut_at` of the same losses and z, where the caller
+    has it already. Keeps the graph."""
     if not z.requires_grad or z.grad_fn is None:
         return None
-    beneath = _leaf_ids([z.grad_fn], None)
+    cut = cut_at(losses, z) if cut is None else cut
+    beneath = {id(p) for p in cut.below}
     if not all(id(p) in beneath for p in below) or any(id(p) in beneath for p in above):
         return None
-    if beneath & _leaf_ids([loss.grad_fn for loss in losses], z.grad_fn):  # see separates()
+    if beneath & {id(p) for p in cut.above}:  # a path around z (see separates())
         return None
-    owners = split_consumers(losses, z)
+    owners = _owners(cut)
     if owners is None:
         return None
     capture = _RowCapture(owners, len(losses), z)
@@ -341,30 +396,17 @@ def jacobian_through(
 def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     """Leaf tensors with ``requires_grad`` that the roots' autograd graph reaches, in the
     order found (each once)."""
+    roots = list(roots)
+    out = [r for r in roots if r.grad_fn is None and r.requires_grad]
+    out = list({id(r): r for r in out}.values())
+    seen = {id(r) for r in out}
+    return out + [p for p in _leaves([r.grad_fn for r in roots], None) if id(p) not in seen]
+
+
+def _leaves(starts: Iterable[Any], stop: object | None) -> list[Tensor]:
+    """The leaves below the nodes ``starts`` (not walking through ``stop``), in the order
+    found, each once."""
     out: list[Tensor] = []
-    seen_leaf: set[int] = set()
-    seen: set[Any] = set()
-    stack = [r.grad_fn for r in roots if r.grad_fn is not None]
-    for r in roots:
-        if r.grad_fn is None and r.requires_grad and id(r) not in seen_leaf:
-            seen_leaf.add(id(r))
-            out.append(r)
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        var = getattr(node, "variable", None)
-        if var is not None:
-            if id(var) not in seen_leaf:
-                seen_leaf.add(id(var))
-                out.append(var)
-            continue
-        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
-    return out
-
-
-def _leaf_ids(starts: Iterable[Any], stop: object | None) -> set[int]:
     ids: set[int] = set()
     seen: set[Any] = set()
     stack = list(starts)
@@ -375,10 +417,16 @@ def _leaf_ids(starts: Iterable[Any], stop: object | None) -> set[int]:
         seen.add(node)
         var = getattr(node, "variable", None)
         if var is not None:
-            ids.add(id(var))
+            if id(var) not in ids:
+                ids.add(id(var))
+                out.append(var)
             continue
         stack.extend(nxt for nxt, _ in node.next_functions)
-    return ids
+    return out
+
+
+def _leaf_ids(starts: Iterable[Any], stop: object | None) -> set[int]:
+    return {id(p) for p in _leaves(starts, stop)}
 
 
 def separates(z: Tensor, roots: Iterable[Tensor]) -> bool:

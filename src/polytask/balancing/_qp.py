@@ -28,9 +28,12 @@ with ``s = 1/(1 + |d*|²)``, so ``w* = u*/1ᵀu*`` (for ``u = s w`` with w in th
 two terms separate). At the optimum ``∇f = s (G w − |d|² 1)``, so the stopping rule
 ``∇f ≥ −tol`` is MGDA's optimality certificate ``⟨g_k, d⟩ ≥ |d|² − tol/s`` itself.
 
-All work is done in float64 on the CPU (the systems are tiny, and an active set needs
-data-dependent control flow anyway; :mod:`._gramian` states the precision policy that
-hands the Gramian over), on the Gramian divided by its largest diagonal entry,
+All work is done in float64 on the CPU, with numpy (the systems are tiny — a torch call on
+a 2 × 2 matrix costs several times the arithmetic in dispatch, and that host time is a
+step's whole cost on a GPU at small K — and an active set needs data-dependent control
+flow anyway; :mod:`._gramian` states the precision policy that hands the Gramian over).
+The entry points take and return float64 CPU tensors; everything below them works on
+arrays. The Gramian is divided by its largest diagonal entry,
 so the weights do not depend on the scale of J. The dual-cone programme is solved in
 Jacobi-scaled variables (unit diagonal), so rows whose norms differ by orders of magnitude
 are held to the same relative accuracy. A Gramian that rounding left slightly indefinite
@@ -62,11 +65,13 @@ import warnings
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
 from ._gramian import canonical_order
 
-_EPS = torch.finfo(torch.float64).eps
+_EPS = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
 #: KKT tolerance in units of K · eps · (|H|·|x| + |c|), the rounding error of one gradient
 _TOL_FACTOR = 8.0
 #: a result is accepted as optimal within this many tolerances (Lawson–Hanson stops at one:
@@ -82,6 +87,29 @@ _MARGIN = 2.0
 #: sweeps per coordinate of the coordinate-descent fallback (:func:`_coordinate_descent`)
 _SWEEPS = 200
 
+Array = NDArray[np.float64]
+
+
+def _array(x: ArrayLike | Tensor) -> Array:
+    """``x`` as a float64 array (a float64 CPU tensor is shared, not copied)."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _tensor(x: Array) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def _each_row(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(B,) whether every entry of each row of a (B, K) mask holds."""
+    return np.asarray(mask.all(axis=1), dtype=np.bool_)
+
+
+def _any_in_row(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(B,) whether some entry of each row of a (B, K) mask holds."""
+    return np.asarray(mask.any(axis=1), dtype=np.bool_)
+
 
 def prepare_gramian(g: Tensor) -> tuple[Tensor, float]:
     """A symmetric float64 CPU Gramian (:func:`._gramian.for_solver`) divided by its largest
@@ -90,18 +118,18 @@ def prepare_gramian(g: Tensor) -> tuple[Tensor, float]:
     Returns ``(G / max_k G_kk, max_k G_kk)``; the scale is 0 for an all-zero Gramian (then the
     returned matrix is the zero matrix) and NaN when the Gramian has non-finite entries.
     """
-    if g.numel() == 0:
+    a = _array(g)
+    if a.size == 0:
         return g.clone(), 0.0
-    if not bool(torch.isfinite(g).all()):
+    if not np.isfinite(a).all():
         return g.clone(), float("nan")
-    scale = float(g.diagonal().max())
+    scale = float(np.diagonal(a).max())
     if scale <= 0.0:
         return torch.zeros_like(g), 0.0
-    g = g / scale
-    return g, scale
+    return _tensor(a / scale), scale
 
 
-def _positive_semidefinite(h: Tensor) -> Tensor:
+def _positive_semidefinite(h: Array) -> Array:
     """``h`` (max diagonal ≈ 1), or the nearest positive semi-definite matrix where it is not
     PSD to float64 rounding.
 
@@ -111,75 +139,81 @@ def _positive_semidefinite(h: Tensor) -> Tensor:
     ``h + 4 K eps I`` tells whether it is needed.
     """
     k = h.shape[0]
-    _, info = torch.linalg.cholesky_ex(h + (4 * k * _EPS) * torch.eye(k, dtype=torch.float64))
-    if int(info) == 0:
+    try:
+        np.linalg.cholesky(h + (4 * k * _EPS) * np.eye(k))
         return h
-    lam, q = torch.linalg.eigh(h)
-    h = (q * lam.clamp_min(0.0)) @ q.T
+    except np.linalg.LinAlgError:
+        pass
+    lam, q = np.linalg.eigh(h)
+    h = (q * np.maximum(lam, 0.0)) @ q.T
     return 0.5 * (h + h.T)
 
 
-def _solve_free(h: Tensor, eye: Tensor, neg_c: Tensor, free: Tensor) -> Tensor:
+def _solve_free(h: Array, eye: Array, neg_c: Array, free: NDArray[np.bool_]) -> Array:
     """For each row b: the minimiser of ½ xᵀHx + c_bᵀx over x supported on ``free[b]``.
 
     Solves ``H_FF x_F = −c_F`` (coordinates outside F are 0) as one batched K × K system
-    with identity rows outside F: Cholesky, then LU where the free block is not numerically
-    positive definite, then minimum-norm least squares where it is singular.
+    with identity rows outside F: LU with partial pivoting (backward stable on the positive
+    definite blocks as on the others), then minimum-norm least squares for the rows where
+    the free block is singular (the solve fails or gives non-finite values).
     """
-    m = torch.where(free.unsqueeze(2) & free.unsqueeze(1), h, eye)
-    rhs = torch.where(free, neg_c, 0.0).unsqueeze(2)
-    chol, info = torch.linalg.cholesky_ex(m)
-    if not bool(info.any()):
-        return torch.cholesky_solve(rhs, chol).squeeze(2)
-    z = torch.cholesky_solve(rhs, chol).squeeze(2)
-    bad = info != 0
-    zb, info_b = torch.linalg.solve_ex(m[bad], rhs[bad])
-    zb = zb.squeeze(2)
-    worse = (info_b != 0) | ~torch.isfinite(zb).all(dim=1)
-    if bool(worse.any()):
-        zb[worse] = torch.linalg.lstsq(
-            m[bad][worse], rhs[bad][worse], driver="gelsd"
-        ).solution.squeeze(2)
-    z[bad] = zb
-    return z.masked_fill(~free, 0.0)
+    m = np.where(free[:, :, None] & free[:, None, :], h, eye)
+    rhs = np.where(free, neg_c, 0.0)[:, :, None]
+    try:
+        z = np.linalg.solve(m, rhs)[:, :, 0]
+        bad = ~np.isfinite(z).all(axis=1)
+    except np.linalg.LinAlgError:  # some block is exactly singular: row by row
+        z = np.zeros(rhs.shape[:2])
+        bad = np.zeros(len(z), dtype=bool)
+        for b in range(len(z)):
+            try:
+                z[b] = np.linalg.solve(m[b], rhs[b])[:, 0]
+            except np.linalg.LinAlgError:
+                bad[b] = True
+        bad |= ~np.isfinite(z).all(axis=1)
+    for row in np.flatnonzero(bad):
+        z[row] = np.linalg.lstsq(m[row], rhs[row], rcond=None)[0][:, 0]
+    return np.where(free, z, 0.0)
 
 
 class _NNQP:
     """``min_{x ≥ 0} ½ xᵀHx + c_bᵀx`` for the rows c_b of c, and its rounding tolerance."""
 
-    def __init__(self, h: Tensor, c: Tensor, eps: float) -> None:
+    def __init__(self, h: Array, c: Array, eps: float) -> None:
         self.h, self.c, self.neg_c = h, c, -c
         self.k = h.shape[0]
-        self.eye = torch.eye(self.k, dtype=h.dtype)
+        self.eye = np.eye(self.k)
         unit = _TOL_FACTOR * self.k * eps
-        self.tol_h = unit * float(h.abs().max())
-        self.tol_c = unit * c.abs().amax(dim=1, keepdim=True)
+        self.tol_h = unit * float(np.abs(h).max())
+        self.tol_c = unit * np.abs(c).max(axis=1, keepdims=True)
 
-    def solve_free(self, free: Tensor) -> Tensor:
+    def solve_free(self, free: NDArray[np.bool_]) -> Array:
         return _solve_free(self.h, self.eye, self.neg_c, free)
 
-    def gradient(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.c, x, self.h)
+    def gradient(self, x: Array) -> Array:
+        grad: Array = x @ self.h + self.c
+        return grad
 
-    def tolerance(self, x: Tensor) -> Tensor:
+    def tolerance(self, x: Array) -> Array:
         """(B, 1) rounding error of the gradient H x_b + c_b: 8 K eps (max|H| max|x_b| + max|c_b|),
         with eps the unit roundoff of the input (float64's, or float32's for a float32 Gramian)."""
-        return torch.add(self.tol_c, x.abs().amax(dim=1, keepdim=True), alpha=self.tol_h)
+        tol: Array = self.tol_c + self.tol_h * np.abs(x).max(axis=1, keepdims=True)
+        return tol
 
-    def kkt(self, x: Tensor, slack: float = _ACCEPT) -> Tensor:
+    def kkt(self, x: Array, slack: float = _ACCEPT) -> NDArray[np.bool_]:
         """(B,) whether x ≥ 0 is optimal to rounding: ∇ ≥ −tol, and |∇| ≤ tol where x > 0."""
         grad = self.gradient(x)
         tol = slack * self.tolerance(x)
-        return ((grad >= -tol) & ((x <= 0) | (grad <= tol))).all(dim=1)
+        return _each_row((grad >= -tol) & ((x <= 0) | (grad <= tol)))
 
-    def rows(self, rows: Tensor) -> _NNQP:
+    def rows(self, rows: NDArray[np.intp]) -> _NNQP:
         sub = _NNQP.__new__(_NNQP)
         sub.__dict__.update(self.__dict__)
         sub.c, sub.neg_c, sub.tol_c = self.c[rows], self.neg_c[rows], self.tol_c[rows]
         return sub
 
 
-def _block_pivoting(p: _NNQP, free: Tensor, max_iter: int) -> Tensor:
+def _block_pivoting(p: _NNQP, free: NDArray[np.bool_], max_iter: int) -> Array:
     """Block principal pivoting (Júdice & Pires 1994; Kim & Park 2011), all rows at once.
 
     From the guess ``free`` of the free set F: solve it exactly (x_F = −H_FF⁻¹ c_F, 0
@@ -190,31 +224,31 @@ def _block_pivoting(p: _NNQP, free: Tensor, max_iter: int) -> Tensor:
     of every row, clipped to x ≥ 0 (the caller checks optimality).
     """
     b, k = p.c.shape
-    x = torch.zeros(b, k, dtype=torch.float64)
-    free = free.clone()
-    active = free.any(dim=1)
-    best = torch.full((b,), k + 1)
-    patience = torch.full((b,), 3)
+    x = np.zeros((b, k))
+    free = free.copy()
+    active = _any_in_row(free)
+    best = np.full(b, k + 1)
+    patience = np.full(b, 3)
     for _ in range(max_iter):
-        rows = torch.nonzero(active).squeeze(1)
-        if rows.numel() == 0:
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
             break
-        if rows.numel() == b:
+        if rows.size == b:
             z = p.solve_free(free)
-        else:  # solve only the rows still at work (a Cholesky per row is the main cost)
-            z = torch.zeros(b, k, dtype=torch.float64)
+        else:  # solve only the rows still at work
+            z = np.zeros((b, k))
             z[rows] = p.rows(rows).solve_free(free[rows])
-        wrong = torch.where(free, z, p.gradient(z)) < -p.tolerance(z)
-        n_wrong = wrong.sum(dim=1)
-        x = torch.where(active.unsqueeze(1), z, x)
-        patience = torch.where(n_wrong < best, 3, patience - 1)
-        best = torch.minimum(n_wrong, best)
+        wrong = np.where(free, z, p.gradient(z)) < -p.tolerance(z)
+        n_wrong = wrong.sum(axis=1)
+        x = np.where(active[:, None], z, x)
+        patience = np.where(n_wrong < best, 3, patience - 1)
+        best = np.minimum(n_wrong, best)
         active = active & (n_wrong > 0) & (patience >= 0)
-        free = free ^ (wrong & active.unsqueeze(1))
-    return x.clamp_min(0.0)
+        free = free ^ (wrong & active[:, None])
+    return np.maximum(x, 0.0)
 
 
-def _lawson_hanson(p: _NNQP, x0: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
+def _lawson_hanson(p: _NNQP, x0: Array, max_iter: int) -> tuple[Array, NDArray[np.bool_]]:
     """Lawson–Hanson active set from a feasible start x0 ≥ 0, all rows at once; ``(x, ok)``.
 
     First settle: with the free set {x0 > 0}, move from x0 towards the exact minimiser on
@@ -225,63 +259,66 @@ def _lawson_hanson(p: _NNQP, x0: Tensor, max_iter: int) -> tuple[Tensor, Tensor]
     is blocked until the next successful step, which rules out cycling.
     """
     b, k = p.c.shape
-    x = x0.clone()
+    x = x0.copy()
     free = x > 0
-    blocked = torch.zeros(b, k, dtype=torch.bool)
-    rows = torch.arange(b)
-    fr, xr, sub = free.clone(), x.clone(), p
+    blocked = np.zeros((b, k), dtype=bool)
+    rows = np.arange(b)
+    fr, xr, sub = free.copy(), x.copy(), p
     z = sub.solve_free(fr)
     for it in range(max_iter):
         if it > 0:
-            best, t = (-p.gradient(x)).masked_fill(free | blocked, -torch.inf).max(dim=1)
-            rows = torch.nonzero(best > p.tolerance(x).squeeze(1)).squeeze(1)
-            if rows.numel() == 0:
+            masked = np.where(free | blocked, -np.inf, -p.gradient(x))
+            t, best = masked.argmax(axis=1), masked.max(axis=1)
+            rows = np.flatnonzero(best > p.tolerance(x)[:, 0])
+            if rows.size == 0:
                 break
             tr = t[rows]
-            n = torch.arange(rows.numel())
+            n = np.arange(rows.size)
             fr = free[rows]
             fr[n, tr] = True
             xr, sub = x[rows], p.rows(rows)
             z = sub.solve_free(fr)
             # freeing t must increase x_t (it does in exact arithmetic since ∂f/∂x_t < 0)
             degenerate = z[n, tr] <= 0
-            if bool(degenerate.any()):
+            if degenerate.any():
                 blocked[rows[degenerate], tr[degenerate]] = True
-                keep = torch.nonzero(~degenerate).squeeze(1)
-                if keep.numel() == 0:
+                keep = np.flatnonzero(~degenerate)
+                if keep.size == 0:
                     continue
                 rows, fr, xr, z, sub = rows[keep], fr[keep], xr[keep], z[keep], sub.rows(keep)
         for _ in range(k + 1):
             leaving = fr & (z <= 0)
-            moving = leaving.any(dim=1)
-            if not bool(moving.any()):
+            moving = _any_in_row(leaving)
+            if not moving.any():
                 break
             # largest step towards z that keeps x ≥ 0; the coordinate that hits 0 is fixed
-            ratio = torch.where(
-                leaving, xr / (xr - z).clamp_min(torch.finfo(torch.float64).tiny), torch.inf
-            )
-            alpha, j = ratio.min(dim=1)
-            alpha = torch.where(moving, alpha.clamp(0.0, 1.0), 0.0)
-            xr = xr + alpha.unsqueeze(1) * (z - xr)
-            mi = torch.nonzero(moving).squeeze(1)
+            ratio = np.where(leaving, xr / np.maximum(xr - z, _TINY), np.inf)
+            j, alpha = ratio.argmin(axis=1), ratio.min(axis=1)
+            alpha = np.where(moving, np.clip(alpha, 0.0, 1.0), 0.0)
+            xr = xr + alpha[:, None] * (z - xr)
+            mi = np.flatnonzero(moving)
             xr[mi, j[mi]] = 0.0
-            fr = fr & ~(moving.unsqueeze(1) & (xr <= 0))
-            xr = xr.clamp_min(0.0)
+            fr = fr & ~(moving[:, None] & (xr <= 0))
+            xr = np.maximum(xr, 0.0)
             z = sub.solve_free(fr)
-        x[rows] = z.clamp_min(0.0)
+        x[rows] = np.maximum(z, 0.0)
         free[rows] = fr & (z > 0)
         blocked[rows] = False
     return x, p.kkt(x)
 
 
 def nonneg_qp(
-    h: Tensor, c: Tensor, free: Tensor | None = None, eps: float = _EPS
-) -> tuple[Tensor, bool]:
+    h: ArrayLike | Tensor,
+    c: ArrayLike | Tensor,
+    free: ArrayLike | Tensor | None = None,
+    eps: float = _EPS,
+) -> tuple[Array, bool]:
     """Solve ``min_{x ≥ 0} ½ xᵀ H x + c_bᵀ x`` for every row ``c_b`` of ``c``.
 
-    ``h``: (K, K) symmetric positive semi-definite, float64; ``c``: (B, K) float64 (the B
-    problems share H and are solved together). Returns ``(x, converged)`` with x of shape
-    (B, K), ``x ≥ 0``, and on convergence, for every b and k::
+    ``h``: (K, K) symmetric positive semi-definite; ``c``: (B, K) (the B problems share H
+    and are solved together); arrays or CPU tensors, taken in float64. Returns
+    ``(x, converged)`` with x a (B, K) float64 array, ``x ≥ 0``, and on convergence, for
+    every b and k::
 
         (H x_b + c_b)_k ≥ −tol_b,  and  |(H x_b + c_b)_k| ≤ tol_b where x_bk > 0,
 
@@ -297,22 +334,22 @@ def nonneg_qp(
     terminates finitely: first from the last iterate, then, where rounding on a singular H
     stalls that, from x = 0.
     """
+    h, c = _array(h), _array(c)
     b, k = c.shape
     if k == 0 or b == 0:
-        return torch.zeros(b, k, dtype=torch.float64), True
+        return np.zeros((b, k)), True
     p = _NNQP(h, c, eps)
-    if free is None:
-        free = c < -p.tolerance(torch.zeros(1, k, dtype=torch.float64))
-    x = _block_pivoting(p, free, max_iter=2 * k + 10)
+    start = c < -p.tolerance(np.zeros((1, k))) if free is None else _array(free) > 0
+    x = _block_pivoting(p, start, max_iter=2 * k + 10)
     ok = p.kkt(x)
     # rows left unsolved: Lawson–Hanson from the last iterate, then (rounding can stall a
     # warm start on a singular H) from x = 0 as the textbook method does
     for warm in (True, False):
-        if bool(ok.all()):
+        if ok.all():
             break
-        rows = torch.nonzero(~ok).squeeze(1)
-        start = x[rows] if warm else torch.zeros(rows.numel(), k, dtype=torch.float64)
-        x_lh, ok_lh = _lawson_hanson(p.rows(rows), start, max_iter=6 * k + 20)
+        rows = np.flatnonzero(~ok)
+        begin = x[rows] if warm else np.zeros((rows.size, k))
+        x_lh, ok_lh = _lawson_hanson(p.rows(rows), begin, max_iter=6 * k + 20)
         if warm:
             x[rows] = x_lh
         else:
@@ -331,7 +368,9 @@ def _warn_unconverged(what: str) -> None:
     )
 
 
-def resolved(g: Tensor, w: Tensor, eps: float = _EPS, scale: float = 0.0) -> bool:
+def resolved(
+    g: ArrayLike | Tensor, w: ArrayLike | Tensor, eps: float = _EPS, scale: float = 0.0
+) -> bool:
     """Whether the Gramian tells ``d = Jᵀw`` apart from 0, with a direction that can be
     certified.
 
@@ -350,10 +389,11 @@ def resolved(g: Tensor, w: Tensor, eps: float = _EPS, scale: float = 0.0) -> boo
     held in bf16 resolves nothing. ``scale``: a lower bound on S where w came out of a
     computation on larger terms (a projection of a combination of that size).
     """
+    g, w = _array(g), _array(w)
     k = g.shape[0]
     if k == 0:
         return False
-    s = max(float(w.abs() @ g.diagonal().clamp_min(0.0).sqrt()), scale)
+    s = max(float(np.abs(w) @ np.sqrt(np.maximum(np.diagonal(g), 0.0))), scale)
     d2 = float(w @ g @ w)
     return math.isfinite(d2) and s > 0 and d2 > _RESOLVE * math.sqrt(k) * eps * s * s
 
@@ -371,52 +411,55 @@ def min_norm_weights(g: Tensor, eps: float = _EPS) -> Tensor:
     computed d, rounding noise, would conflict with that task), or where the Gramian does
     not resolve d (:func:`resolved`).
     """
-    k = g.shape[0]
-    ones = torch.ones(k, dtype=torch.float64)
-    h = _positive_semidefinite(g) + 1.0
-    u, ok = nonneg_qp(h, -ones.unsqueeze(0), eps=eps)
+    ga = _array(g)
+    k = ga.shape[0]
+    h = _positive_semidefinite(ga) + 1.0
+    u, ok = nonneg_qp(h, -np.ones((1, k)), eps=eps)
     if not ok:
         _warn_unconverged("MGDA")
-    u = u[0]
-    w = u / u.sum()
-    if not resolved(g, w, eps):
-        return torch.zeros_like(w)
-    if bool((_min_norm_violation(g, w) > 1.0).any()):
-        w = _refine_min_norm(g, w)
-    if bool((g @ w < 0).any()) or not resolved(g, w, eps):
-        return torch.zeros_like(w)
-    return w
+    w = u[0] / u[0].sum()
+    if not resolved(ga, w, eps):
+        return torch.zeros(k, dtype=torch.float64)
+    if (_min_norm_violation(ga, w) > 1.0).any():
+        w = _refine_min_norm(ga, w)
+    if (ga @ w < 0).any() or not resolved(ga, w, eps):
+        return torch.zeros(k, dtype=torch.float64)
+    return _tensor(w)
 
 
-def _bordered_solve(g: Tensor, free: Tensor) -> Tensor | None:
+def _bordered_solve(g: Array, free: NDArray[np.bool_]) -> Array | None:
     """The minimiser of ``wᵀgw`` over ``{w : 1ᵀw = 1, w = 0 off free}``, from the bordered
     system ``[G_FF 1; 1ᵀ 0] [w_F; −|d|²] = [0; 1]``; None where it is singular."""
-    idx = torch.nonzero(free).squeeze(1)
-    f = idx.numel()
-    m = torch.zeros(f + 1, f + 1, dtype=torch.float64)
-    m[:f, :f] = g[idx][:, idx]
+    idx = np.flatnonzero(free)
+    f = idx.size
+    m = np.zeros((f + 1, f + 1))
+    m[:f, :f] = g[np.ix_(idx, idx)]
     m[:f, f] = 1.0
     m[f, :f] = 1.0
-    rhs = torch.zeros(f + 1, dtype=torch.float64)
+    rhs = np.zeros(f + 1)
     rhs[f] = 1.0
-    sol, info = torch.linalg.solve_ex(m, rhs)
-    if int(info) != 0 or not bool(torch.isfinite(sol).all()):
+    try:
+        sol = np.linalg.solve(m, rhs)
+    except np.linalg.LinAlgError:
         return None
-    z = torch.zeros(g.shape[0], dtype=torch.float64)
+    if not np.isfinite(sol).all():
+        return None
+    z = np.zeros(g.shape[0])
     z[idx] = sol[:f]
     return z
 
 
-def _min_norm_violation(g: Tensor, w: Tensor) -> Tensor:
+def _min_norm_violation(g: Array, w: Array) -> Array:
     """(K,) how far each ``⟨g_k, d⟩`` falls short of ``|d|²``, in units of its rounding error."""
     k = g.shape[0]
     gw = g @ w
     d2 = float(w @ gw)
-    err = _TOL_FACTOR * k * _EPS * (g.abs() @ w.abs() + d2)
-    return (d2 - gw) / err.clamp_min(torch.finfo(torch.float64).tiny)
+    err = _TOL_FACTOR * k * _EPS * (np.abs(g) @ np.abs(w) + d2)
+    out: Array = (d2 - gw) / np.maximum(err, _TINY)
+    return out
 
 
-def _refine_min_norm(g: Tensor, w: Tensor) -> Tensor:
+def _refine_min_norm(g: Array, w: Array) -> Array:
     """The min-norm weights polished by Wolfe's method from the active set's answer.
 
     The programme's stopping rule is absolute (``⟨g_k, d⟩ ≥ |d|² − tol`` with tol ~1e-14 of
@@ -430,50 +473,50 @@ def _refine_min_norm(g: Tensor, w: Tensor) -> Tensor:
     kept only where they violate the certificate less.
     """
     k = g.shape[0]
-    x = w.clone()
+    x = w.copy()
     free = x > 0
     for _ in range(4 * k + 10):
         z = _bordered_solve(g, free)
         if z is None:
             break
-        if bool((z[free] > 0).all()):
+        if (z[free] > 0).all():
             x = z
-            viol = _min_norm_violation(g, x).masked_fill(free, -torch.inf)
-            j = int(torch.argmax(viol))
+            viol = np.where(free, -np.inf, _min_norm_violation(g, x))
+            j = int(np.argmax(viol))
             if not float(viol[j]) > 1.0:
                 break
             free[j] = True
             continue
         # move towards z until the first weight reaches 0, and drop it
         leaving = free & (z <= 0)
-        ratio = torch.where(leaving, x / (x - z).clamp_min(torch.finfo(torch.float64).tiny), 2.0)
-        j = int(torch.argmin(ratio))
-        x = (x + float(ratio[j].clamp(0.0, 1.0)) * (z - x)).clamp_min(0.0)
+        ratio = np.where(leaving, x / np.maximum(x - z, _TINY), 2.0)
+        j = int(np.argmin(ratio))
+        x = np.maximum(x + float(np.clip(ratio[j], 0.0, 1.0)) * (z - x), 0.0)
         x[j] = 0.0
         free = x > 0
-        if not bool(free.any()):
+        if not free.any():
             return w
-    if not bool((x >= 0).all()) or not abs(float(x.sum()) - 1.0) <= 1e-12:
+    if not (x >= 0).all() or not abs(float(x.sum()) - 1.0) <= 1e-12:
         return w
     x = x / x.sum()
     better = float(_min_norm_violation(g, x).max()) < float(_min_norm_violation(g, w).max())
     return x if better else w
 
 
-def _numerical_rank_psd(h: Tensor, eps: float) -> Tensor:
+def _numerical_rank_psd(h: Array, eps: float) -> Array:
     """``h`` with every eigenvalue at or below ``8 K eps · λ_max`` set to 0: the nearest PSD
     matrix whose null directions are exact, dropping only curvature within the rounding of
     a Gramian held to ``eps`` (Weyl: a perturbation of the entries by ``eps`` moves each
     eigenvalue by at most ``K eps``)."""
     k = h.shape[0]
-    lam, q = torch.linalg.eigh(h)
+    lam, q = np.linalg.eigh(h)
     top = float(lam[-1]) if k else 0.0
-    lam = torch.where(lam > _TOL_FACTOR * k * eps * max(top, 0.0), lam, 0.0)
+    lam = np.where(lam > _TOL_FACTOR * k * eps * max(top, 0.0), lam, 0.0)
     h = (q * lam) @ q.T
     return 0.5 * (h + h.T)
 
 
-def _coordinate_descent(p: _NNQP, x0: Tensor, max_sweeps: int) -> tuple[Tensor, Tensor]:
+def _coordinate_descent(p: _NNQP, x0: Array, max_sweeps: int) -> tuple[Array, NDArray[np.bool_]]:
     """Dual coordinate descent from ``x0 ≥ 0``, all rows at once; ``(x, ok)``.
 
     Hildreth's method (Hildreth, "A quadratic programming procedure", Naval Research
@@ -484,9 +527,9 @@ def _coordinate_descent(p: _NNQP, x0: Tensor, max_sweeps: int) -> tuple[Tensor, 
     JOTA 1992), without the linear solves that an active-set method can lose to rounding.
     The KKT conditions of :meth:`_NNQP.kkt` are checked every K sweeps.
     """
-    h = p.h.numpy()
-    x = x0.numpy().copy()
-    grad = x @ h + p.c.numpy()
+    h = p.h
+    x = x0.copy()
+    grad = x @ h + p.c
     diag = np.diag(h)
     k = h.shape[0]
     for sweep in range(max_sweeps):
@@ -498,15 +541,15 @@ def _coordinate_descent(p: _NNQP, x0: Tensor, max_sweeps: int) -> tuple[Tensor, 
             x[:, j] = new
             grad += step[:, None] * h[j]
         if sweep % k == k - 1 or sweep == max_sweeps - 1:
-            xt = torch.from_numpy(x)
-            ok = p.kkt(xt)
-            if bool(ok.all()):
-                return xt, ok
-    xt = torch.from_numpy(x)
-    return xt, p.kkt(xt)
+            ok = p.kkt(x)
+            if ok.all():
+                return x, ok
+    return x, p.kkt(x)
 
 
-def projection_kkt(h: Tensor, a: Tensor, y: Tensor, eps: float = _EPS) -> Tensor:
+def projection_kkt(
+    h: ArrayLike | Tensor, a: ArrayLike | Tensor, y: ArrayLike | Tensor, eps: float = _EPS
+) -> NDArray[np.bool_]:
     """(B,) the certificate of a dual-cone projection: whether ``y ≥ 0`` minimises
     ``½ (a_b + y)ᵀ h (a_b + y)`` to rounding.
 
@@ -518,15 +561,18 @@ def projection_kkt(h: Tensor, a: Tensor, y: Tensor, eps: float = _EPS) -> Tensor
     sum of a and y, which cancel where the projection is ~0), with entries of h known to
     ``eps`` (the input's unit roundoff).
     """
+    h, a, y = _array(h), _array(a), _array(y)
     k = h.shape[0]
     v = a + y
     grad = v @ h
-    unit = _ACCEPT * _TOL_FACTOR * k * eps * float(h.abs().max())
-    tol = unit * (a.abs() + y.abs()).sum(dim=1, keepdim=True)
-    return ((y >= 0) & (grad >= -tol) & ((y <= 0) | (grad <= tol))).all(dim=1)
+    unit = _ACCEPT * _TOL_FACTOR * k * eps * float(np.abs(h).max())
+    tol = unit * (np.abs(a) + np.abs(y)).sum(axis=1, keepdims=True)
+    return _each_row((y >= 0) & (grad >= -tol) & ((y <= 0) | (grad <= tol)))
 
 
-def _certified_projection(h: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+def _certified_projection(
+    h: ArrayLike | Tensor, a: ArrayLike | Tensor, eps: float
+) -> tuple[Array, NDArray[np.bool_]]:
     """``y ≥ 0`` minimising ``½ (a_b + y)ᵀ h (a_b + y)`` for every row ``a_b``, and whether the
     result is certified (:func:`projection_kkt`: the KKT conditions to rounding on ``h``
     itself).
@@ -541,13 +587,14 @@ def _certified_projection(h: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Ten
     3. dual coordinate descent (:func:`_coordinate_descent`) from the last active-set
        iterate, which needs no linear solve.
     """
-    y = torch.zeros_like(a)
-    ok = torch.zeros(a.shape[0], dtype=torch.bool)
+    h, a = _array(h), _array(a)
+    y = np.zeros_like(a)
+    ok = np.zeros(a.shape[0], dtype=bool)
     h_psd = _positive_semidefinite(h)
-    h_rank: Tensor | None = None
+    h_rank: Array | None = None
     for kind in ("psd", "rank", "descent"):
-        rows = torch.nonzero(~ok).squeeze(1)
-        if rows.numel() == 0:
+        rows = np.flatnonzero(~ok)
+        if rows.size == 0:
             break
         ar = a[rows]
         if kind == "psd":
@@ -559,6 +606,7 @@ def _certified_projection(h: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Ten
             else:
                 p = _NNQP(h_rank, ar @ h_rank, eps)
                 yr, _ = _coordinate_descent(p, y[rows], max_sweeps=_SWEEPS * h.shape[0])
+        yr = _array(yr)
         good = projection_kkt(h, ar, yr, eps)
         # the latest active-set iterate starts the coordinate descent where none is certified
         take = good | (kind != "descent")
@@ -567,7 +615,7 @@ def _certified_projection(h: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Ten
     return y, ok
 
 
-def _with_margin(h: Tensor, a: Tensor, y: Tensor, ok: Tensor, eps: float) -> Tensor:
+def _with_margin(h: Array, a: Array, y: Array, ok: NDArray[np.bool_], eps: float) -> Array:
     """Certified projections re-solved with a margin where their rounding can conflict.
 
     ``d_b = Jᵀ(a_b + y_b)`` (scaled variables) is a sum whose terms have total size
@@ -584,26 +632,25 @@ def _with_margin(h: Tensor, a: Tensor, y: Tensor, ok: Tensor, eps: float) -> Ten
     """
     k = h.shape[0]
     v = a + y
-    s = v.abs().sum(dim=1)
-    dn = torch.einsum("bi,ij,bj->b", v, h, v).clamp_min(0.0).sqrt()
+    s = np.abs(v).sum(axis=1)
+    dn = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", v, h, v), 0.0))
     # a projection the Gramian does not resolve is rounding noise: no margin can help it
     noise = dn * dn <= _RESOLVE * math.sqrt(k) * eps * s * s
     need = ok & (s > _MARGIN_TRIGGER * dn) & (s > 0) & ~noise
-    rows = torch.nonzero(need).squeeze(1)
-    if rows.numel() == 0:
+    rows = np.flatnonzero(need)
+    if rows.size == 0:
         return y
-    mu = (_MARGIN * math.sqrt(k) * eps * s[rows]).unsqueeze(1)
+    mu = (_MARGIN * math.sqrt(k) * eps * s[rows])[:, None]
     ar = a[rows]
     hh = _positive_semidefinite(h)
-    c = ar @ hh - mu
-    ym, _ = nonneg_qp(hh, c, eps=eps)
+    ym, _ = nonneg_qp(hh, ar @ hh - mu, eps=eps)
     vm = ar + ym
     accept = (
         projection_kkt(h, ar, ym, eps)
-        & (vm.abs().sum(dim=1) <= 2 * s[rows])
-        & (vm @ h >= 0).all(dim=1)
+        & (np.abs(vm).sum(axis=1) <= 2 * s[rows])
+        & (vm @ h >= 0).all(axis=1)
     )
-    y = y.clone()
+    y = y.copy()
     y[rows[accept]] = ym[accept]
     return y
 
@@ -624,26 +671,27 @@ def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
     with no task — with a ``RuntimeWarning``: the Gramian does not determine it to working
     precision.
     """
-    if bool((u @ g >= 0).all()):  # Jᵀu_b conflicts with no row: it is its own projection
-        return u.clone()
-    norms = g.diagonal().sqrt()
-    norms = torch.where(norms > 0, norms, 1.0)
-    h = g / (norms.unsqueeze(1) * norms.unsqueeze(0))
-    a = u * norms
+    ga, ua = _array(g), _array(u)
+    if (ua @ ga >= 0).all():  # Jᵀu_b conflicts with no row: it is its own projection
+        return _tensor(ua.copy())
+    norms = np.sqrt(np.diagonal(ga))
+    norms = np.where(norms > 0, norms, 1.0)
+    h = ga / (norms[:, None] * norms[None, :])
+    a = ua * norms
     y, ok = _certified_projection(h, a, eps)
     y = _with_margin(h, a, y, ok, eps)
-    v = u + y / norms
-    if not bool(ok.all()):
+    v = ua + y / norms
+    if not ok.all():
         warnings.warn(
             "dual-cone projection: no solver met the KKT conditions to rounding on this "
             "Gramian (it does not determine the projection to working precision); the "
-            f"projection of {int((~ok).sum())} of {ok.numel()} vector(s) is replaced by 0, "
+            f"projection of {int((~ok).sum())} of {ok.size} vector(s) is replaced by 0, "
             "which conflicts with no task",
             RuntimeWarning,
             stacklevel=3,
         )
         v[~ok] = 0.0
-    return v
+    return _tensor(v)
 
 
 def conflict_free_part(gramian: Tensor, alpha: Tensor, eps: float) -> Tensor:
@@ -660,18 +708,19 @@ def conflict_free_part(gramian: Tensor, alpha: Tensor, eps: float) -> Tensor:
     v ≥ 0 with Jᵀv ≈ 0 move d by rounding only, and would otherwise swamp it. Computed in
     :func:`._gramian.canonical_order`, so it does not depend on the order of the rows.
     """
-    g, scale = prepare_gramian(gramian)
-    k = g.shape[0]
+    gt, scale = prepare_gramian(gramian)
     if not scale > 0:
         return torch.zeros_like(alpha)
-    order = torch.from_numpy(canonical_order(g.numpy()))  # the same rounding in any row order
-    g, alpha = g[order][:, order], alpha[order]
-    lam, q = torch.linalg.eigh(g)
+    g, al = _array(gt), _array(alpha)
+    k = g.shape[0]
+    order = canonical_order(g)  # the same rounding in any row order
+    g, al = g[np.ix_(order, order)], al[order]
+    lam, q = np.linalg.eigh(g)
     basis = q[:, lam > 8 * k * eps * float(lam[-1])]
-    a = basis @ (basis.T @ alpha)
-    v = dual_cone_weights(g, a.unsqueeze(0), eps)[0]
-    size = float(a.abs() @ g.diagonal().clamp_min(0.0).sqrt())
-    out = torch.zeros_like(v)
+    a = basis @ (basis.T @ al)
+    v = _array(dual_cone_weights(_tensor(g), _tensor(a[None, :]), eps))[0]
+    size = float(np.abs(a) @ np.sqrt(np.maximum(np.diagonal(g), 0.0)))
+    out = np.zeros_like(v)
     if resolved(g, v, eps, scale=size):
         out[order] = v
-    return out
+    return _tensor(out)

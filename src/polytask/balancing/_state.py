@@ -3,6 +3,7 @@ random draws, Adam on one scalar per task, and learned per-task scalars."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from ._options import finite, is_integer, require
 
 __all__ = [
     "weighted_sum",
+    "host_values_on",
     "check_state_keys",
     "Seeded",
     "random_orders",
@@ -227,10 +229,36 @@ class LearnedLogScales:
 
 def weighted_sum(losses: Mapping[str, Tensor], weights: Sequence[float] | Tensor) -> Tensor:
     """``Σ_i λ_i L_i`` as one product of the stacked losses with the weights (in the losses'
-    dtype, copied to their device once): a few kernels whatever K, where a product per task
-    costs K launches and their backward passes on a GPU."""
+    dtype and on their device, :func:`host_values_on`): a few kernels whatever K, where a
+    product per task costs K launches and their backward passes on a GPU."""
     stacked = torch.stack(list(losses.values()))
-    w = torch.as_tensor(weights).to(dtype=stacked.dtype)
-    if w.device != stacked.device:
-        w = w.to(stacked.device, non_blocking=True)
-    return (stacked * w).sum()
+    return (stacked * host_values_on(weights, stacked)).sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def host_values_on(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
+    """Numbers the host computed (a method's weights) as a tensor of ``like``'s dtype on its
+    device, without making the host wait for the device.
+
+    A copy from ordinary (pageable) host memory to a GPU waits for the work queued on the
+    stream, which makes every training step synchronous. So a sequence of floats — weights
+    that repeat from step to step: fixed weights, DWA's per-epoch weights, constant
+    factors — is copied once per device and dtype and then reused (read only: never
+    modify the result in place); a tensor — fresh values every step, RLW's draws — travels
+    through page-locked memory, asynchronously.
+    """
+    if not torch.is_tensor(values):
+        key = tuple(float(v) for v in values)
+        if like.device.type == "cpu":
+            return torch.tensor(key, dtype=like.dtype)
+        return _constant(key, like.device, like.dtype)
+    w = values.to(dtype=like.dtype)
+    if w.device == like.device:
+        return w
+    if like.device.type == "cuda" and w.device.type == "cpu":
+        w = w.pin_memory()
+    return w.to(like.device, non_blocking=True)

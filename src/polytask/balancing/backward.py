@@ -580,7 +580,21 @@ def _param_backward(
 ) -> None:
     if not stacked.requires_grad:
         return
-    reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
+    # through the shared features: one walk of the graph serves the split and the leaves
+    cut = (
+        _autograd.cut_at(values, z)
+        if z is not None and not disjoint and z.grad_fn is not None
+        else None
+    )
+    if cut is not None and cut.reads:
+        reached = cut.leaves()
+        if penalty is not None:
+            known = {id(p) for p in reached}
+            more = _autograd.reached_leaves([penalty])
+            reached += [p for p in more if id(p) not in known]
+    else:
+        cut = None
+        reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]
@@ -599,7 +613,7 @@ def _param_backward(
     # Through the shared features when given: the heads once, then K rows through the trunk.
     scaled = _scaled(values, scale)
     staged = (
-        _autograd.jacobian_through(scaled, z, params, others, chunk_size)
+        _autograd.jacobian_through(scaled, z, params, others, chunk_size, cut)
         if z is not None and not disjoint
         else None
     )
@@ -616,9 +630,10 @@ def _param_backward(
         penalty_grads = torch.autograd.grad(
             penalty, params + others, retain_graph=True, allow_unused=True
         )
+    unit = not _amp(scale) and scale == 1.0
     for p, r, e in zip(others, other_sums, penalty_grads[len(params) :]):
         g = r if e is None else r + e
-        g = (g * scale).to(p.dtype)
+        g = (g if unit else g * scale).to(p.dtype)
         if p.grad is None:
             p.grad = g
         else:
@@ -630,7 +645,7 @@ def _param_backward(
     if extra is not None:
         update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):
-        g = (d * scale).reshape(p.shape).to(p.dtype)
+        g = (d if unit else d * scale).reshape(p.shape).to(p.dtype)
         if p.grad is None:
             p.grad = g
         else:

@@ -76,7 +76,7 @@ class DynamicWeightAverage(LossWeighting):
         if not losses:
             raise ValueError("no task losses to combine: the batch has no labels for any task")
         lam = self.weights(list(losses))
-        return weighted_sum(losses, lam)
+        return weighted_sum(losses, lam.tolist())  # the same each step of an epoch: cached
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._options import finite, known_tasks, require
-from ._state import LearnedTaskScalars, check_state_keys
+from ._state import LearnedTaskScalars, check_state_keys, host_values_on
 from .base import LossWeighting
 
 KINDS = ("regression", "classification")
@@ -79,7 +79,7 @@ class UncertaintyWeighting(LossWeighting):
         stacked = torch.stack(list(losses.values()))
         s = torch.stack([self.log_vars.get(t) for t in losses]).to(stacked.device, stacked.dtype)
         c = [0.5 if self.kind(t) == "regression" else 1.0 for t in losses]
-        factor = torch.tensor(c, dtype=stacked.dtype).to(stacked.device, non_blocking=True)
+        factor = host_values_on(c, stacked)
         return (factor * torch.exp(-s) * stacked + 0.5 * s).sum()
 
     def state_dict(self) -> dict[str, Any]:
