@@ -323,6 +323,27 @@ def test_split_refuses_operations_shared_by_several_losses() -> None:
         )
 
 
+def test_one_walk_finds_the_leaves_on_each_side_of_the_features_and_the_owners() -> None:
+    """cut_at: the leaves above z (heads), below z (trunk), every consumer of z owned by the
+    one loss that reads it — the same sets as separate walks; a consumer read by every loss
+    leaves no owners, and a loss that does not read z leaves its trunk out of the leaves."""
+    model = Toy(3)
+    named, z = model()
+    losses = list(named.values())
+    cut = autograd.cut_at(losses, z)
+    heads = [p for h in model.heads for p in h.parameters()]
+    assert {id(p) for p in cut.above} == {id(p) for p in heads}
+    assert {id(p) for p in cut.below} == {id(p) for p in model.shared()}
+    assert {id(p) for p in cut.leaves()} == {id(p) for p in autograd.reached_leaves(losses)}
+    assert cut.reads and cut.owners is not None
+    assert sorted(i for i, _ in cut.owners.values()) == [0, 1, 2]
+    shared_op = z * 2
+    cut = autograd.cut_at([(h(shared_op) - 1).pow(2).mean() for h in model.heads], z)
+    assert cut.reads and cut.owners is None
+    unread = autograd.cut_at([model.heads[0].weight.sum()], z)
+    assert not unread.reads and unread.leaves() == [model.heads[0].weight]
+
+
 @pytest.mark.parametrize("chunk_size", [1, 3, 10, 64])
 def test_chunked_products_give_the_same_grads(chunk_size: int) -> None:
     level = "params"

@@ -415,3 +415,21 @@ def test_single_task_and_empty_batches(method) -> None:
     assert torch.isfinite(total) and float(g) > 0
     with pytest.raises(ValueError, match="no task losses"):
         method.combine({})
+
+
+def test_weights_reach_the_losses_device_without_a_copy_per_step() -> None:
+    """host_values_on: weights given as numbers (fixed, DWA, uw's factors) are copied to a
+    device once and reused — a copy from pageable host memory would make every step wait
+    for the GPU; the meta device stands in for one — and follow the losses' dtype."""
+    from polytask.balancing._state import host_values_on, weighted_sum
+
+    like = torch.empty(2, device="meta", dtype=torch.bfloat16)
+    first = host_values_on([0.5, 2.0], like)
+    assert first.device.type == "meta" and first.dtype == torch.bfloat16
+    assert host_values_on([0.5, 2.0], like) is first  # cached, not copied again
+    assert host_values_on([0.5, 3.0], like) is not first
+    drawn = host_values_on(torch.tensor([0.25, 0.75], dtype=torch.float64), like)
+    assert drawn.device.type == "meta" and drawn.dtype == torch.bfloat16
+    cpu = torch.tensor([1.0, 4.0], dtype=torch.float64, requires_grad=True)
+    total = weighted_sum({"a": cpu[0], "b": cpu[1]}, [0.5, 2.0])
+    assert total.dtype == torch.float64 and float(total.detach()) == 8.5

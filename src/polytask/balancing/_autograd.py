@@ -24,8 +24,9 @@ Torch only, no knowledge of models or data. These primitives serve
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -132,7 +133,7 @@ class Cut:
 
     Attributes:
         above: the leaves the losses reach without passing through z, in the order found.
-        below: the leaves z depends on, in the order found.
+        below: the leaves z depends on, in the order found (walked on first use).
         owners: z's *consumers* (the nodes that read z directly), each mapped to the one
             loss that reaches it and the input slots where it reads z; None where a
             consumer is reached by several losses, or a loss is z itself.
@@ -140,9 +141,13 @@ class Cut:
     """
 
     above: list[Tensor]
-    below: list[Tensor]
     owners: dict[Any, tuple[int, list[int]]] | None
     reads: bool
+    node: Any = field(repr=False)
+
+    @functools.cached_property
+    def below(self) -> list[Tensor]:
+        return _leaves([self.node], None)
 
     def leaves(self) -> list[Tensor]:
         """Every leaf the losses reach (above, then those below z not already seen)."""
@@ -152,10 +157,10 @@ class Cut:
 
 
 def cut_at(losses: Sequence[Tensor], z: Tensor) -> Cut:
-    """One walk over the graph of ``losses`` down to z and one below it (:class:`Cut`): what
-    :func:`split_consumers`, :func:`reached_leaves` and the checks of
+    """One walk over the graph of ``losses`` down to z, and on demand one below it
+    (:class:`Cut`): what :func:`split_consumers`, :func:`reached_leaves` and the checks of
     :func:`jacobian_through` need, without walking the same nodes several times (a walk
-    costs host time per node: ~a microsecond each, thousands in a transformer)."""
+    costs host time per node: about a microsecond each, thousands in a transformer)."""
     edge = get_gradient_edge(z)
     node_z, nr = edge.node, edge.output_nr
     above: list[Tensor] = []
@@ -192,8 +197,7 @@ def cut_at(losses: Sequence[Tensor], z: Tensor) -> Cut:
                     splittable = False
                 owners[node] = (i, idxs)
             stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
-    below = _leaves([node_z], None)
-    return Cut(above, below, owners if splittable else None, bool(owners) or not splittable)
+    return Cut(above, owners if splittable else None, bool(owners) or not splittable, node_z)
 
 
 def split_consumers(losses: Sequence[Tensor], z: Tensor) -> dict[Any, tuple[int, list[int]]] | None:
