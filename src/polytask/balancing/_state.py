@@ -244,12 +244,12 @@ def host_values_on(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
     """Numbers the host computed (a method's weights) as a tensor of ``like``'s dtype on its
     device, without making the host wait for the device.
 
-    A copy from ordinary (pageable) host memory to a GPU waits for the work queued on the
-    stream, which makes every training step synchronous. So a sequence of floats — weights
-    that repeat from step to step: fixed weights, DWA's per-epoch weights, constant
-    factors — is copied once per device and dtype and then reused (read only: never
-    modify the result in place); a tensor — fresh values every step, RLW's draws — travels
-    through page-locked memory, asynchronously.
+    A copy from ordinary (pageable) host memory to a GPU is staged by the driver, which may
+    wait for the work queued on the stream: every training step would be synchronous. So a
+    sequence of floats — weights that repeat from step to step: fixed weights, DWA's
+    per-epoch weights, constant factors — is copied once per device and dtype and then
+    reused (read only: never modify the result in place); a tensor — fresh values every
+    step, RLW's draws — travels through page-locked memory, asynchronously.
     """
     if not torch.is_tensor(values):
         key = tuple(float(v) for v in values)
