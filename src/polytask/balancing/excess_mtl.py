@@ -103,12 +103,17 @@ class ExcessMTL(GradientAggregator):
                     "keep the shared parameters fixed during a run (and use level=params)",
                 )
         sq = g * g
-        excess = []
+        sums = []
         for i, t in enumerate(names):
             s = self.sq_sum.get(t)
-            s = sq[i].clone() if s is None else s.to(g.device, g.dtype) + sq[i]
+            if s is None:
+                s = sq[i].clone()
+            else:  # in place: state_dict() hands out copies
+                s = s.to(g.device, g.dtype)
+                s.add_(sq[i])
             self.sq_sum[t] = s
-            excess.append(float((sq[i].double() / torch.sqrt(s.double() + 1e-7)).sum()))
+            sums.append((sq[i] / torch.sqrt(s + 1e-7)).sum(dtype=torch.float64))
+        excess = torch.stack(sums).tolist()  # one host synchronisation for every task
         in_warmup = self.steps < self.warmup_steps
         self.steps += 1
         if in_warmup:
@@ -133,7 +138,8 @@ class ExcessMTL(GradientAggregator):
             torch.tensor([self.log_alpha.get(t, 0.0) for t in names], dtype=torch.float64), 0
         )
         self.last_weights = alpha
-        return (alpha.to(g.device) @ g.double()).to(g.dtype)
+        # in J's dtype, as every aggregator applies its weights (no float64 copy of J)
+        return alpha.to(g.device, g.dtype) @ g
 
     def state_dict(self) -> dict[str, Any]:
         return {
