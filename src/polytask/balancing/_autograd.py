@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -177,26 +177,20 @@ def cut_at(losses: Sequence[Tensor], z: Tensor) -> Cut:
         if root is node_z:
             splittable = False
             continue
-        seen: set[Any] = set()
-        stack = [root]
-        while stack:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
+        for node in _walk([root], node_z):
             var = getattr(node, "variable", None)
             if var is not None:
                 if id(var) not in seen_leaf:
                     seen_leaf.add(id(var))
                     above.append(var)
                 continue
-            nexts = node.next_functions
-            idxs = [j for j, (nxt, k) in enumerate(nexts) if nxt is node_z and k == nr]
+            idxs = [
+                j for j, (nxt, k) in enumerate(node.next_functions) if nxt is node_z and k == nr
+            ]
             if idxs:
                 if owners.get(node, (i,))[0] != i:
                     splittable = False
                 owners[node] = (i, idxs)
-            stack.extend(nxt for nxt, _ in nexts if nxt is not None and nxt is not node_z)
     return Cut(above, owners if splittable else None, bool(owners) or not splittable, node_z)
 
 
@@ -407,11 +401,9 @@ def reached_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     return out + [p for p in _leaves([r.grad_fn for r in roots], None) if id(p) not in seen]
 
 
-def _leaves(starts: Iterable[Any], stop: object | None) -> list[Tensor]:
-    """The leaves below the nodes ``starts`` (not walking through ``stop``), in the order
-    found, each once."""
-    out: list[Tensor] = []
-    ids: set[int] = set()
+def _walk(starts: Iterable[Any], stop: object | None) -> Iterator[Any]:
+    """Every autograd node below the nodes ``starts`` once, depth first, without entering
+    ``stop`` or going below a leaf's node (which is given: its ``variable`` is the leaf)."""
     seen: set[Any] = set()
     stack = list(starts)
     while stack:
@@ -419,14 +411,16 @@ def _leaves(starts: Iterable[Any], stop: object | None) -> list[Tensor]:
         if node is None or node in seen or node is stop:
             continue
         seen.add(node)
-        var = getattr(node, "variable", None)
-        if var is not None:
-            if id(var) not in ids:
-                ids.add(id(var))
-                out.append(var)
-            continue
-        stack.extend(nxt for nxt, _ in node.next_functions)
-    return out
+        yield node
+        if getattr(node, "variable", None) is None:
+            stack.extend(nxt for nxt, _ in node.next_functions)
+
+
+def _leaves(starts: Iterable[Any], stop: object | None) -> list[Tensor]:
+    """The leaves below the nodes ``starts`` (not walking through ``stop``), in the order
+    found, each once."""
+    found = (getattr(node, "variable", None) for node in _walk(starts, stop))
+    return list({id(var): var for var in found if var is not None}.values())
 
 
 def _leaf_ids(starts: Iterable[Any], stop: object | None) -> set[int]:
