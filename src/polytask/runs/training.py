@@ -163,7 +163,12 @@ def train(
     exp = experiment or Experiment(cfg, base_dir)
     world = init_world(cfg.trainer.device)
     try:
-        return _train(exp, raw, base_dir, out, resume, overwrite, affinity_every, world)
+        result = _train(exp, raw, base_dir, out, resume, overwrite, affinity_every, world)
+        if world is not None:
+            # leave together: a rank that tears its process group down while rank 0 still
+            # writes the run can be aborted by gloo's transport threads at exit
+            world.barrier()
+        return result
     finally:
         if world is not None:
             world.close()
