@@ -165,7 +165,7 @@ def main() -> None:
             pass
         state = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
         torch.save(state, out / f"{case_name(case)}.rank{world.rank}.pt")
-    world.close()
+    world.leave()
 
 
 if __name__ == "__main__":

@@ -145,10 +145,18 @@ class World:
             )
 
     def close(self) -> None:
+        """Tear the process group down (after an error: without waiting for the others)."""
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+    def leave(self) -> None:
+        """After a completed job: wait for every rank, then :meth:`close`. Ranks that tear
+        their process group down while a peer still works (rank 0 writing the run) can be
+        aborted at exit by gloo's transport threads; leaving together avoids that."""
+        self.barrier()
+        self.close()
 
 
 def init_world(device: str = "auto") -> World | None:

@@ -165,12 +165,11 @@ def train(
     try:
         result = _train(exp, raw, base_dir, out, resume, overwrite, affinity_every, world)
         if world is not None:
-            # leave together: a rank that tears its process group down while rank 0 still
-            # writes the run can be aborted by gloo's transport threads at exit
-            world.barrier()
+            world.leave()
+            world = None
         return result
     finally:
-        if world is not None:
+        if world is not None:  # an error: no waiting for ranks that may never come
             world.close()
 
 
