@@ -272,7 +272,7 @@ def backward(
         total = method.combine(named)
         if trace is not None:
             trace.weights = _loss_weights(total, values)
-        torch.autograd.backward((total if penalty is None else total + penalty) * scale)
+        torch.autograd.backward(_times(total if penalty is None else total + penalty, scale))
         return total.detach()
     if not isinstance(method, GradientAggregator):
         raise TypeError(
@@ -356,6 +356,17 @@ def _amp(scale: float | Tensor) -> bool:
     return isinstance(scale, Tensor)
 
 
+def _unit(scale: float | Tensor) -> bool:
+    """Whether ``scale`` is the number 1 (a product with it would only add an operation and
+    its backward node to the step)."""
+    return not isinstance(scale, Tensor) and scale == 1.0
+
+
+def _times(x: Tensor, scale: float | Tensor) -> Tensor:
+    """``x · scale``, or ``x`` itself for a scale of 1."""
+    return x if _unit(scale) else x * scale
+
+
 def _scaled(values: list[Tensor], scale: float | Tensor) -> list[Tensor]:
     """The losses whose per-task gradients are taken: scaled under AMP."""
     return [v * scale for v in values] if _amp(scale) else values
@@ -396,7 +407,7 @@ def _features_backward(
     tensor's gradient is replaced by its block of the update, then one backward pass."""
     if not stacked.requires_grad:
         return
-    total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
+    total = _times(stacked.sum() if penalty is None else stacked.sum() + penalty, scale)
     live = [z for z in zs if z.requires_grad]
     if not live:
         torch.autograd.backward(total)
@@ -427,7 +438,7 @@ def _backward_with_updates(
     handles = []
     for z, d, e in zip(live, update, extra):
         dz = d.reshape(z.shape) if e is None else d.reshape(z.shape) + e
-        replacement = (dz * scale).to(z.dtype)
+        replacement = _times(dz, scale).to(z.dtype)
         handles.append(z.register_hook(lambda _grad, r=replacement: r))  # type: ignore[no-untyped-call]
     try:
         if total.requires_grad:
@@ -525,12 +536,12 @@ def _feature_backward(
 ) -> None:
     if not stacked.requires_grad:
         return
-    total = (stacked.sum() if penalty is None else stacked.sum() + penalty) * scale
+    total = _times(stacked.sum() if penalty is None else stacked.sum() + penalty, scale)
     if not z.requires_grad:
         torch.autograd.backward(total)
         return
     k = len(values)
-    unit = not isinstance(scale, Tensor) and scale == 1.0
+    unit = _unit(scale)
     extra = penalty if penalty is not None and penalty.requires_grad else None
 
     def replace(rows: Tensor) -> Tensor:  # rows are scale · ∇_z L_i (+ scale · ∇_z penalty last)
@@ -557,7 +568,7 @@ def _feature_backward(
         (pz,) = torch.autograd.grad(extra, z, retain_graph=True, allow_unused=True)
         if pz is not None:
             dz = dz + pz
-    replacement = (dz * scale).to(z.dtype)
+    replacement = _times(dz, scale).to(z.dtype)
     handle = z.register_hook(lambda _grad: replacement)  # type: ignore[no-untyped-call]
     try:
         torch.autograd.backward(total)
@@ -605,7 +616,7 @@ def _param_backward(
                 (k, k), dtype=torch.promote_types(stacked.dtype, torch.float32)
             )
         total = stacked.sum() if penalty is None else stacked.sum() + penalty
-        torch.autograd.backward(total * scale, inputs=others)
+        torch.autograd.backward(_times(total, scale), inputs=others)
         return
     # One walk down the graph gives the shared rows and the task-specific parameters'
     # gradient ∇ Σ_i L_i (the sum of their rows) together. Losses of separate batches are
@@ -630,10 +641,9 @@ def _param_backward(
         penalty_grads = torch.autograd.grad(
             penalty, params + others, retain_graph=True, allow_unused=True
         )
-    unit = not _amp(scale) and scale == 1.0
     for p, r, e in zip(others, other_sums, penalty_grads[len(params) :]):
         g = r if e is None else r + e
-        g = (g if unit else g * scale).to(p.dtype)
+        g = _times(g, scale).to(p.dtype)
         if p.grad is None:
             p.grad = g
         else:
@@ -645,7 +655,7 @@ def _param_backward(
     if extra is not None:
         update = [d if e is None else d + e.reshape(-1).to(d.dtype) for d, e in zip(update, extra)]
     for p, d in zip(params, update):
-        g = (d if unit else d * scale).reshape(p.shape).to(p.dtype)
+        g = _times(d, scale).reshape(p.shape).to(p.dtype)
         if p.grad is None:
             p.grad = g
         else:
