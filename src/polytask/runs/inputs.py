@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config.errors import ConfigError
+from ..config.jsonl import json_objects
 
 __all__ = ["read_inputs", "read_rows"]
 
@@ -77,20 +78,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(str(path), f"cannot read it ({err})", "give UTF-8 text") from None
     rows: list[dict[str, Any]] = []
     if kind == ".jsonl":
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    f"{path}:{i}", f"not JSON ({err.msg})", "one object a line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise ConfigError(
-                    f"{path}:{i}", "not a JSON object", 'write {"column": value, ...} per line'
-                )
-            rows.append(obj)
+        fix = 'write {"column": value, ...} per line'
+        rows = [obj for _, obj in json_objects(text.splitlines(), path, fix)]
     elif kind in (".csv", ".tsv"):
         delimiter = "\t" if kind == ".tsv" else ","
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -115,20 +104,9 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl(path: Path, text: str, text_field: str) -> Iterator[Input]:
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    fix = f'write {{"tokens": [...]}} or {{"{text_field}": "..."}} per line'
+    for i, obj in json_objects(text.splitlines(), path, fix):
         where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(where, f"not JSON ({err.msg})", "one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(
-                where,
-                f"a JSON {type(obj).__name__}, not an object",
-                f'write {{"tokens": [...]}} or {{"{text_field}": "..."}} per line',
-            )
         if "tokens" in obj:
             tokens = obj["tokens"]
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):

@@ -4,12 +4,12 @@ without a header row), CoNLL sentences, and which of these a path holds."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..jsonl import json_objects
 
 #: cells that mean "missing" (the tabular reader's default)
 _MISSING = ("", "?")
@@ -18,17 +18,7 @@ _MISSING = ("", "?")
 def _read_jsonl(path: Path, limit: int) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8-sig") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    f"{path}:{i}", f"not JSON ({err.msg})", "one object per line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise ConfigError(f"{path}:{i}", "not a JSON object", "one object per line")
+        for _, obj in json_objects(f, path, "one object per line"):
             rows.append(obj)
             if len(rows) >= limit:
                 break
