@@ -603,8 +603,7 @@ def _param_backward(
             known = {id(p) for p in reached}
             more = _autograd.reached_leaves([penalty])
             reached += [p for p in more if id(p) not in known]
-    else:
-        cut = None
+    else:  # (a cut no loss reads is still handed on: jacobian_through says so)
         reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
