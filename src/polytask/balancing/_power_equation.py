@@ -4,11 +4,13 @@ allocation (p = 1/α; Ban & Ji, ICML 2024)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._gramian import canonical_order
 
-__all__ = ["solve_power_equation", "solves_power_equation"]
+__all__ = ["solve_power_equation", "solves_power_equation", "fallback_power_weights"]
 
 #: rows whose squared norm is below this fraction of the largest one count as zero
 _ZERO_ROW = 1e-24
@@ -118,6 +120,29 @@ def solve_power_equation(
     result = np.empty(k)
     result[order] = out
     return result
+
+
+def fallback_power_weights(
+    gramian: np.ndarray, power: float = 1.0, eps: float = float(np.finfo(np.float64).eps)
+) -> np.ndarray:
+    """The weights a method falls back on where the power equation has no solution (a
+    Pareto-stationary point to working precision): :func:`solve_power_equation` on
+    ``G + √eps · max_i G_ii · I`` (``eps``: the unit roundoff G was accumulated in).
+
+    Without a solution, Newton's iterate grows along the directions v ≥ 0 with Jᵀv ≈ 0 and
+    where it stops depends on the rounding noise of G's smallest eigenvalues: its other
+    weights move by ~1e-4 relative when G changes by one unit in the last place (the same J
+    in another row order, whose Gramian a BLAS may round differently), and by far more in
+    float32. The ridge makes the problem strictly convex, so its solution is unique and moves
+    by about ``eps / √eps = √eps`` relative under such a change; it changes the weights of a
+    well-conditioned G by ~√eps only. Computed in :func:`._gramian.canonical_order`, as the
+    solve itself.
+    """
+    k = gramian.shape[0]
+    if k == 0:
+        return np.zeros(0)
+    ridge = math.sqrt(eps) * max(float(np.diag(gramian).max()), 0.0)
+    return solve_power_equation(gramian + ridge * np.eye(k), power)
 
 
 #: a solution has w_i^p (Gw)_i = 1 for every row; accepted within this

@@ -9,7 +9,11 @@ from torch import Tensor
 
 from ._gramian import from_numpy
 from ._options import is_real, require
-from ._power_equation import solve_power_equation, solves_power_equation
+from ._power_equation import (
+    fallback_power_weights,
+    solve_power_equation,
+    solves_power_equation,
+)
 from ._qp import conflict_free_part, resolved
 from .base import GramianWeighting
 
@@ -67,6 +71,7 @@ class FairGrad(GramianWeighting):
         g = gramian.numpy()
         w = solve_power_equation(g, 1.0 / self.alpha)
         if not solves_power_equation(g, w, 1.0 / self.alpha):
+            w = fallback_power_weights(g, 1.0 / self.alpha, eps)
             return conflict_free_part(gramian, from_numpy(w), eps)
         if not resolved(gramian, from_numpy(w), eps):
             return from_numpy(np.zeros_like(w))

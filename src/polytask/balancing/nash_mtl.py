@@ -10,7 +10,11 @@ from torch import Tensor
 
 from ._gramian import from_numpy
 from ._options import is_integer, is_real, require
-from ._power_equation import solve_power_equation, solves_power_equation
+from ._power_equation import (
+    fallback_power_weights,
+    solve_power_equation,
+    solves_power_equation,
+)
 from ._qp import conflict_free_part, resolved
 from ._state import check_state_keys
 from .base import GramianWeighting
@@ -89,6 +93,7 @@ class NashMTL(GramianWeighting):
             alpha = np.array([self.cache[t] for t in names])
         self.step += 1
         if fresh and not solves_power_equation(g, alpha):
+            alpha = fallback_power_weights(g, 1.0, eps)
             alpha = conflict_free_part(gramian, from_numpy(alpha), eps).numpy()
         elif not resolved(gramian, from_numpy(alpha), eps):
             alpha = np.zeros_like(alpha)
