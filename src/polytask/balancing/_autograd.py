@@ -217,36 +217,41 @@ def _owners(cut: Cut) -> dict[Any, tuple[int, list[int]]] | None:
 
 
 class _RowCapture:
-    """Hooks on z's consumers that write what each sends to z into row ``owner`` of a
-    (rows, *z.shape) tensor (summing where one loss reads z through several operations)."""
+    """Hooks on z's consumers that collect what each sends to z as row ``owner`` of a
+    (rows, *z.shape) tensor (summing where one loss reads z through several operations).
+
+    A hook only keeps the tensor it is handed; :meth:`finish` stacks the rows in one
+    operation (on a GPU every operation is a kernel launch, and hooks run once per task)."""
 
     def __init__(self, owners: dict[Any, tuple[int, list[int]]], rows: int, z: Tensor) -> None:
-        self.rows = torch.empty((rows, *z.shape), dtype=z.dtype, device=z.device)
-        self.written = [False] * rows
-        self.shape = z.shape
+        self.z = z
+        self.parts: list[Tensor | None] = [None] * rows
         self.handles = [
             node.register_hook(self._hook(i, idxs)) for node, (i, idxs) in owners.items()
         ]
 
     def _hook(self, i: int, idxs: list[int]) -> Callable[..., None]:
+        parts, shape = self.parts, self.z.shape
+
         def hook(grad_inputs: tuple[Any, ...], _grad_outputs: tuple[Any, ...]) -> None:
             for j in idxs:
                 g = grad_inputs[j]
-                if g is not None:
-                    if self.written[i]:
-                        self.rows[i].add_(g.detach().reshape(self.shape))
-                    else:
-                        self.rows[i].copy_(g.detach().reshape(self.shape))
-                        self.written[i] = True
+                if g is None:
+                    continue
+                if g.requires_grad:
+                    g = g.detach()
+                if g.shape != shape:
+                    g = g.reshape(shape)
+                before = parts[i]
+                parts[i] = g if before is None else before + g
 
         return hook
 
     def finish(self) -> Tensor:
-        """The rows; rows no consumer wrote (a loss that does not reach z) are zero."""
-        for i, done in enumerate(self.written):
-            if not done:
-                self.rows[i].zero_()
-        return self.rows
+        """The rows, stacked; rows no consumer wrote (a loss that does not reach z) are
+        zero."""
+        rows = [torch.zeros_like(self.z) if g is None else g for g in self.parts]
+        return torch.stack(rows).to(self.z.dtype)
 
     def remove(self) -> None:
         for h in self.handles:

@@ -67,18 +67,21 @@ def gramian(blocks: Sequence[Tensor]) -> Tensor:
     """``G = Σ_b J_b J_bᵀ`` (K × K, detached) of the (K, P_b) blocks, accumulated in
     :func:`accumulation_dtype` of their widest dtype on their device; J is never
     concatenated, and a block that must be upcast is upcast :data:`CHUNK_BYTES` at a time."""
-    dtype = accumulation_dtype(functools.reduce(torch.promote_types, [b.dtype for b in blocks]))
+    dtypes = {b.dtype for b in blocks}
+    dtype = accumulation_dtype(functools.reduce(torch.promote_types, dtypes))
     total: Tensor | None = None
-    for block in blocks:
-        rows = block.detach()
-        width = (
-            rows.shape[1]
-            if rows.dtype == dtype
-            else max(1, CHUNK_BYTES // (4 * max(1, rows.shape[0])))
-        )
-        for part in torch.split(rows, width, dim=1) if rows.shape[1] else [rows]:
-            part = part.to(dtype)
-            total = part @ part.T if total is None else total + part @ part.T
+    with torch.no_grad():  # (each operation here is a kernel launch on a GPU: few of them)
+        for block in blocks:
+            if block.dtype == dtype or not block.shape[1]:
+                parts = [block.to(dtype)]
+            else:
+                parts = list(torch.split(block, max(1, CHUNK_BYTES // (4 * block.shape[0])), 1))
+            for part in parts:
+                part = part.to(dtype)
+                if total is None:
+                    total = part @ part.T
+                else:
+                    total.addmm_(part, part.T)
     assert total is not None
     return total
 
@@ -149,4 +152,11 @@ def combine(
         )
     if seen is not None:
         seen(g, w)
-    return [w.to(device=b.device, dtype=b.dtype) @ b for b in blocks]
+    cast: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    out = []
+    for b in blocks:  # d_b = J_bᵀ w, one matrix-vector product each
+        key = (b.device, b.dtype)
+        if key not in cast:
+            cast[key] = w.to(device=b.device, dtype=b.dtype)
+        out.append(cast[key] @ b)
+    return out
