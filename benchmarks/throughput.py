@@ -18,7 +18,7 @@ Settings, each timed over ``--steps`` steps after ``--warmup`` steps, in interle
 * ``gpu`` (``--gpu``): one process on ``cuda``.
 
 Per method: examples per second, and the ratio of its step time to the plain sum's in the
-same setting (``fixed``, weights 1).
+same setting (``fixed``, weights 1). ``--methods`` defaults to every gradient method.
 
     .venv/bin/python benchmarks/throughput.py [--rounds 3] [--steps 30] [--methods ...]
     python3 benchmarks/throughput.py --gpu --json OUT.json      # GPU only
@@ -43,7 +43,15 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["fixed", "pcgrad", "mgda", "cagrad", "upgrad", "nash_mtl"]
+
+
+def gradient_methods() -> list[str]:
+    """``fixed`` (the plain sum, every ratio's reference) and every gradient method."""
+    from polytask import balancing
+    from polytask.balancing.base import LossWeighting
+
+    grads = [n for n in balancing.available() if not isinstance(balancing.make(n), LossWeighting)]
+    return ["fixed", *grads]
 
 
 def write_data(folder: Path, n: int = 3000, seed: int = 0) -> Path:
@@ -183,7 +191,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--methods", nargs="+", help="default: fixed and every gradient method")
     ap.add_argument("--gpu", action="store_true", help="only one process on cuda")
     ap.add_argument(
         "--settings",
@@ -196,6 +204,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.methods = args.methods or gradient_methods()
     if args.worker:
         worker(args)
         return

@@ -144,6 +144,21 @@ def crash_at(step: int) -> None:
     RunLogger.log_step = crashing  # type: ignore[method-assign]
 
 
+def record_restores() -> list[int]:
+    """The step of every checkpoint a Trainer restores from here on (a resumed run that
+    silently started afresh would end with the same weights: this tells them apart)."""
+    steps: list[int] = []
+    original = Trainer._restore
+
+    def restore(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        state = original(self, *args, **kwargs)
+        steps.append(state.step)
+        return state
+
+    Trainer._restore = restore  # type: ignore[method-assign]
+    return steps
+
+
 def main() -> None:
     from polytask.engine.distributed import init_world
 
@@ -155,9 +170,11 @@ def main() -> None:
     assert world is not None
     if crash:
         crash_at(crash)
+    restored = record_restores()
     train, val = data()
     for case in cases:
         t = trainer(case, world, **case.get("overrides", {}))
+        del restored[:]
         run = out / case_name(case) if crash or resume else None
         try:
             t.fit(train, val, collate(), run_dir=run, resume=resume)
@@ -165,6 +182,9 @@ def main() -> None:
             pass
         state = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
         torch.save(state, out / f"{case_name(case)}.rank{world.rank}.pt")
+        if resume:
+            record = out / f"{case_name(case)}.rank{world.rank}.restored.json"
+            record.write_text(json.dumps(restored))
     world.leave()
 
 

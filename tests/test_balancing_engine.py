@@ -191,6 +191,62 @@ def test_backward_equals_the_update_computed_by_hand(k: int, kind: str, level: s
     torch.testing.assert_close(total, sum(losses.values()).detach(), **TOL)
 
 
+def _gradient_cases() -> list[tuple[str, str]]:
+    cases = []
+    for name in balancing.available():
+        method = balancing.make(name)
+        if isinstance(method, GradientAggregator) and method.needs != "losses":
+            cases += [(name, level) for level in getattr(method, "levels", ("features", "params"))]
+    return cases
+
+
+def _record_inputs(method: GradientAggregator) -> list[Tensor]:
+    """What the method is handed from now on: the Gramian its solve sees, or the Jacobian."""
+    inputs: list[Tensor] = []
+    if isinstance(method, GramianWeighting):
+        solve = method._solve
+
+        def recording_solve(g: Tensor, eps: float, names: list[str], losses=None) -> Tensor:
+            inputs.append(g.clone())
+            return solve(g, eps, names, losses)
+
+        method._solve = recording_solve  # type: ignore[method-assign]
+    else:
+        aggregate = method.aggregate
+
+        def recording_aggregate(jacobian: Tensor, losses=None) -> Tensor:
+            inputs.append(jacobian.clone())
+            return aggregate(jacobian, losses)
+
+        method.aggregate = recording_aggregate  # type: ignore[method-assign]
+    return inputs
+
+
+@pytest.mark.parametrize(("name", "level"), _gradient_cases())
+def test_a_loss_scale_is_taken_off_before_the_method_and_put_back_after(
+    name: str, level: str
+) -> None:
+    """fp16: a GradScaler's scale S (a tensor) multiplies the losses so that their gradients
+    do not underflow. The method must see the per-task gradients of the unscaled losses
+    (bit for bit: S is a power of 2), and every parameter gets S × the update, which the
+    scaler divides out before the optimiser's step. Forgetting to unscale hands the method
+    S·J (a Gramian S² too large), so the recorded inputs differ."""
+    s = 2.0**12
+    runs = []
+    for scale in (1.0, torch.tensor(s, dtype=torch.float64)):
+        torch.manual_seed(0)  # randomised methods draw alike in both runs
+        model, method = Toy(3, seed=3), balancing.make(name)
+        method.bind([f"t{i}" for i in range(3)])
+        inputs = _record_inputs(method)
+        run_backward(model, method, level, scale=scale)
+        runs.append((inputs, [p.grad.clone() for p in params_of(model)]))
+    (plain_inputs, plain_grads), (scaled_inputs, scaled_grads) = runs
+    assert len(scaled_inputs) == len(plain_inputs) == 1
+    torch.testing.assert_close(scaled_inputs[0], plain_inputs[0], rtol=1e-12, atol=0)
+    for j, (a, b) in enumerate(zip(plain_grads, scaled_grads)):
+        torch.testing.assert_close(b, s * a, rtol=1e-10, atol=1e-12 * s, msg=f"parameter {j}")
+
+
 @pytest.mark.parametrize("level", ["features", "params"])
 def test_the_two_levels_differ_and_the_method_matters(level: str) -> None:
     """Guards the exactness test against a reference that cannot fail."""

@@ -129,17 +129,31 @@ def test_a_two_rank_run_resumes_with_one_rank_and_vice_versa(tmp_path) -> None:
                 )
     finally:
         setup.RunLogger.log_step = original  # type: ignore[method-assign]
+    for folder in (two_then_one, one_then_two):  # the kill left a checkpoint at step 3
+        for case in RESUMED:
+            saved = folder / setup.case_name(case) / "checkpoints" / "last" / "state.json"
+            assert json.loads(saved.read_text())["step"] == 3, saved
     cmd = _torchrun("tests/ddp_setup.py", str(one_then_two), json.dumps(RESUMED), "0", "resume")
     _run(cmd, cwd=ROOT)
-    for case in RESUMED:
-        name = setup.case_name(case)
-        ref = setup.trainer(case, **case["overrides"])
-        ref.fit(train, val, setup.collate())
-        resumed = setup.trainer(case, **case["overrides"])
-        resumed.fit(train, val, setup.collate(), run_dir=two_then_one / name, resume=True)
-        assert _max_diff(resumed.model.state_dict(), ref.model.state_dict()) < TOLERANCE, name
-        by_two = torch.load(one_then_two / f"{name}.rank0.pt")
-        assert _max_diff(by_two, ref.model.state_dict()) < TOLERANCE, name
+    original_restore = setup.Trainer._restore
+    try:
+        restored = setup.record_restores()
+        for case in RESUMED:
+            name = setup.case_name(case)
+            ref = setup.trainer(case, **case["overrides"])
+            ref.fit(train, val, setup.collate())
+            resumed = setup.trainer(case, **case["overrides"])
+            del restored[:]
+            resumed.fit(train, val, setup.collate(), run_dir=two_then_one / name, resume=True)
+            assert restored == [3], f"{name}: 1 process did not resume from step 3: {restored}"
+            assert _max_diff(resumed.model.state_dict(), ref.model.state_dict()) < TOLERANCE, name
+            for rank in (0, 1):
+                record = one_then_two / f"{name}.rank{rank}.restored.json"
+                assert json.loads(record.read_text()) == [3], f"{name}: rank {rank} started afresh"
+            by_two = torch.load(one_then_two / f"{name}.rank0.pt")
+            assert _max_diff(by_two, ref.model.state_dict()) < TOLERANCE, name
+    finally:
+        setup.Trainer._restore = original_restore  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------ the command line

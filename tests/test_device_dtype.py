@@ -14,6 +14,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import subprocess
+import sys
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -184,11 +186,13 @@ def _architecture(name: str, zh: Any, make_model: Any) -> tuple[torch.nn.Module,
     return model, zh.tasks, step
 
 
-@pytest.mark.parametrize("precision", ["float64", "bf16"])
+@pytest.mark.parametrize("precision", ["float64", "bf16", "fp16"])
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES.names()))
-def test_every_architecture_steps_in_float64_and_under_bf16(
+def test_every_architecture_steps_in_float64_and_under_bf16_and_fp16(
     name: str, precision: str, zh: Any, make_model: Any
 ) -> None:
+    """One step: float64 throughout, or float32 weights under bf16 / fp16 autocast (fp16 with
+    a GradScaler's loss scale, which the update carries until the scaler unscales it)."""
     model, tasks, step = _architecture(name, zh, make_model)
     dtype = torch.float64 if precision == "float64" else torch.float32
     model.to(dtype)
@@ -197,10 +201,15 @@ def test_every_architecture_steps_in_float64_and_under_bf16(
         model,
         tasks,
         balancing.make(method),
-        TrainerConfig(device="cpu", precision="fp32" if precision == "float64" else "bf16"),
+        TrainerConfig(device="cpu", precision="fp32" if precision == "float64" else precision),
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    losses, _ = trainer.train_step(step)
+    scale = torch.tensor(256.0) if precision == "fp16" else 1.0
+    losses, _ = trainer.train_step(step, scale)
+    if precision == "fp16":
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad /= scale
     assert losses and all(v.dtype == dtype for v in losses.values())
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert grads
@@ -261,6 +270,27 @@ def test_the_crf_forward_algorithm_runs_in_float32_under_autocast() -> None:
 
 
 # ---------------------------------------------------------------------------- fp16
+ROOT = Path(__file__).resolve().parents[1]
+ENCODER_KINDS = ("cnn", "bilstm", "transformer", "mlp", "tabular", "lenet")
+
+
+def test_every_encoder_kind_trains_at_fp32_bf16_and_fp16_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU check's precision part (benchmarks/gpu/checks.py), run on the CPU: each
+    encoder kind (cnn, word + character BiLSTM with a CRF, a transformer from a tiny random
+    BERT config, mlp, tabular, lenet) trains an epoch at fp32, bf16 and fp16 (GradScaler)
+    with a finite loss at every step and its skipped steps counted. On a GPU the same
+    part runs on CUDA."""
+    result = tmp_path / "precision.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks/gpu/checks.py"), "precision"]
+    cmd += ["--device", "cpu", "--threads", "1", "--work", str(tmp_path), "--result", str(result)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cases = {c["case"]: c for c in json.loads(result.read_text())["cases"]}
+    assert set(cases) == {f"{k} {p}" for k in ENCODER_KINDS for p in ("fp32", "bf16", "fp16")}
+    failed = {name: c["detail"] for name, c in cases.items() if not c["ok"]}
+    assert not failed and done.returncode == 0, (failed, done.stdout[-2000:], done.stderr[-2000:])
+    assert all(c["steps"] > 0 and isinstance(c["skipped_steps"], int) for c in cases.values())
+
+
 @pytest.fixture
 def low_scale(monkeypatch: Any) -> None:
     """A GradScaler starting at 2**8 rather than 2**16: the CRF's summed log-likelihood

@@ -49,8 +49,9 @@ fi
 
 # every wheel must install on CPython 3.12 / x86_64 and name no dependency that is neither
 # here nor on the GPU machine
-"$PY" - "$DEST" <<'PY'
+"$PY" - "$DEST" "$ROOT" <<'PY'
 import re
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -82,6 +83,18 @@ total = sum(w.stat().st_size for w in wheels)
 for w in wheels:
     print(f"{w.stat().st_size / 2**20:7.2f} MiB  {w.name}")
 print(f"{total / 2**20:7.2f} MiB  in {len(wheels)} wheels ({dest})")
+# what travels to the GPU machine: the tree (tracked and untracked files git does not
+# ignore) and the wheels, under the device tool's 64 MiB
+root = Path(sys.argv[2])
+listed = subprocess.run(
+    ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+    cwd=root, capture_output=True, text=True, check=True,
+).stdout.split("\0")
+tree = sum((root / f).stat().st_size for f in listed if f and (root / f).is_file())
+both = (tree + total) / 2**20
+print(f"{both:7.2f} MiB  the tree ({tree / 2**20:.2f} MiB) and the wheels together (limit 64)")
+if both > 64:
+    problems.append(f"the tree and the wheels come to {both:.1f} MiB, over the 64 MiB carried")
 if problems:
     sys.exit("fetch_wheels: " + "; ".join(problems))
 PY
