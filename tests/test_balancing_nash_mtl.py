@@ -127,3 +127,32 @@ def test_two_orthogonal_tasks_by_hand() -> None:
     assert torch.allclose(
         NashMTL(max_norm=0.0).weights(jac @ jac.T), torch.tensor([0.5, 2.0], dtype=torch.float64)
     )
+
+
+def _pareto_stationary_rows() -> torch.Tensor:
+    """Three random rows, a near-copy of the first and a near-opposite of the second: 0 is
+    in the conic hull to rounding, so the power equation has no solution."""
+    base = torch.randn(3, 6, generator=torch.Generator().manual_seed(600), dtype=torch.float64)
+    return torch.cat([base, base[:1] * (1 + 1e-9), -base[1:2] + 1e-9 * base[2:3]])
+
+
+def test_the_fallback_without_a_solution_is_stable_under_rounding_of_the_gramian() -> None:
+    """Nash-MTL and FairGrad fall back on the ridge-regularised equation's weights: the
+    update moves by about √eps (not 1e-4, as Newton's stopped iterate did) when each entry
+    of G moves by one unit in the last place, which is what a BLAS may do to the Gramian
+    of the same rows given in another order."""
+    from polytask.balancing import make
+
+    j = _pareto_stationary_rows()
+    g = j @ j.T
+    tol = 16 * torch.finfo(torch.float64).eps ** 0.5 * float(j.norm(dim=1).max())
+    gen = torch.Generator().manual_seed(1)
+    for name in ("nash_mtl", "fairgrad"):
+        d = make(name).weights(g) @ j
+        assert d.norm() > 0.1  # a real update, not 0
+        for _ in range(20):
+            ulps = torch.randint(-1, 2, g.shape, generator=gen).double()
+            noisy = g + torch.triu(ulps * g.abs() * torch.finfo(torch.float64).eps)
+            noisy = torch.triu(noisy) + torch.triu(noisy, 1).T  # symmetric, as a BLAS gives
+            gap = float((make(name).weights(noisy) @ j - d).norm())
+            assert gap <= tol, (name, gap, tol)

@@ -263,10 +263,11 @@ def test_transformer_windows_cover_every_word(small_transformer) -> None:
     assert whole.truncation([long, short]) == (0, 0)
     preds = predict(model, tasks, [long, short], whole)
     assert [len(p) for p in preds["aspects"]] == [len(WORDS), 3]
-    # a short input is one window: the same result as without windows
+    # a short input is one window: the same result as without windows (to float32
+    # rounding: in a batch of one the BLAS may sum in another order than in a batch of two)
     alone = predict(model, tasks, [short], cut)
     assert preds["aspects"][1] == alone["aspects"][0]
-    assert preds["sentiment"][1] == alone["sentiment"][0]
+    assert preds["sentiment"][1] == pytest.approx(alone["sentiment"][0], rel=1e-5, abs=1e-6)
 
 
 def test_transformer_window_states_are_those_of_each_window(small_transformer) -> None:

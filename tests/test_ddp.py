@@ -132,7 +132,7 @@ def test_a_two_rank_run_resumes_with_one_rank_and_vice_versa(tmp_path) -> None:
     for folder in (two_then_one, one_then_two):  # the kill left a checkpoint at step 3
         for case in RESUMED:
             saved = folder / setup.case_name(case) / "checkpoints" / "last" / "state.json"
-            assert json.loads(saved.read_text())["step"] == 3, saved
+            assert json.loads(saved.read_text())["state"]["step"] == 3, saved
     cmd = _torchrun("tests/ddp_setup.py", str(one_then_two), json.dumps(RESUMED), "0", "resume")
     _run(cmd, cwd=ROOT)
     original_restore = setup.Trainer._restore

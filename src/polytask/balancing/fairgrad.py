@@ -37,9 +37,10 @@ class FairGrad(GramianWeighting):
     (:func:`~polytask.balancing._power_equation.solve_power_equation`), instead of the official
     code's SciPy ``least_squares``; zero rows and singular Gramians are handled as
     described there. Where the equation has no solution (0 in the conic hull of the rows:
-    a Pareto-stationary point) the update is the part of Newton's direction that
-    conflicts with no task (:func:`~polytask.balancing._qp.conflict_free_part`), as for
-    Nash-MTL.
+    a Pareto-stationary point) the update is the part of the direction of the
+    ridge-regularised equation's weights
+    (:func:`~polytask.balancing._power_equation.fallback_power_weights`) that conflicts with
+    no task (:func:`~polytask.balancing._qp.conflict_free_part`), as for Nash-MTL.
 
     ``alpha``: 0 or in [0.1, 20] (default 1.0; the paper tunes it per benchmark, e.g. 2.0).
     Deviation: values outside that range are refused — there the solution's weights

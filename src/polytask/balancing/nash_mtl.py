@@ -51,9 +51,11 @@ class NashMTL(GramianWeighting):
     (:func:`._power_equation.solves_power_equation`: ``α_i ⟨g_i, d⟩ = 1`` for every task,
     to 1e-3). Where it fails — no solution exists when 0 is in the conic hull of the rows
     (a Pareto-stationary point, which the paper's analysis sets aside), and rounding can
-    make a nearly stationary J behave so — the update is the part of Newton's direction
-    that conflicts with no task (:func:`._qp.conflict_free_part`: its projection onto the
-    dual cone of the rows, 0 at a strongly stationary J), clipped as usual. An update the
+    make a nearly stationary J behave so — the update is the part of the direction of the
+    ridge-regularised equation's weights (:func:`._power_equation.fallback_power_weights`:
+    unique, and stable under rounding where Newton's stopped iterate is not) that
+    conflicts with no task (:func:`._qp.conflict_free_part`: its projection onto the dual
+    cone of the rows, 0 at a strongly stationary J), clipped as usual. An update the
     Gramian does not tell apart from 0 (:func:`._qp.resolved`) is 0. Weights reused under
     ``update_every`` are not re-certified (they solve an earlier step's equation).
 
