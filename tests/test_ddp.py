@@ -255,3 +255,70 @@ def test_commands_other_than_train_refuse_to_run_across_ranks(tmp_path, monkeypa
     config = _project(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
     one_error(cli("compare", config, "--out", tmp_path / "cmp"), "torchrun")
+
+
+# ------------------------------------------------------------ in process: one pass
+class _Mirror:
+    """A collective of two ranks holding the same shard, played by this process as rank 0:
+    every sum over the ranks doubles, every gather repeats."""
+
+    world_size, rank = 2, 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.mul_(2)
+
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor, tensor.clone()]
+
+
+def _mirrored_step(name: str, scale: object, one_pass: bool) -> tuple[list[torch.Tensor], int]:
+    """One feature-level step across the mirrored ranks: the gradients, and how many times
+    the heads ran backward."""
+    from polytask import balancing
+    from polytask.balancing import distributed
+
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh()).double()
+    heads = [torch.nn.Linear(6, 1).double() for _ in range(3)]
+    x = torch.randn(8, 5, dtype=torch.float64)
+    y = torch.randn(3, 8, 1, dtype=torch.float64)
+    z = trunk(x)
+    outs = [h(z) for h in heads]
+    calls = [0]
+    for out in outs:  # the node that reads z for this head
+        out.grad_fn.register_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    losses = {f"t{i}": ((o - y[i]) ** 2).mean() for i, o in enumerate(outs)}
+    params = [*trunk.parameters(), *(p for h in heads for p in h.parameters())]
+    method = balancing.make(name)
+    method.bind(list(losses))
+    original = distributed._one_pass
+    if not one_pass:
+        distributed._one_pass = lambda *args: False  # type: ignore[assignment]
+    try:
+        balancing.backward(
+            losses,
+            method=method,
+            features=z,
+            shared=list(trunk.parameters()),
+            level="features",
+            scale=torch.tensor(2.0**8, dtype=torch.float64) if scale == "amp" else 1.0,
+            collective=_Mirror(),
+            params=params,
+        )
+    finally:
+        distributed._one_pass = original  # type: ignore[assignment]
+    return [p.grad.clone() for p in params], calls[0]
+
+
+@pytest.mark.parametrize("scale", [1.0, "amp"])
+@pytest.mark.parametrize("name", ["upgrad", "mgda", "imtl_g", "nash_mtl"])
+def test_a_gramian_method_across_ranks_runs_the_heads_backward_once(name, scale) -> None:
+    """At the features a Gramian method across ranks takes ONE backward pass, as in one
+    process: the hook at z all-reduces the K × K Gramian and swaps in the update (each head
+    runs backward once, not once for the rows and again for the update), and the gradients
+    equal those of taking the rows first."""
+    got, calls = _mirrored_step(name, scale, one_pass=True)
+    ref, ref_calls = _mirrored_step(name, scale, one_pass=False)
+    assert calls == 3 and ref_calls == 6
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)

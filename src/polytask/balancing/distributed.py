@@ -390,11 +390,18 @@ def _features(
     k = len(values)
     stacked = torch.stack(values)
     live = [z for z in features if z.requires_grad] if stacked.requires_grad else []
-    blocks = (
-        [j.reshape(k, -1) for j in _autograd.looped_grad(_scaled(values, scale), live)]
-        if live
-        else []
-    )
+    if (
+        isinstance(method, GramianWeighting)
+        and len(live) == 1
+        and _one_pass(values, stacked, losses, method, live[0], scale, penalty, trace, collective)
+    ):
+        return
+    scaled = _scaled(values, scale)
+    if len(live) == 1:  # one pass through the heads where each reads z through its own ops
+        jacobians = [_autograd.feature_jacobian(scaled, live[0])]
+    else:
+        jacobians = _autograd.looped_grad(scaled, live) if live else []
+    blocks = [j.reshape(k, -1) for j in jacobians]
     if _amp(scale):
         blocks = [b / scale for b in blocks]
     if isinstance(method, GramianWeighting):
@@ -443,6 +450,47 @@ def _features(
         update = list(torch.split(d[start:end], [b.shape[1] for b in blocks]))
     total = stacked.sum() if penalty is None else stacked.sum() + penalty
     _backward_with_updates(total * scale, live, update, penalty, scale)
+
+
+def _one_pass(
+    values: list[Tensor],
+    stacked: Tensor,
+    losses: Mapping[str, Tensor],
+    method: GramianWeighting,
+    z: Tensor,
+    scale: float | Tensor,
+    penalty: Tensor | None,
+    trace: Trace | None,
+    collective: Collective,
+) -> bool:
+    """A Gramian method at one feature tensor across ranks in ONE backward pass, as in one
+    process (:func:`._autograd.one_pass_feature_backward`): the heads run backward once,
+    the hook at z all-reduces this rank's K × K Gramian, and the weights of the global one
+    give the update of this rank's rows before the pass enters the trunk. False, having
+    done nothing and called no collective, where the rows cannot be split in one pass
+    (the caller then takes them first; either way every rank all-reduces one Gramian)."""
+    from .backward import _amp, _finite, _times, _unit
+
+    k = len(values)
+    dtype = accumulation_dtype(stacked.dtype)
+    extra = penalty if penalty is not None and penalty.requires_grad else None
+
+    def replace(rows: Tensor) -> Tensor:  # scale · ∇_z L_i (+ scale · ∇_z penalty last)
+        jz = (rows[:k] if _unit(scale) else rows[:k] / scale).reshape(k, -1)
+        g = collective.all_reduce(gramian([jz]).to(device=stacked.device, dtype=dtype))
+        if _amp(scale) and not _finite([g]):  # overflow on some rank: the scaler skips
+            return rows.sum(0).to(z.dtype)
+        w = method.weights(g, losses)
+        if trace is not None:
+            trace.weights = w.detach()
+        out = _times(torch.mv(jz.T, w.to(device=jz.device, dtype=jz.dtype)), scale)
+        out = out.reshape(z.shape)
+        if extra is not None:  # the penalty's path through z, unbalanced
+            out = out + rows[k]
+        return out.to(z.dtype)
+
+    total = _times(stacked.sum() if penalty is None else stacked.sum() + penalty, scale)
+    return _autograd.one_pass_feature_backward(values, z, total, replace, extra=extra)
 
 
 def _global_gramian(
