@@ -271,11 +271,14 @@ class _Mirror:
         return [tensor, tensor.clone()]
 
 
-def _mirrored_step(name: str, scale: object, one_pass: bool) -> tuple[list[torch.Tensor], int]:
-    """One feature-level step across the mirrored ranks: the gradients, and how many times
-    the heads ran backward."""
+def _mirrored_step(
+    name: str, scale: object, one_pass: bool, level: str = "features"
+) -> tuple[list[torch.Tensor], int]:
+    """One step across the mirrored ranks: the gradients, and how many times the heads ran
+    backward. ``one_pass=False``: the rows first at the features, one batched product from
+    the losses at the parameters (the paths before one pass and two stages)."""
     from polytask import balancing
-    from polytask.balancing import distributed
+    from polytask.balancing import _autograd, distributed
 
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh()).double()
@@ -291,22 +294,23 @@ def _mirrored_step(name: str, scale: object, one_pass: bool) -> tuple[list[torch
     params = [*trunk.parameters(), *(p for h in heads for p in h.parameters())]
     method = balancing.make(name)
     method.bind(list(losses))
-    original = distributed._one_pass
+    original = distributed._one_pass, _autograd.jacobian_through
     if not one_pass:
         distributed._one_pass = lambda *args: False  # type: ignore[assignment]
+        _autograd.jacobian_through = lambda *args: None  # type: ignore[assignment]
     try:
         balancing.backward(
             losses,
             method=method,
             features=z,
             shared=list(trunk.parameters()),
-            level="features",
+            level=level,
             scale=torch.tensor(2.0**8, dtype=torch.float64) if scale == "amp" else 1.0,
             collective=_Mirror(),
             params=params,
         )
     finally:
-        distributed._one_pass = original  # type: ignore[assignment]
+        distributed._one_pass, _autograd.jacobian_through = original  # type: ignore[assignment]
     return [p.grad.clone() for p in params], calls[0]
 
 
@@ -320,5 +324,29 @@ def test_a_gramian_method_across_ranks_runs_the_heads_backward_once(name, scale)
     got, calls = _mirrored_step(name, scale, one_pass=True)
     ref, ref_calls = _mirrored_step(name, scale, one_pass=False)
     assert calls == 3 and ref_calls == 6
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, "amp"])
+@pytest.mark.parametrize("name", ["upgrad", "pcgrad", "db_mtl", "excess_mtl"])
+def test_across_ranks_the_parameter_level_goes_through_the_features_in_two_stages(
+    name, scale, monkeypatch
+) -> None:
+    """At the shared parameters with one feature tensor, each rank takes its rows as one
+    process does: the heads once, then K rows through the trunk
+    (``_autograd.jacobian_through``), not a batched product from the losses that pushes all
+    K rows through every head; the gradients are the same."""
+    from polytask.balancing import _autograd
+
+    staged = []
+    through = _autograd.jacobian_through
+    monkeypatch.setattr(
+        _autograd, "jacobian_through", lambda *a, **kw: staged.append(1) or through(*a, **kw)
+    )
+    got, _ = _mirrored_step(name, scale, one_pass=True, level="params")
+    assert staged == [1]
+    monkeypatch.undo()
+    ref, _ = _mirrored_step(name, scale, one_pass=False, level="params")
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)

@@ -339,20 +339,21 @@ def distributed_backward(
         reached_ids = {id(p) for p in reached}
         mine = [p for p in shared if id(p) in reached_ids]
         others = [p for p in reached if id(p) not in shared_ids]
-        rows = _autograd.jacobian(
-            _scaled(values, scale), mine + others, chunk_size, batched=not disjoint
+        jac, other_sums = _local_rows(
+            _scaled(values, scale), features, mine, others, chunk_size, stacked.requires_grad
         )
         if _amp(scale):
-            rows = [r / scale for r in rows]
+            jac = [r / scale for r in jac]
+            other_sums = [r / scale for r in other_sums]
         grads: tuple[Tensor | None, ...] = (None,) * len(mine + others)
         if pen is not None:
             grads = torch.autograd.grad(pen, mine + others, retain_graph=True, allow_unused=True)
-        for p, r, e in zip(others, rows[len(mine) :], grads[len(mine) :]):
-            g = r.sum(0) if e is None else r.sum(0) + e
+        for p, r, e in zip(others, other_sums, grads[len(mine) :]):
+            g = r if e is None else r + e
             p.grad = (g * scale).to(p.dtype)
         blocks, extra = _shared_rows(
             k,
-            rows[: len(mine)],
+            jac,
             mine,
             shared,
             grads[: len(mine)] if pen is not None else None,
@@ -371,6 +372,32 @@ def distributed_backward(
         return totals.sum()
     finally:
         fresh.merge()
+
+
+def _local_rows(
+    losses: list[Tensor],
+    features: Sequence[Tensor],
+    below: Sequence[Tensor],
+    above: Sequence[Tensor],
+    chunk_size: int | None,
+    live: bool,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """This rank's per-task gradients of the shared parameters ``below`` (K, *p.shape) and
+    the plain gradients of the others ``above``, as one process takes them: through the one
+    feature tensor where it applies (the heads once, then K rows through the trunk:
+    :func:`._autograd.jacobian_through`), else one batched product from the losses (K
+    passes for the losses of separate batches). Local: no collective, so ranks may take
+    different paths."""
+    staged = None
+    if live and below and len(features) == 1 and features[0].grad_fn is not None:
+        z = features[0]
+        cut = _autograd.cut_at(losses, z)
+        if cut.reads:
+            staged = _autograd.jacobian_through(losses, z, below, above, chunk_size, cut)
+    if staged is not None:
+        return staged
+    rows = _autograd.jacobian(losses, [*below, *above], chunk_size, batched=len(features) <= 1)
+    return rows[: len(below)], [r.sum(0) for r in rows[len(below) :]]
 
 
 def _features(
