@@ -55,7 +55,7 @@ def stationarity_witness(method: UPGrad | DualProj, jacobian: torch.Tensor) -> f
     j = jacobian.double()
     g, _ = prepare_gramian(j @ j.T)
     p = torch.full((j.shape[0],), 1 / j.shape[0], dtype=torch.float64)
-    v = dual_cone_weights(g, method.targets(p)).sum(0)
+    v = dual_cone_weights(g, method.targets(p.numpy())).sum(0)
     assert bool((v > 0).all())
     return float((v @ j).norm() / (v.abs() @ j.norm(dim=1)))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -111,8 +112,9 @@ class DualConeWeighting(GramianWeighting):
         super().bind(tasks)
         check_preference_tasks(self.pref_vector, tasks)
 
-    def targets(self, p: Tensor) -> Tensor:
-        """(R, K) weights of the R row combinations to project."""
+    def targets(self, p: np.ndarray) -> np.ndarray:
+        """(R, K) float64 weights of the R row combinations to project (numpy: the solve
+        runs on the host, where a numpy call costs a fraction of a torch call)."""
         raise NotImplementedError
 
     def _solve(
@@ -124,7 +126,7 @@ class DualConeWeighting(GramianWeighting):
             return p
         if math.isnan(scale):  # non-finite Gramian: no meaningful update
             return torch.full((len(names),), float("nan"), dtype=torch.float64)
-        w = dual_cone_weights(g, self.targets(p), eps).sum(dim=0)
+        w = dual_cone_weights(g, self.targets(p.numpy()), eps).sum(dim=0)
         if not resolved(g, w, eps):  # d is rounding noise: a stationary point to working precision
             return torch.zeros_like(w)
         return w

@@ -655,7 +655,7 @@ def _with_margin(h: Array, a: Array, y: Array, ok: NDArray[np.bool_], eps: float
     return y
 
 
-def dual_cone_weights(g: Tensor, u: Tensor, eps: float = _EPS) -> Tensor:
+def dual_cone_weights(g: Tensor, u: ArrayLike | Tensor, eps: float = _EPS) -> Tensor:
     """Weights ``v_b`` with ``Jᵀv_b`` the projection of ``Jᵀu_b`` onto ``{x : J x ≥ 0}``.
 
     ``g``: (K, K) normalised Gramian of J; ``u``: (B, K) weights of the vectors to project.

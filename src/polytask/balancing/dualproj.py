@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import numpy as np
 
 from ._dual_cone import DualConeWeighting
 
@@ -32,6 +32,6 @@ class DualProj(DualConeWeighting):
 
     name = "dualproj"
 
-    def targets(self, p: Tensor) -> Tensor:
+    def targets(self, p: np.ndarray) -> np.ndarray:
         """The one preferred combination pᵀJ."""
-        return p.unsqueeze(0)
+        return p[None, :]

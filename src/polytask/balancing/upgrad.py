@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from ._dual_cone import DualConeWeighting
 
@@ -42,7 +41,8 @@ class UPGrad(DualConeWeighting):
 
     name = "upgrad"
 
-    def targets(self, p: Tensor) -> Tensor:
+    def targets(self, p: np.ndarray) -> np.ndarray:
         """Each row p_k e_k on its own (tasks with p_k = 0 project nothing); the projections add
         up."""
-        return torch.diag(p)[torch.nonzero(p > 0).squeeze(1)]
+        out: np.ndarray = np.diag(p)[p > 0]
+        return out
