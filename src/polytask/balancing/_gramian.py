@@ -154,7 +154,7 @@ def combine(
         seen(g, w)
     cast: dict[tuple[torch.device, torch.dtype], Tensor] = {}
     out = []
-    for b in blocks:  # d_b = J_bᵀ w, one matrix-vector product each
+    for b in blocks:  # d_b = wᵀJ_b, with w cast once per device and dtype
         key = (b.device, b.dtype)
         if key not in cast:
             cast[key] = w.to(device=b.device, dtype=b.dtype)
