@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from polytask import balancing
+from polytask.cli import exit_rank
 from polytask.data import Collator, Example
 from polytask.engine import Trainer, TrainerConfig
 from polytask.engine.logs import RunLogger
@@ -186,6 +187,7 @@ def main() -> None:
             record = out / f"{case_name(case)}.rank{world.rank}.restored.json"
             record.write_text(json.dumps(restored))
     world.leave()
+    exit_rank(0)  # no interpreter finalisation: gloo's threads can abort it
 
 
 if __name__ == "__main__":

@@ -792,7 +792,37 @@ def _train_grouping(
 
 
 def main() -> None:
-    app()
+    from .engine.distributed import world_size_from_env
+
+    if world_size_from_env() <= 1:
+        app()
+        return
+    try:  # one rank of torchrun's: see exit_rank
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    exit_rank(code)
+
+
+def exit_rank(code: int) -> None:
+    """End a torchrun rank whose command has finished (its files written and closed, its
+    process group destroyed) without the interpreter's finalisation.
+
+    At finalisation, gloo's transport threads can still hold work objects whose tensors
+    reference Python; destroying them then aborts the process (SIGABRT, "terminate called
+    without an active exception"; pytorch/pytorch#179291), and torchrun reports a job that
+    succeeded as failed. Seen here about once in ten two-rank runs, after the run had been
+    written. The streams and log handlers are flushed first."""
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say there
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
