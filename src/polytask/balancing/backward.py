@@ -577,6 +577,25 @@ def _feature_backward(
         handle.remove()
 
 
+def reached_through(
+    stacked: Tensor, values: list[Tensor], z: Tensor | None, penalty: Tensor | None
+) -> tuple[list[Tensor], _autograd.Cut | None]:
+    """Every leaf the losses (``stacked``: the K losses stacked) and the penalty reach, and
+    the cut at the shared features z that found them (None without z): one walk over the
+    graph serves both, and the cut is handed on to :func:`._autograd.jacobian_through` (a
+    cut no loss reads too: it says so)."""
+    cut = _autograd.cut_at(values, z) if z is not None and z.grad_fn is not None else None
+    if cut is not None and cut.reads:
+        reached = cut.leaves()
+        if penalty is not None:
+            known = {id(p) for p in reached}
+            more = _autograd.reached_leaves([penalty])
+            reached += [p for p in more if id(p) not in known]
+        return reached, cut
+    roots = [stacked] if penalty is None else [stacked, penalty]
+    return _autograd.reached_leaves(roots), cut
+
+
 def _param_backward(
     stacked: Tensor,
     values: list[Tensor],
@@ -593,19 +612,7 @@ def _param_backward(
     if not stacked.requires_grad:
         return
     # through the shared features: one walk of the graph serves the split and the leaves
-    cut = (
-        _autograd.cut_at(values, z)
-        if z is not None and not disjoint and z.grad_fn is not None
-        else None
-    )
-    if cut is not None and cut.reads:
-        reached = cut.leaves()
-        if penalty is not None:
-            known = {id(p) for p in reached}
-            more = _autograd.reached_leaves([penalty])
-            reached += [p for p in more if id(p) not in known]
-    else:  # (a cut no loss reads is still handed on: jacobian_through says so)
-        reached = _autograd.reached_leaves([stacked] if penalty is None else [stacked, penalty])
+    reached, cut = reached_through(stacked, values, None if disjoint else z, penalty)
     shared_ids = {id(p) for p in shared}
     params = [p for p in reached if id(p) in shared_ids]
     others = [p for p in reached if id(p) not in shared_ids]

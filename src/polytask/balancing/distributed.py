@@ -297,7 +297,7 @@ def distributed_backward(
     ``losses`` are this rank's shares, ``level`` the resolved level, ``params`` every
     parameter whose gradient is summed over the ranks (the model's, in the same order on
     every rank). Returns the global combined loss, detached."""
-    from .backward import _amp, _loss_weights, _scaled, _shared_update
+    from .backward import _amp, _loss_weights, _scaled, _shared_update, reached_through
 
     names = list(losses)
     k = len(names)
@@ -333,14 +333,14 @@ def distributed_backward(
             _features(values, detached, method, features, scale, pen, trace, collective)
             reduce_grads(params, collective)
             return totals.sum()
-        roots = [stacked] if pen is None else [stacked, pen]
-        reached = _autograd.reached_leaves(roots) if any(r.requires_grad for r in roots) else []
+        z = features[0] if len(features) == 1 else None
+        reached, cut = reached_through(stacked, values, z, pen)
         shared_ids = {id(p) for p in shared}
         reached_ids = {id(p) for p in reached}
         mine = [p for p in shared if id(p) in reached_ids]
         others = [p for p in reached if id(p) not in shared_ids]
         jac, other_sums = _local_rows(
-            _scaled(values, scale), features, mine, others, chunk_size, stacked.requires_grad
+            _scaled(values, scale), z, len(features), mine, others, chunk_size, cut
         )
         if _amp(scale):
             jac = [r / scale for r in jac]
@@ -376,27 +376,25 @@ def distributed_backward(
 
 def _local_rows(
     losses: list[Tensor],
-    features: Sequence[Tensor],
+    z: Tensor | None,
+    batches: int,
     below: Sequence[Tensor],
     above: Sequence[Tensor],
     chunk_size: int | None,
-    live: bool,
+    cut: _autograd.Cut | None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """This rank's per-task gradients of the shared parameters ``below`` (K, *p.shape) and
     the plain gradients of the others ``above``, as one process takes them: through the one
-    feature tensor where it applies (the heads once, then K rows through the trunk:
+    feature tensor z where its ``cut`` applies (the heads once, then K rows through the trunk:
     :func:`._autograd.jacobian_through`), else one batched product from the losses (K
-    passes for the losses of separate batches). Local: no collective, so ranks may take
-    different paths."""
+    passes for the losses of ``batches`` > 1 separate batches). Local: no collective, so
+    ranks may take different paths."""
     staged = None
-    if live and below and len(features) == 1 and features[0].grad_fn is not None:
-        z = features[0]
-        cut = _autograd.cut_at(losses, z)
-        if cut.reads:
-            staged = _autograd.jacobian_through(losses, z, below, above, chunk_size, cut)
+    if z is not None and cut is not None and cut.reads and below:
+        staged = _autograd.jacobian_through(losses, z, below, above, chunk_size, cut)
     if staged is not None:
         return staged
-    rows = _autograd.jacobian(losses, [*below, *above], chunk_size, batched=len(features) <= 1)
+    rows = _autograd.jacobian(losses, [*below, *above], chunk_size, batched=batches <= 1)
     return rows[: len(below)], [r.sum(0) for r in rows[len(below) :]]
 
 
